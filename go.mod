@@ -3,7 +3,9 @@ module github.com/dmavk/dmavk
 go 1.26
 
 require (
-	github.com/stretchr/testify v1.12.1 // indirect
-	github.com/vulkan-go/vulkan v0.0.0-20221209234627-c0a353ae26c8 // indirect
-	gonum.org/v1/gonum v0.17.0 // indirect
+	github.com/stretchr/testify v1.12.1
+	github.com/vulkan-go/vulkan v0.0.0-20221209234627-c0a353ae26c8
+	gonum.org/v1/gonum v0.17.0
 )
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect

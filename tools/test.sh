@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI):
+#   1. go test -race ./... natively (whatever Vulkan device the system loader
+#      finds; on a GPU-less machine that is bookworm's lavapipe).
+#   2. every package with tests, as a prebuilt test binary, on each software
+#      device of tools/swvk.sh with validation on (DMAVK_VALIDATE=1).
+# Ends with a line "N passed, N failed" (one count per suite run) and exits
+# non-zero if anything failed.
+#
+#   tools/test.sh [-test.FLAG...]   extra flags go to every test run
+# Environment:
+#   DMAVK_SHORT=1              add -test.short
+#   DMAVK_DEVICES="bookworm forky"   software devices to use (default both)
+#   DMAVK_TEST_TIMEOUT=5m      per-run test timeout
+#   DMAVK_NATIVE=0             skip step 1
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SWVK="$ROOT/tools/swvk.sh"
+cd "$ROOT"
+command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
+
+args=("-test.timeout=${DMAVK_TEST_TIMEOUT:-5m}" "$@")
+[[ ${DMAVK_SHORT:-0} == 1 ]] && args+=(-test.short)
+read -r -a devices <<<"${DMAVK_DEVICES:-bookworm forky}"
+
+passed=0
+failed=0
+failures=()
+record() { # rc label
+	if [[ $1 -eq 0 ]]; then
+		passed=$((passed + 1))
+		printf '>>> ok   %s\n' "$2"
+	else
+		failed=$((failed + 1))
+		failures+=("$2")
+		printf '>>> FAIL %s (exit %s)\n' "$2" "$1"
+	fi
+}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Packages with tests: "importpath dir" per line.
+pkgs=$(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}} {{.Dir}}{{end}}' ./...)
+
+# 1. Native, with the race detector (the go command accepts -test.X flags).
+if [[ ${DMAVK_NATIVE:-1} != 0 ]]; then
+	printf '=== native: go test -race ./...\n'
+	rc=0
+	go test -race -count=1 "${args[@]}" ./... || rc=$?
+	record "$rc" "native go test -race ./..."
+fi
+
+# 2. Test binaries on the software devices. Built without -race to keep CI
+# fast; run from the package directory, as go test does.
+while read -r ip dir; do
+	[[ -n $ip ]] || continue
+	bin="$tmp/$(tr / _ <<<"${ip#github.com/dmavk/dmavk/}").test"
+	rc=0
+	go test -c -o "$bin" "$ip" || rc=$?
+	if [[ $rc -ne 0 ]]; then
+		record "$rc" "build $ip"
+		continue
+	fi
+	for dev in "${devices[@]}"; do
+		printf '=== %s: %s\n' "$dev" "$ip"
+		rc=0
+		(cd "$dir" && "$SWVK" run "$dev" --validate -- "$bin" "${args[@]}") || rc=$?
+		record "$rc" "$dev $ip"
+	done
+done <<<"$pkgs"
+
+# Fuzz smoke goes here once fuzz targets exist, e.g.:
+#   go test -run='^$' -fuzz=FuzzX -fuzztime=20s ./dma
+# (-fuzz takes one package and one target per invocation; fuzz workers
+# re-exec the test binary, so run it natively, not under swvk.sh forky.)
+
+if ((failed)); then
+	printf 'failed: %s\n' "${failures[@]}"
+fi
+printf '%d passed, %d failed\n' "$passed" "$failed"
+((failed == 0))

@@ -1,0 +1,143 @@
+package vk
+
+/*
+#include <stdlib.h>
+#include <string.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+
+	vulkan "github.com/vulkan-go/vulkan"
+)
+
+// PipelineDesc describes a compute pipeline: SPIR-V whose entry point is "main", a
+// descriptor set 0 of Bindings storage buffers (binding i for i < Bindings), PushSize
+// bytes of push constants, and specialization constants (constant_id i = Spec[i], each
+// 32 bits: ints, uints or float bits).
+type PipelineDesc struct {
+	Name     string // for errors and caches
+	SPIRV    []byte
+	Bindings int
+	PushSize int
+	Spec     []uint32
+	// SubgroupSize, when non-zero, requires this subgroup size
+	// (VK_EXT_subgroup_size_control); the device must allow it for compute.
+	SubgroupSize uint32
+	// FullSubgroups requires every subgroup of a workgroup to be full.
+	FullSubgroups bool
+}
+
+// Pipeline is a compiled compute pipeline with its layouts.
+type Pipeline struct {
+	d        *Device
+	name     string
+	pipeline vulkan.Pipeline
+	layout   vulkan.PipelineLayout
+	dsl      vulkan.DescriptorSetLayout
+	module   vulkan.ShaderModule
+	bindings int
+	pushSize int
+}
+
+// NewPipeline compiles a compute pipeline, through the device's pipeline cache.
+func (d *Device) NewPipeline(desc PipelineDesc) (*Pipeline, error) {
+	if err := d.usable(); err != nil {
+		return nil, err
+	}
+	if err := d.checkPipelineDesc(&desc); err != nil {
+		return nil, err
+	}
+	// SPIR-V is a stream of 32-bit words: copy it into C memory, which is aligned.
+	code := C.malloc(C.size_t(len(desc.SPIRV)))
+	defer C.free(code)
+	C.memcpy(code, unsafe.Pointer(&desc.SPIRV[0]), C.size_t(len(desc.SPIRV)))
+	var spec *C.uint32_t
+	if len(desc.Spec) > 0 {
+		spec = (*C.uint32_t)(unsafe.Pointer(&desc.Spec[0]))
+	}
+	var cache C.dv_handle
+	if d.cache != nil {
+		cache = C.dv_handle(unsafe.Pointer(d.cache.handle))
+	}
+	full := C.int(0)
+	if desc.FullSubgroups {
+		full = 1
+	}
+	var dsl, layout, pipe, module C.dv_handle
+	r := C.dv_create_compute_pipeline(d.in.handle, d.handle, (*C.uint32_t)(code), C.size_t(len(desc.SPIRV)),
+		C.uint32_t(desc.Bindings), C.uint32_t(desc.PushSize), spec, C.uint32_t(len(desc.Spec)),
+		C.uint32_t(desc.SubgroupSize), full, cache, &dsl, &layout, &pipe, &module)
+	p := &Pipeline{
+		d: d, name: desc.Name, bindings: desc.Bindings, pushSize: desc.PushSize,
+		pipeline: vulkan.Pipeline(unsafe.Pointer(pipe)),
+		layout:   vulkan.PipelineLayout(unsafe.Pointer(layout)),
+		dsl:      vulkan.DescriptorSetLayout(unsafe.Pointer(dsl)),
+		module:   vulkan.ShaderModule(unsafe.Pointer(module)),
+	}
+	if err := check("vkCreateComputePipelines", int32(r)); err != nil {
+		p.Close()
+		return nil, d.noteErr(fmt.Errorf("%s: %w", desc.Name, err))
+	}
+	// The module is only needed while the pipeline is created.
+	vulkan.DestroyShaderModule(d.dev, p.module, nil)
+	p.module = vulkan.NullShaderModule
+	return p, nil
+}
+
+func (d *Device) checkPipelineDesc(desc *PipelineDesc) error {
+	caps := &d.caps
+	if len(desc.SPIRV) < 20 || len(desc.SPIRV)%4 != 0 || binary.LittleEndian.Uint32(desc.SPIRV) != 0x07230203 {
+		return fmt.Errorf("vk: NewPipeline %s: not SPIR-V (%d bytes)", desc.Name, len(desc.SPIRV))
+	}
+	if desc.Bindings < 0 || uint32(desc.Bindings) > caps.MaxStorageBuffers {
+		return fmt.Errorf("vk: NewPipeline %s: %d storage buffers, device allows %d per stage", desc.Name, desc.Bindings, caps.MaxStorageBuffers)
+	}
+	if desc.PushSize < 0 || desc.PushSize%4 != 0 || uint32(desc.PushSize) > caps.MaxPushConstantsSize {
+		return fmt.Errorf("vk: NewPipeline %s: %d bytes of push constants (a multiple of 4 up to %d)", desc.Name, desc.PushSize, caps.MaxPushConstantsSize)
+	}
+	if s := desc.SubgroupSize; s != 0 {
+		if !caps.SubgroupSizeControl || !caps.SubgroupSizeComputeReq {
+			return fmt.Errorf("vk: NewPipeline %s: subgroup size %d required, but the device cannot fix the subgroup size of compute shaders", desc.Name, s)
+		}
+		if s&(s-1) != 0 || s < caps.MinSubgroupSize || s > caps.MaxSubgroupSize {
+			return fmt.Errorf("vk: NewPipeline %s: subgroup size %d outside the device's [%d, %d]", desc.Name, s, caps.MinSubgroupSize, caps.MaxSubgroupSize)
+		}
+	}
+	if desc.FullSubgroups && !caps.ComputeFullSubgroups {
+		return fmt.Errorf("vk: NewPipeline %s: full subgroups required, device does not support computeFullSubgroups", desc.Name)
+	}
+	return nil
+}
+
+// Close destroys the pipeline. Runs already submitted keep working: Vulkan lets a
+// pipeline be destroyed once command buffers that use it are done, so Close waits for
+// the device's work in flight first.
+func (p *Pipeline) Close() error {
+	if p.d == nil {
+		return nil
+	}
+	d := p.d
+	p.d = nil
+	d.inflight.Wait()
+	if p.pipeline != vulkan.NullPipeline {
+		vulkan.DestroyPipeline(d.dev, p.pipeline, nil)
+	}
+	if p.layout != vulkan.NullPipelineLayout {
+		vulkan.DestroyPipelineLayout(d.dev, p.layout, nil)
+	}
+	if p.dsl != vulkan.NullDescriptorSetLayout {
+		vulkan.DestroyDescriptorSetLayout(d.dev, p.dsl, nil)
+	}
+	if p.module != vulkan.NullShaderModule {
+		vulkan.DestroyShaderModule(d.dev, p.module, nil)
+	}
+	return nil
+}
+
+// Name is the name given in the PipelineDesc.
+func (p *Pipeline) Name() string { return p.name }
