@@ -255,7 +255,7 @@ func (r *Recorder) Dispatch(p *Pipeline, groups [3]uint32, push []byte, bindings
 		if size == 0 {
 			size = b.Buf.size - b.Offset
 		}
-		if b.Offset < 0 || size <= 0 || b.Offset+size > b.Buf.size {
+		if b.Offset < 0 || size <= 0 || b.Offset > b.Buf.size || size > b.Buf.size-b.Offset { // no overflow
 			return fmt.Errorf("vk: Dispatch %s: binding %d range [%d, %d) outside buffer of %d bytes", p.name, i, b.Offset, b.Offset+size, b.Buf.size)
 		}
 		if a := int64(caps.MinStorageBufferAlign); a > 1 && b.Offset%a != 0 {
@@ -293,7 +293,9 @@ func (r *Recorder) Dispatch(p *Pipeline, groups [3]uint32, push []byte, bindings
 }
 
 // Barrier makes all earlier writes (shaders and copies) visible to later commands.
-func (r *Recorder) Barrier() { C.dv_cmd_barrier(r.rc.d.in.handle, C.dv_handle(unsafe.Pointer(r.rc.cmd)), 0) }
+func (r *Recorder) Barrier() {
+	C.dv_cmd_barrier(r.rc.d.in.handle, C.dv_handle(unsafe.Pointer(r.rc.cmd)), 0)
+}
 
 func (r *Recorder) hostBarrier() {
 	C.dv_cmd_barrier(r.rc.d.in.handle, C.dv_handle(unsafe.Pointer(r.rc.cmd)), 1)
@@ -459,4 +461,43 @@ func (r *Recorder) timestamps() ([]Timestamp, error) {
 		out[i] = Timestamp{Label: r.labels[i], Nanos: float64(ticks) * caps.TimestampPeriod}
 	}
 	return out, nil
+}
+
+// Update records a write of data (at most 65536 bytes, a multiple of 4) into b at byte
+// offset off (a multiple of 4), ordered before later commands by a Barrier. It is the
+// cheap way to hand a kernel its parameters inside the same submission.
+func (r *Recorder) Update(b *Buffer, off int64, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if len(data)%4 != 0 || off%4 != 0 || len(data) > 65536 {
+		return fmt.Errorf("vk: Update: %d bytes at offset %d (need multiples of 4, at most 65536)", len(data), off)
+	}
+	if err := b.checkRange("Update", off, len(data)); err != nil {
+		return err
+	}
+	if err := r.retain(b); err != nil {
+		return err
+	}
+	// vkCmdUpdateBuffer copies the data into the command buffer during the call.
+	vulkan.CmdUpdateBuffer(r.rc.cmd, b.buf, vulkan.DeviceSize(off), vulkan.DeviceSize(len(data)), (*uint32)(unsafe.Pointer(&data[0])))
+	return nil
+}
+
+// Fill records setting n bytes of b from off (both multiples of 4) to the 32-bit value v.
+func (r *Recorder) Fill(b *Buffer, off, n int64, v uint32) error {
+	if n == 0 {
+		return nil
+	}
+	if n%4 != 0 || off%4 != 0 {
+		return fmt.Errorf("vk: Fill: %d bytes at offset %d (need multiples of 4)", n, off)
+	}
+	if err := b.checkRange("Fill", off, int(n)); err != nil {
+		return err
+	}
+	if err := r.retain(b); err != nil {
+		return err
+	}
+	vulkan.CmdFillBuffer(r.rc.cmd, b.buf, vulkan.DeviceSize(off), vulkan.DeviceSize(n), v)
+	return nil
 }

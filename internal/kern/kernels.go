@@ -1,0 +1,74 @@
+package kern
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/dmavk/dmavk/shaders"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// Kernels compiles the DMA pipelines of one device on first use and keeps them. It is
+// safe for concurrent use.
+type Kernels struct {
+	d     *vk.Device
+	mu    sync.Mutex
+	pipes map[string]*vk.Pipeline
+}
+
+// New prepares the kernels of d; nothing is compiled yet.
+func New(d *vk.Device) *Kernels { return &Kernels{d: d, pipes: map[string]*vk.Pipeline{}} }
+
+// Device is the device the kernels run on.
+func (k *Kernels) Device() *vk.Device { return k.d }
+
+// Pipeline returns the pipeline of the named shader with the given specialization
+// constants and binding count, compiling it the first time.
+func (k *Kernels) Pipeline(name string, bindings int, spec ...uint32) (*vk.Pipeline, error) {
+	var key strings.Builder
+	fmt.Fprintf(&key, "%s/%d", name, bindings)
+	for _, s := range spec {
+		fmt.Fprintf(&key, "/%d", s)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.pipes[key.String()]; ok {
+		return p, nil
+	}
+	code, err := shaders.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: bindings, Spec: spec})
+	if err != nil {
+		return nil, err
+	}
+	k.pipes[key.String()] = p
+	return p, nil
+}
+
+// Close destroys every pipeline.
+func (k *Kernels) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, p := range k.pipes {
+		p.Close()
+	}
+	k.pipes = map[string]*vk.Pipeline{}
+	return nil
+}
+
+// PlanSizes gives the byte sizes of the selection plan's buffers for p (see the package
+// documentation): ord, U, ucount and tau.
+func PlanSizes(p *Params) (ord, u, ucount, tau int64) {
+	bh := int64(p.B) * int64(p.Hb)
+	ord = bh * int64(p.Lk) * 4
+	u = bh * int64(p.NBlocks+1) * int64(p.NCap) * 8
+	ucount = bh * int64(p.NBlocks+1) * 4
+	tau = bh * int64(p.Lq) * 8
+	return ord, max(u, 8), max(ucount, 4), max(tau, 8)
+}
+
+// Groups rounds n items up to whole workgroups of size per.
+func Groups(n, per int) uint32 { return uint32((n + per - 1) / per) }
