@@ -29,16 +29,16 @@ type Broadcast struct {
 // Params is the parameter block every DMA kernel reads at binding 0. The field order
 // is shaders/dma_common.glsl's; Bytes encodes it.
 type Params struct {
-	B, Lq, Lk, H, Hkv, Hb, D, G uint32
+	B, Lq, Lk, H, Hkv, Hb, D, G  uint32
 	Mode, Causal, Window, BlockC uint32
-	NBlocks, NCap               uint32
-	KeyPadding, F16             bool
-	PosOffset                   int32
-	Scale, Softcap              float32
-	Q, K, V, O                  View
-	Mask, Bias                  Broadcast
-	Form                        uint32 // 0 exp, 1 linear
-	HasBdt                      bool
+	NBlocks, NCap                uint32
+	KeyPadding, F16              bool
+	PosOffset                    int32
+	Scale, Softcap               float32
+	Q, K, V, O                   View
+	Mask, Bias                   Broadcast
+	Form                         uint32 // 0 exp, 1 linear
+	HasBdt                       bool
 }
 
 // ParamsSize is the byte size of the encoded block.

@@ -1,0 +1,81 @@
+package dma
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/dmavk/dmavk/internal/kern"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// Config chooses and opens a device.
+type Config struct {
+	// Device selects the device: an index in `dmavk devices` order or a
+	// case-insensitive substring of its name. Empty means $DMAVK_DEVICE, else the best
+	// device (discrete > integrated > virtual > CPU).
+	Device string
+	// Validate turns on the Vulkan validation layer (also DMAVK_VALIDATE=1).
+	Validate bool
+	// DisableCoopMat forces the portable path even where tensor cores exist (also
+	// DMAVK_DISABLE_COOPMAT=1).
+	DisableCoopMat bool
+}
+
+// Device is an open GPU with the DMA kernels. Close it when done.
+type Device struct {
+	in   *vk.Instance
+	vd   *vk.Device
+	kern *kern.Kernels
+}
+
+// Open opens the device cfg selects.
+func Open(cfg Config) (*Device, error) {
+	in, err := vk.NewInstance(vk.Config{Validate: cfg.Validate})
+	if err != nil {
+		return nil, err
+	}
+	sel := cfg.Device
+	if sel == "" {
+		sel = os.Getenv("DMAVK_DEVICE")
+	}
+	pd, err := in.ChooseBy(sel)
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	d, err := OpenOn(in, pd, cfg)
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	d.in = in // owned: closed with the device
+	return d, nil
+}
+
+// OpenOn opens the physical device pd of an instance the caller owns (and closes after
+// the Device).
+func OpenOn(in *vk.Instance, pd vk.PhysicalDevice, cfg Config) (*Device, error) {
+	disable := cfg.DisableCoopMat || os.Getenv("DMAVK_DISABLE_COOPMAT") == "1"
+	vd, err := in.Open(pd, vk.Features{DisableCoopMat: disable, DisableCoopMat2: disable || os.Getenv("DMAVK_DISABLE_COOPMAT2") == "1"})
+	if err != nil {
+		return nil, fmt.Errorf("dma: open %s: %w", pd.Caps.Name, err)
+	}
+	return &Device{vd: vd, kern: kern.New(vd)}, nil
+}
+
+// Name is the device's name as the driver reports it.
+func (d *Device) Name() string { return d.vd.Caps().Name }
+
+// VK returns the underlying Vulkan device, for callers that add kernels of their own.
+func (d *Device) VK() *vk.Device { return d.vd }
+
+// Close releases the kernels and the device (and the instance when Open made it).
+// Tensors from this device must be closed first.
+func (d *Device) Close() error {
+	d.kern.Close()
+	err := d.vd.Close()
+	if d.in != nil {
+		d.in.Close()
+	}
+	return err
+}

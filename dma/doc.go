@@ -1,0 +1,22 @@
+// Package dma runs Dynamic Mask Attention (DMA) on any Vulkan device: NVIDIA, AMD,
+// Intel GPUs, and the CPU through Mesa's lavapipe.
+//
+// DMA gives every key a weight computed from its value vector; each query keeps only
+// the Window best-weighted keys of its causal prefix, and attention runs over those
+// keys with the weights added as a bias. The exact function is the project's
+// specification (spec/dma-semantics.md); package ref is its float64 reference.
+//
+// A Device owns the GPU. Tensors live on it: upload once, run many times, download
+// what you need. Every shape, stride, dtype and device limit is checked before any
+// GPU work, and problems come back as errors, never panics.
+//
+//	dev, err := dma.Open(dma.Config{})
+//	...
+//	defer dev.Close()
+//	q, _ := dev.NewTensor(dma.Float16, dma.Shape{B: 1, L: 4096, H: 8, D: 128}, dma.BLHD)
+//	... upload q, k, v, and the weights (or WeightParams to compute them) ...
+//	res, err := dev.Forward(ctx, q, k, v, dma.Options{Window: 2048, Mode: dma.ModeRow, Causal: true, Weights: w})
+//	out, err := res.O.Download(ctx)
+//
+// All methods are safe for concurrent use by several goroutines.
+package dma

@@ -1,0 +1,419 @@
+package dma
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/dmavk/dmavk/internal/kern"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// Result holds the outputs of Forward. Close it when done.
+type Result struct {
+	O       *Tensor  // [B, Lq, H, D], Q's dtype and layout
+	LSE     *LSE     // [B, H, Lq]
+	Weights *Weights // the weights used, when Forward computed them from WeightParams
+}
+
+// Close frees every output.
+func (r *Result) Close() error {
+	r.O.Close()
+	r.LSE.Close()
+	if r.Weights != nil {
+		r.Weights.Close()
+	}
+	return nil
+}
+
+// MaxHeadDim is the largest head dimension the kernels take; D must also be a
+// multiple of 8.
+const MaxHeadDim = 256
+
+// problem is a validated call: the kernel parameters and what to bind.
+type problem struct {
+	p       kern.Params
+	q, k, v *Tensor
+	opt     Options
+	hb      int
+}
+
+func (d *Device) check(q, k, v *Tensor, opt *Options) (*problem, error) {
+	for _, t := range []struct {
+		name string
+		t    *Tensor
+	}{{"q", q}, {"k", k}, {"v", v}} {
+		if t.t == nil {
+			return nil, fmt.Errorf("dma: Forward: %s is nil", t.name)
+		}
+		if t.t.d != d {
+			return nil, fmt.Errorf("dma: Forward: %s lives on another device", t.name)
+		}
+	}
+	qs, ks, vs := q.shape, k.shape, v.shape
+	if q.dtype != k.dtype || q.dtype != v.dtype {
+		return nil, fmt.Errorf("dma: Forward: dtypes differ: q %v, k %v, v %v", q.dtype, k.dtype, v.dtype)
+	}
+	if ks != vs {
+		return nil, fmt.Errorf("dma: Forward: k %v and v %v must have the same shape", ks, vs)
+	}
+	if qs.B != ks.B {
+		return nil, fmt.Errorf("dma: Forward: batch sizes differ: q %d, k %d", qs.B, ks.B)
+	}
+	if qs.D != ks.D {
+		return nil, fmt.Errorf("dma: Forward: head dims differ: q %d, k %d", qs.D, ks.D)
+	}
+	if qs.H%ks.H != 0 {
+		return nil, fmt.Errorf("dma: Forward: H %% Hkv != 0 (H=%d, Hkv=%d)", qs.H, ks.H)
+	}
+	if qs.D%8 != 0 || qs.D > MaxHeadDim {
+		return nil, fmt.Errorf("dma: Forward: head dim %d unsupported (a multiple of 8 up to %d)", qs.D, MaxHeadDim)
+	}
+	if math.IsNaN(float64(opt.Scale)) || math.IsInf(float64(opt.Scale), 0) {
+		return nil, fmt.Errorf("dma: Forward: scale %v is not finite", opt.Scale)
+	}
+	if !(opt.Softcap >= 0) || math.IsInf(float64(opt.Softcap), 0) {
+		return nil, fmt.Errorf("dma: Forward: softcap %v must be finite and >= 0", opt.Softcap)
+	}
+	pr := &problem{q: q, k: k, v: v, opt: *opt}
+	mode := opt.Mode
+	switch mode {
+	case ModeRow, ModeShared:
+		if opt.Window < 1 {
+			return nil, fmt.Errorf("dma: Forward: window %d must be at least 1 in mode %v", opt.Window, mode)
+		}
+		if opt.Weights == nil && opt.WeightParams == nil {
+			return nil, fmt.Errorf("dma: Forward: mode %v needs Weights or WeightParams", mode)
+		}
+	case ModeNone, ModeExplicit:
+	default:
+		return nil, fmt.Errorf("dma: Forward: unknown mode %v", mode)
+	}
+	if mode != ModeExplicit && (opt.Mask != nil || opt.Bias != nil) {
+		return nil, fmt.Errorf("dma: Forward: Mask and Bias need ModeExplicit (mode is %v)", mode)
+	}
+	if opt.Weights != nil && opt.WeightParams != nil {
+		return nil, fmt.Errorf("dma: Forward: give Weights or WeightParams, not both")
+	}
+	hb := ks.H
+	if w := opt.Weights; w != nil {
+		if w.B != qs.B || w.Lk != ks.L || (w.Hb != qs.H && w.Hb != ks.H) {
+			return nil, fmt.Errorf("dma: Forward: weights [%d %d %d] do not fit: want [B=%d, H=%d or Hkv=%d, Lk=%d]", w.B, w.Hb, w.Lk, qs.B, qs.H, ks.H, ks.L)
+		}
+		hb = w.Hb
+	}
+	if wp := opt.WeightParams; wp != nil {
+		if err := checkWeightParams(wp, ks, qs.H); err != nil {
+			return nil, err
+		}
+		hb = wp.Hb
+	}
+	if kp := opt.KeyPadding; kp != nil && (kp.B != qs.B || kp.Lk != ks.L) {
+		return nil, fmt.Errorf("dma: Forward: key padding [%d %d] does not fit [B=%d, Lk=%d]", kp.B, kp.Lk, qs.B, ks.L)
+	}
+	pr.hb = hb
+
+	// Windows that cover every key select nothing: that is mode none, exactly.
+	if (mode == ModeRow || mode == ModeShared) && opt.Window >= ks.L {
+		mode = ModeNone
+	}
+	// Without causality every row has the same candidates: row is shared.
+	if mode == ModeRow && !opt.Causal {
+		mode = ModeShared
+	}
+	scale := opt.Scale
+	if scale == 0 {
+		scale = float32(1 / math.Sqrt(float64(qs.D)))
+	}
+	w := max(opt.Window, 1)
+	c := kern.BlockSize(w)
+	p := kern.Params{
+		B: u32(qs.B), Lq: u32(qs.L), Lk: u32(ks.L), H: u32(qs.H), Hkv: u32(ks.H), Hb: u32(hb), D: u32(qs.D), G: u32(qs.H / ks.H),
+		Mode: u32(int(mode)), Causal: b32(opt.Causal), Window: u32(w), BlockC: u32(c),
+		NBlocks: u32((ks.L + c - 1) / c), NCap: u32(w + c),
+		KeyPadding: opt.KeyPadding != nil, F16: q.dtype == Float16,
+		PosOffset: int32(ks.L - qs.L), Scale: scale, Softcap: opt.Softcap,
+		Q: view(q), K: view(k), V: view(v),
+	}
+	if opt.Mask != nil {
+		m, err := broadcast("mask", opt.Mask.Shape, qs, ks)
+		if err != nil {
+			return nil, err
+		}
+		p.Mask = m
+	}
+	if opt.Bias != nil {
+		b, err := broadcast("bias", opt.Bias.Shape, qs, ks)
+		if err != nil {
+			return nil, err
+		}
+		p.Bias = b
+	}
+	if wp := opt.WeightParams; wp != nil {
+		p.Form = uint32(wp.Form)
+		p.HasBdt = wp.Bdt != nil
+	}
+	pr.p = p
+	return pr, nil
+}
+
+func u32(x int) uint32 { return uint32(x) }
+
+func b32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func view(t *Tensor) kern.View {
+	sb, sl, sh := t.strides()
+	return kern.View{SB: u32(sb), SL: u32(sl), SH: u32(sh)}
+}
+
+// broadcast checks a mask or bias shape against the problem and gives its strides.
+func broadcast(name string, s MaskShape, q, k Shape) (kern.Broadcast, error) {
+	bad := func(dim string, got, want string) (kern.Broadcast, error) {
+		return kern.Broadcast{}, fmt.Errorf("dma: Forward: %s %s is %s, want %s", name, dim, got, want)
+	}
+	if s.B != 1 && s.B != q.B {
+		return bad("batch", fmt.Sprint(s.B), fmt.Sprintf("1 or %d", q.B))
+	}
+	if s.H != 1 && s.H != q.H && s.H != k.H {
+		return bad("heads", fmt.Sprint(s.H), fmt.Sprintf("1, Hkv=%d or H=%d", k.H, q.H))
+	}
+	if s.Lq != 1 && s.Lq != q.L {
+		return bad("query length", fmt.Sprint(s.Lq), fmt.Sprintf("1 or %d", q.L))
+	}
+	if s.Lk != 1 && s.Lk != k.L {
+		return bad("key length", fmt.Sprint(s.Lk), fmt.Sprintf("1 or %d", k.L))
+	}
+	sj := 1
+	si := s.Lk
+	sh := s.Lq * s.Lk
+	sb := s.H * sh
+	zero := func(n, stride int) uint32 {
+		if n == 1 {
+			return 0
+		}
+		return u32(stride)
+	}
+	hdiv := 1
+	if s.H == k.H && s.H != q.H {
+		hdiv = q.H / k.H
+	}
+	return kern.Broadcast{SB: zero(s.B, sb), SH: zero(s.H, sh), SI: zero(s.Lq, si), SJ: zero(s.Lk, sj), HDiv: u32(hdiv), Present: true}, nil
+}
+
+func checkWeightParams(wp *WeightParams, k Shape, h int) error {
+	if wp.Hb != h && wp.Hb != k.H {
+		return fmt.Errorf("dma: weight params: Hb %d must be H=%d or Hkv=%d", wp.Hb, h, k.H)
+	}
+	if len(wp.Wdt) != k.H*k.D*wp.Hb {
+		return fmt.Errorf("dma: weight params: Wdt has %d values, want Hkv*D*Hb = %d", len(wp.Wdt), k.H*k.D*wp.Hb)
+	}
+	if len(wp.A) != wp.Hb {
+		return fmt.Errorf("dma: weight params: A has %d values, want Hb = %d", len(wp.A), wp.Hb)
+	}
+	if wp.Bdt != nil && len(wp.Bdt) != wp.Hb {
+		return fmt.Errorf("dma: weight params: Bdt has %d values, want Hb = %d", len(wp.Bdt), wp.Hb)
+	}
+	if wp.Form != FormExp && wp.Form != FormLinear {
+		return fmt.Errorf("dma: weight params: unknown form %v", wp.Form)
+	}
+	return nil
+}
+
+// limits checks every buffer a call binds against the device's descriptor range.
+func (d *Device) limits(sizes map[string]int64) error {
+	caps := d.vd.Caps()
+	for name, n := range sizes {
+		if uint64(n) > uint64(caps.MaxStorageBufferRange) {
+			return fmt.Errorf("dma: %s needs %d bytes in one binding; %s allows %d (maxStorageBufferRange)", name, n, caps.Name, caps.MaxStorageBufferRange)
+		}
+	}
+	return nil
+}
+
+// Forward computes Dynamic Mask Attention of q ([B, Lq, H, D]) over k and v
+// ([B, Lk, Hkv, D]) and returns O and the log-sum-exp of every row.
+func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, error) {
+	pr, err := d.check(q, k, v, &opt)
+	if err != nil {
+		return nil, err
+	}
+	p := &pr.p
+	ordN, uN, ucN, tauN := kern.PlanSizes(p)
+	if err := d.limits(map[string]int64{
+		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(), "selection plan": uN,
+		"weights": int64(p.B) * int64(p.Hb) * int64(p.Lk) * 4, "ord": ordN, "tau": tauN, "ucount": ucN,
+	}); err != nil {
+		return nil, err
+	}
+	var tmp []interface{ Close() error }
+	defer func() {
+		for _, t := range tmp {
+			t.Close()
+		}
+	}()
+	res := &Result{}
+	fail := func(err error) (*Result, error) {
+		res.closePartial()
+		return nil, err
+	}
+	if res.O, err = d.NewTensor(q.dtype, Shape{B: q.shape.B, L: q.shape.L, H: q.shape.H, D: q.shape.D}, q.layout); err != nil {
+		return fail(err)
+	}
+	p.O = view(res.O)
+	lseBuf, err := d.vd.NewBuffer(int64(p.B) * int64(p.H) * int64(p.Lq) * 4)
+	if err != nil {
+		return fail(fmt.Errorf("dma: Forward: %w", err))
+	}
+	res.LSE = &LSE{buf: lseBuf, B: int(p.B), H: int(p.H), Lq: int(p.Lq)}
+
+	params, err := d.vd.NewBuffer(kern.ParamsSize)
+	if err != nil {
+		return fail(err)
+	}
+	tmp = append(tmp, params)
+	plan, err := kern.NewPlanBuffers(d.vd, p)
+	if err != nil {
+		return fail(err)
+	}
+	tmp = append(tmp, plan)
+
+	weights := opt.Weights
+	var wdt, bdt, a *vk.Buffer
+	if wp := opt.WeightParams; wp != nil {
+		if res.Weights, err = d.NewWeights(int(p.B), pr.hb, int(p.Lk)); err != nil {
+			return fail(err)
+		}
+		weights = res.Weights
+		if wdt, bdt, a, err = d.uploadWeightParams(ctx, wp); err != nil {
+			return fail(err)
+		}
+		tmp = append(tmp, wdt, bdt, a)
+	}
+	zeroWeights := weights == nil
+	if zeroWeights { // no weights: a zero bias, bias head = kv head
+		if weights, err = d.NewWeights(int(p.B), int(p.Hkv), int(p.Lk)); err != nil {
+			return fail(err)
+		}
+		tmp = append(tmp, weights)
+	}
+	var padding *vk.Buffer
+	if opt.KeyPadding != nil {
+		padding = opt.KeyPadding.buf
+	}
+	ab := &kern.AttnBuffers{Q: q.buf, K: k.buf, V: v.buf, O: res.O.buf, LSE: lseBuf,
+		Ord: plan.Ord, U: plan.U, UCount: plan.UCount, Tau: plan.Tau}
+	if opt.Mask != nil {
+		ab.Mask = opt.Mask.buf
+	}
+	if opt.Bias != nil {
+		ab.Bias = opt.Bias.buf
+	}
+	err = d.vd.Run(ctx, func(r *vk.Recorder) error {
+		if err := r.Update(params, 0, p.Bytes()); err != nil {
+			return err
+		}
+		if zeroWeights {
+			if err := r.Fill(weights.buf, 0, weights.buf.Size(), 0); err != nil {
+				return err
+			}
+		}
+		r.Barrier()
+		if opt.WeightParams != nil {
+			if err := d.kern.RecordWeights(r, p, params, v.buf, wdt, bdt, a, weights.buf); err != nil {
+				return err
+			}
+			r.Barrier()
+		}
+		if err := d.kern.RecordPlan(r, p, params, weights.buf, padding, plan); err != nil {
+			return err
+		}
+		r.Barrier()
+		return d.kern.RecordAttention(r, p, params, ab)
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return res, nil
+}
+
+func (r *Result) closePartial() {
+	if r.O != nil {
+		r.O.Close()
+	}
+	if r.LSE != nil {
+		r.LSE.Close()
+	}
+	if r.Weights != nil {
+		r.Weights.Close()
+	}
+}
+
+func (d *Device) uploadWeightParams(ctx context.Context, wp *WeightParams) (wdt, bdt, a *vk.Buffer, err error) {
+	if wdt, err = d.uploadBytes(ctx, f32bytes(wp.Wdt)); err != nil {
+		return
+	}
+	bv := wp.Bdt
+	if bv == nil {
+		bv = []float32{0}
+	}
+	if bdt, err = d.uploadBytes(ctx, f32bytes(bv)); err != nil {
+		wdt.Close()
+		return
+	}
+	if a, err = d.uploadBytes(ctx, f32bytes(wp.A)); err != nil {
+		wdt.Close()
+		bdt.Close()
+	}
+	return
+}
+
+// DynamicWeights computes the weights of every key of v ([B, Lk, Hkv, D]) from wp:
+// float32 [B, wp.Hb, Lk].
+func (d *Device) DynamicWeights(ctx context.Context, v *Tensor, wp WeightParams) (*Weights, error) {
+	if v == nil || v.d != d {
+		return nil, fmt.Errorf("dma: DynamicWeights: v is nil or lives on another device")
+	}
+	vs := v.shape
+	// Hb may be H (unknown here): accept any multiple of Hkv.
+	if wp.Hb < 1 || wp.Hb%vs.H != 0 {
+		return nil, fmt.Errorf("dma: DynamicWeights: Hb %d must be a positive multiple of Hkv=%d", wp.Hb, vs.H)
+	}
+	if err := checkWeightParams(&wp, vs, wp.Hb); err != nil {
+		return nil, err
+	}
+	p := kern.Params{B: u32(vs.B), Lk: u32(vs.L), Hkv: u32(vs.H), Hb: u32(wp.Hb), D: u32(vs.D),
+		F16: v.dtype == Float16, V: view(v), Form: uint32(wp.Form), HasBdt: wp.Bdt != nil}
+	out, err := d.NewWeights(vs.B, wp.Hb, vs.L)
+	if err != nil {
+		return nil, err
+	}
+	wdt, bdt, a, err := d.uploadWeightParams(ctx, &wp)
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
+	defer func() { wdt.Close(); bdt.Close(); a.Close() }()
+	params, err := d.vd.NewBuffer(kern.ParamsSize)
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
+	defer params.Close()
+	err = d.vd.Run(ctx, func(r *vk.Recorder) error {
+		if err := r.Update(params, 0, p.Bytes()); err != nil {
+			return err
+		}
+		r.Barrier()
+		return d.kern.RecordWeights(r, &p, params, v.buf, wdt, bdt, a, out.buf)
+	})
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,89 @@
+package dma
+
+import "fmt"
+
+// Mode is how each query row chooses its keys.
+type Mode int
+
+const (
+	// ModeRow: each row keeps the Window best-weighted keys of its own candidates (the
+	// paper's DMA).
+	ModeRow Mode = iota
+	// ModeShared: one choice per batch and head, the Window best-weighted keys overall;
+	// each row keeps those among its candidates.
+	ModeShared
+	// ModeNone: no selection; every candidate is kept (dense attention plus bias).
+	ModeNone
+	// ModeExplicit: the caller's Mask and/or Bias decide, as flash-dmattn accepts.
+	ModeExplicit
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeRow:
+		return "row"
+	case ModeShared:
+		return "shared"
+	case ModeNone:
+		return "none"
+	case ModeExplicit:
+		return "explicit"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// ParseMode reads "row", "shared", "none" or "explicit".
+func ParseMode(s string) (Mode, error) {
+	for m := ModeRow; m <= ModeExplicit; m++ {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("dma: unknown mode %q (row, shared, none, explicit)", s)
+}
+
+// Form is the formula that turns dt into a weight.
+type Form int
+
+const (
+	FormExp    Form = iota // delta = exp(A * softplus(dt)) (the paper, HF Doge)
+	FormLinear             // delta = A * softplus(dt)
+)
+
+func (f Form) String() string {
+	if f == FormLinear {
+		return "linear"
+	}
+	return "exp"
+}
+
+// WeightParams are the parameters that make the dynamic weights from V:
+// dt = Vf * Wdt + Bdt, with Vf the concatenation of a key's Hkv value vectors.
+type WeightParams struct {
+	Wdt  []float32 // [Hkv*D][Hb], row-major
+	Bdt  []float32 // [Hb], or nil
+	A    []float32 // [Hb]
+	Hb   int       // H or Hkv
+	Form Form
+}
+
+// Options configures Forward.
+type Options struct {
+	Mode   Mode
+	Window int  // w, the keys each row keeps (ModeRow, ModeShared); at least 1
+	Causal bool // row i sees keys j <= i + Lk - Lq (bottom-right alignment)
+	// Scale multiplies q.k; 0 means 1/sqrt(D).
+	Scale float32
+	// Softcap, when positive, maps scores s to Softcap*tanh(s/Softcap).
+	Softcap float32
+
+	// The weights: given (Weights), or computed from V in the same submission
+	// (WeightParams). ModeRow and ModeShared need one of them; ModeNone and
+	// ModeExplicit work without (no weight bias).
+	Weights      *Weights
+	WeightParams *WeightParams
+
+	KeyPadding *KeyPadding // optional: keys that do not exist
+	Mask       *Mask       // ModeExplicit only
+	Bias       *Bias       // ModeExplicit only
+}

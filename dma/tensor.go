@@ -1,0 +1,195 @@
+package dma
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/dmavk/dmavk/internal/f16"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// DType is the storage type of a tensor's elements. Arithmetic is float32 whatever
+// the storage.
+type DType int
+
+const (
+	Float32 DType = iota // IEEE binary32
+	Float16              // IEEE binary16
+)
+
+func (t DType) String() string {
+	switch t {
+	case Float32:
+		return "float32"
+	case Float16:
+		return "float16"
+	}
+	return fmt.Sprintf("DType(%d)", int(t))
+}
+
+// Size is the byte size of one element.
+func (t DType) Size() int {
+	if t == Float16 {
+		return 2
+	}
+	return 4
+}
+
+// Layout is the memory order of a tensor's dimensions; D is always contiguous.
+type Layout int
+
+const (
+	BLHD Layout = iota // [batch, sequence, head, dim], as most model code stores Q/K/V
+	BHLD               // [batch, head, sequence, dim]
+)
+
+func (l Layout) String() string {
+	if l == BHLD {
+		return "BHLD"
+	}
+	return "BLHD"
+}
+
+// Shape is the logical shape of an attention tensor: batch, sequence length, heads
+// and head dimension.
+type Shape struct{ B, L, H, D int }
+
+func (s Shape) String() string { return fmt.Sprintf("[B=%d L=%d H=%d D=%d]", s.B, s.L, s.H, s.D) }
+
+// Elems is the number of elements.
+func (s Shape) Elems() int { return s.B * s.L * s.H * s.D }
+
+// Tensor is a [B, L, H, D] tensor in device memory.
+type Tensor struct {
+	d      *Device
+	buf    *vk.Buffer
+	dtype  DType
+	shape  Shape
+	layout Layout
+}
+
+// NewTensor allocates a tensor. Its contents are undefined until uploaded.
+func (d *Device) NewTensor(dt DType, s Shape, l Layout) (*Tensor, error) {
+	if dt != Float32 && dt != Float16 {
+		return nil, fmt.Errorf("dma: NewTensor: unsupported dtype %v", dt)
+	}
+	if l != BLHD && l != BHLD {
+		return nil, fmt.Errorf("dma: NewTensor: unknown layout %v", l)
+	}
+	if s.B < 1 || s.L < 1 || s.H < 1 || s.D < 1 {
+		return nil, fmt.Errorf("dma: NewTensor: shape %v: every dimension must be at least 1", s)
+	}
+	n := int64(s.B) * int64(s.L) * int64(s.H) * int64(s.D)
+	if n > math.MaxUint32 {
+		return nil, fmt.Errorf("dma: NewTensor: shape %v has %d elements, more than 2^32", s, n)
+	}
+	// fp16 data is read as 32-bit words: round up to whole words.
+	buf, err := d.vd.NewBuffer((n*int64(dt.Size()) + 3) &^ 3)
+	if err != nil {
+		return nil, fmt.Errorf("dma: NewTensor %v %v: %w", dt, s, err)
+	}
+	return &Tensor{d: d, buf: buf, dtype: dt, shape: s, layout: l}, nil
+}
+
+// DType, Shape and Layout describe the tensor.
+func (t *Tensor) DType() DType   { return t.dtype }
+func (t *Tensor) Shape() Shape   { return t.shape }
+func (t *Tensor) Layout() Layout { return t.layout }
+
+// Close frees the tensor's memory (once no running call uses it).
+func (t *Tensor) Close() error { return t.buf.Close() }
+
+// strides returns the batch, sequence and head strides in elements.
+func (t *Tensor) strides() (sb, sl, sh int) {
+	s := t.shape
+	if t.layout == BHLD {
+		return s.H * s.L * s.D, s.D, s.L * s.D
+	}
+	return s.L * s.H * s.D, s.H * s.D, s.D
+}
+
+// storageIndex maps the logical index of element (b, l, h, d) to its place in memory.
+func (t *Tensor) storageIndex(b, l, h, dd int) int {
+	sb, sl, sh := t.strides()
+	return b*sb + l*sl + h*sh + dd
+}
+
+// permute calls f(logical, storage) for every element, in logical [B,L,H,D] order.
+func (t *Tensor) permute(f func(logical, storage int)) {
+	s := t.shape
+	i := 0
+	for b := 0; b < s.B; b++ {
+		for l := 0; l < s.L; l++ {
+			for h := 0; h < s.H; h++ {
+				base := t.storageIndex(b, l, h, 0)
+				for dd := 0; dd < s.D; dd++ {
+					f(i, base+dd)
+					i++
+				}
+			}
+		}
+	}
+}
+
+// Upload writes data, given in logical [B, L, H, D] order whatever the layout; float16
+// tensors round each value to the nearest half (ties to even).
+func (t *Tensor) Upload(ctx context.Context, data []float32) error {
+	if len(data) != t.shape.Elems() {
+		return fmt.Errorf("dma: Upload: %d values for a tensor of shape %v (%d elements)", len(data), t.shape, t.shape.Elems())
+	}
+	raw := make([]byte, (len(data)*t.dtype.Size()+3)&^3)
+	t.permute(func(li, si int) {
+		if t.dtype == Float16 {
+			binary.LittleEndian.PutUint16(raw[2*si:], f16.FromFloat32(data[li]))
+		} else {
+			binary.LittleEndian.PutUint32(raw[4*si:], math.Float32bits(data[li]))
+		}
+	})
+	return t.buf.Upload(ctx, 0, raw)
+}
+
+// UploadHalf writes IEEE half-precision bits in logical order into a Float16 tensor.
+func (t *Tensor) UploadHalf(ctx context.Context, bits []uint16) error {
+	if t.dtype != Float16 {
+		return fmt.Errorf("dma: UploadHalf on a %v tensor", t.dtype)
+	}
+	if len(bits) != t.shape.Elems() {
+		return fmt.Errorf("dma: UploadHalf: %d values for a tensor of shape %v", len(bits), t.shape)
+	}
+	raw := make([]byte, (len(bits)*2+3)&^3)
+	t.permute(func(li, si int) { binary.LittleEndian.PutUint16(raw[2*si:], bits[li]) })
+	return t.buf.Upload(ctx, 0, raw)
+}
+
+// Download reads the tensor as float32 values in logical [B, L, H, D] order.
+func (t *Tensor) Download(ctx context.Context) ([]float32, error) {
+	raw := make([]byte, (t.shape.Elems()*t.dtype.Size()+3)&^3)
+	if err := t.buf.Download(ctx, 0, raw); err != nil {
+		return nil, err
+	}
+	out := make([]float32, t.shape.Elems())
+	t.permute(func(li, si int) {
+		if t.dtype == Float16 {
+			out[li] = f16.ToFloat32(binary.LittleEndian.Uint16(raw[2*si:]))
+		} else {
+			out[li] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*si:]))
+		}
+	})
+	return out, nil
+}
+
+// DownloadHalf reads a Float16 tensor's bits in logical order.
+func (t *Tensor) DownloadHalf(ctx context.Context) ([]uint16, error) {
+	if t.dtype != Float16 {
+		return nil, fmt.Errorf("dma: DownloadHalf on a %v tensor", t.dtype)
+	}
+	raw := make([]byte, (t.shape.Elems()*2+3)&^3)
+	if err := t.buf.Download(ctx, 0, raw); err != nil {
+		return nil, err
+	}
+	out := make([]uint16, t.shape.Elems())
+	t.permute(func(li, si int) { out[li] = binary.LittleEndian.Uint16(raw[2*si:]) })
+	return out, nil
+}

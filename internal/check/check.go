@@ -1,0 +1,361 @@
+// Package check runs dma's paths against the float64 reference (package ref) on fresh
+// random inputs and reports the errors. The dma tests and `dmavk selftest` share it.
+package check
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/internal/f16"
+	"github.com/dmavk/dmavk/ref"
+)
+
+// Weights says where a case's weights come from.
+type Weights int
+
+const (
+	WeightsRandom Weights = iota // given: random normal
+	WeightsEqual                 // given: all 1 (DMA is then sliding-window attention)
+	WeightsLarge                 // given: random, magnitudes up to ~300, both signs
+	WeightsParams                // computed on the GPU from V (WeightParams)
+	WeightsNone                  // none at all (modes none and explicit)
+)
+
+func (w Weights) String() string {
+	return [...]string{"random", "equal", "large", "params", "none"}[w]
+}
+
+// Case is one forward problem.
+type Case struct {
+	DType        dma.DType
+	Layout       dma.Layout
+	B, Lq, Lk, H int
+	Hkv, D       int
+	Mode         dma.Mode
+	Causal       bool
+	Window       int
+	HbIsH        bool // bias heads = query heads (else kv heads)
+	Softcap      float32
+	Weights      Weights
+	Padding      bool    // random key padding, one batch fully padded when B > 1
+	Mask, Bias   bool    // explicit mode
+	InputScale   float64 // magnitude of q, k, v (0 means 1)
+	Form         dma.Form
+}
+
+// Name is a short description for tables.
+func (c Case) Name() string {
+	s := fmt.Sprintf("%s %s %s", c.Mode, c.DType, c.Layout)
+	if c.Causal {
+		s += " causal"
+	}
+	s += fmt.Sprintf(" B%d Lq%d Lk%d H%d/%d D%d", c.B, c.Lq, c.Lk, c.H, c.Hkv, c.D)
+	if c.Mode == dma.ModeRow || c.Mode == dma.ModeShared {
+		s += fmt.Sprintf(" w%d", c.Window)
+	}
+	s += " wt:" + c.Weights.String()
+	if c.Weights == WeightsParams {
+		s += "/" + c.Form.String()
+	}
+	if c.HbIsH {
+		s += " Hb=H"
+	}
+	if c.Softcap > 0 {
+		s += fmt.Sprintf(" cap%g", c.Softcap)
+	}
+	if c.Padding {
+		s += " pad"
+	}
+	if c.Mask {
+		s += " mask"
+	}
+	if c.Bias {
+		s += " bias"
+	}
+	if c.InputScale > 1 {
+		s += fmt.Sprintf(" x%g", c.InputScale)
+	}
+	return s
+}
+
+// Outcome is the comparison of one case with the reference.
+type Outcome struct {
+	Case     Case
+	MaxAbs   float64 // max |O - ref|
+	Rel      float64 // MaxAbs / max |ref|
+	LSEAbs   float64 // max |LSE - ref| over finite entries
+	Tol      float64 // the relative tolerance applied
+	Pass     bool
+	Err      error
+	Duration time.Duration
+}
+
+func (o Outcome) Verdict() string {
+	switch {
+	case o.Err != nil:
+		return "ERROR"
+	case o.Pass:
+		return "ok"
+	}
+	return "FAIL"
+}
+
+// round applies the storage dtype's rounding so the reference sees the GPU's inputs.
+func round(dt dma.DType, x float32) float32 {
+	if dt == dma.Float16 {
+		return f16.ToFloat32(f16.FromFloat32(x))
+	}
+	return x
+}
+
+func randTensor(rng *rand.Rand, dt dma.DType, s dma.Shape, scale float64) ([]float32, *ref.Tensor4) {
+	data := make([]float32, s.Elems())
+	t := ref.NewTensor4(s.B, s.L, s.H, s.D)
+	for i := range data {
+		data[i] = round(dt, float32(rng.NormFloat64()*scale))
+		t.Data[i] = float64(data[i])
+	}
+	return data, t
+}
+
+// Run runs c on dev with inputs drawn from rng and compares with package ref.
+func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outcome) {
+	out.Case = c
+	start := time.Now()
+	defer func() { out.Duration = time.Since(start) }()
+	fail := func(err error) Outcome { out.Err = err; return out }
+	scale := c.InputScale
+	if scale == 0 {
+		scale = 1
+	}
+	qs := dma.Shape{B: c.B, L: c.Lq, H: c.H, D: c.D}
+	ks := dma.Shape{B: c.B, L: c.Lk, H: c.Hkv, D: c.D}
+	qd, qr := randTensor(rng, c.DType, qs, scale)
+	kd, kr := randTensor(rng, c.DType, ks, scale)
+	vd, vr := randTensor(rng, c.DType, ks, 1)
+	var tensors []*dma.Tensor
+	defer func() {
+		for _, t := range tensors {
+			t.Close()
+		}
+	}()
+	up := func(s dma.Shape, data []float32) (*dma.Tensor, error) {
+		t, err := dev.NewTensor(c.DType, s, c.Layout)
+		if err != nil {
+			return nil, err
+		}
+		tensors = append(tensors, t)
+		return t, t.Upload(ctx, data)
+	}
+	q, err := up(qs, qd)
+	if err != nil {
+		return fail(err)
+	}
+	k, err := up(ks, kd)
+	if err != nil {
+		return fail(err)
+	}
+	v, err := up(ks, vd)
+	if err != nil {
+		return fail(err)
+	}
+
+	hb := c.Hkv
+	if c.HbIsH {
+		hb = c.H
+	}
+	opt := dma.Options{Mode: c.Mode, Window: c.Window, Causal: c.Causal, Softcap: c.Softcap}
+	ropt := ref.Options{Mode: ref.Mode(c.Mode), Window: c.Window, Causal: c.Causal, Softcap: float64(c.Softcap)}
+	var delta []float64 // what the reference adds, exactly the GPU's float32 weights
+	var wp *dma.WeightParams
+	switch c.Weights {
+	case WeightsRandom, WeightsEqual, WeightsLarge:
+		w := make([]float32, c.B*hb*c.Lk)
+		for i := range w {
+			switch c.Weights {
+			case WeightsRandom:
+				w[i] = float32(rng.NormFloat64())
+			case WeightsEqual:
+				w[i] = 1
+			case WeightsLarge:
+				w[i] = float32(rng.NormFloat64() * 100)
+			}
+		}
+		wt, err := dev.NewWeights(c.B, hb, c.Lk)
+		if err != nil {
+			return fail(err)
+		}
+		defer wt.Close()
+		if err := wt.Upload(ctx, w); err != nil {
+			return fail(err)
+		}
+		opt.Weights = wt
+		delta = make([]float64, len(w))
+		for i, x := range w {
+			delta[i] = float64(x)
+		}
+	case WeightsParams:
+		n := c.Hkv * c.D
+		wp = &dma.WeightParams{Hb: hb, Form: c.Form, Wdt: make([]float32, n*hb), Bdt: make([]float32, hb), A: make([]float32, hb)}
+		for i := range wp.Wdt {
+			wp.Wdt[i] = float32(rng.NormFloat64() / math.Sqrt(float64(n)))
+		}
+		for i := range hb {
+			wp.Bdt[i] = float32(rng.NormFloat64())
+			wp.A[i] = float32(rng.NormFloat64())
+		}
+		opt.WeightParams = wp
+	}
+
+	var refPad [][]bool
+	if c.Padding {
+		valid := make([]bool, c.B*c.Lk)
+		refPad = make([][]bool, c.B)
+		for b := range c.B {
+			refPad[b] = make([]bool, c.Lk)
+			for j := range c.Lk {
+				ok := rng.Float64() > 0.2 && !(b == 1 && c.B > 1) // batch 1: no key at all
+				valid[b*c.Lk+j], refPad[b][j] = ok, ok
+			}
+		}
+		kp, err := dev.NewKeyPadding(ctx, c.B, c.Lk, valid)
+		if err != nil {
+			return fail(err)
+		}
+		defer kp.Close()
+		opt.KeyPadding = kp
+		ropt.KeyPadding = refPad
+	}
+	if c.Mask {
+		// Broadcast over batch and rows, one mask per kv head: exercises HDiv and zero strides.
+		ms := dma.MaskShape{B: 1, H: c.Hkv, Lq: 1, Lk: c.Lk}
+		rm := ref.NewBroadcast4Bool(1, c.Hkv, 1, c.Lk)
+		keep := make([]bool, len(rm.Data))
+		for i := range keep {
+			keep[i] = rng.Float64() < 0.5
+			rm.Data[i] = keep[i]
+		}
+		m, err := dev.NewMask(ctx, ms, keep)
+		if err != nil {
+			return fail(err)
+		}
+		defer m.Close()
+		opt.Mask, ropt.Mask = m, rm
+	}
+	if c.Bias {
+		bs := dma.MaskShape{B: c.B, H: 1, Lq: c.Lq, Lk: c.Lk}
+		rb := ref.NewBroadcast4(c.B, 1, c.Lq, c.Lk)
+		vals := make([]float32, len(rb.Data))
+		for i := range vals {
+			vals[i] = float32(rng.NormFloat64())
+			rb.Data[i] = float64(vals[i])
+		}
+		bb, err := dev.NewBias(ctx, bs, vals)
+		if err != nil {
+			return fail(err)
+		}
+		defer bb.Close()
+		opt.Bias, ropt.Bias = bb, rb
+	}
+
+	res, err := dev.Forward(ctx, q, k, v, opt)
+	if err != nil {
+		return fail(err)
+	}
+	defer res.Close()
+	o, err := res.O.Download(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	lse, err := res.LSE.Download(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if wp != nil {
+		// The GPU's weights drive both sides; check them against ref on their own.
+		got, err := res.Weights.Download(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		want := ref.DynamicWeights64(vr, ref.WeightParams{Wdt: f64(wp.Wdt), Bdt: f64(wp.Bdt), A: f64(wp.A), Hb: hb, Form: ref.WeightForm(wp.Form)})
+		for i := range got {
+			if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*math.Abs(want[i])+1e-6) {
+				return fail(fmt.Errorf("weight %d = %g, reference %g", i, got[i], want[i]))
+			}
+		}
+		delta = f64(got)
+	}
+	ro, rlse, err := ref.Forward(qr, kr, vr, delta, hb, ropt)
+	if err != nil {
+		return fail(fmt.Errorf("reference: %w", err))
+	}
+	return compare(out, c, o, lse, ro.Data, rlse, delta)
+}
+
+func f64(x []float32) []float64 {
+	if x == nil {
+		return nil
+	}
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = float64(v)
+	}
+	return out
+}
+
+// compare applies the dtype's tolerance. fp32: the scores carry float32 rounding of
+// about 2 eps32 |s|, which exp turns into a relative error of the weights P; 1e-5 covers
+// the accumulation. fp16: O is stored in half precision (relative rounding 2^-11), so
+// 2e-3 of the largest output.
+func compare(out Outcome, c Case, o, lse []float32, ro, rlse, delta []float64) Outcome {
+	maxRef, maxDelta := 0.0, 0.0
+	for _, x := range ro {
+		maxRef = max(maxRef, math.Abs(x))
+	}
+	for _, x := range delta {
+		maxDelta = max(maxDelta, math.Abs(x))
+	}
+	const eps32 = 1.0 / (1 << 24)
+	tol := 1e-5 + 4*eps32*maxDelta
+	if c.DType == dma.Float16 {
+		tol = 2e-3
+	}
+	out.Tol = tol
+	for i, x := range o {
+		if math.IsNaN(float64(x)) {
+			out.Err = fmt.Errorf("O[%d] is NaN (reference %g)", i, ro[i])
+			return out
+		}
+		out.MaxAbs = max(out.MaxAbs, math.Abs(float64(x)-ro[i]))
+	}
+	out.Rel = out.MaxAbs / max(maxRef, 1e-30)
+	if maxRef == 0 {
+		out.Rel = out.MaxAbs
+	}
+	lsePass := true
+	for i, x := range lse {
+		r := rlse[i]
+		switch {
+		case math.IsInf(r, -1):
+			if !math.IsInf(float64(x), -1) {
+				lsePass = false
+				out.LSEAbs = math.Inf(1)
+			}
+		case math.IsNaN(float64(x)) || math.IsInf(float64(x), 0):
+			lsePass = false
+			out.LSEAbs = math.Inf(1)
+		default:
+			d := math.Abs(float64(x) - r)
+			out.LSEAbs = max(out.LSEAbs, d)
+			if d > 1e-5*(1+math.Abs(r))+4*eps32*maxDelta {
+				lsePass = false
+			}
+		}
+	}
+	out.Pass = out.Rel <= tol && lsePass
+	return out
+}

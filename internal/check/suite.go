@@ -1,0 +1,54 @@
+package check
+
+import "github.com/dmavk/dmavk/dma"
+
+// Suite lists the selftest's cases: every mode and dtype over awkward shapes (lengths
+// that are no multiple of any tile, Lq != Lk both ways, GQA and MQA, every supported
+// head dimension class, w = 1, w >= L, equal weights, rows with no kept key, large and
+// negative weights, overflow-prone fp16 inputs, softcap, both layouts). long adds
+// lengths that take a while on a CPU device.
+func Suite(long bool) []Case {
+	var cs []Case
+	add := func(c Case) {
+		if c.Window == 0 {
+			c.Window = 16
+		}
+		cs = append(cs, c)
+	}
+	for _, dt := range []dma.DType{dma.Float32, dma.Float16} {
+		for _, mode := range []dma.Mode{dma.ModeRow, dma.ModeShared, dma.ModeNone, dma.ModeExplicit} {
+			base := Case{DType: dt, Mode: mode, Causal: true, B: 1, Lq: 77, Lk: 77, H: 4, Hkv: 2, D: 64}
+			if mode == dma.ModeExplicit {
+				base.Weights = WeightsNone
+				base.Mask, base.Bias = true, true
+			}
+			add(base)
+			c := base // Lq < Lk (decode-like chunk), MQA, BHLD
+			c.Lq, c.Lk, c.Hkv, c.Layout, c.D = 5, 130, 1, dma.BHLD, 32
+			add(c)
+			c = base // Lq > Lk: leading rows keep nothing; key padding, Hb = H
+			c.B, c.Lq, c.Lk, c.Padding, c.HbIsH, c.D = 2, 70, 40, true, true, 96
+			add(c)
+			c = base // not causal, softcap, D = 128
+			c.Causal, c.Softcap, c.D, c.Lq, c.Lk = false, 30, 128, 33, 65
+			add(c)
+			c = base // D = 256
+			c.D, c.Lq, c.Lk, c.H, c.Hkv = 256, 40, 40, 2, 2
+			add(c)
+		}
+		// Selection corner cases.
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 50, Lk: 50, H: 2, Hkv: 2, D: 32, Window: 1})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 50, Lk: 50, H: 2, Hkv: 1, D: 32, Window: 50})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 100, Lk: 100, H: 2, Hkv: 2, D: 32, Window: 7, Weights: WeightsEqual})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 90, Lk: 90, H: 4, Hkv: 2, D: 64, Window: 20, Weights: WeightsLarge})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 65, Lk: 65, H: 4, Hkv: 2, D: 64, Window: 9, Weights: WeightsParams, Form: dma.FormExp})
+		add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 1, Lq: 65, Lk: 65, H: 4, Hkv: 2, D: 64, Window: 9, Weights: WeightsParams, Form: dma.FormLinear, HbIsH: true})
+		add(Case{DType: dt, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 64, Lk: 64, H: 2, Hkv: 2, D: 64, InputScale: 30})
+		if long {
+			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1000, Lk: 1000, H: 4, Hkv: 2, D: 128, Window: 128})
+			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 3000, Lk: 3000, H: 2, Hkv: 1, D: 64, Window: 300})
+			add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 1, Lq: 2000, Lk: 2000, H: 2, Hkv: 2, D: 128, Window: 256})
+		}
+	}
+	return cs
+}
