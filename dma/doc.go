@@ -4,7 +4,7 @@
 // DMA gives every key a weight computed from its value vector; each query keeps only
 // the Window best-weighted keys of its causal prefix, and attention runs over those
 // keys with the weights added as a bias. The exact function is the project's
-// specification (spec/dma-semantics.md); package ref is its float64 reference.
+// specification (docs/dma-semantics.md); package ref is its float64 reference.
 //
 // A Device owns the GPU. Tensors live on it: upload once, run many times, download
 // what you need. Every shape, stride, dtype and device limit is checked before any

@@ -1,5 +1,5 @@
-// Package kern records the GPU kernels of Dynamic Mask Attention (spec:
-// ../shared/spec/dma-semantics.md) on a vk.Device. It knows buffers, offsets and strides,
+// Package kern records the GPU kernels of Dynamic Mask Attention (spec: docs/dma-semantics.md)
+// on a vk.Device. It knows buffers, offsets and strides,
 // not the public tensor types of package dma, which composes these kernels.
 //
 // # The selection plan
