@@ -1,0 +1,188 @@
+package dma_test
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/internal/check"
+	"github.com/dmavk/dmavk/internal/vktest"
+	"github.com/stretchr/testify/require"
+)
+
+// open returns a dma.Device on the test device (validation on, messages fail the test).
+func open(t testing.TB) *dma.Device {
+	t.Helper()
+	in := vktest.Instance(t)
+	pd, err := in.Choose()
+	require.NoError(t, err)
+	d, err := dma.OpenOn(in, pd, dma.Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func seed(t testing.TB) *rand.Rand {
+	s := rand.Uint64()
+	t.Logf("seed %d", s)
+	return rand.New(rand.NewPCG(s, 1))
+}
+
+// TestForwardAgainstReference runs the selftest suite: every mode and dtype over
+// awkward shapes, against package ref.
+func TestForwardAgainstReference(t *testing.T) {
+	d := open(t)
+	rng := seed(t)
+	for _, c := range check.Suite(false) {
+		t.Run(strings.ReplaceAll(c.Name(), " ", "_"), func(t *testing.T) {
+			o := check.Run(context.Background(), d, c, rng)
+			require.NoError(t, o.Err)
+			require.Truef(t, o.Pass, "rel err %.3g (tol %.3g), lse err %.3g", o.Rel, o.Tol, o.LSEAbs)
+			t.Logf("rel err %.2e, lse err %.2e", o.Rel, o.LSEAbs)
+		})
+	}
+}
+
+func tensor(t testing.TB, d *dma.Device, dt dma.DType, s dma.Shape, data []float32) *dma.Tensor {
+	t.Helper()
+	x, err := d.NewTensor(dt, s, dma.BLHD)
+	require.NoError(t, err)
+	t.Cleanup(func() { x.Close() })
+	if data == nil {
+		data = make([]float32, s.Elems())
+		for i := range data {
+			data[i] = float32(math.Sin(float64(i)))
+		}
+	}
+	require.NoError(t, x.Upload(context.Background(), data))
+	return x
+}
+
+func TestBadInput(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	q := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 4, D: 32}, nil)
+	k := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 2, D: 32}, nil)
+	v := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 2, D: 32}, nil)
+	k3 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 3, D: 32}, nil)
+	v3 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 3, D: 32}, nil)
+	v9 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 9, H: 2, D: 32}, nil)
+	q16 := tensor(t, d, dma.Float16, dma.Shape{B: 1, L: 8, H: 4, D: 32}, nil)
+	q12 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 4, D: 12}, nil)
+	k12 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 2, D: 12}, nil)
+	w, err := d.NewWeights(1, 2, 8)
+	require.NoError(t, err)
+	defer w.Close()
+	wBad, err := d.NewWeights(1, 3, 8)
+	require.NoError(t, err)
+	defer wBad.Close()
+	row := dma.Options{Mode: dma.ModeRow, Window: 4, Causal: true, Weights: w}
+	cases := []struct {
+		name     string
+		q, k, v  *dma.Tensor
+		opt      dma.Options
+		contains string
+	}{
+		{"H%Hkv", q, k3, v3, row, "H % Hkv"},
+		{"k/v shapes", q, k, v9, row, "same shape"},
+		{"dtypes", q16, k, v, row, "dtypes differ"},
+		{"unsupported D", q12, k12, k12, dma.Options{Mode: dma.ModeNone}, "head dim 12"},
+		{"w < 1", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 0, Weights: w}, "window 0"},
+		{"no weights", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4}, "needs Weights"},
+		{"weights shape", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4, Weights: wBad}, "do not fit"},
+		{"mask outside explicit", q, k, v, dma.Options{Mode: dma.ModeNone, Mask: &dma.Mask{}}, "ModeExplicit"},
+		{"softcap", q, k, v, dma.Options{Mode: dma.ModeNone, Softcap: -1}, "softcap"},
+		{"scale", q, k, v, dma.Options{Mode: dma.ModeNone, Scale: float32(math.Inf(1))}, "scale"},
+		{"nil", nil, k, v, row, "q is nil"},
+		{"mode", q, k, v, dma.Options{Mode: 9}, "unknown mode"},
+		{"weight params", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4, WeightParams: &dma.WeightParams{Hb: 2, Wdt: make([]float32, 5), A: make([]float32, 2)}}, "Wdt has 5"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := d.Forward(ctx, c.q, c.k, c.v, c.opt)
+			require.Nil(t, res)
+			require.ErrorContains(t, err, c.contains)
+		})
+	}
+	_, err = d.NewTensor(dma.Float32, dma.Shape{B: 1, L: 0, H: 1, D: 8}, dma.BLHD)
+	require.ErrorContains(t, err, "at least 1")
+	_, err = d.NewTensor(dma.Float32, dma.Shape{B: 1 << 20, L: 1 << 20, H: 1, D: 8}, dma.BLHD)
+	require.Error(t, err)
+	require.ErrorContains(t, q.Upload(ctx, make([]float32, 3)), "3 values")
+	_, err = d.NewMask(ctx, dma.MaskShape{B: 1, H: 5, Lq: 8, Lk: 8}, make([]bool, 5*64))
+	require.NoError(t, err) // a mask of 5 heads is only wrong for a given problem:
+	m, _ := d.NewMask(ctx, dma.MaskShape{B: 1, H: 5, Lq: 8, Lk: 8}, make([]bool, 5*64))
+	defer m.Close()
+	_, err = d.Forward(ctx, q, k, v, dma.Options{Mode: dma.ModeExplicit, Mask: m})
+	require.ErrorContains(t, err, "mask heads is 5")
+}
+
+// TestOverDeviceLimit asks for a problem whose plan would not fit one binding.
+func TestOverDeviceLimit(t *testing.T) {
+	d := open(t)
+	limit := d.VK().Caps().MaxStorageBufferRange
+	// K of Lk*Hkv*D*4 bytes > limit.
+	lk := int(uint64(limit)/(4*256)) + 1
+	if uint64(lk)*256*4 > 1<<33 {
+		t.Skipf("maxStorageBufferRange %d is too large to exceed cheaply", limit)
+	}
+	k, err := d.NewTensor(dma.Float32, dma.Shape{B: 1, L: lk, H: 1, D: 256}, dma.BLHD)
+	if err != nil {
+		t.Skipf("cannot allocate %d keys: %v", lk, err)
+	}
+	defer k.Close()
+	q := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 1, H: 1, D: 256}, nil)
+	_, err = d.Forward(context.Background(), q, k, k, dma.Options{Mode: dma.ModeNone})
+	require.ErrorContains(t, err, "maxStorageBufferRange")
+}
+
+// TestNaNStaysInItsRows: a NaN in one key's value reaches only rows that keep it.
+func TestNaNStaysInItsRows(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	const L, w = 40, 4
+	s := dma.Shape{B: 1, L: L, H: 1, D: 32}
+	vals := make([]float32, s.Elems())
+	for i := range vals {
+		vals[i] = float32(math.Cos(float64(i)))
+	}
+	const bad = 10
+	vals[bad*32+3] = float32(math.NaN())
+	q := tensor(t, d, dma.Float32, s, nil)
+	k := tensor(t, d, dma.Float32, s, nil)
+	v := tensor(t, d, dma.Float32, s, vals)
+	wt, err := d.NewWeights(1, 1, L)
+	require.NoError(t, err)
+	defer wt.Close()
+	weights := make([]float32, L)
+	for i := range weights {
+		weights[i] = float32(i % 7) // key 10 has weight 3: evicted once 4 later keys beat it
+	}
+	require.NoError(t, wt.Upload(ctx, weights))
+	res, err := d.Forward(ctx, q, k, v, dma.Options{Mode: dma.ModeRow, Window: w, Causal: true, Weights: wt})
+	require.NoError(t, err)
+	defer res.Close()
+	o, err := res.O.Download(ctx)
+	require.NoError(t, err)
+	for i := 0; i < L; i++ {
+		// Row i keeps key 10 iff 10 <= i and fewer than w keys of [0, i] beat it.
+		beat := 0
+		for j := 0; j <= i; j++ {
+			if j != bad && (weights[j] > weights[bad] || (weights[j] == weights[bad] && j > bad)) {
+				beat++
+			}
+		}
+		keeps := bad <= i && beat < w
+		nan := false
+		for dd := 0; dd < 32; dd++ {
+			nan = nan || math.IsNaN(float64(o[i*32+dd]))
+		}
+		require.Equalf(t, keeps, nan, "row %d: keeps key %d = %v, NaN = %v", i, bad, keeps, nan)
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(m.Run()) }
