@@ -182,7 +182,8 @@ func (b *Buffer) destroy() {
 }
 
 func (b *Buffer) checkRange(op string, off int64, n int) error {
-	if off < 0 || n < 0 || off+int64(n) > b.size {
+	// off > b.size first: off+n could overflow int64 and pass.
+	if off < 0 || n < 0 || off > b.size || int64(n) > b.size-off {
 		return fmt.Errorf("vk: %s: range [%d, %d) outside buffer of %d bytes", op, off, off+int64(n), b.size)
 	}
 	return nil

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/dmavk/dmavk/vk"
+)
+
+// instanceOrSkip skips when the machine has no Vulkan loader (outside CI).
+func instanceOrSkip(t *testing.T) *vk.Instance {
+	t.Helper()
+	in, err := vk.NewInstance(vk.Config{})
+	if err != nil {
+		if errors.Is(err, vk.ErrNoLoader) && os.Getenv("CI") == "" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	return in
+}
+
+func TestDevicesTable(t *testing.T) {
+	in := instanceOrSkip(t)
+	var out bytes.Buffer
+	if err := runDevices(nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	t.Logf("\n%s", text)
+	def, err := in.Choose()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pd := range in.Devices() {
+		if !strings.Contains(text, pd.Caps.Name) {
+			t.Errorf("table lacks device name %q", pd.Caps.Name)
+		}
+	}
+	if !strings.Contains(text, "* "+itoa(def.Index)+": "+def.Caps.Name) {
+		t.Errorf("table does not mark the default device %d: %s", def.Index, def.Caps.Name)
+	}
+	for _, key := range []string{"api version:", "driver:", "subgroup size:", "shared memory:", "max buffer size:",
+		"cooperative matrix:", "timestamps:", "memory heap 0:"} {
+		if !strings.Contains(text, key) {
+			t.Errorf("table lacks %q", key)
+		}
+	}
+	for _, s := range def.Caps.CoopMatShapes {
+		if !strings.Contains(text, s.String()) {
+			t.Errorf("table lacks cooperative matrix shape %s", s)
+		}
+	}
+}
+
+func itoa(i int) string {
+	b, _ := json.Marshal(i)
+	return string(b)
+}
+
+func TestDevicesJSON(t *testing.T) {
+	in := instanceOrSkip(t)
+	var out bytes.Buffer
+	if err := runDevices([]string{"--json"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var list []map[string]any
+	if err := json.Unmarshal(out.Bytes(), &list); err != nil {
+		t.Fatalf("output is not a JSON array: %v\n%s", err, out.String())
+	}
+	pds := in.Devices()
+	if len(list) != len(pds) {
+		t.Fatalf("%d devices in JSON, instance lists %d", len(list), len(pds))
+	}
+	keys := []string{"index", "name", "type", "default", "api_version", "driver_name", "driver_info",
+		"subgroup_size", "min_subgroup_size", "max_subgroup_size", "max_shared_memory_bytes",
+		"max_workgroup_invocations", "max_storage_buffer_range", "max_buffer_size", "features",
+		"coopmat", "coopmat_shapes", "coopmat2", "coopmat2_flags", "timestamps", "timestamp_period_ns",
+		"memory_heaps", "extensions"}
+	defaults := 0
+	for i, d := range list {
+		for _, k := range keys {
+			if _, ok := d[k]; !ok {
+				t.Errorf("device %d: no key %q", i, k)
+			}
+		}
+		if _, ok := d["raw"]; ok {
+			t.Errorf("device %d: raw caps leaked into JSON", i)
+		}
+		if d["name"] != pds[i].Caps.Name {
+			t.Errorf("device %d: name %v, want %q", i, d["name"], pds[i].Caps.Name)
+		}
+		feats, _ := d["features"].(map[string]any)
+		for _, k := range []string{"float16", "int8", "int16", "int64", "storage_16bit", "storage_8bit", "bfloat16"} {
+			if _, ok := feats[k]; !ok {
+				t.Errorf("device %d: features lack %q", i, k)
+			}
+		}
+		shapes, _ := d["coopmat_shapes"].([]any)
+		if len(shapes) != len(pds[i].Caps.CoopMatShapes) {
+			t.Errorf("device %d: %d shapes, caps have %d", i, len(shapes), len(pds[i].Caps.CoopMatShapes))
+		}
+		if d["default"] == true {
+			defaults++
+		}
+	}
+	if defaults != 1 {
+		t.Errorf("%d devices marked default, want 1", defaults)
+	}
+}
+
+func TestDevicesHonoursDMAVKDevice(t *testing.T) {
+	in := instanceOrSkip(t)
+	last := in.Devices()[len(in.Devices())-1]
+	t.Setenv("DMAVK_DEVICE", itoa(last.Index))
+	var out bytes.Buffer
+	if err := runDevices([]string{"--json"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var list []struct {
+		Index   int  `json:"index"`
+		Default bool `json:"default"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range list {
+		if d.Default != (d.Index == last.Index) {
+			t.Errorf("device %d: default=%v with DMAVK_DEVICE=%d", d.Index, d.Default, last.Index)
+		}
+	}
+	t.Setenv("DMAVK_DEVICE", "no-such-gpu")
+	out.Reset()
+	err := runDevices(nil, &out)
+	if !errors.Is(err, vk.ErrNoDevice) {
+		t.Errorf("DMAVK_DEVICE=no-such-gpu: err %v, want ErrNoDevice", err)
+	}
+	if !strings.Contains(out.String(), last.Caps.Name) {
+		t.Errorf("devices still listed when DMAVK_DEVICE matches nothing; got\n%s", out.String())
+	}
+}
+
+func TestDispatchUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if rc := dispatch(nil, &out, &errOut); rc != 2 {
+		t.Errorf("no command: exit %d, want 2", rc)
+	}
+	errOut.Reset()
+	if rc := dispatch([]string{"nonsense"}, &out, &errOut); rc != 2 || !strings.Contains(errOut.String(), `dmavk: unknown command "nonsense"`) {
+		t.Errorf("unknown command: exit %d, stderr %q", rc, errOut.String())
+	}
+	errOut.Reset()
+	if rc := dispatch([]string{"devices", "--bogus"}, &out, &errOut); rc != 2 || !strings.Contains(errOut.String(), "bogus") {
+		t.Errorf("bad flag: exit %d, stderr %q", rc, errOut.String())
+	}
+	out.Reset()
+	if rc := dispatch([]string{"help"}, &out, &errOut); rc != 0 || !strings.Contains(out.String(), "devices") {
+		t.Errorf("help: exit %d, stdout %q", rc, out.String())
+	}
+	out.Reset()
+	if rc := dispatch([]string{"help", "devices"}, &out, &errOut); rc != 0 || !strings.Contains(out.String(), "-json") {
+		t.Errorf("help devices: exit %d, stdout %q", rc, out.String())
+	}
+}

@@ -1,0 +1,180 @@
+package vk_test
+
+import (
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmavk/dmavk/vk"
+)
+
+// rss is the resident set size of the process in bytes, from /proc/self/statm.
+func rss(t *testing.T) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	f := strings.Fields(string(data))
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
+}
+
+// settledRSS collects Go garbage and returns freed pages to the OS before reading RSS,
+// so that only memory still referenced (by Go or C) counts.
+func settledRSS(t *testing.T) int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	return rss(t)
+}
+
+// leakBound is the RSS growth allowed after warm-up. One leaked object per cycle makes
+// far more: the smallest thing a cycle creates is a 4 KiB buffer (lavapipe backs it
+// with malloc) plus its Vulkan objects, so 10,000 leaked cycles would add 40 MiB or
+// more; a leaked device (lavapipe: queue thread, its stack, LLVM state) costs MiBs, so
+// a few dozen leaked devices exceed it too. What legitimately moves after warm-up is
+// malloc arena fragmentation, the Go heap's size and the validation layer's tables, a
+// few MiB in all.
+const leakBound = 20 << 20
+
+// TestLeaks creates and destroys buffers, pipelines, Runs, devices and instances many
+// times and checks the process does not grow. It takes about 30 s: skipped with -short
+// and under the race detector (whose shadow memory grows by itself).
+func TestLeaks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("leak test skipped with -short")
+	}
+	if raceEnabled {
+		t.Skip("leak test skipped under the race detector")
+	}
+	t.Setenv("DMAVK_CACHE_DIR", t.TempDir())
+	in, err := vk.NewInstance(vk.Config{OnMessage: leakMessage(t)})
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Logf("validation: %v", in.Validating())
+	pd, err := in.Choose()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("buffers-runs", func(t *testing.T) {
+		d, err := in.Open(pd, vk.Features{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		rng := rand.New(rand.NewPCG(14, 15))
+		desc := matmulDesc(t)
+		pipe, err := d.NewPipeline(desc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pipe.Close()
+		const cycles, warm = 10000, 1000
+		var before int64
+		start := time.Now()
+		for i := range cycles {
+			if i == warm {
+				before = settledRSS(t)
+			}
+			p := pipe
+			if i%20 == 0 { // a pipeline of its own every 20 cycles: 500 in all
+				if p, err = d.NewPipeline(desc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := leakCycle(d, p, rng); err != nil {
+				t.Fatalf("cycle %d: %v", i, err)
+			}
+			if p != pipe {
+				p.Close()
+			}
+		}
+		after := settledRSS(t)
+		report(t, "buffer+run cycles", cycles-warm, before, after, time.Since(start))
+	})
+	t.Run("devices", func(t *testing.T) {
+		budget := 20 * time.Second
+		const warm = 5
+		var before int64
+		start := time.Now()
+		cycles := 0
+		inst := in
+		defer func() {
+			if inst != in {
+				inst.Close()
+			}
+		}()
+		rng := rand.New(rand.NewPCG(16, 17))
+		for ; cycles < warm || time.Since(start) < budget; cycles++ {
+			if cycles == warm {
+				before = settledRSS(t)
+				start = time.Now()
+			}
+			if cycles%10 == 9 { // a new instance every 10 devices
+				if inst != in {
+					inst.Close()
+				}
+				if inst, err = vk.NewInstance(vk.Config{OnMessage: leakMessage(t)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pd, err := inst.ChooseBy(strconv.Itoa(pd.Index))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := inst.Open(pd, vk.Features{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := d.NewPipeline(matmulDesc(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = leakCycle(d, p, rng)
+			p.Close()
+			if cerr := d.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatalf("device cycle %d: %v", cycles, err)
+			}
+		}
+		after := settledRSS(t)
+		report(t, "device open/close cycles", cycles-warm, before, after, time.Since(start))
+	})
+	in.Close()
+}
+
+// leakMessage fails the test on validation findings (these instances are not
+// vktest's, so its check does not see them).
+func leakMessage(t *testing.T) func(vk.Message) {
+	return func(m vk.Message) {
+		if m.Validation || m.Severity == "error" {
+			t.Errorf("validation %s: %s", m.Severity, m.Text)
+		}
+	}
+}
+
+func report(t *testing.T, what string, cycles int, before, after int64, took time.Duration) {
+	t.Helper()
+	growth := after - before
+	t.Logf("%d %s in %v: RSS %.1f MiB -> %.1f MiB (%+.2f MiB, %.0f bytes/cycle)", cycles, what, took.Round(time.Millisecond),
+		float64(before)/(1<<20), float64(after)/(1<<20), float64(growth)/(1<<20), float64(growth)/float64(max(cycles, 1)))
+	if growth > leakBound {
+		t.Errorf("RSS grew by %.1f MiB over %d %s, bound %d MiB", float64(growth)/(1<<20), cycles, what, leakBound>>20)
+	}
+}
+
+// leakCycle is one small round: three buffers, an upload, a product, a download.
+func leakCycle(d *vk.Device, p *vk.Pipeline, rng *rand.Rand) error {
+	return concurrentProduct(d, p, rng, 1+rng.IntN(32), 1+rng.IntN(32), 1+rng.IntN(32))
+}
