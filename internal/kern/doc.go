@@ -26,14 +26,19 @@
 // key position p_i = i + Lk - Lq: the w-th best valid key of [0, p_i], or (0, 0) when
 // that prefix holds at most w valid keys (every valid key is kept).
 //
-// Row i (p_i >= 0) keeps key j exactly when:
+// vcount, uint32 [B*Hb][nb+1] (in PlanBuffers.Scratch): V_b, the number of valid keys
+// before block b (b = nb: all of them). Pass B needs it: from U_b alone, a row whose
+// block keys so far are all padded cannot tell "exactly w valid keys" from "more".
+//
+// Row i keeps key j exactly when:
 //
 //	row, causal:        j <= p_i, ord_j > 0, kappa_j >= tau_i
 //	shared (or row, not causal):  j in S_final, and j <= p_i when causal
 //	none:               ord_j > 0, and j <= p_i when causal
 //	explicit:           mask(b, h, i, j), ord_j > 0, and j <= p_i when causal
 //
-// Rows with p_i < 0 keep nothing. A query tile of rows whose positions lie in one block
+// With causality, rows with p_i < 0 keep nothing; without it every row has all valid
+// keys as candidates, whatever p_i. A query tile of rows whose positions lie in one block
 // b finds its kept keys among U_b: they form the prefix of U_b down to the tile's
 // smallest threshold, less the keys after the tile's last position. So a tile reads
 // at most w + C candidates and computes with at most w + (tile rows) keys, whatever the
