@@ -140,7 +140,7 @@ setup_forky() {
 				{ as_root apt-get update >&2 && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y debootstrap >&2; }; }
 		local mirror tmp="$FORKY.tmp"
 		mirror=$(debian_mirror)
-		log "debootstrap forky from $mirror into $FORKY (about 30 s)"
+		log "debootstrap forky from $mirror into $FORKY (about 1 min)"
 		# Atomic: build in .tmp, mark complete, then rename into place.
 		as_root rm -rf "$tmp"
 		if ! as_root debootstrap --variant=minbase --include="$FORKY_PKGS" \
@@ -148,13 +148,13 @@ setup_forky() {
 			tail -n 30 "$CACHE/debootstrap.log" >&2
 			die "debootstrap failed (log: $CACHE/debootstrap.log)"
 		fi
-		rm -rf "$tmp/var/cache/apt/archives/"*.deb
-		touch "$tmp/.complete"
+		as_root find "$tmp/var/cache/apt/archives" -name '*.deb' -delete
+		as_root touch "$tmp/.complete"
 		as_root rm -rf "$FORKY"
-		mv "$tmp" "$FORKY"
+		as_root mv "$tmp" "$FORKY"
 	fi
 	forky_manifests
-	flock -u 9
+	exec 9>&-
 }
 
 # --- environment -------------------------------------------------------------
