@@ -113,9 +113,9 @@ func TestBadInput(t *testing.T) {
 	_, err = d.NewTensor(dma.Float32, dma.Shape{B: 1 << 20, L: 1 << 20, H: 1, D: 8}, dma.BLHD)
 	require.Error(t, err)
 	require.ErrorContains(t, q.Upload(ctx, make([]float32, 3)), "3 values")
-	_, err = d.NewMask(ctx, dma.MaskShape{B: 1, H: 5, Lq: 8, Lk: 8}, make([]bool, 5*64))
-	require.NoError(t, err) // a mask of 5 heads is only wrong for a given problem:
-	m, _ := d.NewMask(ctx, dma.MaskShape{B: 1, H: 5, Lq: 8, Lk: 8}, make([]bool, 5*64))
+	// A mask of 5 heads is only wrong for a given problem.
+	m, err := d.NewMask(ctx, dma.MaskShape{B: 1, H: 5, Lq: 8, Lk: 8}, make([]bool, 5*64))
+	require.NoError(t, err)
 	defer m.Close()
 	_, err = d.Forward(ctx, q, k, v, dma.Options{Mode: dma.ModeExplicit, Mask: m})
 	require.ErrorContains(t, err, "mask heads is 5")
