@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/dmavk/dmavk/internal/kern"
 	"github.com/dmavk/dmavk/vk"
@@ -238,9 +239,31 @@ func (d *Device) limits(sizes map[string]int64) error {
 // Forward computes Dynamic Mask Attention of q ([B, Lq, H, D]) over k and v
 // ([B, Lk, Hkv, D]) and returns O and the log-sum-exp of every row.
 func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, error) {
+	res, _, err := d.forward(ctx, q, k, v, opt, false)
+	return res, err
+}
+
+// Profile is where the GPU time of one Forward went, from GPU timestamps (zero on
+// devices without them).
+type Profile struct {
+	Weights   time.Duration // dynamic weights from V (WeightParams only)
+	Selection time.Duration // the selection plan: ord, block lists, thresholds
+	Attention time.Duration
+}
+
+// Total is the GPU time of the whole call.
+func (p Profile) Total() time.Duration { return p.Weights + p.Selection + p.Attention }
+
+// ForwardProfiled is Forward that also reports where the GPU time went.
+func (d *Device) ForwardProfiled(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, Profile, error) {
+	return d.forward(ctx, q, k, v, opt, true)
+}
+
+func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, timed bool) (*Result, Profile, error) {
+	var prof Profile
 	pr, err := d.check(q, k, v, &opt)
 	if err != nil {
-		return nil, err
+		return nil, prof, err
 	}
 	p := &pr.p
 	ordN, uN, ucN, tauN := kern.PlanSizes(p)
@@ -248,7 +271,7 @@ func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Re
 		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(), "selection plan": uN,
 		"weights": int64(p.B) * int64(p.Hb) * int64(p.Lk) * 4, "ord": ordN, "tau": tauN, "ucount": ucN,
 	}); err != nil {
-		return nil, err
+		return nil, prof, err
 	}
 	var tmp []interface{ Close() error }
 	defer func() {
@@ -257,9 +280,9 @@ func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Re
 		}
 	}()
 	res := &Result{}
-	fail := func(err error) (*Result, error) {
+	fail := func(err error) (*Result, Profile, error) {
 		res.closePartial()
-		return nil, err
+		return nil, prof, err
 	}
 	if res.O, err = d.NewTensor(q.dtype, Shape{B: q.shape.B, L: q.shape.L, H: q.shape.H, D: q.shape.D}, q.layout); err != nil {
 		return fail(err)
@@ -313,7 +336,13 @@ func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Re
 	if opt.Bias != nil {
 		ab.Bias = opt.Bias.buf
 	}
-	err = d.vd.Run(ctx, func(r *vk.Recorder) error {
+	stamp := func(r *vk.Recorder, label string) error {
+		if !timed {
+			return nil
+		}
+		return r.Timestamp(label)
+	}
+	ts, err := d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
 		if err := r.Update(params, 0, p.Bytes()); err != nil {
 			return err
 		}
@@ -323,22 +352,38 @@ func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Re
 			}
 		}
 		r.Barrier()
+		if err := stamp(r, "start"); err != nil {
+			return err
+		}
 		if opt.WeightParams != nil {
 			if err := d.kern.RecordWeights(r, p, params, v.buf, wdt, bdt, a, weights.buf); err != nil {
 				return err
 			}
 			r.Barrier()
 		}
+		if err := stamp(r, "weights"); err != nil {
+			return err
+		}
 		if err := d.kern.RecordPlan(r, p, params, weights.buf, padding, plan); err != nil {
 			return err
 		}
 		r.Barrier()
-		return d.kern.RecordAttention(r, p, params, ab)
+		if err := stamp(r, "selection"); err != nil {
+			return err
+		}
+		if err := d.kern.RecordAttention(r, p, params, ab); err != nil {
+			return err
+		}
+		return stamp(r, "attention")
 	})
 	if err != nil {
 		return fail(err)
 	}
-	return res, nil
+	if len(ts) == 4 {
+		ns := func(i int) time.Duration { return time.Duration(ts[i].Nanos - ts[i-1].Nanos) }
+		prof = Profile{Weights: ns(1), Selection: ns(2), Attention: ns(3)}
+	}
+	return res, prof, nil
 }
 
 func (r *Result) closePartial() {
