@@ -18,6 +18,7 @@ const (
 	ModeExplicit
 )
 
+// String names the mode as ParseMode reads it.
 func (m Mode) String() string {
 	switch m {
 	case ModeRow:
@@ -50,6 +51,7 @@ const (
 	FormLinear             // delta = A * softplus(dt)
 )
 
+// String names the form.
 func (f Form) String() string {
 	if f == FormLinear {
 		return "linear"

@@ -19,6 +19,7 @@ const (
 	Float16              // IEEE binary16
 )
 
+// String names the dtype.
 func (t DType) String() string {
 	switch t {
 	case Float32:
@@ -45,6 +46,7 @@ const (
 	BHLD               // [batch, head, sequence, dim]
 )
 
+// String names the layout.
 func (l Layout) String() string {
 	if l == BHLD {
 		return "BHLD"
@@ -56,6 +58,7 @@ func (l Layout) String() string {
 // and head dimension.
 type Shape struct{ B, L, H, D int }
 
+// String formats the shape.
 func (s Shape) String() string { return fmt.Sprintf("[B=%d L=%d H=%d D=%d]", s.B, s.L, s.H, s.D) }
 
 // Elems is the number of elements.
@@ -93,9 +96,13 @@ func (d *Device) NewTensor(dt DType, s Shape, l Layout) (*Tensor, error) {
 	return &Tensor{d: d, buf: buf, dtype: dt, shape: s, layout: l}, nil
 }
 
-// DType, Shape and Layout describe the tensor.
-func (t *Tensor) DType() DType   { return t.dtype }
-func (t *Tensor) Shape() Shape   { return t.shape }
+// DType is the tensor's storage type.
+func (t *Tensor) DType() DType { return t.dtype }
+
+// Shape is the tensor's logical [B, L, H, D] shape.
+func (t *Tensor) Shape() Shape { return t.shape }
+
+// Layout is the tensor's memory order.
 func (t *Tensor) Layout() Layout { return t.layout }
 
 // Close frees the tensor's memory (once no running call uses it).

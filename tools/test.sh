@@ -13,6 +13,7 @@
 #   DMAVK_DEVICES="bookworm forky"   software devices to use (default both)
 #   DMAVK_TEST_TIMEOUT=5m      per-run test timeout
 #   DMAVK_NATIVE=0             skip step 1
+#   DMAVK_FUZZTIME=20s         length of the fuzz run (0 skips it)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -71,10 +72,14 @@ while read -r ip dir; do
 	done
 done <<<"$pkgs"
 
-# Fuzz smoke goes here once fuzz targets exist, e.g.:
-#   go test -run='^$' -fuzz=FuzzX -fuzztime=20s ./dma
-# (-fuzz takes one package and one target per invocation; fuzz workers
-# re-exec the test binary, so run it natively, not under swvk.sh forky.)
+# 3. A brief fuzz run over shapes and options (natively: fuzz workers re-exec the
+# test binary, which the forky runner cannot do).
+if [[ ${DMAVK_FUZZTIME:-20s} != 0 ]]; then
+	printf '=== fuzz: FuzzForward for %s\n' "${DMAVK_FUZZTIME:-20s}"
+	rc=0
+	go test -run='^$' -fuzz='^FuzzForward$' -fuzztime="${DMAVK_FUZZTIME:-20s}" ./dma || rc=$?
+	record "$rc" "fuzz FuzzForward ./dma"
+fi
 
 if ((failed)); then
 	printf 'failed: %s\n' "${failures[@]}"

@@ -22,6 +22,7 @@ const (
 	DeviceCPU        DeviceType = 4
 )
 
+// String names the device type.
 func (t DeviceType) String() string {
 	switch t {
 	case DeviceIntegrated:
@@ -66,6 +67,7 @@ const (
 	ComponentBF16 ComponentType = 1000141000
 )
 
+// String names the component type (f16, f32, bf16...).
 func (c ComponentType) String() string {
 	switch c {
 	case ComponentF16:
@@ -109,6 +111,7 @@ type CoopMatShape struct {
 	Scope           uint32 // 3 = subgroup
 }
 
+// String formats the shape as "MxNxK a*b+c->result".
 func (s CoopMatShape) String() string {
 	sat := ""
 	if s.Saturating {

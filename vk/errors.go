@@ -26,6 +26,7 @@ type Error struct {
 	Result int32
 }
 
+// Error formats the call and its VkResult.
 func (e *Error) Error() string {
 	return fmt.Sprintf("vk: %s: %s", e.Call, resultName(e.Result))
 }

@@ -1,0 +1,86 @@
+package dma_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/dmavk/dmavk/dma"
+)
+
+// Each row keeps its single best-weighted key (Window 1), so O is that key's value row.
+func ExampleDevice_Forward() {
+	ctx := context.Background()
+	dev, err := dma.Open(dma.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer dev.Close()
+
+	const L, D = 5, 8
+	s := dma.Shape{B: 1, L: L, H: 1, D: D}
+	q, _ := dev.NewTensor(dma.Float32, s, dma.BLHD)
+	k, _ := dev.NewTensor(dma.Float32, s, dma.BLHD)
+	v, _ := dev.NewTensor(dma.Float32, s, dma.BLHD)
+	defer q.Close()
+	defer k.Close()
+	defer v.Close()
+	vals := make([]float32, L*D)
+	for j := 0; j < L; j++ {
+		for d := 0; d < D; d++ {
+			vals[j*D+d] = float32(10 * j) // value row j is all 10*j
+		}
+	}
+	q.Upload(ctx, make([]float32, L*D))
+	k.Upload(ctx, make([]float32, L*D))
+	v.Upload(ctx, vals)
+
+	w, _ := dev.NewWeights(1, 1, L)
+	defer w.Close()
+	w.Upload(ctx, []float32{0.5, 0.1, 0.9, 0.3, 0.9}) // key 4 ties key 2: the later wins
+
+	res, err := dev.Forward(ctx, q, k, v, dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true, Weights: w})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer res.Close()
+	o, _ := res.O.Download(ctx)
+	for i := 0; i < L; i++ {
+		fmt.Printf("row %d reads key %.0f\n", i, o[i*D]/10)
+	}
+	// Output:
+	// row 0 reads key 0
+	// row 1 reads key 0
+	// row 2 reads key 2
+	// row 3 reads key 2
+	// row 4 reads key 4
+}
+
+// With A = 0 (the public initialisation) every exp-form weight is exactly 1.
+func ExampleDevice_DynamicWeights() {
+	ctx := context.Background()
+	dev, err := dma.Open(dma.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer dev.Close()
+	v, _ := dev.NewTensor(dma.Float16, dma.Shape{B: 1, L: 3, H: 2, D: 8}, dma.BLHD)
+	defer v.Close()
+	data := make([]float32, 3*2*8)
+	for i := range data {
+		data[i] = float32(i%5) - 2
+	}
+	v.Upload(ctx, data)
+	wp := dma.WeightParams{Hb: 2, Wdt: make([]float32, 2*8*2), A: []float32{0, 0}, Form: dma.FormExp}
+	for i := range wp.Wdt {
+		wp.Wdt[i] = 0.1
+	}
+	w, err := dev.DynamicWeights(ctx, v, wp)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	got, _ := w.Download(ctx)
+	fmt.Println(got)
+	// Output: [1 1 1 1 1 1]
+}
