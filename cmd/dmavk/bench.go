@@ -43,6 +43,7 @@ type benchRow struct {
 	SelShare    float64 `json:"selection_share"`
 	KeptTFLOPs  float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
 	KeptPairs   int64   `json:"kept_pairs"`
+	PeakShare   float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
 	Repetitions int     `json:"reps"`
 }
 
@@ -85,6 +86,7 @@ func runBench(args []string, stdout io.Writer) error {
 	dtype := fs.String("dtype", "float16", "float16 or float32")
 	reps := fs.Int("reps", 10, "timed repetitions per configuration (after 2 warm-ups)")
 	asJSON := fs.Bool("json", false, "print JSON rows")
+	peak := fs.Bool("peak", false, "first measure the device's matrix peak (dmavk peak) and report each row's share of it")
 	if err := parseFlags(c, fs, args, stdout); err != nil {
 		return err
 	}
@@ -114,6 +116,13 @@ func runBench(args []string, stdout io.Writer) error {
 	}
 	defer dev.Close()
 	ctx := context.Background()
+	var pk peakResult
+	if *peak {
+		fmt.Fprintln(os.Stderr, "bench: measuring the matrix peak ...")
+		if pk, err = measurePeak(ctx, dev.VK(), 4096, 1<<30, 5); err != nil {
+			return err
+		}
+	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), 7))
 	var rows []benchRow
 	for _, L := range ls {
@@ -122,6 +131,9 @@ func runBench(args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("L=%d: %w", L, err)
 		}
+		if pk.MatmulTFLOP > 0 {
+			row.PeakShare = row.KeptTFLOPs / pk.MatmulTFLOP
+		}
 		rows = append(rows, row)
 	}
 	if *asJSON {
@@ -129,12 +141,20 @@ func runBench(args []string, stdout io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
 	}
-	fmt.Fprintf(stdout, "%s, %s, mode %s, median of %d\n\n", dev.Name(), dt, m, *reps)
+	fmt.Fprintf(stdout, "%s, %s, mode %s, median of %d\n", dev.Name(), dt, m, *reps)
+	if pk.MatmulTFLOP > 0 {
+		fmt.Fprintf(stdout, "measured peak: %.1f TFLOP/s (%s matmul), copy %.0f GB/s\n", pk.MatmulTFLOP, pk.MatmulPath, pk.CopyGBs)
+	}
+	fmt.Fprintln(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "B\tL\tH/Hkv\tD\tw\tGPU ms\tselection ms\tattention ms\tselection share\tkept TFLOP/s\twall ms\t")
+	fmt.Fprintln(tw, "B\tL\tH/Hkv\tD\tw\tGPU ms\tselection ms\tattention ms\tselection share\tkept TFLOP/s\t% of peak\twall ms\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.1f%%\t%.2f\t%.2f\t\n", r.B, r.L, r.H, r.Hkv, r.D, r.Window,
-			r.GPUMillis, r.SelMillis, r.AttnMillis, 100*r.SelShare, r.KeptTFLOPs, r.WallMillis)
+		share := "-"
+		if r.PeakShare > 0 {
+			share = fmt.Sprintf("%.1f%%", 100*r.PeakShare)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.1f%%\t%.2f\t%s\t%.2f\t\n", r.B, r.L, r.H, r.Hkv, r.D, r.Window,
+			r.GPUMillis, r.SelMillis, r.AttnMillis, 100*r.SelShare, r.KeptTFLOPs, share, r.WallMillis)
 	}
 	return tw.Flush()
 }

@@ -81,11 +81,16 @@ func (k *Kernel) Has(p Path) bool { return p == Portable || k.coop != nil }
 // Shape is the cooperative-matrix shape the CoopMat path uses.
 func (k *Kernel) Shape() vk.CoopMatShape { return k.shape }
 
-// Multiply records C[m,n] = A[m,kk] * B[kk,n] (row-major). With f16, A and B hold IEEE
-// half-precision bits, two per 32-bit word.
+// Multiply computes C[m,n] = A[m,kk] * B[kk,n] (row-major) and waits for it. With f16,
+// A and B hold IEEE half-precision bits, two per 32-bit word.
 func (k *Kernel) Multiply(ctx context.Context, p Path, f16 bool, a, b, c *vk.Buffer, m, n, kk int) error {
+	return k.d.Run(ctx, func(r *vk.Recorder) error { return k.Record(r, p, f16, a, b, c, m, n, kk) })
+}
+
+func (k *Kernel) plan(p Path, f16 bool, a, b, c *vk.Buffer, m, n, kk int) (*vk.Pipeline, [3]uint32, []byte, error) {
+	var groups [3]uint32
 	if m <= 0 || n <= 0 || kk <= 0 {
-		return fmt.Errorf("matmul: bad shape %dx%dx%d", m, n, kk)
+		return nil, groups, nil, fmt.Errorf("matmul: bad shape %dx%dx%d", m, n, kk)
 	}
 	elem := int64(4)
 	if f16 {
@@ -94,7 +99,7 @@ func (k *Kernel) Multiply(ctx context.Context, p Path, f16 bool, a, b, c *vk.Buf
 	// fp16 operands are read as 32-bit words: the buffers must cover the last word.
 	words := func(elems int) int64 { return (int64(elems)*elem + 3) &^ 3 }
 	if a.Size() < words(m*kk) || b.Size() < words(kk*n) || c.Size() < int64(m*n)*4 {
-		return fmt.Errorf("matmul: buffers too small for %dx%dx%d", m, n, kk)
+		return nil, groups, nil, fmt.Errorf("matmul: buffers too small for %dx%dx%d", m, n, kk)
 	}
 	pipe, bm, bn := k.f32, 64, 64
 	if f16 {
@@ -102,10 +107,10 @@ func (k *Kernel) Multiply(ctx context.Context, p Path, f16 bool, a, b, c *vk.Buf
 	}
 	if p == CoopMat {
 		if k.coop == nil {
-			return fmt.Errorf("matmul: no cooperative-matrix path on %s", k.d.Caps().Name)
+			return nil, groups, nil, fmt.Errorf("matmul: no cooperative-matrix path on %s", k.d.Caps().Name)
 		}
 		if !f16 {
-			return fmt.Errorf("matmul: the cooperative-matrix path takes fp16 inputs")
+			return nil, groups, nil, fmt.Errorf("matmul: the cooperative-matrix path takes fp16 inputs")
 		}
 		pipe, bm, bn = k.coop, int(4*k.shape.M), int(4*k.shape.N)
 	}
@@ -113,10 +118,18 @@ func (k *Kernel) Multiply(ctx context.Context, p Path, f16 bool, a, b, c *vk.Buf
 	binary.LittleEndian.PutUint32(push[0:], uint32(m))
 	binary.LittleEndian.PutUint32(push[4:], uint32(n))
 	binary.LittleEndian.PutUint32(push[8:], uint32(kk))
-	groups := [3]uint32{uint32((n + bn - 1) / bn), uint32((m + bm - 1) / bm), 1}
-	return k.d.Run(ctx, func(r *vk.Recorder) error {
-		return r.Dispatch(pipe, groups, push, vk.Bind(a), vk.Bind(b), vk.Bind(c))
-	})
+	groups = [3]uint32{uint32((n + bn - 1) / bn), uint32((m + bm - 1) / bm), 1}
+	return pipe, groups, push, nil
+}
+
+// Record records the product into r instead of running it (for timing with other
+// commands in one submission); see Multiply.
+func (k *Kernel) Record(r *vk.Recorder, p Path, f16 bool, a, b, c *vk.Buffer, m, n, kk int) error {
+	pipe, groups, push, err := k.plan(p, f16, a, b, c, m, n, kk)
+	if err != nil {
+		return err
+	}
+	return r.Dispatch(pipe, groups, push, vk.Bind(a), vk.Bind(b), vk.Bind(c))
 }
 
 // Close destroys the pipelines.

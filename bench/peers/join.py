@@ -1,0 +1,30 @@
+"""Join `dmavk bench --json` rows with `bench/peers/sdpa.py --json` rows of the same call
+into one markdown table of times and ratios.
+
+  python3 bench/peers/join.py dmavk.json sdpa.json [more pairs...]
+"""
+import json
+import sys
+
+
+def main():
+    if len(sys.argv) < 3 or len(sys.argv) % 2 != 1:
+        sys.exit(__doc__)
+    print("| card | L | H/Hkv | D | w | DMA total ms (sel + attn) | SDPA dense causal ms | SDPA over w keys ms | DMA / dense | DMA / floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for i in range(1, len(sys.argv), 2):
+        dm = json.load(open(sys.argv[i]))
+        sd = json.load(open(sys.argv[i + 1]))
+        peers = {(r["l"], r["h"], r["hkv"], r["d"]): r for r in sd}
+        for r in dm:
+            p = peers.get((r["l"], r["h"], r["hkv"], r["d"]))
+            if p is None:
+                continue
+            t = r["gpu_ms"]
+            print(f"| {p['device']} | {r['l']} | {r['h']}/{r['hkv']} | {r['d']} | {r['window']} | "
+                  f"{t:.3f} ({r['selection_ms']:.3f} + {r['attention_ms']:.3f}) | {p['dense_causal_ms']:.3f} | "
+                  f"{p['wkeys_ms']:.3f} | {t / p['dense_causal_ms']:.2f}x | {t / p['wkeys_ms']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

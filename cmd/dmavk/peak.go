@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/dmavk/dmavk/internal/matmul"
+	"github.com/dmavk/dmavk/vk"
+)
+
+func init() {
+	register(&command{
+		name:  "peak",
+		short: "measure the device's matrix TFLOP/s (best matmul path) and copy bandwidth",
+		usage: "[--n 4096] [--copy-mib 1024] [--reps 10] [--json]",
+		run:   runPeak,
+	})
+}
+
+// peakResult is what `dmavk peak` measures; bench rows are compared with it.
+type peakResult struct {
+	Device      string  `json:"device"`
+	MatmulPath  string  `json:"matmul_path"`
+	MatmulN     int     `json:"matmul_n"`
+	MatmulTFLOP float64 `json:"matmul_tflops"` // fp16 inputs, fp32 accumulation
+	CopyGBs     float64 `json:"copy_gb_s"`     // bytes read + written per second
+}
+
+func runPeak(args []string, stdout io.Writer) error {
+	c := commands["peak"]
+	fs := newFlagSet(c, stdout)
+	n := fs.Int("n", 4096, "matrix size of the n x n x n fp16 product")
+	copyMiB := fs.Int("copy-mib", 1024, "bytes copied device-to-device, MiB")
+	reps := fs.Int("reps", 10, "repetitions (median)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(c, fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *n < 16 || *copyMiB < 1 || *reps < 1 {
+		return usagef("--n >= 16, --copy-mib >= 1, --reps >= 1")
+	}
+	in, err := vk.NewInstance(vk.Config{})
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	pd, err := in.Choose()
+	if err != nil {
+		return err
+	}
+	d, err := in.Open(pd, vk.Features{})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	res, err := measurePeak(context.Background(), d, *n, int64(*copyMiB)<<20, *reps)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Fprintf(stdout, "%s\n  matrix: %.3g TFLOP/s (%s path, %d^3 fp16 -> fp32)\n  copy:   %.0f GB/s (read + write)\n",
+		res.Device, res.MatmulTFLOP, res.MatmulPath, res.MatmulN, res.CopyGBs)
+	return nil
+}
+
+func measurePeak(ctx context.Context, d *vk.Device, n int, copyBytes int64, reps int) (peakResult, error) {
+	res := peakResult{Device: d.Caps().Name, MatmulN: n}
+	if caps := d.Caps(); !caps.Timestamps() {
+		return res, fmt.Errorf("%s has no GPU timestamps", d.Caps().Name)
+	}
+	k, err := matmul.New(d)
+	if err != nil {
+		return res, err
+	}
+	defer k.Close()
+	path := matmul.Portable
+	if k.Has(matmul.CoopMat) {
+		path = matmul.CoopMat
+	}
+	res.MatmulPath = path.String()
+	ab := int64(n) * int64(n) * 2
+	a, err := d.NewBuffer(ab)
+	if err != nil {
+		return res, err
+	}
+	defer a.Close()
+	b, err := d.NewBuffer(ab)
+	if err != nil {
+		return res, err
+	}
+	defer b.Close()
+	cb, err := d.NewBuffer(2 * ab)
+	if err != nil {
+		return res, err
+	}
+	defer cb.Close()
+	// Random-looking fp16 bits in [-1, 1) (exponent below 15): zeros would flatter the rate.
+	fill := func(buf *vk.Buffer) error {
+		raw := make([]byte, buf.Size())
+		x := uint32(12345)
+		for i := 0; i+1 < len(raw); i += 2 {
+			x = x*1664525 + 1013904223
+			h := uint16(x>>16)&0x83ff | 0x3800
+			raw[i], raw[i+1] = byte(h), byte(h>>8)
+		}
+		return buf.Upload(ctx, 0, raw)
+	}
+	if err := fill(a); err != nil {
+		return res, err
+	}
+	if err := fill(b); err != nil {
+		return res, err
+	}
+	var times []float64
+	for i := 0; i < reps+1; i++ {
+		ts, err := d.RunTimed(ctx, func(r *vk.Recorder) error {
+			if err := r.Timestamp("start"); err != nil {
+				return err
+			}
+			if err := k.Record(r, path, true, a, b, cb, n, n, n); err != nil {
+				return err
+			}
+			return r.Timestamp("end")
+		})
+		if err != nil {
+			return res, err
+		}
+		if i > 0 {
+			times = append(times, ts[1].Nanos)
+		}
+	}
+	res.MatmulTFLOP = 2 * float64(n) * float64(n) * float64(n) / median(times) / 1e3
+	src, err := d.NewBuffer(copyBytes)
+	if err != nil {
+		return res, err
+	}
+	defer src.Close()
+	dst, err := d.NewBuffer(copyBytes)
+	if err != nil {
+		return res, err
+	}
+	defer dst.Close()
+	times = times[:0]
+	for i := 0; i < reps+1; i++ {
+		ts, err := d.RunTimed(ctx, func(r *vk.Recorder) error {
+			if err := r.Timestamp("start"); err != nil {
+				return err
+			}
+			if err := r.Copy(src, 0, dst, 0, copyBytes); err != nil {
+				return err
+			}
+			return r.Timestamp("end")
+		})
+		if err != nil {
+			return res, err
+		}
+		if i > 0 {
+			times = append(times, ts[1].Nanos)
+		}
+	}
+	res.CopyGBs = 2 * float64(copyBytes) / median(times)
+	return res, nil
+}
