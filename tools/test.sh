@@ -53,6 +53,15 @@ if [[ ${DMAVK_NATIVE:-1} != 0 ]]; then
 	record "$rc" "native go test -race ./..."
 fi
 
+# 1b. cgo pointer rules checked at every C call and pointer store (cgocheck2): the
+# host layer and the packages that drive it.
+if [[ ${DMAVK_NATIVE:-1} != 0 ]]; then
+	printf '=== native: GOEXPERIMENT=cgocheck2 go test -short ./vk ./internal/matmul ./dma\n'
+	rc=0
+	GOEXPERIMENT=cgocheck2 go test -short -count=1 "${args[@]}" ./vk ./internal/matmul ./dma || rc=$?
+	record "$rc" "native cgocheck2 vk, matmul, dma"
+fi
+
 # 2. Test binaries on the software devices. Built without -race to keep CI
 # fast; run from the package directory, as go test does.
 while read -r ip dir; do

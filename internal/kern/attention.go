@@ -199,7 +199,8 @@ func checkAttention(p *Params, b *AttnBuffers) error {
 }
 
 // RecordAttention records the forward dispatch of shaders/attention.comp: O and LSE from
-// Q, K, V and the plan. params already holds p (the caller ran r.Update and r.Barrier),
+// Q, K, V and the plan; or of shaders/attention_cm.comp (tensor cores) when
+// AttentionPath(p) says PathCoopMat. params already holds p (the caller ran r.Update and r.Barrier),
 // and the plan buffers are ready. p.Scale is used as is (the caller resolves the default
 // 1/sqrt(D)).
 func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers) error {
@@ -208,6 +209,9 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 	}
 	if params.Size() < ParamsSize {
 		return fmt.Errorf("kern: attention: params buffer has %d bytes, needs %d", params.Size(), ParamsSize)
+	}
+	if k.AttentionPath(p) == PathCoopMat {
+		return k.recordAttentionCM(r, p, params, b)
 	}
 	caps := k.d.Caps()
 	tile, err := AttnTiling(&caps, int(p.D))

@@ -15,6 +15,8 @@ type Kernels struct {
 	d     *vk.Device
 	mu    sync.Mutex
 	pipes map[string]*vk.Pipeline
+	// portableOnly keeps attention on the portable kernel (SetPortableOnly).
+	portableOnly bool
 }
 
 // New prepares the kernels of d; nothing is compiled yet.

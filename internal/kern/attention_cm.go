@@ -1,0 +1,220 @@
+package kern
+
+import (
+	"fmt"
+
+	"github.com/dmavk/dmavk/shaders"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// The attention paths AttentionPath names.
+const (
+	PathPortable = "portable" // shaders/attention.comp, every device and dtype
+	PathCoopMat  = "coopmat"  // shaders/attention_cm.comp, VK_KHR_cooperative_matrix, fp16
+)
+
+// AttnCMMaxD is the largest head dimension the cooperative-matrix attention kernel takes
+// (a multiple of 16 up to it, when the tile fits the device's shared memory).
+const AttnCMMaxD = 256
+
+// attnCMSubgroups is the subgroup count of a cooperative-matrix attention workgroup of
+// subgroup size sg: 4, or more to reach 64 invocations, so that 64-row tiles (TPR >= 1)
+// exist on every device (lavapipe's subgroups are 8 wide).
+func attnCMSubgroups(sg int) int { return max(4, 64/sg) }
+
+// attnCMMaxRegs caps the O elements one invocation holds in registers.
+const attnCMMaxRegs = 128
+
+// AttnCMTile is the tiling of the cooperative-matrix attention kernel for one head
+// dimension on one device: BR query rows and BC gathered keys per chunk, NSG subgroups
+// of SG invocations (Threads = NSG * SG), the device's f16 x f16 + f32 shape, and the
+// shared memory the kernel declares (bytes).
+type AttnCMTile struct {
+	BR, BC, NSG, SG, Threads, Shared int
+	Shape                            vk.CoopMatShape
+}
+
+// attnCMScratch is the float count of the score / PV scratch area (spec constant SSZ).
+func attnCMScratch(br, bc, nsg int, s vk.CoopMatShape) int {
+	return max(br*(bc+4), nsg*int(s.M)*int(s.N))
+}
+
+// attnCMShared is the shared memory attention_cm.comp declares, in bytes.
+func attnCMShared(d, br, bc, nsg, nt int, s vk.CoopMatShape) int {
+	halves := br*(d+8) + bc*(d+8) + br*(bc+8) // Qs, KVs, Ps
+	words := attnCMScratch(br, bc, nsg, s) +  // Ss
+		(bc + nt) + 2*bc + nt + 2*br + br + 2 // klist, kord+kdel, scanb, tauS, alphaS, flags
+	return 2*halves + 4*words
+}
+
+// attnCMShape is the device's subgroup-scope f16 x f16 + f32 cooperative-matrix shape
+// that the kernel can use, if any.
+func attnCMShape(caps *vk.Caps) (vk.CoopMatShape, error) {
+	if !caps.CoopMat {
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s has no cooperative matrices", caps.Name)
+	}
+	if !caps.Float16 {
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks shaderFloat16", caps.Name)
+	}
+	const shuffle = 0x10 // VK_SUBGROUP_FEATURE_SHUFFLE_BIT
+	if caps.SubgroupOps&shuffle == 0 {
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks subgroup shuffles", caps.Name)
+	}
+	sg := caps.SubgroupSize
+	if sg == 0 || sg&(sg-1) != 0 {
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): subgroup size %d", sg)
+	}
+	// The kernel assumes NSG subgroups of exactly sg invocations: a device whose compute
+	// subgroup size varies must let the pipeline pin it (cmPipeline does).
+	if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s's subgroup size varies and cannot be fixed", caps.Name)
+	}
+	// The largest usable shape (16x16x16 over 16x8x16 and 16x8x8 on NVIDIA).
+	var best vk.CoopMatShape
+	for _, s := range caps.CoopMatShapes {
+		if s.A == vk.ComponentF16 && s.B == vk.ComponentF16 && s.C == vk.ComponentF32 && s.Result == vk.ComponentF32 &&
+			s.Scope == vk.ScopeSubgroup && !s.Saturating && s.M > 0 && s.N > 0 && s.K > 0 &&
+			16%s.M == 0 && 16%s.N == 0 && 16%s.K == 0 && (s.M*s.N)%sg == 0 && s.M*s.N*s.K > best.M*best.N*best.K {
+			best = s
+		}
+	}
+	if best.M == 0 {
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s has no usable f16*f16+f32 subgroup shape", caps.Name)
+	}
+	return best, nil
+}
+
+// AttnCMTiling chooses the tile of the cooperative-matrix attention kernel for head
+// dimension d: the largest candidate that satisfies the kernel's divisibility rules and
+// fits the device's shared memory and invocation limits.
+func AttnCMTiling(caps *vk.Caps, d int) (AttnCMTile, error) {
+	if d < 16 || d > AttnCMMaxD || d%16 != 0 {
+		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): head dimension D=%d unsupported (need a multiple of 16 in [16, %d])", d, AttnCMMaxD)
+	}
+	s, err := attnCMShape(caps)
+	if err != nil {
+		return AttnCMTile{}, err
+	}
+	ms, ns, ks := int(s.M), int(s.N), int(s.K)
+	sg := int(caps.SubgroupSize)
+	nsg := attnCMSubgroups(sg)
+	nt := nsg * sg
+	if uint32(nt) > caps.MaxWorkgroupInvocations || uint32(nt) > caps.MaxWorkgroupSize[0] {
+		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): %d invocations exceed %s's limits", nt, caps.Name)
+	}
+	smallest := 0
+	// Larger row tiles first (more reuse of each gathered K/V row), then larger chunks.
+	for _, c := range [][2]int{{64, 64}, {64, 32}, {32, 64}, {32, 32}, {16, 32}, {16, 16}} {
+		br, bc := c[0], c[1]
+		if br%ms != 0 || bc%ns != 0 || bc%ks != 0 || d%ns != 0 || d%ks != 0 || nt%br != 0 || nt/br > sg ||
+			((br/ms)*(d/ns))%nsg != 0 || br*d/nt > attnCMMaxRegs {
+			continue
+		}
+		t := AttnCMTile{BR: br, BC: bc, NSG: nsg, SG: sg, Threads: nt, Shared: attnCMShared(d, br, bc, nsg, nt, s), Shape: s}
+		if uint32(t.Shared) <= caps.MaxSharedMemory {
+			return t, nil
+		}
+		smallest = t.Shared
+	}
+	if smallest == 0 {
+		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): no tile for D=%d with shape %s and subgroup size %d", d, s, sg)
+	}
+	return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): D=%d needs %d bytes of shared memory at the smallest tile, %s has %d",
+		d, smallest, caps.Name, caps.MaxSharedMemory)
+}
+
+// SetPortableOnly keeps attention on the portable kernel (on) or lets RecordAttention
+// use the cooperative-matrix kernel where it applies (off, the default).
+func (k *Kernels) SetPortableOnly(on bool) {
+	k.mu.Lock()
+	k.portableOnly = on
+	k.mu.Unlock()
+}
+
+// AttentionPath names the kernel RecordAttention uses for p: PathCoopMat when p.F16, the
+// device has an f16 x f16 + f32 subgroup cooperative-matrix shape (none when the device
+// was opened with DisableCoopMat, as dma does under DMAVK_DISABLE_COOPMAT=1), a tile
+// for p.D fits, and SetPortableOnly is off; PathPortable otherwise.
+func (k *Kernels) AttentionPath(p *Params) string {
+	k.mu.Lock()
+	portable := k.portableOnly
+	k.mu.Unlock()
+	if portable || p == nil || !p.F16 {
+		return PathPortable
+	}
+	caps := k.d.Caps()
+	if _, err := AttnCMTiling(&caps, int(p.D)); err != nil {
+		return PathPortable
+	}
+	return PathCoopMat
+}
+
+// cmPipeline returns the cooperative-matrix attention pipeline of a tile, compiling it
+// the first time (with the subgroup size pinned where the device lets it vary).
+func (k *Kernels) cmPipeline(d uint32, t AttnCMTile) (*vk.Pipeline, error) {
+	caps := k.d.Caps()
+	spec := []uint32{d, uint32(t.BR), uint32(t.BC), t.Shape.M, t.Shape.N, t.Shape.K, uint32(t.SG), uint32(t.NSG),
+		uint32(attnCMScratch(t.BR, t.BC, t.NSG, t.Shape)), uint32(t.Threads)}
+	var required uint32
+	if caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
+		required = uint32(t.SG) // cooperative matrices and the shuffles assume this subgroup size
+	}
+	key := fmt.Sprintf("attention_cm/%d/sg%d", attnBindings, required)
+	for _, s := range spec {
+		key += fmt.Sprintf("/%d", s)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.pipes[key]; ok {
+		return p, nil
+	}
+	code, err := shaders.Get("attention_cm")
+	if err != nil {
+		return nil, err
+	}
+	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: "attention_cm", SPIRV: code, Bindings: attnBindings, Spec: spec, SubgroupSize: required})
+	if err != nil {
+		return nil, err
+	}
+	k.pipes[key] = p
+	return p, nil
+}
+
+// recordAttentionCM records shaders/attention_cm.comp; same contract as RecordAttention.
+func (k *Kernels) recordAttentionCM(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers) error {
+	if params.Size() < ParamsSize {
+		return fmt.Errorf("kern: attention: params buffer has %d bytes, needs %d", params.Size(), ParamsSize)
+	}
+	if !p.F16 {
+		return fmt.Errorf("kern: attention (coopmat): fp16 storage only")
+	}
+	caps := k.d.Caps()
+	tile, err := AttnCMTiling(&caps, int(p.D))
+	if err != nil {
+		return err
+	}
+	if err := checkAttention(p, b); err != nil {
+		return err
+	}
+	_, tiles := AttnTiles(p.Lq, p.PosOffset, tile.BR)
+	groups := [3]uint32{tiles, p.H, p.B}
+	for i, g := range groups {
+		if g > caps.MaxWorkgroupCount[i] {
+			return fmt.Errorf("kern: attention: %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
+		}
+	}
+	pipe, err := k.cmPipeline(p.D, tile)
+	if err != nil {
+		return err
+	}
+	or := func(x *vk.Buffer) *vk.Buffer {
+		if x == nil {
+			return b.Ord
+		}
+		return x
+	}
+	return r.Dispatch(pipe, groups, nil,
+		vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord),
+		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(or(b.Mask)), vk.Bind(or(b.Bias)),
+		vk.Bind(b.O), vk.Bind(b.LSE))
+}
