@@ -15,6 +15,9 @@ type Result struct {
 	O       *Tensor  // [B, Lq, H, D], Q's dtype and layout
 	LSE     *LSE     // [B, H, Lq]
 	Weights *Weights // the weights used, when Forward computed them from WeightParams
+	// Path names the attention kernel that ran: "coopmat" (tensor cores through
+	// VK_KHR_cooperative_matrix) or "portable".
+	Path string
 }
 
 // Close frees every output.
@@ -379,6 +382,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	if err != nil {
 		return fail(err)
 	}
+	res.Path = d.kern.AttentionPath(p)
 	if len(ts) == 4 {
 		ns := func(i int) time.Duration { return time.Duration(ts[i].Nanos - ts[i-1].Nanos) }
 		prof = Profile{Weights: ns(1), Selection: ns(2), Attention: ns(3)}

@@ -77,46 +77,59 @@ func runSelftest(args []string, stdout io.Writer) error {
 	failed := 0
 	ctx := context.Background()
 	for _, pd := range targets {
-		dev, err := dma.OpenOn(in, pd, dma.Config{})
-		if err != nil {
-			return err
+		// Every path the device has: the default (tensor cores where present) and, on
+		// devices with cooperative matrices, the portable path forced.
+		configs := []dma.Config{{}}
+		if pd.Caps.CoopMat && os.Getenv("DMAVK_DISABLE_COOPMAT") != "1" {
+			configs = append(configs, dma.Config{DisableCoopMat: true})
 		}
-		path := "portable"
 		if !*asJSON {
 			fmt.Fprintf(stdout, "device %d: %s (%s, Vulkan %s), seed %d\n\n", pd.Index, pd.Caps.Name, pd.Caps.Type, pd.Caps.APIVersionString(), *seed)
 		}
+		start := time.Now()
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 		if !*asJSON {
 			fmt.Fprintln(tw, "path\tcase\tmax abs err\trel err\ttol\tverdict\tms\t")
 		}
-		rng := rand.New(rand.NewPCG(*seed, 0x5e1f7e57))
-		start := time.Now()
-		for _, cs := range check.Suite(*long) {
-			if *filter != "" && !strings.Contains(cs.Name(), *filter) {
-				continue
+		n := 0
+		for _, cfg := range configs {
+			dev, err := dma.OpenOn(in, pd, cfg)
+			if err != nil {
+				return err
 			}
-			o := check.Run(ctx, dev, cs, rng)
-			r := report{Device: pd.Caps.Name, Path: path, Case: cs.Name(), MaxAbs: o.MaxAbs, Rel: o.Rel, Tol: o.Tol,
-				LSEAbs: o.LSEAbs, Verdict: o.Verdict(), Millis: float64(o.Duration.Microseconds()) / 1000}
-			if o.Err != nil {
-				r.Error = o.Err.Error()
-			}
-			if r.Verdict != "ok" {
-				failed++
-			}
-			reports = append(reports, r)
-			if !*asJSON {
-				fmt.Fprintf(tw, "%s\t%s\t%.2e\t%.2e\t%.0e\t%s\t%.1f\t\n", r.Path, r.Case, r.MaxAbs, r.Rel, r.Tol, r.Verdict, r.Millis)
-				if r.Error != "" {
-					tw.Flush()
-					fmt.Fprintf(stdout, "    error: %s\n", r.Error)
+			rng := rand.New(rand.NewPCG(*seed, 0x5e1f7e57))
+			for _, cs := range check.Suite(*long) {
+				if *filter != "" && !strings.Contains(cs.Name(), *filter) {
+					continue
+				}
+				o := check.Run(ctx, dev, cs, rng)
+				path := o.Path
+				if path == "" {
+					path = "-"
+				}
+				r := report{Device: pd.Caps.Name, Path: path, Case: cs.Name(), MaxAbs: o.MaxAbs, Rel: o.Rel, Tol: o.Tol,
+					LSEAbs: o.LSEAbs, Verdict: o.Verdict(), Millis: float64(o.Duration.Microseconds()) / 1000}
+				if o.Err != nil {
+					r.Error = o.Err.Error()
+				}
+				if r.Verdict != "ok" {
+					failed++
+				}
+				n++
+				reports = append(reports, r)
+				if !*asJSON {
+					fmt.Fprintf(tw, "%s\t%s\t%.2e\t%.2e\t%.0e\t%s\t%.1f\t\n", r.Path, r.Case, r.MaxAbs, r.Rel, r.Tol, r.Verdict, r.Millis)
+					if r.Error != "" {
+						tw.Flush()
+						fmt.Fprintf(stdout, "    error: %s\n", r.Error)
+					}
 				}
 			}
+			dev.Close()
 		}
 		tw.Flush()
-		dev.Close()
 		if !*asJSON {
-			fmt.Fprintf(stdout, "\n%d cases in %.1fs\n\n", len(reports), time.Since(start).Seconds())
+			fmt.Fprintf(stdout, "\n%d cases in %.1fs\n\n", n, time.Since(start).Seconds())
 		}
 	}
 	if *asJSON {

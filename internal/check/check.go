@@ -89,6 +89,7 @@ type Outcome struct {
 	Rel      float64 // MaxAbs / max |ref|
 	LSEAbs   float64 // max |LSE - ref| over finite entries
 	Tol      float64 // the relative tolerance applied
+	Path     string  // the attention kernel that ran
 	Pass     bool
 	Err      error
 	Duration time.Duration
@@ -267,6 +268,7 @@ func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outc
 		return fail(err)
 	}
 	defer res.Close()
+	out.Path = res.Path
 	o, err := res.O.Download(ctx)
 	if err != nil {
 		return fail(err)
