@@ -12,7 +12,7 @@ export DMAVK_CACHE_DIR=/tmp/dmavk-cache
 D=.gpu/dmavk
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader
 
-$D selftest --long >"$OUT/selftest.txt" 2>&1
+$D selftest --long >"$OUT/selftest.txt" 2>&1; grep -E "FAIL|ERROR" "$OUT/selftest.txt" | head -5
 echo "selftest: $(tail -1 "$OUT/selftest.txt")"
 (cd internal/kern && DMAVK_REQUIRE_COOPMAT=1 ../../.gpu/kern.test -test.run 'Attention|Select|Weights' >"$OUT/kern.txt" 2>&1)
 echo "kern tests: $(tail -1 "$OUT/kern.txt")"
@@ -30,6 +30,7 @@ python3 bench/peers/sdpa.py --lengths 4096,8192,16384,32768 --h 8 --window 2048 
 python3 bench/peers/sdpa.py --lengths 32768 --h 4 --window 2048 --json "$OUT/sdpa_h4.json" >>"$OUT/bench.txt" 2>&1
 {
 	$D bench --lengths 128K --h 8 --window 2048 --reps 3
+	DMAVK_DISABLE_COOPMAT=1 $D bench --lengths 32K --h 4 --window 2048 --reps 3
 	$D bench --lengths 1024K --h 8 --window 2048 --reps 2
 } >"$OUT/long.txt" 2>&1
 cat "$OUT/bench.txt" "$OUT/long.txt"

@@ -86,8 +86,12 @@ shared float kdel[BC];
 shared uint scanb[NT];
 shared uvec2 tauS[BR];
 shared float alphaS[BR];        // per-row rescale of the chunk; at the end 1 / l
-shared uint stopFlag;
-shared uint vBad;
+// Every shared array is a whole number of 16-byte units and there is no lone scalar:
+// drivers lay shared variables out by their own alignment, and a cooperative-matrix
+// load or store needs a 16-byte aligned address (NVIDIA returns garbage otherwise).
+shared uint flagsS[4];
+#define stopFlag flagsS[0]
+#define vBad flagsS[1]
 
 const float NEG_INF = -1.0 / 0.0;
 
@@ -270,7 +274,17 @@ void main() {
 		barrier();
 
 		// 2. S = Q K^T, tile by tile.
+#ifdef DEBUG_SCALAR_S
+		for (uint e = tid; e < BR * BC; e += NT) {
+			uint r = e / BC, c = e % BC;
+			float acc0 = 0.0;
+			for (uint d = 0u; d < DH; d++) acc0 += float(Qs[r * LQ + d]) * float(KVs[c * LK + d]);
+			Ss[r * LS + c] = acc0;
+		}
+		for (uint t = sgid; t < 0u; t += NSG) {
+#else
 		for (uint t = sgid; t < (BR / MS) * nt; t += NSG) {
+#endif
 			uint ti = t / nt, tj = t - ti * nt;
 			coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> sacc =
 				coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator>(0.0);
@@ -303,7 +317,15 @@ void main() {
 			Ss[sr * LS + c] = s;
 			mx = max(mx, s);
 		}
+#ifdef DEBUG_NO_SHUFFLE
+		alphaS[sr] = NEG_INF;
+		barrier();
+		for (uint x = 0u; x < TPR; x++) { if (sp == x) alphaS[sr] = max(alphaS[sr], mx); barrier(); }
+		mx = alphaS[sr];
+		barrier();
+#else
 		for (uint off = 1u; off < TPR; off <<= 1) mx = max(mx, subgroupShuffleXor(mx, off));
+#endif
 		float psum = 0.0;
 		for (uint c = sp; c < BC; c += TPR) {
 			float s = Ss[sr * LS + c];
@@ -311,7 +333,15 @@ void main() {
 			psum += p;
 			Ps[sr * LP + c] = float16_t(p);
 		}
+#ifdef DEBUG_NO_SHUFFLE
+		alphaS[sr] = 0.0;
+		barrier();
+		for (uint x = 0u; x < TPR; x++) { if (sp == x) alphaS[sr] += psum; barrier(); }
+		psum = alphaS[sr];
+		barrier();
+#else
 		for (uint off = 1u; off < TPR; off <<= 1) psum += subgroupShuffleXor(psum, off);
+#endif
 		float alpha = mrow == NEG_INF ? 0.0 : exp(mrow - mx);
 		lrow = lrow * alpha + psum;
 		mrow = mx;
@@ -328,6 +358,9 @@ void main() {
 			KVs[c * LK + d + 1u] = float16_t(x.y);
 		}
 		if (bad) vBad = 1u;
+#ifdef DEBUG_SCALAR_PV
+		vBad = 1u;
+#endif
 		barrier();
 
 		// 5. O = O * alpha + P V.

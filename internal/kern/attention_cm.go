@@ -149,6 +149,10 @@ func (k *Kernels) AttentionPath(p *Params) string {
 	return PathCoopMat
 }
 
+// cmCode gives the SPIR-V of the cooperative-matrix kernel; a test may swap in a
+// debugging build of the same source.
+var cmCode = func() ([]byte, error) { return shaders.Get("attention_cm") }
+
 // cmPipeline returns the cooperative-matrix attention pipeline of a tile, compiling it
 // the first time (with the subgroup size pinned where the device lets it vary).
 func (k *Kernels) cmPipeline(d uint32, t AttnCMTile) (*vk.Pipeline, error) {
@@ -168,7 +172,7 @@ func (k *Kernels) cmPipeline(d uint32, t AttnCMTile) (*vk.Pipeline, error) {
 	if p, ok := k.pipes[key]; ok {
 		return p, nil
 	}
-	code, err := shaders.Get("attention_cm")
+	code, err := cmCode()
 	if err != nil {
 		return nil, err
 	}
