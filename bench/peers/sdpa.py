@@ -1,11 +1,14 @@
 """Peer timings for dmavk bench: PyTorch SDPA on the same shapes, same card, same call.
 
-  python3 bench/peers/sdpa.py --lengths 4096,8192 --h 8 --d 128 --window 2048 --json out.json
+  dmavk bench --sweep table2 --configs > configs.json
+  python3 bench/peers/sdpa.py --configs configs.json --json sdpa.json
+  python3 bench/peers/sdpa.py --lengths 4096,8192 --h 8 --d 128 --window 2048 --json sdpa.json
 
-Times (median of --reps, CUDA events, after warm-up):
-  dense_causal_ms  SDPA with is_causal=True over all L keys (what DMA replaces)
-  wkeys_ms         SDPA of the L queries over only w keys (non-causal): the floor of
-                   DMA's work, the same number of (query, key) pairs as DMA keeps
+Times (median of --reps, CUDA events, after warm-up), fp16:
+  dense_causal_ms  SDPA over all Lk keys, causal when Lq = Lk (one query row sees every
+                   key): what DMA replaces
+  wkeys_ms         SDPA of the Lq queries over only min(w, Lk) keys, not causal: the floor
+                   of DMA's work, as many (query, key) pairs as DMA keeps
 """
 import argparse
 import json
@@ -30,8 +33,23 @@ def timed(fn, reps):
     return statistics.median(out)
 
 
+def run(cfg, reps):
+    B, Lq, Lk, H, Hkv, D, w = (cfg[k] for k in ("b", "lq", "lk", "h", "hkv", "d", "window"))
+    q = torch.randn(B, H, Lq, D, device="cuda", dtype=torch.float16)
+    k = torch.randn(B, Hkv, Lk, D, device="cuda", dtype=torch.float16)
+    v = torch.randn_like(k)
+    gqa = Hkv != H
+    causal = Lq == Lk and Lq > 1
+    dense = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa), reps)
+    n = min(w, Lk)
+    kw, vw = k[:, :, :n].contiguous(), v[:, :, :n].contiguous()
+    floor = timed(lambda: F.scaled_dot_product_attention(q, kw, vw, enable_gqa=gqa), reps)
+    return dict(cfg, device=torch.cuda.get_device_name(), dense_causal_ms=dense, wkeys_ms=floor, torch=torch.__version__)
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--configs", default="", help="JSON list from `dmavk bench --configs`")
     p.add_argument("--lengths", default="4096,8192,16384")
     p.add_argument("--b", type=int, default=1)
     p.add_argument("--h", type=int, default=8)
@@ -41,22 +59,18 @@ def main():
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--json", default="")
     a = p.parse_args()
-    hkv = a.hkv or a.h
+    if a.configs:
+        cfgs = json.load(open(a.configs))
+    else:
+        cfgs = [dict(section="custom", b=a.b, lq=L, lk=L, h=a.h, hkv=a.hkv or a.h, d=a.d, window=a.window)
+                for L in (int(x) for x in a.lengths.split(","))]
     rows = []
-    for L in [int(x) for x in a.lengths.split(",")]:
-        q = torch.randn(a.b, a.h, L, a.d, device="cuda", dtype=torch.float16)
-        k = torch.randn(a.b, hkv, L, a.d, device="cuda", dtype=torch.float16)
-        v = torch.randn_like(k)
-        gqa = hkv != a.h
-        dense = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa), a.reps)
-        w = min(a.window, L)
-        kw, vw = k[:, :, :w].contiguous(), v[:, :, :w].contiguous()
-        floor = timed(lambda: F.scaled_dot_product_attention(q, kw, vw, enable_gqa=gqa), a.reps)
-        row = dict(device=torch.cuda.get_device_name(), b=a.b, l=L, h=a.h, hkv=hkv, d=a.d, window=a.window,
-                   dense_causal_ms=dense, wkeys_ms=floor, torch=torch.__version__)
-        rows.append(row)
-        print(f"L={L:6d} H={a.h} D={a.d}: SDPA dense causal {dense:.3f} ms, SDPA over w={w} keys {floor:.3f} ms")
-        del q, k, v, kw, vw
+    for cfg in cfgs:
+        r = run(cfg, a.reps)
+        rows.append(r)
+        print(f"{r['section']:>9} B={r['b']} Lq={r['lq']:6d} Lk={r['lk']:7d} H={r['h']}/{r['hkv']} D={r['d']}: "
+              f"SDPA dense {r['dense_causal_ms']:.3f} ms, SDPA over w keys {r['wkeys_ms']:.3f} ms")
+        torch.cuda.empty_cache()
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -19,24 +19,32 @@ import (
 func init() {
 	register(&command{
 		name:  "bench",
-		short: "time DMA forward passes (GPU timestamps per stage) over a sweep of lengths",
-		usage: "[--lengths 4096,8192] [--b 1] [--h 8] [--hkv 8] [--d 128] [--window 2048] [--mode row] [--dtype float16] [--reps 10] [--json]",
+		short: "time DMA forward passes (GPU timestamps per stage) over sweeps of shapes",
+		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--mode row] [--dtype float16] [--reps 10] [--peak] [--json] [--configs]",
 		run:   runBench,
 	})
 }
 
+// benchConfig is one shape to time; bench/peers/sdpa.py reads the same list (--configs).
+type benchConfig struct {
+	Section string `json:"section"`
+	B       int    `json:"b"`
+	Lq      int    `json:"lq"`
+	Lk      int    `json:"lk"`
+	H       int    `json:"h"`
+	Hkv     int    `json:"hkv"`
+	D       int    `json:"d"`
+	Window  int    `json:"window"`
+}
+
 // benchRow is one measured configuration.
 type benchRow struct {
+	benchConfig
 	Device      string  `json:"device"`
-	B           int     `json:"b"`
-	L           int     `json:"l"`
-	H           int     `json:"h"`
-	Hkv         int     `json:"hkv"`
-	D           int     `json:"d"`
-	Window      int     `json:"window"`
 	Mode        string  `json:"mode"`
 	DType       string  `json:"dtype"`
-	GPUMillis   float64 `json:"gpu_ms"`       // median over reps, selection + attention
+	Path        string  `json:"path"`         // attention kernel: coopmat or portable
+	GPUMillis   float64 `json:"gpu_ms"`       // median over reps: weights + selection + attention
 	SelMillis   float64 `json:"selection_ms"` // median
 	AttnMillis  float64 `json:"attention_ms"` // median
 	WallMillis  float64 `json:"wall_ms"`      // median, host view of the whole call
@@ -45,6 +53,42 @@ type benchRow struct {
 	KeptPairs   int64   `json:"kept_pairs"`
 	PeakShare   float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
 	Repetitions int     `json:"reps"`
+}
+
+// sweeps are the named configuration lists: the paper's Table 2 (training, inference,
+// batch, heads, head dims; w = 2048) and issue 4's table of peers.
+func sweeps(name string) ([]benchConfig, bool) {
+	var cs []benchConfig
+	switch name {
+	case "table2":
+		for _, l := range []int{256, 512, 1024, 2048, 4096, 8192, 16384, 32768} {
+			cs = append(cs, benchConfig{"training", 1, l, l, 2, 1, 128, 2048})
+		}
+		for _, l := range []int{256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536} {
+			cs = append(cs, benchConfig{"inference", 1, 1, l, 2, 1, 128, 2048})
+		}
+		for _, b := range []int{1, 2, 4, 8} {
+			cs = append(cs, benchConfig{"batch", b, 4096, 4096, 2, 1, 32, 2048})
+		}
+		for _, h := range [][2]int{{1, 1}, {2, 1}, {4, 1}, {8, 2}} {
+			cs = append(cs, benchConfig{"heads", 1, 4096, 4096, h[0], h[1], 32, 2048})
+		}
+		for _, d := range []int{32, 64, 96, 128} {
+			cs = append(cs, benchConfig{"head dim", 1, 4096, 4096, 2, 1, d, 2048})
+		}
+	case "peers":
+		for _, l := range []int{4096, 8192, 16384} {
+			cs = append(cs, benchConfig{"prefill", 1, l, l, 8, 8, 128, 2048})
+		}
+		cs = append(cs, benchConfig{"prefill", 1, 32768, 32768, 4, 4, 128, 2048})
+	case "long":
+		for _, l := range []int{131072, 1048576} {
+			cs = append(cs, benchConfig{"long", 1, l, l, 8, 8, 128, 2048})
+		}
+	default:
+		return nil, false
+	}
+	return cs, true
 }
 
 func parseInts(s string) ([]int, error) {
@@ -76,7 +120,9 @@ func median(x []float64) float64 {
 func runBench(args []string, stdout io.Writer) error {
 	c := commands["bench"]
 	fs := newFlagSet(c, stdout)
-	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths (Lq = Lk), comma-separated; K = 1024")
+	sweep := fs.String("sweep", "", "a named sweep instead of the shape flags: table2 (the paper's Table 2), peers (issue 4's table), long (128K, 1M)")
+	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
+	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
 	b := fs.Int("b", 1, "batch")
 	h := fs.Int("h", 8, "query heads")
 	hkv := fs.Int("hkv", 0, "kv heads (0: same as --h)")
@@ -87,12 +133,34 @@ func runBench(args []string, stdout io.Writer) error {
 	reps := fs.Int("reps", 10, "timed repetitions per configuration (after 2 warm-ups)")
 	asJSON := fs.Bool("json", false, "print JSON rows")
 	peak := fs.Bool("peak", false, "first measure the device's matrix peak (dmavk peak) and report each row's share of it")
+	printConfigs := fs.Bool("configs", false, "print the configurations as JSON (for bench/peers/sdpa.py --configs) and exit")
 	if err := parseFlags(c, fs, args, stdout); err != nil {
 		return err
 	}
-	ls, err := parseInts(*lengths)
-	if err != nil {
-		return usageError{err}
+	var cfgs []benchConfig
+	if *sweep != "" {
+		var ok bool
+		if cfgs, ok = sweeps(*sweep); !ok {
+			return usagef("--sweep %q: table2, peers or long", *sweep)
+		}
+	} else {
+		ls, err := parseInts(*lengths)
+		if err != nil {
+			return usageError{err}
+		}
+		if *hkv == 0 {
+			*hkv = *h
+		}
+		for _, l := range ls {
+			lq := l
+			if *decode {
+				lq = 1
+			}
+			cfgs = append(cfgs, benchConfig{"custom", *b, lq, l, *h, *hkv, *d, *window})
+		}
+	}
+	if *printConfigs {
+		return json.NewEncoder(stdout).Encode(cfgs)
 	}
 	m, err := dma.ParseMode(*mode)
 	if err != nil || m == dma.ModeExplicit {
@@ -103,9 +171,6 @@ func runBench(args []string, stdout io.Writer) error {
 		dt = dma.Float32
 	} else if *dtype != "float16" {
 		return usagef("--dtype %q: float16 or float32", *dtype)
-	}
-	if *hkv == 0 {
-		*hkv = *h
 	}
 	if *reps < 1 {
 		return usagef("--reps must be at least 1")
@@ -125,11 +190,11 @@ func runBench(args []string, stdout io.Writer) error {
 	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), 7))
 	var rows []benchRow
-	for _, L := range ls {
-		fmt.Fprintf(os.Stderr, "bench: L=%d ...\n", L)
-		row, err := benchOne(ctx, dev, rng, *b, L, *h, *hkv, *d, *window, m, dt, *reps)
+	for i, cfg := range cfgs {
+		fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d ...\n", i+1, len(cfgs), cfg.Section, cfg.B, cfg.Lq, cfg.Lk, cfg.H, cfg.Hkv, cfg.D, cfg.Window)
+		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps)
 		if err != nil {
-			return fmt.Errorf("L=%d: %w", L, err)
+			return fmt.Errorf("%+v: %w", cfg, err)
 		}
 		if pk.MatmulTFLOP > 0 {
 			row.PeakShare = row.KeptTFLOPs / pk.MatmulTFLOP
@@ -147,20 +212,20 @@ func runBench(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "B\tL\tH/Hkv\tD\tw\tGPU ms\tselection ms\tattention ms\tselection share\tkept TFLOP/s\t% of peak\twall ms\t")
+	fmt.Fprintln(tw, "section\tB\tLq\tLk\tH/Hkv\tD\tw\tpath\tGPU ms\tselection ms\tattention ms\tselection share\tkept TFLOP/s\t% of peak\twall ms\t")
 	for _, r := range rows {
 		share := "-"
 		if r.PeakShare > 0 {
 			share = fmt.Sprintf("%.1f%%", 100*r.PeakShare)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.1f%%\t%.2f\t%s\t%.2f\t\n", r.B, r.L, r.H, r.Hkv, r.D, r.Window,
-			r.GPUMillis, r.SelMillis, r.AttnMillis, 100*r.SelShare, r.KeptTFLOPs, share, r.WallMillis)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d/%d\t%d\t%d\t%s\t%.3f\t%.3f\t%.3f\t%.1f%%\t%.2f\t%s\t%.2f\t\n", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window,
+			r.Path, r.GPUMillis, r.SelMillis, r.AttnMillis, 100*r.SelShare, r.KeptTFLOPs, share, r.WallMillis)
 	}
 	return tw.Flush()
 }
 
-func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, b, L, h, hkv, d, w int, m dma.Mode, dt dma.DType, reps int) (benchRow, error) {
-	row := benchRow{Device: dev.Name(), B: b, L: L, H: h, Hkv: hkv, D: d, Window: w, Mode: m.String(), DType: dt.String(), Repetitions: reps}
+func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int) (benchRow, error) {
+	row := benchRow{benchConfig: cfg, Device: dev.Name(), Mode: m.String(), DType: dt.String(), Repetitions: reps}
 	// Uniform in [-1, 1) from a xorshift generator: fast enough for 1M-token tensors,
 	// and never zeros (which would flatter the arithmetic).
 	state := rng.Uint64() | 1
@@ -188,27 +253,27 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, b, L, h, hkv
 		closers = append(closers, t)
 		return t, t.Upload(ctx, random(s.Elems()))
 	}
-	q, err := mk(dma.Shape{B: b, L: L, H: h, D: d})
+	q, err := mk(dma.Shape{B: cfg.B, L: cfg.Lq, H: cfg.H, D: cfg.D})
 	if err != nil {
 		return row, err
 	}
-	k, err := mk(dma.Shape{B: b, L: L, H: hkv, D: d})
+	k, err := mk(dma.Shape{B: cfg.B, L: cfg.Lk, H: cfg.Hkv, D: cfg.D})
 	if err != nil {
 		return row, err
 	}
-	v, err := mk(dma.Shape{B: b, L: L, H: hkv, D: d})
+	v, err := mk(dma.Shape{B: cfg.B, L: cfg.Lk, H: cfg.Hkv, D: cfg.D})
 	if err != nil {
 		return row, err
 	}
-	wt, err := dev.NewWeights(b, hkv, L)
+	wt, err := dev.NewWeights(cfg.B, cfg.Hkv, cfg.Lk)
 	if err != nil {
 		return row, err
 	}
 	closers = append(closers, wt)
-	if err := wt.Upload(ctx, random(b*hkv*L)); err != nil {
+	if err := wt.Upload(ctx, random(cfg.B*cfg.Hkv*cfg.Lk)); err != nil {
 		return row, err
 	}
-	opt := dma.Options{Mode: m, Window: w, Causal: true}
+	opt := dma.Options{Mode: m, Window: cfg.Window, Causal: true}
 	if m != dma.ModeNone {
 		opt.Weights = wt
 	}
@@ -220,6 +285,7 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, b, L, h, hkv
 			return row, err
 		}
 		el := time.Since(start)
+		row.Path = res.Path
 		res.Close()
 		if i < 2 {
 			continue // warm-up: pipeline creation, first-touch of memory
@@ -233,17 +299,18 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, b, L, h, hkv
 	if row.GPUMillis > 0 {
 		row.SelShare = row.SelMillis / row.GPUMillis
 	}
-	// Kept (row, key) pairs of causal attention: row p keeps min(p+1, w) keys (w = all in mode none).
-	for p := 0; p < L; p++ {
-		kept := p + 1
-		if m != dma.ModeNone && kept > w {
-			kept = w
+	// Kept (row, key) pairs of causal attention: row i at position p = i + Lk - Lq keeps
+	// min(p+1, w) keys (all p+1 in mode none).
+	for i := 0; i < cfg.Lq; i++ {
+		kept := i + cfg.Lk - cfg.Lq + 1
+		if m != dma.ModeNone && kept > cfg.Window {
+			kept = cfg.Window
 		}
-		row.KeptPairs += int64(kept)
+		row.KeptPairs += int64(max(kept, 0))
 	}
-	row.KeptPairs *= int64(b * h)
+	row.KeptPairs *= int64(cfg.B * cfg.H)
 	if row.GPUMillis > 0 {
-		row.KeptTFLOPs = 4 * float64(d) * float64(row.KeptPairs) / (row.GPUMillis * 1e-3) / 1e12
+		row.KeptTFLOPs = 4 * float64(cfg.D) * float64(row.KeptPairs) / (row.GPUMillis * 1e-3) / 1e12
 	}
 	return row, nil
 }
