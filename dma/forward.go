@@ -252,6 +252,15 @@ type Profile struct {
 	Weights   time.Duration // dynamic weights from V (WeightParams only)
 	Selection time.Duration // the selection plan: ord, block lists, thresholds
 	Attention time.Duration
+	// Passes has every timed kernel in order, the plan's passes one by one:
+	// "weights", "ord", "blocks", "tau", "attention" (those that ran).
+	Passes []Pass
+}
+
+// Pass is the GPU time of one kernel of a Forward.
+type Pass struct {
+	Name string
+	Time time.Duration
 }
 
 // Total is the GPU time of the whole call.
@@ -367,7 +376,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		if err := stamp(r, "weights"); err != nil {
 			return err
 		}
-		if err := d.kern.RecordPlan(r, p, params, weights.buf, padding, plan); err != nil {
+		if err := d.kern.RecordPlan(r, p, params, weights.buf, padding, plan, func(pass string) error { return stamp(r, pass) }); err != nil {
 			return err
 		}
 		r.Barrier()
@@ -383,9 +392,25 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		return fail(err)
 	}
 	res.Path = d.kern.AttentionPath(p)
-	if len(ts) == 4 {
-		ns := func(i int) time.Duration { return time.Duration(ts[i].Nanos - ts[i-1].Nanos) }
-		prof = Profile{Weights: ns(1), Selection: ns(2), Attention: ns(3)}
+	// Stamps: start, weights, the plan's passes..., selection, attention.
+	if n := len(ts); n >= 4 {
+		at := func(label string) float64 {
+			for _, t := range ts {
+				if t.Label == label {
+					return t.Nanos
+				}
+			}
+			return 0
+		}
+		prof.Weights = time.Duration(at("weights") - at("start"))
+		prof.Selection = time.Duration(at("selection") - at("weights"))
+		prof.Attention = time.Duration(at("attention") - at("selection"))
+		for i := 1; i < n; i++ {
+			if ts[i].Label == "selection" {
+				continue // the plan's last pass ends there too
+			}
+			prof.Passes = append(prof.Passes, Pass{Name: ts[i].Label, Time: time.Duration(ts[i].Nanos - ts[i-1].Nanos)})
+		}
 	}
 	return res, prof, nil
 }

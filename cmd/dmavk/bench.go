@@ -52,6 +52,8 @@ type benchRow struct {
 	KeptTFLOPs  float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
 	KeptPairs   int64   `json:"kept_pairs"`
 	PeakShare   float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
+	// PassMillis is the median GPU time of every kernel: weights, ord, blocks, tau, attention.
+	PassMillis map[string]float64 `json:"pass_ms"`
 	Repetitions int     `json:"reps"`
 }
 
@@ -133,6 +135,7 @@ func runBench(args []string, stdout io.Writer) error {
 	reps := fs.Int("reps", 10, "timed repetitions per configuration (after 2 warm-ups)")
 	asJSON := fs.Bool("json", false, "print JSON rows")
 	peak := fs.Bool("peak", false, "first measure the device's matrix peak (dmavk peak) and report each row's share of it")
+	profile := fs.Bool("profile", false, "also print the GPU time of every kernel (the selection plan pass by pass)")
 	printConfigs := fs.Bool("configs", false, "print the configurations as JSON (for bench/peers/sdpa.py --configs) and exit")
 	if err := parseFlags(c, fs, args, stdout); err != nil {
 		return err
@@ -221,7 +224,22 @@ func runBench(args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d/%d\t%d\t%d\t%s\t%.3f\t%.3f\t%.3f\t%.1f%%\t%.2f\t%s\t%.2f\t\n", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window,
 			r.Path, r.GPUMillis, r.SelMillis, r.AttnMillis, 100*r.SelShare, r.KeptTFLOPs, share, r.WallMillis)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if *profile {
+		fmt.Fprintln(stdout, "\nper kernel, median ms:")
+		for _, r := range rows {
+			fmt.Fprintf(stdout, "  %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d:", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window)
+			for _, name := range []string{"weights", "ord", "blocks", "tau", "attention"} {
+				if t, ok := r.PassMillis[name]; ok {
+					fmt.Fprintf(stdout, " %s %.3f", name, t)
+				}
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+	return nil
 }
 
 func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int) (benchRow, error) {
@@ -278,6 +296,7 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		opt.Weights = wt
 	}
 	var gpu, sel, attn, wall []float64
+	passes := map[string][]float64{}
 	for i := 0; i < reps+2; i++ {
 		start := time.Now()
 		res, prof, err := dev.ForwardProfiled(ctx, q, k, v, opt)
@@ -294,6 +313,13 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		sel = append(sel, ms(prof.Selection))
 		attn = append(attn, ms(prof.Attention))
 		wall = append(wall, ms(el))
+		for _, p := range prof.Passes {
+			passes[p.Name] = append(passes[p.Name], ms(p.Time))
+		}
+	}
+	row.PassMillis = map[string]float64{}
+	for name, t := range passes {
+		row.PassMillis[name] = median(t)
 	}
 	row.GPUMillis, row.SelMillis, row.AttnMillis, row.WallMillis = median(gpu), median(sel), median(attn), median(wall)
 	if row.GPUMillis > 0 {

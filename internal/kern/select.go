@@ -76,15 +76,26 @@ func selectBlocksShared(w, c uint32) int64 { return 8 * (int64(w) + int64(c)) }
 // p must hold Window >= 1, BlockC = BlockSize(Window), NBlocks = ceil(Lk/BlockC) and
 // NCap = Window + BlockC for modes row and shared, and row positions
 // i + PosOffset <= Lk - 1 (PosOffset = Lk - Lq is the contract).
-func (k *Kernels) RecordPlan(r *vk.Recorder, p *Params, params, delta, padding *vk.Buffer, plan *PlanBuffers) error {
-	return k.recordPlan(r, p, params, delta, padding, plan, int64(k.d.Caps().MaxSharedMemory))
+//
+// stamp, when given, is called after each pass ("ord", "blocks", "tau") so that a
+// profiler can record a GPU timestamp there.
+func (k *Kernels) RecordPlan(r *vk.Recorder, p *Params, params, delta, padding *vk.Buffer, plan *PlanBuffers, stamp ...func(pass string) error) error {
+	return k.recordPlan(r, p, params, delta, padding, plan, int64(k.d.Caps().MaxSharedMemory), stamp...)
 }
 
 // recordPlan is RecordPlan with the shared-memory budget of select_blocks given: below
 // selectBlocksShared(w, C) the global-memory variant runs (tests force it with 0).
-func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *vk.Buffer, plan *PlanBuffers, sharedBudget int64) error {
+func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *vk.Buffer, plan *PlanBuffers, sharedBudget int64, stamp ...func(pass string) error) error {
 	if err := checkPlan(p, params, delta, padding, plan); err != nil {
 		return err
+	}
+	mark := func(pass string) error {
+		for _, s := range stamp {
+			if err := s(pass); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if padding == nil || !p.KeyPadding {
 		padding = delta // never read; binding 2 needs a buffer
@@ -104,6 +115,9 @@ func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *
 		return err
 	}
 	r.Barrier()
+	if err := mark("ord"); err != nil {
+		return err
+	}
 	if p.Mode != ModeRow && p.Mode != ModeShared {
 		return nil
 	}
@@ -122,6 +136,9 @@ func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *
 		return err
 	}
 	r.Barrier()
+	if err := mark("blocks"); err != nil {
+		return err
+	}
 	if p.Mode != ModeRow || p.Causal != 1 {
 		return nil
 	}
@@ -138,7 +155,7 @@ func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *
 		return err
 	}
 	r.Barrier()
-	return nil
+	return mark("tau")
 }
 
 func checkPlan(p *Params, params, delta, padding *vk.Buffer, plan *PlanBuffers) error {
