@@ -40,21 +40,21 @@ type benchConfig struct {
 // benchRow is one measured configuration.
 type benchRow struct {
 	benchConfig
-	Device      string  `json:"device"`
-	Mode        string  `json:"mode"`
-	DType       string  `json:"dtype"`
-	Path        string  `json:"path"`         // attention kernel: coopmat or portable
-	GPUMillis   float64 `json:"gpu_ms"`       // median over reps: weights + selection + attention
-	SelMillis   float64 `json:"selection_ms"` // median
-	AttnMillis  float64 `json:"attention_ms"` // median
-	WallMillis  float64 `json:"wall_ms"`      // median, host view of the whole call
-	SelShare    float64 `json:"selection_share"`
-	KeptTFLOPs  float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
-	KeptPairs   int64   `json:"kept_pairs"`
-	PeakShare   float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
+	Device     string  `json:"device"`
+	Mode       string  `json:"mode"`
+	DType      string  `json:"dtype"`
+	Path       string  `json:"path"`         // attention kernel: coopmat or portable
+	GPUMillis  float64 `json:"gpu_ms"`       // median over reps: weights + selection + attention
+	SelMillis  float64 `json:"selection_ms"` // median
+	AttnMillis float64 `json:"attention_ms"` // median
+	WallMillis float64 `json:"wall_ms"`      // median, host view of the whole call
+	SelShare   float64 `json:"selection_share"`
+	KeptTFLOPs float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
+	KeptPairs  int64   `json:"kept_pairs"`
+	PeakShare  float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
 	// PassMillis is the median GPU time of every kernel: weights, ord, blocks, tau, attention.
-	PassMillis map[string]float64 `json:"pass_ms"`
-	Repetitions int     `json:"reps"`
+	PassMillis  map[string]float64 `json:"pass_ms"`
+	Repetitions int                `json:"reps"`
 }
 
 // sweeps are the named configuration lists: the paper's Table 2 (training, inference,
