@@ -27,9 +27,9 @@ $D bench --sweep table2 --configs >/tmp/table2.json
 	$D bench --lengths 16K --h 8 --mode none --reps 5
 	DMAVK_DISABLE_COOPMAT=1 $D bench --lengths 16K --h 8 --reps 3
 	$D bench --sweep long --reps 2 --profile
-} >"$OUT/bench.txt" 2>"$OUT/bench.err"
-$D bench --sweep peers --reps 10 --json >"$OUT/peers_dmavk.json" 2>>"$OUT/bench.err"
-$D bench --sweep table2 --reps 5 --json >"$OUT/t2_dmavk.json" 2>>"$OUT/bench.err"
+} >"$OUT/bench.txt" 2>/tmp/bench.err
+$D bench --sweep peers --reps 10 --json >"$OUT/peers_dmavk.json" 2>>/tmp/bench.err
+$D bench --sweep table2 --reps 5 --json >"$OUT/t2_dmavk.json" 2>>/tmp/bench.err
 python3 bench/peers/sdpa.py --configs /tmp/peers.json --json "$OUT/peers_sdpa.json" >>"$OUT/bench.txt" 2>&1
 python3 bench/peers/sdpa.py --configs /tmp/table2.json --reps 10 --json "$OUT/t2_sdpa.json" >>"$OUT/bench.txt" 2>&1
 cat "$OUT/bench.txt"
