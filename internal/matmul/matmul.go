@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/dmavk/dmavk/shaders"
 	"github.com/dmavk/dmavk/vk"
@@ -36,10 +38,130 @@ type Kernel struct {
 	f32, f16 *vk.Pipeline
 	coop     *vk.Pipeline
 	shape    vk.CoopMatShape
+	tile     Tiling
 }
 
-// New compiles the pipelines the device supports.
+// Tiling is the work split of the cooperative-matrix kernel
+// (shaders/matmul_coopmat.comp): a workgroup of WM x WN subgroups owns a tile of C of
+// (WM*TM*shape.M) x (WN*TN*shape.N) and steps through K by BK. Small selects the
+// original 2 x 2 subgroup kernel (TM x TN accumulators each, K step 2 * shape.K) for
+// shapes and devices the tiled one cannot serve.
+type Tiling struct {
+	Small              bool
+	WM, WN, TM, TN, BK int
+}
+
+func (t Tiling) String() string {
+	if t.Small {
+		return fmt.Sprintf("small %dx%d", t.TM, t.TN)
+	}
+	return fmt.Sprintf("%dx%d subgroups of %dx%d, bk %d", t.WM, t.WN, t.TM, t.TN, t.BK)
+}
+
+// Block is the tile of C one workgroup computes.
+func (t Tiling) Block(s vk.CoopMatShape) (bm, bn int) {
+	if t.Small {
+		return 2 * t.TM * int(s.M), 2 * t.TN * int(s.N)
+	}
+	return t.WM * t.TM * int(s.M), t.WN * t.TN * int(s.N)
+}
+
+// shared is the shared memory the kernel declares, in bytes.
+func (t Tiling) shared(s vk.CoopMatShape) int {
+	bm, bn := t.Block(s)
+	if t.Small {
+		bk := 2 * int(s.K)
+		return 2*(bm*(bk+8)+bk*(bn+8)) + 4*bm*(bn+8)
+	}
+	return 16 * 2 * (bm*(t.BK/8+1) + t.BK*(bn/8+1))
+}
+
+// check reports why the tiling does not suit the device, or nil.
+func (t Tiling) check(s vk.CoopMatShape, caps *vk.Caps) error {
+	sg := int(caps.SubgroupSize)
+	nt := t.WM * t.WN * sg
+	if t.Small {
+		nt = 4 * sg
+	}
+	ms, ns, ks := int(s.M), int(s.N), int(s.K)
+	switch {
+	case t.TM < 1 || t.TN < 1 || !t.Small && (t.WM < 1 || t.WN < 1):
+		return fmt.Errorf("empty tiling")
+	case nt > int(caps.MaxWorkgroupInvocations) || nt > int(caps.MaxWorkgroupSize[0]):
+		return fmt.Errorf("%d invocations exceed the device's workgroup limits", nt)
+	case t.shared(s) > int(caps.MaxSharedMemory):
+		return fmt.Errorf("%d bytes of shared memory exceed the device's %d", t.shared(s), caps.MaxSharedMemory)
+	case t.Small:
+		return nil
+	case ks%8 != 0 || ns%8 != 0:
+		return fmt.Errorf("shape %dx%dx%d: K and N must be multiples of 8", ms, ns, ks)
+	case t.BK < ks || t.BK%ks != 0 || t.BK%8 != 0:
+		return fmt.Errorf("K step %d is not a multiple of %d and 8", t.BK, ks)
+	case ms*ns%4 != 0 || t.WM*t.WN*ms*ns/4 > 2*t.WM*t.TM*ms*(t.BK/8+1):
+		return fmt.Errorf("epilogue scratch does not fit")
+	}
+	return nil
+}
+
+// spec is the kernel's specialization constants.
+func (t Tiling) spec(s vk.CoopMatShape, sg uint32) []uint32 {
+	u := func(x int) uint32 { return uint32(x) }
+	if t.Small {
+		return []uint32{s.M, s.N, s.K, sg, u(t.TM), u(t.TN), 4 * sg}
+	}
+	return []uint32{s.M, s.N, s.K, sg, u(t.TM), u(t.TN), u(t.WM*t.WN) * sg, u(t.WM), u(t.WN), u(t.BK)}
+}
+
+// tilings are the candidates, best first: New takes the first that suits the device.
+// The first is 128 x 128 of C per workgroup with 16 x 16 x 16 (NVIDIA): 8 subgroups of
+// 64 x 32 (4 x 2 accumulators), double-buffered 128 x 32 and 32 x 128 tiles of A and B
+// in 37 KiB of shared memory; 64 x 64 with lavapipe's 8 x 8 x 8 (19 KiB).
+func tilings(s vk.CoopMatShape) []Tiling {
+	bk := max(32, 2*int(s.K))
+	return []Tiling{
+		{WM: 2, WN: 4, TM: 4, TN: 2, BK: bk},
+		{WM: 2, WN: 2, TM: 4, TN: 4, BK: bk},
+		{WM: 2, WN: 2, TM: 4, TN: 2, BK: bk},
+		{WM: 2, WN: 2, TM: 2, TN: 2, BK: bk},
+		{WM: 2, WN: 2, TM: 1, TN: 1, BK: int(s.K)},
+		{Small: true, TM: 2, TN: 2},
+		{Small: true, TM: 1, TN: 1},
+	}
+}
+
+// ParseTiling reads "WM,WN,TM,TN,BK" or "small,TM,TN" (DMAVK_MATMUL_TILING, for tuning).
+func ParseTiling(str string) (Tiling, error) {
+	var t Tiling
+	if strings.HasPrefix(str, "small,") {
+		t.Small = true
+		if _, err := fmt.Sscanf(str, "small,%d,%d", &t.TM, &t.TN); err != nil {
+			return t, fmt.Errorf("matmul: tiling %q: %v", str, err)
+		}
+		return t, nil
+	}
+	if _, err := fmt.Sscanf(str, "%d,%d,%d,%d,%d", &t.WM, &t.WN, &t.TM, &t.TN, &t.BK); err != nil {
+		return t, fmt.Errorf("matmul: tiling %q: %v", str, err)
+	}
+	return t, nil
+}
+
+// New compiles the pipelines the device supports. The cooperative-matrix tiling is the
+// first of the built-in candidates that suits the device, or DMAVK_MATMUL_TILING when
+// set (see ParseTiling).
 func New(d *vk.Device) (*Kernel, error) {
+	var force *Tiling
+	if env := os.Getenv("DMAVK_MATMUL_TILING"); env != "" {
+		t, err := ParseTiling(env)
+		if err != nil {
+			return nil, err
+		}
+		force = &t
+	}
+	return NewTiling(d, force)
+}
+
+// NewTiling is New with the cooperative-matrix tiling given (nil: the built-in choice).
+func NewTiling(d *vk.Device, tiling *Tiling) (*Kernel, error) {
 	k := &Kernel{d: d}
 	var err error
 	if k.f32, err = load(d, "matmul_f32", nil, 0); err != nil {
@@ -56,13 +178,29 @@ func New(d *vk.Device) (*Kernel, error) {
 		if caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
 			required = sg // cooperative matrices are sized for this subgroup: pin it
 		}
-		tm, tn := uint32(2), uint32(2)
-		spec := []uint32{shape.M, shape.N, shape.K, sg, tm, tn, 4 * sg}
-		if k.coop, err = load(d, "matmul_coopmat", spec, required); err != nil {
-			k.Close()
-			return nil, err
+		cands := tilings(shape)
+		if tiling != nil {
+			if err := tiling.check(shape, &caps); err != nil {
+				k.Close()
+				return nil, fmt.Errorf("matmul: tiling %v on %s: %w", *tiling, caps.Name, err)
+			}
+			cands = []Tiling{*tiling}
 		}
-		k.shape = shape
+		for _, t := range cands {
+			if t.check(shape, &caps) != nil {
+				continue
+			}
+			name := "matmul_coopmat_tiled"
+			if t.Small {
+				name = "matmul_coopmat_small"
+			}
+			if k.coop, err = load(d, name, t.spec(shape, sg), required); err != nil {
+				k.Close()
+				return nil, err
+			}
+			k.shape, k.tile = shape, t
+			break
+		}
 	}
 	return k, nil
 }
@@ -80,6 +218,9 @@ func (k *Kernel) Has(p Path) bool { return p == Portable || k.coop != nil }
 
 // Shape is the cooperative-matrix shape the CoopMat path uses.
 func (k *Kernel) Shape() vk.CoopMatShape { return k.shape }
+
+// Tiling is the work split of the CoopMat path.
+func (k *Kernel) Tiling() Tiling { return k.tile }
 
 // Multiply computes C[m,n] = A[m,kk] * B[kk,n] (row-major) and waits for it. With f16,
 // A and B hold IEEE half-precision bits, two per 32-bit word.
@@ -112,7 +253,8 @@ func (k *Kernel) plan(p Path, f16 bool, a, b, c *vk.Buffer, m, n, kk int) (*vk.P
 		if !f16 {
 			return nil, groups, nil, fmt.Errorf("matmul: the cooperative-matrix path takes fp16 inputs")
 		}
-		pipe, bm, bn = k.coop, int(4*k.shape.M), int(4*k.shape.N)
+		pipe = k.coop
+		bm, bn = k.tile.Block(k.shape)
 	}
 	push := make([]byte, 12)
 	binary.LittleEndian.PutUint32(push[0:], uint32(m))

@@ -55,6 +55,14 @@ func operands(rng *rand.Rand, m, n, k int, half bool) (a, b *mat.Dense, abytes, 
 	return
 }
 
+// shapes covers the edges: tiny, odd, K and N not multiples of 8 (scalar loads), and
+// multiples of 8 or of the workgroup tile (16-byte loads, direct stores of C).
+var shapes = [][3]int{
+	{1, 1, 1}, {7, 5, 3}, {64, 64, 64}, {65, 63, 17}, {100, 129, 70}, {33, 200, 257},
+	{256, 256, 256}, {384, 128, 96}, {128, 128, 32}, {136, 72, 40}, {200, 264, 48},
+	{129, 136, 200}, {8, 8, 8}, {130, 130, 130}, {512, 64, 8},
+}
+
 func TestMatmulAgainstGonum(t *testing.T) {
 	d := vktest.Device(t, vk.Features{})
 	k, err := New(d)
@@ -62,8 +70,10 @@ func TestMatmulAgainstGonum(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close()
+	if k.Has(CoopMat) {
+		t.Logf("coopmat: shape %v, tiling %v", k.Shape(), k.Tiling())
+	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
-	shapes := [][3]int{{1, 1, 1}, {7, 5, 3}, {64, 64, 64}, {65, 63, 17}, {100, 129, 70}, {33, 200, 257}}
 	type variant struct {
 		path Path
 		half bool
@@ -79,50 +89,113 @@ func TestMatmulAgainstGonum(t *testing.T) {
 					}
 					t.Skipf("%s has no %s path", d.Caps().Name, v.path)
 				}
-				a, b, ab, bb := operands(rng, m, n, kk, v.half)
-				ba, bbuf := upload(t, d, ab), upload(t, d, bb)
-				bc, err := d.NewBuffer(int64(m * n * 4))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer bc.Close()
-				// Poison C so an unwritten element cannot pass.
-				poison := make([]byte, m*n*4)
-				for i := range m * n {
-					binary.LittleEndian.PutUint32(poison[4*i:], math.Float32bits(float32(math.NaN())))
-				}
-				if err := bc.Upload(context.Background(), 0, poison); err != nil {
-					t.Fatal(err)
-				}
-				if err := k.Multiply(context.Background(), v.path, v.half, ba, bbuf, bc, m, n, kk); err != nil {
-					t.Fatal(err)
-				}
-				out := make([]byte, m*n*4)
-				if err := bc.Download(context.Background(), 0, out); err != nil {
-					t.Fatal(err)
-				}
-				var want mat.Dense
-				want.Mul(a, b)
-				// fp32 accumulation of kk products: error grows like sqrt(kk) * eps32 * |a||b|.
-				var worst float64
-				for i := range m {
-					for j := range n {
-						got := float64(math.Float32frombits(binary.LittleEndian.Uint32(out[4*(i*n+j):])))
-						var scale float64
-						for q := range kk {
-							scale += math.Abs(a.At(i, q) * b.At(q, j))
-						}
-						err := math.Abs(got - want.At(i, j))
-						if math.IsNaN(got) || err > 1e-5*scale+1e-6 {
-							t.Fatalf("C[%d,%d] = %g, want %g (|err| %g, scale %g)", i, j, got, want.At(i, j), err, scale)
-						}
-						worst = max(worst, err/(scale+1e-30))
-					}
-				}
-				t.Logf("max error / sum|a*b| = %.2e", worst)
+				checkProduct(t, d, k, v.path, v.half, rng, m, n, kk)
 			})
 		}
 	}
+}
+
+// TestCoopMatTilings runs every built-in tiling that suits the device, the small kernel
+// included, on every shape.
+func TestCoopMatTilings(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	caps := d.Caps()
+	shape, ok := caps.HasCoopMat(vk.ComponentF16, vk.ComponentF16, vk.ComponentF32)
+	if !ok || !caps.Float16 {
+		if requireCoopMat() {
+			t.Fatalf("DMAVK_REQUIRE_COOPMAT is set but %s offers no fp16 cooperative matrix", caps.Name)
+		}
+		t.Skipf("%s has no fp16 cooperative matrix", caps.Name)
+	}
+	rng := rand.New(rand.NewPCG(rand.Uint64(), 2))
+	// Beyond the built-in ones: a tall tile with one K step per barrier, a lone subgroup.
+	extra := []Tiling{{WM: 4, WN: 2, TM: 4, TN: 4, BK: int(shape.K)}, {WM: 1, WN: 1, TM: 1, TN: 1, BK: int(shape.K)}}
+	ran := 0
+	for _, tl := range append(tilings(shape), extra...) {
+		if err := tl.check(shape, &caps); err != nil {
+			t.Logf("tiling %v skipped: %v", tl, err)
+			continue
+		}
+		ran++
+		t.Run(tl.String(), func(t *testing.T) {
+			k, err := NewTiling(d, &tl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			for _, s := range shapes {
+				checkProduct(t, d, k, CoopMat, true, rng, s[0], s[1], s[2])
+			}
+		})
+	}
+	if ran < 2 {
+		t.Fatalf("only %d tilings suit %s", ran, caps.Name)
+	}
+}
+
+func TestParseTiling(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want Tiling
+		ok   bool
+	}{
+		{"2,4,4,2,32", Tiling{WM: 2, WN: 4, TM: 4, TN: 2, BK: 32}, true},
+		{"small,2,2", Tiling{Small: true, TM: 2, TN: 2}, true},
+		{"2,4", Tiling{}, false},
+		{"small", Tiling{}, false},
+	} {
+		got, err := ParseTiling(c.in)
+		if (err == nil) != c.ok || c.ok && got != c.want {
+			t.Errorf("ParseTiling(%q) = %v, %v", c.in, got, err)
+		}
+	}
+}
+
+// checkProduct multiplies random m x kk and kk x n matrices on the path and compares
+// with gonum.
+func checkProduct(t *testing.T, d *vk.Device, k *Kernel, path Path, half bool, rng *rand.Rand, m, n, kk int) {
+	t.Helper()
+	a, b, ab, bb := operands(rng, m, n, kk, half)
+	ba, bbuf := upload(t, d, ab), upload(t, d, bb)
+	bc, err := d.NewBuffer(int64(m * n * 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	// Poison C so an unwritten element cannot pass.
+	poison := make([]byte, m*n*4)
+	for i := range m * n {
+		binary.LittleEndian.PutUint32(poison[4*i:], math.Float32bits(float32(math.NaN())))
+	}
+	if err := bc.Upload(context.Background(), 0, poison); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Multiply(context.Background(), path, half, ba, bbuf, bc, m, n, kk); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, m*n*4)
+	if err := bc.Download(context.Background(), 0, out); err != nil {
+		t.Fatal(err)
+	}
+	var want mat.Dense
+	want.Mul(a, b)
+	// fp32 accumulation of kk products: error grows like sqrt(kk) * eps32 * |a||b|.
+	var worst float64
+	for i := range m {
+		for j := range n {
+			got := float64(math.Float32frombits(binary.LittleEndian.Uint32(out[4*(i*n+j):])))
+			var scale float64
+			for q := range kk {
+				scale += math.Abs(a.At(i, q) * b.At(q, j))
+			}
+			err := math.Abs(got - want.At(i, j))
+			if math.IsNaN(got) || err > 1e-5*scale+1e-6 {
+				t.Fatalf("%dx%dx%d: C[%d,%d] = %g, want %g (|err| %g, scale %g)", m, n, kk, i, j, got, want.At(i, j), err, scale)
+			}
+			worst = max(worst, err/(scale+1e-30))
+		}
+	}
+	t.Logf("%dx%dx%d: max error / sum|a*b| = %.2e", m, n, kk, worst)
 }
 
 // requireCoopMat: the software-device runner sets DMAVK_REQUIRE_COOPMAT=1 on Mesa 26,
