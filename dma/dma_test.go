@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/internal/bf16"
 	"github.com/dmavk/dmavk/internal/check"
+	"github.com/dmavk/dmavk/internal/f16"
 	"github.com/dmavk/dmavk/internal/vktest"
 	"github.com/stretchr/testify/require"
 )
@@ -72,6 +74,7 @@ func TestBadInput(t *testing.T) {
 	v3 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 3, D: 32}, nil)
 	v9 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 9, H: 2, D: 32}, nil)
 	q16 := tensor(t, d, dma.Float16, dma.Shape{B: 1, L: 8, H: 4, D: 32}, nil)
+	qbf := tensor(t, d, dma.BFloat16, dma.Shape{B: 1, L: 8, H: 4, D: 32}, nil)
 	q12 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 4, D: 12}, nil)
 	k12 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 2, D: 12}, nil)
 	w, err := d.NewWeights(1, 2, 8)
@@ -90,6 +93,7 @@ func TestBadInput(t *testing.T) {
 		{"H%Hkv", q, k3, v3, row, "H % Hkv"},
 		{"k/v shapes", q, k, v9, row, "same shape"},
 		{"dtypes", q16, k, v, row, "dtypes differ"},
+		{"dtypes bf16", qbf, k, v, row, "dtypes differ"},
 		{"unsupported D", q12, k12, k12, dma.Options{Mode: dma.ModeNone}, "head dim 12"},
 		{"w < 1", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 0, Weights: w}, "window 0"},
 		{"no weights", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4}, "needs Weights"},
@@ -183,6 +187,74 @@ func TestNaNStaysInItsRows(t *testing.T) {
 		}
 		require.Equalf(t, keeps, nan, "row %d: keeps key %d = %v, NaN = %v", i, bad, keeps, nan)
 	}
+}
+
+// TestTensorDTypes: Upload rounds to the storage dtype (nearest, ties to even; NaN and
+// infinities kept), Download widens exactly, in both layouts; the raw 16-bit calls move
+// bits untouched and refuse the other dtypes.
+func TestTensorDTypes(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	s := dma.Shape{B: 2, L: 3, H: 2, D: 8}
+	vals := make([]float32, s.Elems())
+	for i := range vals {
+		vals[i] = float32(math.Sin(float64(i)) * math.Pow(10, float64(i%7-3)))
+	}
+	special := []float32{0, 1, -2, float32(math.Inf(1)), float32(math.Inf(-1)),
+		math.Float32frombits(0x3f808000), // bf16 tie: even below
+		math.Float32frombits(0x3f818000), // bf16 tie: even above
+		math.Float32frombits(0x3f801001), // fp16 just above its tie
+		math.MaxFloat32, 1e-40}
+	copy(vals, special)
+	vals[len(vals)-1] = float32(math.NaN())
+	for _, dt := range []dma.DType{dma.Float32, dma.Float16, dma.BFloat16} {
+		for _, l := range []dma.Layout{dma.BLHD, dma.BHLD} {
+			x, err := d.NewTensor(dt, s, l)
+			require.NoError(t, err)
+			defer x.Close()
+			require.NoError(t, x.Upload(ctx, vals))
+			got, err := x.Download(ctx)
+			require.NoError(t, err)
+			for i, v := range vals {
+				want := v
+				switch dt {
+				case dma.Float16:
+					want = f16.ToFloat32(f16.FromFloat32(v))
+				case dma.BFloat16:
+					want = bf16.Round(v)
+				}
+				if math.IsNaN(float64(v)) {
+					require.Truef(t, math.IsNaN(float64(got[i])), "%v %v: NaN came back as %v", dt, l, got[i])
+					continue
+				}
+				require.Equalf(t, math.Float32bits(want), math.Float32bits(got[i]), "%v %v: element %d = %v: got %v, want %v", dt, l, i, v, got[i], want)
+			}
+		}
+	}
+	bits := make([]uint16, s.Elems())
+	for i := range bits {
+		bits[i] = uint16(i*2654435761>>7) &^ 0x4000 // no NaN: bits survive any path
+	}
+	bt := tensor(t, d, dma.BFloat16, s, nil)
+	require.NoError(t, bt.UploadBF16(ctx, bits))
+	back, err := bt.DownloadBF16(ctx)
+	require.NoError(t, err)
+	require.Equal(t, bits, back)
+	widened, err := bt.Download(ctx)
+	require.NoError(t, err)
+	for i, b := range bits {
+		require.Equal(t, uint32(b)<<16, math.Float32bits(widened[i]))
+	}
+	ht := tensor(t, d, dma.Float16, s, nil)
+	require.ErrorContains(t, ht.UploadBF16(ctx, bits), "UploadBF16 on a float16 tensor")
+	require.ErrorContains(t, bt.UploadHalf(ctx, bits), "UploadHalf on a bfloat16 tensor")
+	_, err = bt.DownloadHalf(ctx)
+	require.ErrorContains(t, err, "DownloadHalf on a bfloat16 tensor")
+	_, err = ht.DownloadBF16(ctx)
+	require.ErrorContains(t, err, "DownloadBF16 on a float16 tensor")
+	require.ErrorContains(t, bt.UploadBF16(ctx, bits[:3]), "3 values")
+	require.Equal(t, 2, dma.BFloat16.Size())
+	require.Equal(t, "bfloat16", dma.BFloat16.String())
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }

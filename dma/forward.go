@@ -135,7 +135,7 @@ func (d *Device) check(q, k, v *Tensor, opt *Options) (*problem, error) {
 		B: u32(qs.B), Lq: u32(qs.L), Lk: u32(ks.L), H: u32(qs.H), Hkv: u32(ks.H), Hb: u32(hb), D: u32(qs.D), G: u32(qs.H / ks.H),
 		Mode: u32(int(mode)), Causal: b32(opt.Causal), Window: u32(w), BlockC: u32(c),
 		NBlocks: u32((ks.L + c - 1) / c), NCap: u32(w + c),
-		KeyPadding: opt.KeyPadding != nil, F16: q.dtype == Float16,
+		KeyPadding: opt.KeyPadding != nil, Storage: q.dtype.storage(),
 		PosOffset: int32(ks.L - qs.L), Scale: scale, Softcap: opt.Softcap,
 		Q: view(q), K: view(k), V: view(v),
 	}
@@ -461,7 +461,7 @@ func (d *Device) DynamicWeights(ctx context.Context, v *Tensor, wp WeightParams)
 		return nil, err
 	}
 	p := kern.Params{B: u32(vs.B), Lk: u32(vs.L), Hkv: u32(vs.H), Hb: u32(wp.Hb), D: u32(vs.D),
-		F16: v.dtype == Float16, V: view(v), Form: uint32(wp.Form), HasBdt: wp.Bdt != nil}
+		Storage: v.dtype.storage(), V: view(v), Form: uint32(wp.Form), HasBdt: wp.Bdt != nil}
 	out, err := d.NewWeights(vs.B, wp.Hb, vs.L)
 	if err != nil {
 		return nil, err

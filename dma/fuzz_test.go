@@ -22,8 +22,11 @@ func FuzzForward(f *testing.F) {
 			B: int(b%3) + 1, Lq: int(lq%80) + 1, Lk: int(lk%80) + 1, H: int(h%5) + 1, Hkv: int(hkv%5) + 1,
 			D: ds[int(dsel)%len(ds)], Mode: dma.Mode(mode % 4), Window: int(w % 90), Causal: causal,
 		}
-		if half {
+		if half { // 16-bit storage: fp16, or bf16 for odd seeds
 			c.DType = dma.Float16
+			if seed&1 == 1 {
+				c.DType = dma.BFloat16
+			}
 		}
 		if c.Mode == dma.ModeExplicit {
 			c.Weights, c.Mask = check.WeightsNone, true

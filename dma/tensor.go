@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/dmavk/dmavk/internal/bf16"
 	"github.com/dmavk/dmavk/internal/f16"
+	"github.com/dmavk/dmavk/internal/kern"
 	"github.com/dmavk/dmavk/vk"
 )
 
@@ -15,8 +17,9 @@ import (
 type DType int
 
 const (
-	Float32 DType = iota // IEEE binary32
-	Float16              // IEEE binary16
+	Float32  DType = iota // IEEE binary32
+	Float16               // IEEE binary16
+	BFloat16              // bfloat16: float32's sign and 8-bit exponent, 7 stored mantissa bits
 )
 
 // String names the dtype.
@@ -26,16 +29,29 @@ func (t DType) String() string {
 		return "float32"
 	case Float16:
 		return "float16"
+	case BFloat16:
+		return "bfloat16"
 	}
 	return fmt.Sprintf("DType(%d)", int(t))
 }
 
 // Size is the byte size of one element.
 func (t DType) Size() int {
-	if t == Float16 {
+	if t == Float16 || t == BFloat16 {
 		return 2
 	}
 	return 4
+}
+
+// storage is the kernels' code for the dtype.
+func (t DType) storage() kern.Storage {
+	switch t {
+	case Float16:
+		return kern.StorageF16
+	case BFloat16:
+		return kern.StorageBF16
+	}
+	return kern.StorageF32
 }
 
 // Layout is the memory order of a tensor's dimensions; D is always contiguous.
@@ -75,7 +91,7 @@ type Tensor struct {
 
 // NewTensor allocates a tensor. Its contents are undefined until uploaded.
 func (d *Device) NewTensor(dt DType, s Shape, l Layout) (*Tensor, error) {
-	if dt != Float32 && dt != Float16 {
+	if dt != Float32 && dt != Float16 && dt != BFloat16 {
 		return nil, fmt.Errorf("dma: NewTensor: unsupported dtype %v", dt)
 	}
 	if l != BLHD && l != BHLD {
@@ -88,7 +104,7 @@ func (d *Device) NewTensor(dt DType, s Shape, l Layout) (*Tensor, error) {
 	if n > math.MaxUint32 {
 		return nil, fmt.Errorf("dma: NewTensor: shape %v has %d elements, more than 2^32", s, n)
 	}
-	// fp16 data is read as 32-bit words: round up to whole words.
+	// 16-bit data is read as 32-bit words: round up to whole words.
 	buf, err := d.vd.NewBuffer((n*int64(dt.Size()) + 3) &^ 3)
 	if err != nil {
 		return nil, fmt.Errorf("dma: NewTensor %v %v: %w", dt, s, err)
@@ -141,16 +157,20 @@ func (t *Tensor) permute(f func(logical, storage int)) {
 }
 
 // Upload writes data, given in logical [B, L, H, D] order whatever the layout; float16
-// tensors round each value to the nearest half (ties to even).
+// and bfloat16 tensors round each value to the nearest representable one (ties to
+// even; NaN stays NaN).
 func (t *Tensor) Upload(ctx context.Context, data []float32) error {
 	if len(data) != t.shape.Elems() {
 		return fmt.Errorf("dma: Upload: %d values for a tensor of shape %v (%d elements)", len(data), t.shape, t.shape.Elems())
 	}
 	raw := make([]byte, (len(data)*t.dtype.Size()+3)&^3)
 	t.permute(func(li, si int) {
-		if t.dtype == Float16 {
+		switch t.dtype {
+		case Float16:
 			binary.LittleEndian.PutUint16(raw[2*si:], f16.FromFloat32(data[li]))
-		} else {
+		case BFloat16:
+			binary.LittleEndian.PutUint16(raw[2*si:], bf16.FromFloat32(data[li]))
+		default:
 			binary.LittleEndian.PutUint32(raw[4*si:], math.Float32bits(data[li]))
 		}
 	})
@@ -159,18 +179,29 @@ func (t *Tensor) Upload(ctx context.Context, data []float32) error {
 
 // UploadHalf writes IEEE half-precision bits in logical order into a Float16 tensor.
 func (t *Tensor) UploadHalf(ctx context.Context, bits []uint16) error {
-	if t.dtype != Float16 {
-		return fmt.Errorf("dma: UploadHalf on a %v tensor", t.dtype)
+	return t.upload16(ctx, "UploadHalf", Float16, bits)
+}
+
+// UploadBF16 writes bfloat16 bits (the high halves of float32s) in logical order into a
+// BFloat16 tensor.
+func (t *Tensor) UploadBF16(ctx context.Context, bits []uint16) error {
+	return t.upload16(ctx, "UploadBF16", BFloat16, bits)
+}
+
+func (t *Tensor) upload16(ctx context.Context, name string, dt DType, bits []uint16) error {
+	if t.dtype != dt {
+		return fmt.Errorf("dma: %s on a %v tensor", name, t.dtype)
 	}
 	if len(bits) != t.shape.Elems() {
-		return fmt.Errorf("dma: UploadHalf: %d values for a tensor of shape %v", len(bits), t.shape)
+		return fmt.Errorf("dma: %s: %d values for a tensor of shape %v", name, len(bits), t.shape)
 	}
 	raw := make([]byte, (len(bits)*2+3)&^3)
 	t.permute(func(li, si int) { binary.LittleEndian.PutUint16(raw[2*si:], bits[li]) })
 	return t.buf.Upload(ctx, 0, raw)
 }
 
-// Download reads the tensor as float32 values in logical [B, L, H, D] order.
+// Download reads the tensor as float32 values in logical [B, L, H, D] order (16-bit
+// dtypes widen exactly).
 func (t *Tensor) Download(ctx context.Context) ([]float32, error) {
 	raw := make([]byte, (t.shape.Elems()*t.dtype.Size()+3)&^3)
 	if err := t.buf.Download(ctx, 0, raw); err != nil {
@@ -178,9 +209,12 @@ func (t *Tensor) Download(ctx context.Context) ([]float32, error) {
 	}
 	out := make([]float32, t.shape.Elems())
 	t.permute(func(li, si int) {
-		if t.dtype == Float16 {
+		switch t.dtype {
+		case Float16:
 			out[li] = f16.ToFloat32(binary.LittleEndian.Uint16(raw[2*si:]))
-		} else {
+		case BFloat16:
+			out[li] = bf16.ToFloat32(binary.LittleEndian.Uint16(raw[2*si:]))
+		default:
 			out[li] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*si:]))
 		}
 	})
@@ -189,8 +223,17 @@ func (t *Tensor) Download(ctx context.Context) ([]float32, error) {
 
 // DownloadHalf reads a Float16 tensor's bits in logical order.
 func (t *Tensor) DownloadHalf(ctx context.Context) ([]uint16, error) {
-	if t.dtype != Float16 {
-		return nil, fmt.Errorf("dma: DownloadHalf on a %v tensor", t.dtype)
+	return t.download16(ctx, "DownloadHalf", Float16)
+}
+
+// DownloadBF16 reads a BFloat16 tensor's bits in logical order.
+func (t *Tensor) DownloadBF16(ctx context.Context) ([]uint16, error) {
+	return t.download16(ctx, "DownloadBF16", BFloat16)
+}
+
+func (t *Tensor) download16(ctx context.Context, name string, dt DType) ([]uint16, error) {
+	if t.dtype != dt {
+		return nil, fmt.Errorf("dma: %s on a %v tensor", name, t.dtype)
 	}
 	raw := make([]byte, (t.shape.Elems()*2+3)&^3)
 	if err := t.buf.Download(ctx, 0, raw); err != nil {

@@ -1,8 +1,8 @@
 #version 450
 // Portable DMA attention forward (spec section 3; the plan contract: internal/kern/doc.go).
 // No subgroup operation, no 16-bit arithmetic: runs on any Vulkan device whatever its
-// subgroup size. fp32 or fp16 storage of Q/K/V/O (P.f16; fp16 tensors are packed halves,
-// element e in word e >> 1), float32 math throughout.
+// subgroup size. fp32, fp16 or bf16 storage of Q/K/V/O (P.storage; 16-bit tensors are
+// packed, element e in word e >> 1), float32 math throughout.
 //
 // A workgroup owns a tile of BR query rows of one (batch, head): tile t covers key
 // positions [t*BR, (t+1)*BR) (rows i = position - posOffset), so a tile never straddles
@@ -45,7 +45,7 @@ const uint QS = DH + 1;  // padded row strides keep the score loop off shared-me
 const uint KS = DH + 1;
 const uint SS = BC + 1;
 
-shared float Qs[BR * QS];   // query tile; at the end the fp16 output staging area
+shared float Qs[BR * QS];   // query tile; at the end the 16-bit output staging area
 shared float Ks[BC * KS];
 shared float Vs[BC * DH];
 shared float Ss[BR * SS];   // scores of the chunk
@@ -59,9 +59,10 @@ shared uint stopFlag;
 
 const float NEG_INF = -1.0 / 0.0;
 
-float loadQ(uint e) { return P.f16 != 0u ? unpackHalf2x16(qbuf[e >> 1])[e & 1u] : uintBitsToFloat(qbuf[e]); }
-float loadK(uint e) { return P.f16 != 0u ? unpackHalf2x16(kbuf[e >> 1])[e & 1u] : uintBitsToFloat(kbuf[e]); }
-float loadV(uint e) { return P.f16 != 0u ? unpackHalf2x16(vbuf[e >> 1])[e & 1u] : uintBitsToFloat(vbuf[e]); }
+bool packed16, bf16;  // P.storage, read once by main
+float loadQ(uint e) { return packed16 ? unpack16(qbuf[e >> 1], e, bf16) : uintBitsToFloat(qbuf[e]); }
+float loadK(uint e) { return packed16 ? unpack16(kbuf[e >> 1], e, bf16) : uintBitsToFloat(kbuf[e]); }
+float loadV(uint e) { return packed16 ? unpack16(vbuf[e >> 1], e, bf16) : uintBitsToFloat(vbuf[e]); }
 
 uint bIdx, hIdx, bhPlan, maskHead, biasHead;
 
@@ -92,6 +93,8 @@ void main() {
 	maskHead = hIdx / max(P.maskHDiv, 1u);
 	biasHead = hIdx / max(P.biasHDiv, 1u);
 	bool causal = P.causal != 0u;
+	packed16 = P.storage != STORAGE_F32;
+	bf16 = P.storage == STORAGE_BF16;
 
 	// Tile geometry, in key positions (signed: rows may sit before key 0 when Lq > Lk).
 	int t0 = P.posOffset >= 0 ? P.posOffset / int(BR) : -((-P.posOffset + int(BR) - 1) / int(BR));
@@ -270,11 +273,12 @@ void main() {
 	float inv = any ? 1.0 / lrow : 0.0;
 	if (real && l == 0u) lseb[(bIdx * P.H + hIdx) * P.Lq + myRow] = any ? mrow + log(lrow) : NEG_INF;
 	uint oBase = P.oOff + bIdx * P.oSB + hIdx * P.oSH;
-	if (P.f16 == 0u) {
+	if (!packed16) {
 		if (real)
 			for (uint k = 0u; k < DK; k++) ob[oBase + myRow * P.oSL + l + 8u * k] = floatBitsToUint(acc[k] * inv);
 	} else {
-		// Pairs of halves leave as whole words (offsets and strides are even): stage the tile.
+		// Pairs of 16-bit elements leave as whole words (offsets and strides are even): stage
+		// the tile.
 		barrier();
 		for (uint k = 0u; k < DK; k++) Qs[r * QS + l + 8u * k] = acc[k] * inv;
 		barrier();
@@ -282,7 +286,7 @@ void main() {
 			uint rr = e / (DH / 2u), d = 2u * (e - rr * (DH / 2u));
 			int ri = tpos + int(rr) - P.posOffset;
 			if (ri >= 0 && ri < int(P.Lq))
-				ob[(oBase + uint(ri) * P.oSL + d) >> 1] = packHalf2x16(vec2(Qs[rr * QS + d], Qs[rr * QS + d + 1u]));
+				ob[(oBase + uint(ri) * P.oSL + d) >> 1] = pack16(Qs[rr * QS + d], Qs[rr * QS + d + 1u], bf16);
 		}
 	}
 }

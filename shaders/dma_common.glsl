@@ -2,12 +2,13 @@
 // vkCmdUpdateBuffer before the dispatches; Go side: internal/kern/params.go, same order)
 // and the helpers for the selection plan (see internal/kern/doc.go).
 // Element offsets and strides count elements of the tensor's dtype; the last dimension
-// is contiguous. fp16 tensors are read as packed 32-bit words.
+// is contiguous. 16-bit tensors (fp16, bf16) are read as packed 32-bit words: element e
+// is the low (e even) or high (e odd) half of word e >> 1.
 
 layout(std430, binding = 0) readonly buffer ParamBlock {
 	uint B, Lq, Lk, H, Hkv, Hb, D, G;          // G = H / Hkv
 	uint mode, causal, window, blockC;         // mode: 0 row, 1 shared, 2 none, 3 explicit
-	uint nblocks, ncap, keyPadding, f16;       // ncap = window + blockC; f16: Q/K/V/O storage
+	uint nblocks, ncap, keyPadding, storage;   // ncap = window + blockC; storage: of Q/K/V/O
 	int posOffset;                             // Lk - Lq: row i sits at key position i + posOffset
 	float scale, softcap;                      // softcap 0 = off
 	uint qOff, qSB, qSL, qSH;
@@ -20,6 +21,29 @@ layout(std430, binding = 0) readonly buffer ParamBlock {
 } P;
 
 const uint MODE_ROW = 0u, MODE_SHARED = 1u, MODE_NONE = 2u, MODE_EXPLICIT = 3u;
+// P.storage (kern.Storage): float32 words, or two 16-bit elements per word.
+const uint STORAGE_F32 = 0u, STORAGE_F16 = 1u, STORAGE_BF16 = 2u;
+
+// Element e of a packed 16-bit tensor, from its word w = buf[e >> 1]: a half, or a
+// bfloat16 (the high 16 bits of a float32, widened exactly).
+float unpack16(uint w, uint e, bool bf16) {
+	if (bf16) return uintBitsToFloat((e & 1u) != 0u ? (w & 0xffff0000u) : (w << 16));
+	return unpackHalf2x16(w)[e & 1u];
+}
+
+// x rounded to bfloat16 bits (nearest, ties to even; a NaN stays a quiet NaN, as
+// internal/bf16 does).
+uint bf16Bits(float x) {
+	uint u = floatBitsToUint(x);
+	if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+	return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+// Two consecutive elements (a first) as one word of a packed 16-bit tensor.
+uint pack16(float a, float b, bool bf16) {
+	if (bf16) return bf16Bits(a) | (bf16Bits(b) << 16);
+	return packHalf2x16(vec2(a, b));
+}
 
 // Inverse of kern.Ord: the float32 weight of an ord value (ord 0, a padded key, gives
 // a meaningless value that callers never use).

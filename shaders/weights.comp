@@ -9,7 +9,8 @@
 // ty + RX * i (i < TM) and the bias heads tx + CX * n (n < TN), ty = t % RX, tx = t / RX,
 // so neighbouring invocations write neighbouring keys of delta. Every output sums its K
 // products in order k = 0, 1, ..., K-1 with fma. No subgroup operation: any subgroup size.
-// V is read as 32-bit words: float bits (f16 = 0) or two packed halves (f16 = 1).
+// V is read as 32-bit words: float bits (storage fp32) or two packed 16-bit elements
+// (fp16 or bf16).
 // The host (internal/kern/weights.go) picks the specialization constants.
 
 #extension GL_EXT_control_flow_attributes : require
@@ -66,7 +67,7 @@ const uint WL = (BK * BN + NT - 1) / NT; // Wdt elements likewise
 
 // Set once by main, read by loadChunk.
 uint Lk_, Hb_, D_, K, vSL, vSH, vBase, j0, c0, vk, vr0, wn, wk0;
-bool isF16;
+bool packed16, bf16;
 
 // Staging roles: an invocation always loads feature vk of the V chunk (keys vr0,
 // vr0 + NT/BK, ...; neighbouring invocations read neighbouring features, contiguous
@@ -81,7 +82,7 @@ void loadChunk(uint k0, out float vx[VL], out float wx[WL]) {
 		float x = 0.0;
 		if (r < BM && j < Lk_ && kk < K) {
 			uint e = vAt + j * vSL;
-			x = isF16 ? unpackHalf2x16(v[e >> 1])[e & 1u] : uintBitsToFloat(v[e]);
+			x = packed16 ? unpack16(v[e >> 1], e, bf16) : uintBitsToFloat(v[e]);
 		}
 		vx[q] = x;
 	}
@@ -95,7 +96,8 @@ void main() {
 	// The parameters, read once: kept in registers rather than reloaded in the loops.
 	Lk_ = P.Lk; Hb_ = P.Hb; D_ = P.D; K = P.Hkv * P.D;
 	vSL = P.vSL; vSH = P.vSH;
-	isF16 = P.f16 != 0u;
+	packed16 = P.storage != STORAGE_F32;
+	bf16 = P.storage == STORAGE_BF16;
 
 	uint tid = gl_LocalInvocationID.x;
 	uint ty = tid % RX, tx = tid / RX;

@@ -39,8 +39,8 @@ func runRun(args []string, stdout io.Writer) error {
 	maskPath := fs.String("mask", "", "explicit bool mask, broadcastable [B, H|Hkv|1, Lq|1, Lk|1]")
 	biasPath := fs.String("bias", "", "explicit float bias, broadcastable like --mask")
 	layout := fs.String("layout", "blhd", "storage layout on the GPU: blhd or bhld (files are always [B, L, H, D])")
-	dtype := fs.String("dtype", "auto", "storage dtype: auto (from the files), float32 or float16")
-	oPath := fs.String("o", "o.npy", "output O, [B, Lq, H, D] in the storage dtype")
+	dtype := fs.String("dtype", "auto", "storage dtype: auto (from the files), float32, float16 or bfloat16 (rounded from the files' values)")
+	oPath := fs.String("o", "o.npy", "output O, [B, Lq, H, D] in the storage dtype (bfloat16: widened to float32, exactly)")
 	lsePath := fs.String("lse", "lse.npy", "output LSE, float32 [B, H, Lq]")
 	outW := fs.String("out-weights", "", "output the weights used, float32 [B, Hb, Lk]")
 	if err := parseFlags(c, fs, args, stdout); err != nil {
@@ -96,8 +96,12 @@ func runRun(args []string, stdout io.Writer) error {
 	case "float32":
 	case "float16":
 		dt = dma.Float16
+	case "bfloat16":
+		// .npy has no bfloat16 dtype: the files hold float32 (or any float), rounded
+		// to nearest bfloat16 by Upload.
+		dt = dma.BFloat16
 	default:
-		return usagef("--dtype %q: auto, float32 or float16", *dtype)
+		return usagef("--dtype %q: auto, float32, float16 or bfloat16", *dtype)
 	}
 
 	ctx := context.Background()

@@ -2,11 +2,11 @@ package check
 
 import "github.com/dmavk/dmavk/dma"
 
-// Suite lists the selftest's cases: every mode and dtype over awkward shapes (lengths
-// that are no multiple of any tile, Lq != Lk both ways, GQA and MQA, every supported
-// head dimension class, w = 1, w >= L, equal weights, rows with no kept key, large and
-// negative weights, overflow-prone fp16 inputs, softcap, both layouts). long adds
-// lengths that take a while on a CPU device.
+// Suite lists the selftest's cases: every mode in fp32 and fp16 over awkward shapes
+// (lengths that are no multiple of any tile, Lq != Lk both ways, GQA and MQA, every
+// supported head dimension class, w = 1, w >= L, equal weights, rows with no kept key,
+// large and negative weights, overflow-prone fp16 inputs, softcap, both layouts), and a
+// few representative bf16 cases. long adds lengths that take a while on a CPU device.
 func Suite(long bool) []Case {
 	var cs []Case
 	add := func(c Case) {
@@ -49,6 +49,21 @@ func Suite(long bool) []Case {
 			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 3000, Lk: 3000, H: 2, Hkv: 1, D: 64, Window: 300})
 			add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 1, Lq: 2000, Lk: 2000, H: 2, Hkv: 2, D: 128, Window: 256})
 		}
+	}
+	// bfloat16: the conversions are the only code of its own (the math is the float32
+	// path's, exercised above), so a few representative cases rather than the matrix:
+	// every mode, both layouts, GQA and MQA, Lq != Lk both ways, padding, softcap, the
+	// smallest and largest head dims, weights from V, large inputs.
+	bf := dma.BFloat16
+	add(Case{DType: bf, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 77, Lk: 77, H: 4, Hkv: 2, D: 64})
+	add(Case{DType: bf, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 5, Lk: 130, H: 4, Hkv: 1, D: 32, Layout: dma.BHLD})
+	add(Case{DType: bf, Mode: dma.ModeShared, Causal: true, B: 2, Lq: 70, Lk: 40, H: 4, Hkv: 2, D: 96, Padding: true, HbIsH: true})
+	add(Case{DType: bf, Mode: dma.ModeNone, B: 1, Lq: 33, Lk: 65, H: 4, Hkv: 2, D: 128, Softcap: 30})
+	add(Case{DType: bf, Mode: dma.ModeExplicit, Causal: true, B: 1, Lq: 40, Lk: 40, H: 2, Hkv: 2, D: 256, Weights: WeightsNone, Mask: true, Bias: true})
+	add(Case{DType: bf, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 65, Lk: 65, H: 4, Hkv: 2, D: 64, Window: 9, Weights: WeightsParams, Form: dma.FormExp, Layout: dma.BHLD})
+	add(Case{DType: bf, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 64, Lk: 64, H: 2, Hkv: 2, D: 64, InputScale: 30})
+	if long {
+		add(Case{DType: bf, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1000, Lk: 1000, H: 4, Hkv: 2, D: 128, Window: 128})
 	}
 	return cs
 }

@@ -8,8 +8,9 @@ import (
 )
 
 // AttnBuffers are the buffers of one attention forward call (shaders/attention.comp).
-// Q, K, V and O hold float32, or packed halves when Params.F16; LSE is float32
-// [B][H][Lq]. Ord, U, UCount and Tau are the selection plan (package documentation).
+// Q, K, V and O hold Params.Storage: float32, or packed 16-bit elements (fp16 or bf16,
+// two to a word); LSE is float32 [B][H][Lq]. Ord, U, UCount and Tau are the selection
+// plan (package documentation).
 // U and UCount may be nil in modes none and explicit, Tau unless the mode is row and
 // causal, Mask and Bias when Params.Mask / Params.Bias are not Present (or the mode
 // is not explicit).
@@ -93,6 +94,9 @@ func checkAttention(p *Params, b *AttnBuffers) error {
 	if p.Causal > 1 {
 		return fmt.Errorf("kern: attention: Causal=%d must be 0 or 1", p.Causal)
 	}
+	if !p.Storage.Valid() {
+		return fmt.Errorf("kern: attention: unknown storage %v", p.Storage)
+	}
 	if math.IsNaN(float64(p.Scale)) || math.IsInf(float64(p.Scale), 0) {
 		return fmt.Errorf("kern: attention: Scale=%v must be finite", p.Scale)
 	}
@@ -116,9 +120,9 @@ func checkAttention(p *Params, b *AttnBuffers) error {
 		}
 		return nil
 	}
-	// Tensor sizes: fp16 tensors are read as whole 32-bit words.
+	// Tensor sizes: 16-bit tensors are read as whole 32-bit words.
 	tensorBytes := func(elems uint64) uint64 {
-		if p.F16 {
+		if p.Storage.Packed() {
 			return (elems*2 + 3) &^ 3
 		}
 		return elems * 4
@@ -133,8 +137,8 @@ func checkAttention(p *Params, b *AttnBuffers) error {
 		if err := need(t.name, t.buf, tensorBytes(viewElems(t.v, p.B, t.l, t.h, p.D))); err != nil {
 			return err
 		}
-		if p.F16 && t.written && (t.v.Off|t.v.SB|t.v.SL|t.v.SH)&1 != 0 {
-			return fmt.Errorf("kern: attention: fp16 O view %+v: offset and strides must be even (halves leave in pairs)", t.v)
+		if p.Storage.Packed() && t.written && (t.v.Off|t.v.SB|t.v.SL|t.v.SH)&1 != 0 {
+			return fmt.Errorf("kern: attention: %v O view %+v: offset and strides must be even (16-bit elements leave in pairs)", p.Storage, t.v)
 		}
 	}
 	if err := need("LSE", b.LSE, uint64(p.B)*uint64(p.H)*uint64(p.Lq)*4); err != nil {
@@ -210,7 +214,9 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 	if params.Size() < ParamsSize {
 		return fmt.Errorf("kern: attention: params buffer has %d bytes, needs %d", params.Size(), ParamsSize)
 	}
-	if k.AttentionPath(p) == PathCoopMat {
+	// The cooperative-matrix kernel reads fp16 only: every other storage (bf16 included)
+	// stays on the portable kernel, whatever AttentionPath would say.
+	if p.Storage == StorageF16 && k.AttentionPath(p) == PathCoopMat {
 		return k.recordAttentionCM(r, p, params, b)
 	}
 	caps := k.d.Caps()

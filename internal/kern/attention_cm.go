@@ -131,7 +131,7 @@ func (k *Kernels) SetPortableOnly(on bool) {
 	k.mu.Unlock()
 }
 
-// AttentionPath names the kernel RecordAttention uses for p: PathCoopMat when p.F16, the
+// AttentionPath names the kernel RecordAttention uses for p: PathCoopMat for fp16 storage, the
 // device has an f16 x f16 + f32 subgroup cooperative-matrix shape (none when the device
 // was opened with DisableCoopMat, as dma does under DMAVK_DISABLE_COOPMAT=1), a tile
 // for p.D fits, and SetPortableOnly is off; PathPortable otherwise.
@@ -139,7 +139,7 @@ func (k *Kernels) AttentionPath(p *Params) string {
 	k.mu.Lock()
 	portable := k.portableOnly
 	k.mu.Unlock()
-	if portable || p == nil || !p.F16 {
+	if portable || p == nil || p.Storage != StorageF16 {
 		return PathPortable
 	}
 	caps := k.d.Caps()
@@ -189,7 +189,7 @@ func (k *Kernels) recordAttentionCM(r *vk.Recorder, p *Params, params *vk.Buffer
 	if params.Size() < ParamsSize {
 		return fmt.Errorf("kern: attention: params buffer has %d bytes, needs %d", params.Size(), ParamsSize)
 	}
-	if !p.F16 {
+	if p.Storage != StorageF16 {
 		return fmt.Errorf("kern: attention (coopmat): fp16 storage only")
 	}
 	caps := k.d.Caps()

@@ -34,7 +34,7 @@ import (
 // cooperative-matrix attention path is unavailable.
 func attnCMEnv(t *testing.T) *attnEnv {
 	e := newAttnEnv(t)
-	if path := e.k.AttentionPath(&kern.Params{F16: true, D: 64}); path != kern.PathCoopMat {
+	if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF16, D: 64}); path != kern.PathCoopMat {
 		caps := e.d.Caps()
 		_, err := kern.AttnCMTiling(&caps, 64)
 		if requireCoopMat() {
@@ -146,7 +146,7 @@ func TestAttentionCoopMat(t *testing.T) {
 			if d == 0 {
 				d = 64
 			}
-			if path := e.k.AttentionPath(&kern.Params{F16: true, D: uint32(d)}); path != kern.PathCoopMat {
+			if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF16, D: uint32(d)}); path != kern.PathCoopMat {
 				_, err := kern.AttnCMTiling(&caps, d)
 				if d == 64 || d == 128 || requireCoopMat() {
 					t.Fatalf("D=%d takes the %s path: %v", d, path, err)
@@ -164,7 +164,7 @@ func TestAttentionCoopMat(t *testing.T) {
 func TestAttentionCoopMatPortableOnly(t *testing.T) {
 	e := newAttnEnv(t)
 	e.k.SetPortableOnly(true)
-	if path := e.k.AttentionPath(&kern.Params{F16: true, D: 64}); path != kern.PathPortable {
+	if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF16, D: 64}); path != kern.PathPortable {
 		t.Fatalf("SetPortableOnly(true): path %s", path)
 	}
 	for _, c := range attnCases() {
@@ -176,11 +176,11 @@ func TestAttentionCoopMatPortableOnly(t *testing.T) {
 	e.k.SetPortableOnly(false)
 	caps := e.d.Caps()
 	if _, err := kern.AttnCMTiling(&caps, 64); err == nil {
-		if path := e.k.AttentionPath(&kern.Params{F16: true, D: 64}); path != kern.PathCoopMat {
+		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF16, D: 64}); path != kern.PathCoopMat {
 			t.Errorf("SetPortableOnly(false): path %s", path)
 		}
 	}
-	if path := e.k.AttentionPath(&kern.Params{F16: false, D: 64}); path != kern.PathPortable {
+	if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF32, D: 64}); path != kern.PathPortable {
 		t.Errorf("fp32: path %s", path)
 	}
 }
@@ -191,7 +191,7 @@ func TestAttentionCoopMatDisabled(t *testing.T) {
 	d := vktest.Device(t, vk.Features{DisableCoopMat: true})
 	k := kern.New(d)
 	defer k.Close()
-	if path := k.AttentionPath(&kern.Params{F16: true, D: 64}); path != kern.PathPortable {
+	if path := k.AttentionPath(&kern.Params{Storage: kern.StorageF16, D: 64}); path != kern.PathPortable {
 		t.Errorf("DisableCoopMat: path %s", path)
 	}
 }

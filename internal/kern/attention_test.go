@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dmavk/dmavk/internal/bf16"
 	"github.com/dmavk/dmavk/internal/f16"
 	"github.com/dmavk/dmavk/internal/kern"
 	"github.com/dmavk/dmavk/internal/vktest"
@@ -24,7 +25,7 @@ type attnCase struct {
 	mode                  ref.Mode
 	causal                bool
 	w                     int
-	f16                   bool
+	f16, bf16             bool    // 16-bit storage (else float32)
 	bhld                  bool    // [B, H, L, D] storage (else [B, L, H, D])
 	off                   uint32  // element offset of every tensor in its buffer
 	softcap               float64 // 0 = off
@@ -37,6 +38,17 @@ type attnCase struct {
 	lseAbs, lseRel        float64
 	wantErr               string
 	dOverride, hbOverride int
+}
+
+// storage is the case's storage type.
+func (c *attnCase) storage() kern.Storage {
+	switch {
+	case c.f16:
+		return kern.StorageF16
+	case c.bf16:
+		return kern.StorageBF16
+	}
+	return kern.StorageF32
 }
 
 func (c *attnCase) defaults() {
@@ -64,17 +76,21 @@ func (c *attnCase) defaults() {
 		// moves each probability by about as much relatively; the accumulation of at
 		// most a few hundred terms adds a few ulp more. 2e-5 leaves a margin of ~10x.
 		// fp16: O itself is rounded to half (2^-11 relative, 2^-10 if the device
-		// rounds toward zero).
+		// rounds toward zero). bf16: O is rounded to bfloat16 (8 significant bits) by the
+		// kernel, to nearest: 2^-8 ~ 3.9e-3 relative; 1e-2 leaves a like margin.
 		c.relTol = 2e-5
 		if c.f16 {
 			c.relTol = 2e-3
+		}
+		if c.bf16 {
+			c.relTol = 1e-2
 		}
 		if c.weights == "large" {
 			// Scores of magnitude ~2e4 carry float32's rounding, 2^-24 * 2e4 ~ 1.2e-3
 			// absolute (twice: the sum and the shift by the row maximum), which moves
 			// the probabilities of close competitors by as much relatively. The float64
 			// reference rounds nothing, so this is the format's limit, not the kernel's.
-			c.relTol = 3e-3
+			c.relTol = max(c.relTol, 3e-3)
 		}
 	}
 	if c.lseAbs == 0 {
@@ -97,11 +113,14 @@ func attnViewIndex(v kern.View, b, l, h, d int) int {
 
 // attnRound rounds every element to the storage dtype so that the reference sees exactly
 // what the GPU reads.
-func attnRound(x []float64, half bool) {
+func attnRound(x []float64, st kern.Storage) {
 	for i, v := range x {
 		f := float32(v)
-		if half {
+		switch st {
+		case kern.StorageF16:
 			f = f16.ToFloat32(f16.FromFloat32(f))
+		case kern.StorageBF16:
+			f = bf16.Round(f)
 		}
 		x[i] = float64(f)
 	}
@@ -109,7 +128,7 @@ func attnRound(x []float64, half bool) {
 
 // attnEncodeTensor writes t into a buffer image laid out by v; the gaps hold NaN so a read
 // outside the tensor shows.
-func attnEncodeTensor(t *ref.Tensor4, v kern.View, half bool) []byte {
+func attnEncodeTensor(t *ref.Tensor4, v kern.View, st kern.Storage) []byte {
 	n := attnViewIndex(v, t.B-1, t.L-1, t.H-1, t.D-1) + 1
 	vals := make([]float32, n)
 	for i := range vals {
@@ -124,14 +143,18 @@ func attnEncodeTensor(t *ref.Tensor4, v kern.View, half bool) []byte {
 			}
 		}
 	}
-	return attnEncodeFloats(vals, half)
+	return attnEncodeFloats(vals, st)
 }
 
-func attnEncodeFloats(vals []float32, half bool) []byte {
-	if half {
+func attnEncodeFloats(vals []float32, st kern.Storage) []byte {
+	if st.Packed() {
 		out := make([]byte, (2*len(vals)+3)&^3)
 		for i, x := range vals {
-			binary.LittleEndian.PutUint16(out[2*i:], f16.FromFloat32(x))
+			h := f16.FromFloat32(x)
+			if st == kern.StorageBF16 {
+				h = bf16.FromFloat32(x)
+			}
+			binary.LittleEndian.PutUint16(out[2*i:], h)
 		}
 		return out
 	}
@@ -142,9 +165,12 @@ func attnEncodeFloats(vals []float32, half bool) []byte {
 	return out
 }
 
-func attnDecode(buf []byte, e int, half bool) float64 {
-	if half {
+func attnDecode(buf []byte, e int, st kern.Storage) float64 {
+	switch st {
+	case kern.StorageF16:
 		return float64(f16.ToFloat32(binary.LittleEndian.Uint16(buf[2*e:])))
+	case kern.StorageBF16:
+		return float64(bf16.ToFloat32(binary.LittleEndian.Uint16(buf[2*e:])))
 	}
 	return float64(math.Float32frombits(binary.LittleEndian.Uint32(buf[4*e:])))
 }
@@ -215,7 +241,7 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 	k := ref.RandTensor4(rng, c.B, c.Lk, c.Hkv, c.D, c.qk)
 	v := ref.RandTensor4(rng, c.B, c.Lk, c.Hkv, c.D, 1)
 	for _, x := range []*ref.Tensor4{q, k, v} {
-		attnRound(x.Data, c.f16)
+		attnRound(x.Data, c.storage())
 	}
 	if c.nanKey >= 0 && c.nanKey < c.Lk && c.name != "" && strings.Contains(c.name, "nan") {
 		v.Set(0, c.nanKey, 0, 3, math.NaN())
@@ -235,7 +261,7 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 			delta[i] = 4 * (2*rng.Float64() - 1)
 		}
 	}
-	attnRound(delta, false)
+	attnRound(delta, kern.StorageF32)
 
 	var padding [][]bool
 	if c.pad != "" {
@@ -294,7 +320,7 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 	}
 	p := &kern.Params{B: uint32(c.B), Lq: uint32(c.Lq), Lk: uint32(c.Lk), H: uint32(c.H), Hkv: uint32(c.Hkv),
 		Hb: uint32(hb), D: uint32(c.D), G: uint32(c.H / c.Hkv), Mode: uint32(c.mode), Causal: attnB2U(c.causal),
-		F16: c.f16, PosOffset: int32(c.Lk - c.Lq), Scale: scale, Softcap: float32(c.softcap),
+		Storage: c.storage(), PosOffset: int32(c.Lk - c.Lq), Scale: scale, Softcap: float32(c.softcap),
 		KeyPadding: padding != nil,
 		Q:          attnViewOf(&c, c.Lq, c.H), K: attnViewOf(&c, c.Lk, c.Hkv), V: attnViewOf(&c, c.Lk, c.Hkv), O: attnViewOf(&c, c.Lq, c.H),
 		Mask: maskB, Bias: biasB}
@@ -334,10 +360,10 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 
 	// GPU.
 	bufs := &kern.AttnBuffers{
-		Q: e.buffer(t, attnEncodeTensor(q, p.Q, c.f16)), K: e.buffer(t, attnEncodeTensor(k, p.K, c.f16)),
-		V: e.buffer(t, attnEncodeTensor(v, p.V, c.f16)), Ord: e.buffer(t, attnU32Bytes(ord)),
+		Q: e.buffer(t, attnEncodeTensor(q, p.Q, p.Storage)), K: e.buffer(t, attnEncodeTensor(k, p.K, p.Storage)),
+		V: e.buffer(t, attnEncodeTensor(v, p.V, p.Storage)), Ord: e.buffer(t, attnU32Bytes(ord)),
 	}
-	oImage := attnEncodeTensor(ref.NewTensor4(c.B, c.Lq, c.H, c.D), p.O, c.f16)
+	oImage := attnEncodeTensor(ref.NewTensor4(c.B, c.Lq, c.H, c.D), p.O, p.Storage)
 	bufs.O = e.buffer(t, make([]byte, len(oImage)))
 	bufs.LSE = e.buffer(t, make([]byte, 4*c.B*c.H*c.Lq))
 	if uData != nil {
@@ -350,7 +376,7 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 		bufs.Mask = e.buffer(t, maskBytes)
 	}
 	if biasVals != nil {
-		bufs.Bias = e.buffer(t, attnEncodeFloats(biasVals, false))
+		bufs.Bias = e.buffer(t, attnEncodeFloats(biasVals, kern.StorageF32))
 	}
 	params := e.buffer(t, make([]byte, kern.ParamsSize))
 	err := e.d.Run(context.Background(), func(r *vk.Recorder) error {
@@ -428,7 +454,7 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 					// The reference keeps the NaN too; the GPU row must show it.
 					hasNaN := false
 					for d := range c.D {
-						hasNaN = hasNaN || math.IsNaN(attnDecode(oRaw, attnViewIndex(p.O, b, i, h, d), c.f16))
+						hasNaN = hasNaN || math.IsNaN(attnDecode(oRaw, attnViewIndex(p.O, b, i, h, d), p.Storage))
 					}
 					if !hasNaN {
 						t.Errorf("row (b=%d h=%d i=%d) keeps the NaN key but its O has no NaN", b, h, i)
@@ -449,7 +475,7 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 				for d := range c.D {
 					x := oRef.Index(b, i, h, d)
 					want[x] = oRef.Data[x]
-					got[x] = attnDecode(oRaw, attnViewIndex(p.O, b, i, h, d), c.f16)
+					got[x] = attnDecode(oRaw, attnViewIndex(p.O, b, i, h, d), p.Storage)
 					if math.IsNaN(got[x]) {
 						t.Fatalf("O[b=%d i=%d h=%d d=%d] is NaN (want %v)", b, i, h, d, want[x])
 					}
@@ -553,14 +579,30 @@ func attnCases() []attnCase {
 	add(attnCase{name: "row/f16/big-qk", Lq: 130, mode: row, causal: true, w: 16, f16: true, qk: 100,
 		lseAbs: 1e-5, lseRel: 1e-5})
 	add(attnCase{name: "none/f16/big-qk/softcap", Lq: 65, mode: none, causal: true, f16: true, qk: 100, softcap: 30})
+	// bf16 storage (portable kernel only, whatever the device): rounding of the inputs
+	// and of O, every mode, both layouts, an offset, D = 256, large scores, softcap.
+	add(attnCase{name: "row/bf16", Lq: 130, mode: row, causal: true, w: 16, bf16: true})
+	add(attnCase{name: "shared/bf16/noncausal/bhld", Lq: 65, mode: shared, w: 16, bf16: true, bhld: true})
+	add(attnCase{name: "explicit/bf16/bhld/off", Lq: 65, mode: expl, causal: true, bf16: true, bhld: true, off: 6,
+		maskShape: []int{2, 1, 65, 65}, biasShape: []int{1, 1, 65, 65}})
+	add(attnCase{name: "row/bf16/D256/Lq7-Lk130", Lq: 7, Lk: 130, D: 256, mode: row, causal: true, w: 16, bf16: true, B: 1})
+	// q, k ~ 100: a score sums D products of ~1e4 in float32, so it carries an absolute
+	// error up to eps32 * scale * sum |q_d k_d| ~ 6e-8 * 64 * 0.64e4 / 8 ~ 3e-3 (both the
+	// kernel's and any float32 code's); a row whose score cancels to O(1), as row 0 here
+	// (one key), shows it in its LSE, which the default 1e-5 relative bound cannot cover.
+	add(attnCase{name: "none/bf16/big-qk/softcap", Lq: 65, mode: none, causal: true, bf16: true, qk: 100, softcap: 30,
+		lseAbs: 3e-3, lseRel: 1e-5})
+	add(attnCase{name: "row/bf16/pad-rand/MQA", Lq: 65, H: 4, Hkv: 1, mode: row, causal: true, w: 8, bf16: true, pad: "rand"})
 	// A NaN in one key's V reaches only the rows that keep that key.
 	add(attnCase{name: "row/nan-v/sliding", Lq: 130, mode: row, causal: true, w: 8, nanKey: 50, weights: "equal"})
 	add(attnCase{name: "none/nan-v", Lq: 65, Lk: 65, mode: none, causal: true, nanKey: 30})
+	add(attnCase{name: "none/nan-v/bf16", Lq: 65, Lk: 65, mode: none, causal: true, nanKey: 30, bf16: true})
 	// Rejected problems.
 	add(attnCase{name: "err/D12", Lq: 8, D: 16, dOverride: 12, mode: none, wantErr: "D=12"})
 	add(attnCase{name: "err/D264", Lq: 8, D: 16, dOverride: 264, mode: none, wantErr: "D=264"})
 	add(attnCase{name: "err/Hb", Lq: 8, mode: none, hbOverride: 3, wantErr: "Hb=3"})
 	add(attnCase{name: "err/f16-odd-offset", Lq: 8, mode: none, f16: true, off: 3, wantErr: "even"})
+	add(attnCase{name: "err/bf16-odd-offset", Lq: 8, mode: none, bf16: true, off: 3, wantErr: "even"})
 	return cs
 }
 
@@ -569,6 +611,103 @@ func TestAttention(t *testing.T) {
 	for _, c := range attnCases() {
 		t.Run(c.name, func(t *testing.T) { runAttnCase(t, e, c) })
 	}
+}
+
+// TestAttentionStorage: bf16 never takes the cooperative-matrix path (its kernel reads
+// fp16 only), and an unknown storage code is rejected before any dispatch.
+func TestAttentionStorage(t *testing.T) {
+	e := newAttnEnv(t)
+	for _, d := range []uint32{64, 128} {
+		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageBF16, D: d}); path != kern.PathPortable {
+			t.Errorf("bf16 D=%d: path %s", d, path)
+		}
+		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF32, D: d}); path != kern.PathPortable {
+			t.Errorf("fp32 D=%d: path %s", d, path)
+		}
+	}
+	p := &kern.Params{B: 1, Lq: 8, Lk: 8, H: 1, Hkv: 1, Hb: 1, D: 32, G: 1, Mode: kern.ModeNone, Storage: 3,
+		Q: kern.View{SL: 32}, K: kern.View{SL: 32}, V: kern.View{SL: 32}, O: kern.View{SL: 32}}
+	buf := e.buffer(t, make([]byte, 8*32*4))
+	params := e.buffer(t, make([]byte, kern.ParamsSize))
+	err := e.d.Run(context.Background(), func(r *vk.Recorder) error {
+		return e.k.RecordAttention(r, p, params, &kern.AttnBuffers{Q: buf, K: buf, V: buf, O: buf, LSE: buf, Ord: buf})
+	})
+	if err == nil || !strings.Contains(err.Error(), "storage") {
+		t.Errorf("storage 3: error %v, want one about the storage", err)
+	}
+}
+
+// TestAttentionBF16Rounding checks the kernel's bf16 stores bit for bit: with q = 0 and
+// equal weights every row of O is the mean of two keys' V, (v0 + v1) / 2: the kernel
+// computes it in float32 (p = exp(0) = 1, l = 2) as Go does here, exactly unless v0
+// and v1 are 2^16 apart, and it often lies between two bfloat16 values or on a tie. O
+// must be that value rounded to nearest, ties to even, as bf16.FromFloat32 rounds it.
+func TestAttentionBF16Rounding(t *testing.T) {
+	e := newAttnEnv(t)
+	const B, L, H, D = 2, 2, 4, 256
+	rng := rand.New(rand.NewPCG(5, 6))
+	view := kern.View{SB: L * H * D, SL: H * D, SH: D}
+	p := &kern.Params{B: B, Lq: L, Lk: L, H: H, Hkv: H, Hb: H, D: D, G: 1, Mode: kern.ModeNone,
+		Storage: kern.StorageBF16, Scale: 1, Q: view, K: view, V: view, O: view}
+	n := B * L * H * D
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = bf16.Round(float32(rng.NormFloat64() * math.Ldexp(1, rng.IntN(9)-4)))
+	}
+	kv := make([]float32, n)
+	for i := range kv {
+		kv[i] = float32(rng.NormFloat64())
+	}
+	ord := make([]uint32, B*H*L)
+	for i := range ord {
+		ord[i] = kern.Ord(1)
+	}
+	bufs := &kern.AttnBuffers{
+		Q: e.buffer(t, make([]byte, 2*n)), K: e.buffer(t, attnEncodeFloats(kv, kern.StorageBF16)),
+		V: e.buffer(t, attnEncodeFloats(v, kern.StorageBF16)), Ord: e.buffer(t, attnU32Bytes(ord)),
+		O: e.buffer(t, make([]byte, 2*n)), LSE: e.buffer(t, make([]byte, 4*B*H*L)),
+	}
+	params := e.buffer(t, make([]byte, kern.ParamsSize))
+	if err := e.d.Run(context.Background(), func(r *vk.Recorder) error {
+		if err := r.Update(params, 0, p.Bytes()); err != nil {
+			return err
+		}
+		r.Barrier()
+		return e.k.RecordAttention(r, p, params, bufs)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 2*n)
+	if err := bufs.O.Download(context.Background(), 0, raw); err != nil {
+		t.Fatal(err)
+	}
+	ties, inexact, bad := 0, 0, 0
+	for b := range B {
+		for i := range L {
+			for h := range H {
+				for d := range D {
+					v0, v1 := v[attnViewIndex(view, b, 0, h, d)], v[attnViewIndex(view, b, 1, h, d)]
+					mean := (v0 + v1) * 0.5
+					want := bf16.FromFloat32(mean)
+					got := binary.LittleEndian.Uint16(raw[2*attnViewIndex(view, b, i, h, d):])
+					if low := math.Float32bits(mean) & 0xffff; low == 0x8000 {
+						ties++
+					} else if low != 0 {
+						inexact++
+					}
+					if got != want {
+						if bad++; bad <= 10 {
+							t.Errorf("O[b=%d i=%d h=%d d=%d]: bits %#04x, want %#04x (mean %#08x)", b, i, h, d, got, want, math.Float32bits(mean))
+						}
+					}
+				}
+			}
+		}
+	}
+	if ties < 100 || inexact < 100 {
+		t.Fatalf("only %d ties and %d other inexact values: the test checks little", ties, inexact)
+	}
+	t.Logf("%d values, %d ties, %d other inexact, %d wrong", B*L*H*D, ties, inexact, bad)
 }
 
 func TestAttentionTiling(t *testing.T) {
@@ -626,7 +765,7 @@ func BenchmarkAttention(b *testing.B) {
 		for i := range v {
 			v[i] = float32(2*rng.Float64() - 1)
 		}
-		return attnEncodeFloats(v, true)
+		return attnEncodeFloats(v, kern.StorageF16)
 	}
 	ord := make([]uint32, L)
 	for j := range ord {
@@ -640,7 +779,7 @@ func BenchmarkAttention(b *testing.B) {
 		w    int
 	}{{"none", kern.ModeNone, 0}, {"row/w256", kern.ModeRow, 256}, {"row/w1024", kern.ModeRow, 1024}} {
 		b.Run(bc.name, func(b *testing.B) {
-			p := &kern.Params{B: 1, Lq: L, Lk: L, H: H, Hkv: 1, Hb: 1, D: D, G: H, Mode: bc.mode, Causal: 1, F16: true,
+			p := &kern.Params{B: 1, Lq: L, Lk: L, H: H, Hkv: 1, Hb: 1, D: D, G: H, Mode: bc.mode, Causal: 1, Storage: kern.StorageF16,
 				Scale: float32(1 / math.Sqrt(D)), Q: view(H), K: view(1), V: view(1), O: view(H)}
 			bufs := &kern.AttnBuffers{Q: q, K: kk, V: v, Ord: buf(attnU32Bytes(ord)), O: buf(make([]byte, L*H*D*2)), LSE: buf(make([]byte, L*H*4))}
 			kept := float64(L) * float64(L+1) / 2

@@ -48,7 +48,7 @@ func chooseWeights(hb, maxShared uint32) (weightsConfig, error) {
 // bdt (0 unless p.HasBdt), A and delta.
 func WeightsSizes(p *Params) (v, wdt, bdt, a, delta int64) {
 	last := weightsLastV(p)
-	if p.F16 {
+	if p.Storage.Packed() {
 		v = (last/2 + 1) * 4
 	} else {
 		v = (last + 1) * 4
@@ -69,12 +69,12 @@ func weightsLastV(p *Params) int64 {
 }
 
 // RecordWeights records the dynamic-weights dispatch (spec section 1): from V
-// ([B, Lk, Hkv, D] through the view p.V, float32 or, with p.F16, packed halves), Wdt
-// (float32 [Hkv*D][Hb] row-major), bdt (float32 [Hb], read only when p.HasBdt; when
-// absent any buffer, or nil, may be given) and A (float32 [Hb]) it writes delta, float32
-// [B][Hb][Lk] (index (b*Hb+c)*Lk+j), in form p.Form (0 exp, 1 linear). params must
-// already hold p (the caller does r.Update(params, 0, p.Bytes()) and r.Barrier() before);
-// the fields read are B, Lk, Hkv, Hb, D, F16, V, Form and HasBdt. A later reader of
+// ([B, Lk, Hkv, D] through the view p.V, in p.Storage: float32, or packed fp16 or
+// bf16), Wdt (float32 [Hkv*D][Hb] row-major), bdt (float32 [Hb], read only when
+// p.HasBdt; when absent any buffer, or nil, may be given) and A (float32 [Hb]) it
+// writes delta, float32 [B][Hb][Lk] (index (b*Hb+c)*Lk+j), in form p.Form (0 exp, 1
+// linear). params must already hold p (the caller does r.Update(params, 0, p.Bytes()) and r.Barrier() before);
+// the fields read are B, Lk, Hkv, Hb, D, Storage, V, Form and HasBdt. A later reader of
 // delta needs a Barrier after it.
 func (k *Kernels) RecordWeights(r *vk.Recorder, p *Params, params, v, wdt, bdt, a, delta *vk.Buffer) error {
 	if p.B == 0 || p.Lk == 0 || p.Hkv == 0 || p.D == 0 || p.Hb == 0 {
@@ -82,6 +82,9 @@ func (k *Kernels) RecordWeights(r *vk.Recorder, p *Params, params, v, wdt, bdt, 
 	}
 	if p.Form != 0 && p.Form != 1 {
 		return fmt.Errorf("kern: weights: unknown form %d (0 exp, 1 linear)", p.Form)
+	}
+	if !p.Storage.Valid() {
+		return fmt.Errorf("kern: weights: unknown storage %v", p.Storage)
 	}
 	if params == nil || v == nil || wdt == nil || a == nil || delta == nil {
 		return fmt.Errorf("kern: weights: nil buffer")
@@ -110,8 +113,8 @@ func (k *Kernels) RecordWeights(r *vk.Recorder, p *Params, params, v, wdt, bdt, 
 		{"bdt", bdt, wantB}, {"A", a, wantA}, {"delta", delta, wantD},
 	} {
 		if c.buf.Size() < c.want {
-			return fmt.Errorf("kern: weights: %s buffer has %d bytes, needs %d (B=%d Lk=%d Hkv=%d D=%d Hb=%d f16=%v)",
-				c.name, c.buf.Size(), c.want, p.B, p.Lk, p.Hkv, p.D, p.Hb, p.F16)
+			return fmt.Errorf("kern: weights: %s buffer has %d bytes, needs %d (B=%d Lk=%d Hkv=%d D=%d Hb=%d %v)",
+				c.name, c.buf.Size(), c.want, p.B, p.Lk, p.Hkv, p.D, p.Hb, p.Storage)
 		}
 	}
 	caps := k.d.Caps()

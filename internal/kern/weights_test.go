@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dmavk/dmavk/internal/bf16"
 	"github.com/dmavk/dmavk/internal/f16"
 	"github.com/dmavk/dmavk/internal/vktest"
 	"github.com/dmavk/dmavk/ref"
@@ -18,7 +19,7 @@ import (
 // weightsCase is one shape of the dynamic-weights test.
 type weightsCase struct {
 	B, Lk, Hkv, D, Hb int
-	f16               bool
+	storage           Storage
 	headMajor         bool   // V stored [B, Hkv, Lk, D] instead of [B, Lk, Hkv, D]
 	off               uint32 // element offset of the V view
 	bdt               bool
@@ -30,11 +31,7 @@ func (c weightsCase) String() string {
 	if c.headMajor {
 		layout = "BHLD"
 	}
-	dt := "f32"
-	if c.f16 {
-		dt = "f16"
-	}
-	s := fmt.Sprintf("B%d_Lk%d_Hkv%d_D%d_Hb%d_%s_%s_off%d", c.B, c.Lk, c.Hkv, c.D, c.Hb, dt, layout, c.off)
+	s := fmt.Sprintf("B%d_Lk%d_Hkv%d_D%d_Hb%d_%v_%s_off%d", c.B, c.Lk, c.Hkv, c.D, c.Hb, c.storage, layout, c.off)
 	if c.bdt {
 		s += "_bdt"
 	}
@@ -46,18 +43,21 @@ func (c weightsCase) String() string {
 
 var weightsCases = []weightsCase{
 	{B: 1, Lk: 1, Hkv: 1, D: 32, Hb: 1},
-	{B: 2, Lk: 7, Hkv: 2, D: 64, Hb: 2, f16: true, headMajor: true, bdt: true, off: 3},
+	{B: 2, Lk: 7, Hkv: 2, D: 64, Hb: 2, storage: StorageF16, headMajor: true, bdt: true, off: 3},
 	{B: 1, Lk: 65, Hkv: 4, D: 128, Hb: 16, headMajor: true, bdt: true},
-	{B: 2, Lk: 300, Hkv: 2, D: 96, Hb: 4, f16: true, off: 1},
+	{B: 2, Lk: 300, Hkv: 2, D: 96, Hb: 4, storage: StorageF16, off: 1},
 	{B: 1, Lk: 300, Hkv: 4, D: 256, Hb: 4, bdt: true, off: 5},
-	{B: 2, Lk: 65, Hkv: 1, D: 256, Hb: 4, f16: true, headMajor: true},
+	{B: 2, Lk: 65, Hkv: 1, D: 256, Hb: 4, storage: StorageF16, headMajor: true},
 	{B: 1, Lk: 65, Hkv: 1, D: 96, Hb: 3, bdt: true},
-	{B: 2, Lk: 7, Hkv: 4, D: 32, Hb: 8, f16: true, bdt: true},
+	{B: 2, Lk: 7, Hkv: 4, D: 32, Hb: 8, storage: StorageF16, bdt: true},
 	{B: 1, Lk: 300, Hkv: 4, D: 128, Hb: 64, bdt: true, headMajor: true},
-	{B: 2, Lk: 65, Hkv: 2, D: 32, Hb: 96, f16: true, bdt: true}, // two bias-head tiles
+	{B: 2, Lk: 65, Hkv: 2, D: 32, Hb: 96, storage: StorageF16, bdt: true}, // two bias-head tiles
 	{B: 1, Lk: 300, Hkv: 4, D: 64, Hb: 8, bdt: true, big: true},
-	{B: 2, Lk: 300, Hkv: 2, D: 128, Hb: 8, f16: true, headMajor: true, big: true, off: 7},
+	{B: 2, Lk: 300, Hkv: 2, D: 128, Hb: 8, storage: StorageF16, headMajor: true, big: true, off: 7},
 	{B: 2, Lk: 65, Hkv: 1, D: 256, Hb: 1, big: true},
+	{B: 2, Lk: 7, Hkv: 2, D: 64, Hb: 2, storage: StorageBF16, headMajor: true, bdt: true, off: 3},
+	{B: 2, Lk: 300, Hkv: 2, D: 96, Hb: 4, storage: StorageBF16, off: 1},
+	{B: 2, Lk: 65, Hkv: 2, D: 32, Hb: 96, storage: StorageBF16, bdt: true},
 }
 
 // weightsInputs are one case's inputs, as the GPU gets them and as float64.
@@ -75,7 +75,7 @@ func makeWeightsInputs(rng *rand.Rand, c weightsCase) *weightsInputs {
 	p := &in.p
 	p.B, p.Lk, p.Hkv, p.D, p.Hb = uint32(c.B), uint32(c.Lk), uint32(c.Hkv), uint32(c.D), uint32(c.Hb)
 	p.H, p.G = uint32(c.Hb), 1
-	p.F16, p.HasBdt = c.f16, c.bdt
+	p.Storage, p.HasBdt = c.storage, c.bdt
 	p.V.Off = c.off
 	if c.headMajor {
 		p.V.SB, p.V.SL, p.V.SH = uint32(c.Hkv*c.Lk*c.D), uint32(c.D), uint32(c.Lk*c.D)
@@ -84,17 +84,22 @@ func makeWeightsInputs(rng *rand.Rand, c weightsCase) *weightsInputs {
 	}
 	vSize, _, _, _, _ := WeightsSizes(p)
 	elem := int64(4)
-	if c.f16 {
+	if c.storage.Packed() {
 		elem = 2
 	}
 	// Junk everywhere (padding and the offset included), then the tensor at its view.
 	n := vSize / elem
 	in.vBytes = make([]byte, vSize)
 	put := func(i int64, x float32) float32 {
-		if c.f16 {
+		switch c.storage {
+		case StorageF16:
 			h := f16.FromFloat32(x)
 			binary.LittleEndian.PutUint16(in.vBytes[2*i:], h)
 			return f16.ToFloat32(h)
+		case StorageBF16:
+			h := bf16.FromFloat32(x)
+			binary.LittleEndian.PutUint16(in.vBytes[2*i:], h)
+			return bf16.ToFloat32(h)
 		}
 		binary.LittleEndian.PutUint32(in.vBytes[4*i:], math.Float32bits(x))
 		return x
@@ -439,9 +444,9 @@ func BenchmarkWeights(b *testing.B) {
 	defer k.Close()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, c := range []weightsCase{
-		{B: 1, Lk: 32768, Hkv: 8, D: 128, Hb: 8, f16: true, bdt: true},
-		{B: 1, Lk: 32768, Hkv: 8, D: 128, Hb: 32, f16: true, bdt: true},
-		{B: 4, Lk: 8192, Hkv: 2, D: 256, Hb: 64, f16: true},
+		{B: 1, Lk: 32768, Hkv: 8, D: 128, Hb: 8, storage: StorageF16, bdt: true},
+		{B: 1, Lk: 32768, Hkv: 8, D: 128, Hb: 32, storage: StorageF16, bdt: true},
+		{B: 4, Lk: 8192, Hkv: 2, D: 256, Hb: 64, storage: StorageF16},
 	} {
 		b.Run(c.String(), func(b *testing.B) {
 			in := makeWeightsInputs(rng, c)
