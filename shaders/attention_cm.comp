@@ -1,43 +1,50 @@
 #version 460
 // DMA attention forward on tensor cores through VK_KHR_cooperative_matrix (spec section
-// 3; the plan contract: internal/kern/doc.go). fp16 storage of Q/K/V/O only (P.f16 == 1),
-// fp16 operands and fp32 accumulation; scores, softmax and O accumulate in float32.
+// 3; the plan contract: internal/kern/doc.go). fp16 storage of Q/K/V/O only (P.storage
+// fp16), fp16 operands and fp32 accumulation; scores, softmax and O accumulate in float32.
 // Same bindings, parameter block, plan contract and outputs as attention.comp.
 //
-// A workgroup is NSG subgroups of SG invocations and owns a tile of BR query rows of one
-// (batch, head), aligned on key positions as in attention.comp (BR divides 64, so a tile
-// never straddles a selection block). The gather is attention.comp's: the tile walks its
-// candidates, keeps those kept by at least one of its rows and compacts them into a
-// shared key list. Per chunk of BC gathered keys:
-//   1. K rows -> shared fp16 [BC x DH] (rows past the chunk's end are zero);
-//   2. S = Q K^T by coopMatMulAdd (Q as A fragments, K as column-major B fragments),
-//      stored to shared fp32;
-//   3. each row's TPR = NT / BR invocations apply scale, + delta, bias, softcap and the
-//      per-element keep test, and run the online softmax in fp32 (row max and row sum
-//      reduced across the TPR lanes by subgroup shuffles); P = exp(s - m) (in [0, 1]) goes
-//      to shared as fp16, alpha = exp(m_old - m_new) to shared fp32;
-//   4. V rows -> shared fp16 (the K area);
-//   5. PV = P V by coopMatMulAdd into zeroed accumulators; each subgroup stores one
-//      MS x NS tile at a time to its own fp32 scratch and its lanes, which own fixed
-//      elements of fixed O tiles in registers, do O = O * alpha + PV. KHR cooperative
-//      matrices have no defined element -> (row, column) map, so the per-row rescale
-//      goes through shared memory, exactly.
-// A chunk whose V holds a non-finite value computes PV by scalar loops that skip P == 0
-// instead, so a NaN or Inf value reaches exactly the rows that keep its key (as in
-// attention.comp); 0 * NaN inside a matrix product would spread it to the whole tile.
+// A workgroup is NSG subgroups of SG invocations and owns a tile of BR = NSG * MS query
+// rows of one (batch, head), aligned on key positions as in attention.comp (BR divides
+// 64, so a tile never straddles a selection block). Subgroup g owns the band of MS rows
+// [g * MS, (g + 1) * MS): its Q fragments (A operands, loaded once per tile), its O
+// accumulators (DH / NS cooperative matrices, for the whole tile) and its softmax state
+// live in registers, and everything between the shared K/V rows and O stays inside the
+// subgroup: only the K/V loads need workgroup barriers.
 //
-// Specialization: DH (a multiple of 16 and of NS and KS, at most 256), BR, BC, the
-// cooperative-matrix shape MS x NS x KS, SG (subgroup size), NSG (subgroups), SSZ (floats
-// of the score / scratch area: max(BR * (BC + 4), NSG * MS * NS)), local size NSG * SG.
-// The host (internal/kern/attention_cm.go) checks: BR % MS == 0, BC % NS == 0,
-// BC % KS == 0, NT % BR == 0, NT / BR <= SG, (BR/MS) * (DH/NS) % NSG == 0,
-// (MS * NS) % SG == 0.
+// The gather is attention.comp's: the tile walks its candidates NT at a time, keeps those
+// kept by at least one of its rows and compacts them (subgroup ballots plus a per-subgroup
+// count table: one workgroup barrier per NT candidates) into a ring of gathered keys.
+// Per chunk of BC gathered keys:
+//   1. K and V rows -> shared fp16 (16-byte global loads when the offsets and strides
+//      allow, else pairs), with each key's index and weight (rows past the chunk's end
+//      are zero); one workgroup barrier.
+//   2. each subgroup: S = Q K^T for its band (coopMatMulAdd), stored to its own fp32
+//      scratch;
+//   3. the TPR = SG / MS lanes of each row apply scale, + delta, bias, softcap and the
+//      per-element keep test and run the online softmax in fp32; P = exp(s - m) (in
+//      [0, 1]) goes to the subgroup's fp16 P area. KHR cooperative matrices have no
+//      defined element -> (row, column) map, so the per-row rescale O *= alpha is an
+//      element-by-element product with a matrix loaded (same shape, same layout) from a
+//      scratch whose row r holds alpha_r: exact, and O never leaves the registers;
+//   4. each subgroup: O += P V by coopMatMulAdd straight into its accumulators;
+//   5. a workgroup barrier before the next chunk's rows overwrite K/V.
+// A chunk whose V holds a non-finite value computes PV by scalar loops that skip P == 0
+// instead (added to the accumulators through the scratch), so a NaN or Inf value reaches
+// exactly the rows that keep its key (as in attention.comp); 0 * NaN inside a matrix
+// product would spread it to the whole band.
+//
+// Specialization: DH (a multiple of 16 and of NS and KS, at most 256), BR (NSG * MS), BC
+// (a multiple of 16), the cooperative-matrix shape MS x NS x KS, SG (subgroup size, a
+// multiple of MS), NSG (subgroups), local size NSG * SG. The host
+// (internal/kern/attention_cm.go) checks these and (MS * NS) % (2 * SG) == 0.
 #pragma use_vulkan_memory_model
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_ballot : require
 
 #include "dma_common.glsl"
 
@@ -49,17 +56,25 @@ layout(constant_id = 4) const uint NS = 16;
 layout(constant_id = 5) const uint KS = 16;
 layout(constant_id = 6) const uint SG = 32;
 layout(constant_id = 7) const uint NSG = 4;
-layout(constant_id = 8) const uint SSZ = 2304;
-layout(local_size_x_id = 9) in;  // NT = NSG * SG
+layout(local_size_x_id = 8) in;  // NT = NSG * SG
 const uint NT = NSG * SG;
-const uint TPR = NT / BR;                          // invocations per row in the softmax
-const uint EPL = (MS * NS) / SG;                   // elements of one O tile per lane
-const uint OT = (BR / MS) * (DH / NS) / NSG;       // O tiles per subgroup
-const uint NO = OT * EPL;                          // O elements per invocation
+const uint TPR = SG / MS;          // lanes per row in the softmax
+const uint KT = DH / KS;           // k steps of S = Q K^T
+const uint OTC = DH / NS;          // O tiles of a band
+const uint LK = DH + 8;            // row stride of K/V/Q staging, halves
+const uint LK4 = LK / 4u;          // the same in f16vec4 units
+const uint LS = BC + 4u;           // row stride of the score scratch, floats
+const uint LP = BC + 8u;           // row stride of P, halves
+const uint KCAP = BC + NT;         // ring of gathered keys
+const uint QP = BR < 2u * BC ? BR : 2u * BC;  // query rows staged at once (K/V area)
+const uint SGC = (2u * NSG + 3u) / 4u * 4u;
+const uint LPT = (BC * DH / 8u + NT - 1u) / NT;  // 8-half K (and V) items per invocation
 
 layout(std430, binding = 1) readonly buffer BufQ { uint qbuf[]; };
 layout(std430, binding = 2) readonly buffer BufK { uint kbuf[]; };
+layout(std430, binding = 2) readonly buffer BufK4 { uvec4 kbuf4[]; };
 layout(std430, binding = 3) readonly buffer BufV { uint vbuf[]; };
+layout(std430, binding = 3) readonly buffer BufV4 { uvec4 vbuf4[]; };
 layout(std430, binding = 4) readonly buffer BufOrd { uint ordb[]; };
 layout(std430, binding = 5) readonly buffer BufU { uvec2 ub[]; };
 layout(std430, binding = 6) readonly buffer BufUC { uint ucount[]; };
@@ -69,29 +84,21 @@ layout(std430, binding = 9) readonly buffer BufBias { float biasb[]; };
 layout(std430, binding = 10) buffer BufO { uint ob[]; };
 layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
 
-// Row strides, in elements: multiples of 8 halves / 4 floats (16 bytes), padded off the
-// power of two.
-const uint LQ = DH + 8;
-const uint LK = DH + 8;
-const uint LS = BC + 4;
-const uint LP = BC + 8;
-
-shared float16_t Qs[BR * LQ];   // query tile; at the end the fp16 output staging area
-shared float16_t KVs[BC * LK];  // K rows of the chunk, then its V rows
-shared float Ss[SSZ];           // scores of the chunk; then the subgroups' PV scratch
-shared float16_t Ps[BR * LP];   // probabilities of the chunk
-shared uint klist[BC + NT];     // gathered key indices
-shared uint kord[BC];
-shared float kdel[BC];
-shared uint scanb[NT];
-shared uvec2 tauS[BR];
-shared float alphaS[BR];        // per-row rescale of the chunk; at the end 1 / l
 // Every shared array is a whole number of 16-byte units and there is no lone scalar:
 // drivers lay shared variables out by their own alignment, and a cooperative-matrix
 // load or store needs a 16-byte aligned address (NVIDIA returns garbage otherwise).
-shared uint flagsS[4];
-#define stopFlag flagsS[0]
-#define vBad flagsS[1]
+// Offsets and strides of every cooperative-matrix access are multiples of 16 bytes.
+shared f16vec4 KV4[2u * BC * LK4];  // K rows [0, BC), V rows [BC, 2 BC); Q staging first
+shared float Ss[NSG * MS * LS];     // per subgroup: scores of the chunk, then scratch
+shared float16_t Ps[NSG * MS * LP]; // per subgroup: probabilities of the chunk
+shared uint klist[KCAP];            // ring of gathered key indices
+shared uint kidx[BC];               // the chunk's keys, their ord and weight
+shared uint kord[BC];
+shared float kdel[BC];
+shared uvec2 tauS[BR];
+shared uint sgCnt[SGC];             // gather: kept count (| stop bit) per subgroup, 2 slots
+shared uint flagsS[4];              // non-finite V in the chunk, 2 slots
+shared float rowA[BR];              // per-row 1 / l at the end (and DEBUG_NO_SHUFFLE)
 
 const float NEG_INF = -1.0 / 0.0;
 
@@ -113,29 +120,66 @@ float safeTanh(float x) {
 	return x < 0.0 ? -y : y;
 }
 
-// Two consecutive halves starting at element e of a packed fp16 buffer.
-vec2 pairQ(uint e) {
-	if ((e & 1u) == 0u) return unpackHalf2x16(qbuf[e >> 1]);
-	return vec2(unpackHalf2x16(qbuf[e >> 1]).y, unpackHalf2x16(qbuf[(e >> 1) + 1u]).x);
+// Two consecutive halves starting at element e of a packed fp16 buffer, as the word
+// that holds them (element e in the low half).
+uint wordQ(uint e) {
+	if ((e & 1u) == 0u) return qbuf[e >> 1];
+	return (qbuf[e >> 1] >> 16) | (qbuf[(e >> 1) + 1u] << 16);
 }
-vec2 pairK(uint e) {
-	if ((e & 1u) == 0u) return unpackHalf2x16(kbuf[e >> 1]);
-	return vec2(unpackHalf2x16(kbuf[e >> 1]).y, unpackHalf2x16(kbuf[(e >> 1) + 1u]).x);
+uint wordK(uint e) {
+	if ((e & 1u) == 0u) return kbuf[e >> 1];
+	return (kbuf[e >> 1] >> 16) | (kbuf[(e >> 1) + 1u] << 16);
 }
-vec2 pairV(uint e) {
-	if ((e & 1u) == 0u) return unpackHalf2x16(vbuf[e >> 1]);
-	return vec2(unpackHalf2x16(vbuf[e >> 1]).y, unpackHalf2x16(vbuf[(e >> 1) + 1u]).x);
+uint wordV(uint e) {
+	if ((e & 1u) == 0u) return vbuf[e >> 1];
+	return (vbuf[e >> 1] >> 16) | (vbuf[(e >> 1) + 1u] << 16);
 }
 
-bool finite2(vec2 x) { return !any(isnan(x)) && !any(isinf(x)); }
+f16vec4 h4(uint a, uint b) { return f16vec4(unpackFloat2x16(a), unpackFloat2x16(b)); }
+
+// Whether both halves of a word are finite (exponent not all ones).
+bool finiteW(uint w) { return (w & 0x7c00u) != 0x7c00u && (w & 0x7c000000u) != 0x7c000000u; }
+
+// Max and sum over the TPR adjacent lanes of a row (row: tile row, for the debugging
+// variant that goes through shared memory instead of shuffles).
+float rowMax(float v, uint row, uint sp) {
+#ifdef DEBUG_NO_SHUFFLE
+	for (uint x = 0u; x < TPR; x++) {
+		if (sp == x) rowA[row] = x == 0u ? v : max(rowA[row], v);
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();
+	}
+	v = rowA[row];
+	subgroupMemoryBarrierShared();
+	subgroupBarrier();
+#else
+	for (uint off = 1u; off < TPR; off <<= 1) v = max(v, subgroupShuffleXor(v, off));
+#endif
+	return v;
+}
+float rowSum(float v, uint row, uint sp) {
+#ifdef DEBUG_NO_SHUFFLE
+	for (uint x = 0u; x < TPR; x++) {
+		if (sp == x) rowA[row] = x == 0u ? v : rowA[row] + v;
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();
+	}
+	v = rowA[row];
+	subgroupMemoryBarrierShared();
+	subgroupBarrier();
+#else
+	for (uint off = 1u; off < TPR; off <<= 1) v += subgroupShuffleXor(v, off);
+#endif
+	return v;
+}
 
 void main() {
-	uint tid = gl_LocalInvocationID.x;
 	uint sgid = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-	// Softmax role: row sr, part sp of TPR; the TPR lanes of a row are adjacent lanes of
-	// one subgroup (TPR divides SG), so xor shuffles below TPR stay within the row.
 	uint u = sgid * SG + lane;
-	uint sr = u / TPR, sp = u % TPR;
+	// Softmax role: band row r (tile row sr), part sp of TPR; the TPR lanes of a row are
+	// adjacent lanes (TPR divides SG), so xor shuffles below TPR stay within the row.
+	uint r = lane / TPR, sp = lane % TPR;
+	uint sr = sgid * MS + r;
 
 	bIdx = gl_WorkGroupID.z;
 	hIdx = gl_WorkGroupID.y;
@@ -156,14 +200,27 @@ void main() {
 	bool real = myRowS >= 0 && myRowS < int(P.Lq);
 	uint myRow = uint(max(myRowS, 0));
 
-	// Query tile, fp16 (rows outside [0, Lq) are zero).
+	// Query fragments of the band, staged through the K/V area QP rows at a time (rows
+	// outside [0, Lq) are zero).
 	uint qBase = P.qOff + bIdx * P.qSB + hIdx * P.qSH;
-	for (uint e = tid; e < BR * DH / 2u; e += NT) {
-		uint rr = e / (DH / 2u), d = 2u * (e - rr * (DH / 2u));
-		int ri = tpos + int(rr) - P.posOffset;
-		vec2 x = (ri >= 0 && ri < int(P.Lq)) ? pairQ(qBase + uint(ri) * P.qSL + d) : vec2(0.0);
-		Qs[rr * LQ + d] = float16_t(x.x);
-		Qs[rr * LQ + d + 1u] = float16_t(x.y);
+	coopmat<float16_t, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> qf[KT];
+	for (uint r0 = 0u; r0 < BR; r0 += QP) {
+		for (uint e = u; e < QP * DH / 4u; e += NT) {
+			uint rr = e / (DH / 4u), d = 4u * (e - rr * (DH / 4u));
+			int ri = tpos + int(r0 + rr) - P.posOffset;
+			uvec2 w = uvec2(0u);
+			if (ri >= 0 && ri < int(P.Lq)) {
+				uint q0 = qBase + uint(ri) * P.qSL + d;
+				w = uvec2(wordQ(q0), wordQ(q0 + 2u));
+			}
+			KV4[rr * LK4 + d / 4u] = h4(w.x, w.y);
+		}
+		barrier();
+		if (sgid * MS >= r0 && sgid * MS < r0 + QP) {
+			for (uint kk = 0u; kk < KT; kk++)
+				coopMatLoad(qf[kk], KV4, (sgid * MS - r0) * LK4 + kk * KS / 4u, LK4, gl_CooperativeMatrixLayoutRowMajor);
+		}
+		barrier();
 	}
 
 	// Candidates of the tile (as attention.comp).
@@ -180,9 +237,9 @@ void main() {
 			ncand = ucount[bhPlan * (P.nblocks + 1u) + blk];
 			uint fr = uint(firstPos - P.posOffset);
 			tauMin = taub[bhPlan * P.Lq + fr];
-			if (tid < BR) {
-				int ri = tpos + int(tid) - P.posOffset;
-				tauS[tid] = (ri >= 0 && ri < int(P.Lq)) ? taub[bhPlan * P.Lq + uint(ri)] : uvec2(0xffffffffu);
+			for (uint t = u; t < BR; t += NT) {
+				int ri = tpos + int(t) - P.posOffset;
+				tauS[t] = (ri >= 0 && ri < int(P.Lq)) ? taub[bhPlan * P.Lq + uint(ri)] : uvec2(0xffffffffu);
 			}
 		} else if (fromU) {
 			uBase = (bhPlan * (P.nblocks + 1u) + P.nblocks) * P.ncap;
@@ -191,29 +248,34 @@ void main() {
 			ncand = uint(kLast) + 1u;
 		}
 	}
-	if (tid == 0u) stopFlag = 0u;
+	if (u < 4u) flagsS[u] = 0u;
 	barrier();
 
-	// Softmax state of row sr (identical on its TPR lanes) and the O elements this
-	// invocation owns: element q of its O tile ot is row/column oRow/oCol below.
+	// Softmax state of row sr (identical on its TPR lanes): running max and sum.
 	float mrow = NEG_INF, lrow = 0.0;
-	float acc[NO];
-	for (uint x = 0u; x < NO; x++) acc[x] = 0.0;
+	coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> oacc[OTC];
+	for (uint q = 0u; q < OTC; q++)
+		oacc[q] = coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator>(0.0);
 	uvec2 myTau = (rowCausal && real) ? tauS[sr] : uvec2(0u);
 	float scale = P.scale, softcap = P.softcap;
 	uint kBase = P.kOff + bIdx * P.kSB + kvh * P.kSH;
 	uint vBase = P.vOff + bIdx * P.vSB + kvh * P.vSH;
+	// 16-byte loads of K/V rows: every row starts on a multiple of 8 halves.
+	bool kVec = (kBase & 7u) == 0u && (P.kSL & 7u) == 0u;
+	bool vVec = (vBase & 7u) == 0u && (P.vSL & 7u) == 0u;
 	bool explicitMode = P.mode == MODE_EXPLICIT;
 	bool hasMask = explicitMode && P.hasMask != 0u;
 	bool hasBias = explicitMode && P.hasBias != 0u;
-	const uint OTC = DH / NS;  // O tiles per tile row
+	uint sBase = sgid * MS * LS;   // this subgroup's scores / scratch
+	uint pBase = sgid * MS * LP;   // this subgroup's P
 
-	uint cursor = 0u, nbuf = 0u;
+	uint cursor = 0u, nbuf = 0u, head = 0u, par = 0u, cpar = 0u;
 	for (;;) {
-		// Fill the list with kept candidates, NT at a time, until a chunk is full.
+		// Fill the ring with kept candidates, NT at a time, until a chunk is full.
+		bool filled = false;
 		while (nbuf < BC && cursor < ncand) {
-			uint kc = cursor + tid;
-			bool keep = false;
+			uint kc = cursor + u;
+			bool keep = false, stop = false;
 			uint idx = 0u;
 			if (kc < ncand) {
 				if (fromU) {
@@ -221,7 +283,7 @@ void main() {
 					idx = ent.y;
 					if (rowCausal) {
 						if (!keyGE(ent, tauMin)) {
-							stopFlag = 1u;  // sorted descending: nothing after this is kept
+							stop = true;  // sorted descending: nothing after this is kept
 						} else {
 							int ps = max(int(idx), firstPos);
 							keep = ps <= lastPos && keyGE(ent, tauS[ps - tpos]);
@@ -239,208 +301,222 @@ void main() {
 					}
 				}
 			}
-			scanb[tid] = keep ? 1u : 0u;
+			uvec4 bk = subgroupBallot(keep);
+			uvec4 bs = subgroupBallot(stop);
+			uint excl = subgroupBallotExclusiveBitCount(bk);
+			if (lane == 0u)
+				sgCnt[par * NSG + sgid] = subgroupBallotBitCount(bk) | (subgroupBallotBitCount(bs) != 0u ? 0x80000000u : 0u);
 			barrier();
-			for (uint off = 1u; off < NT; off <<= 1) {
-				uint v = tid >= off ? scanb[tid - off] : 0u;
-				barrier();
-				scanb[tid] += v;
-				barrier();
+			uint off = 0u, tot = 0u;
+			bool anyStop = false;
+			for (uint g = 0u; g < NSG; g++) {
+				uint v = sgCnt[par * NSG + g];
+				uint c = v & 0x7fffffffu;
+				off += g < sgid ? c : 0u;
+				tot += c;
+				anyStop = anyStop || v >= 0x80000000u;
 			}
-			if (keep) klist[nbuf + scanb[tid] - 1u] = idx;
-			nbuf += scanb[NT - 1u];
+			if (keep) klist[(head + nbuf + off + excl) % KCAP] = idx;
+			nbuf += tot;
 			cursor += NT;
-			if (stopFlag != 0u) cursor = ncand;
-			barrier();
+			if (anyStop) cursor = ncand;
+			par ^= 1u;  // the other slot: no barrier needed before the next round writes
+			filled = true;
 		}
+		if (filled) barrier();  // the ring is written
 		if (nbuf == 0u) break;
 		uint n = min(nbuf, BC);
 		uint nk = (n + KS - 1u) / KS * KS;  // keys the products cover (the rest is zero)
-		uint nt = (n + NS - 1u) / NS;       // score tile columns that hold keys
+		uint nt = (n + NS - 1u) / NS;       // score tiles that hold keys
 
-		// 1. K rows of the chunk.
-		for (uint e = tid; e < BC * DH / 2u; e += NT) {
-			uint c = e / (DH / 2u), d = 2u * (e - c * (DH / 2u));
-			vec2 x = c < n ? pairK(kBase + klist[c] * P.kSL + d) : vec2(0.0);
-			KVs[c * LK + d] = float16_t(x.x);
-			KVs[c * LK + d + 1u] = float16_t(x.y);
+		// 1. K and V rows of the chunk, 8 halves per item.
+		if (u < 2u) flagsS[2u * (cpar ^ 1u) + u] = 0u;  // the next chunk's slot
+		// All of an invocation's global loads are issued before any shared store.
+		uvec4 wk[LPT], wv[LPT];
+		bool bad = false;
+		for (uint x = 0u; x < LPT; x++) {
+			uint e = u + NT * x;
+			uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
+			wk[x] = uvec4(0u);
+			wv[x] = uvec4(0u);
+			if (c < n && e < BC * DH / 8u) {
+				uint j = klist[(head + c) % KCAP];
+				uint ke = kBase + j * P.kSL + d, ve = vBase + j * P.vSL + d;
+				if (kVec) {
+					wk[x] = kbuf4[ke >> 3];
+				} else {
+					wk[x] = uvec4(wordK(ke), wordK(ke + 2u), wordK(ke + 4u), wordK(ke + 6u));
+				}
+				if (vVec) {
+					wv[x] = vbuf4[ve >> 3];
+				} else {
+					wv[x] = uvec4(wordV(ve), wordV(ve + 2u), wordV(ve + 4u), wordV(ve + 6u));
+				}
+			}
 		}
-		for (uint c = tid; c < n; c += NT) {
-			uint o = ordb[ordBase + klist[c]];
+		for (uint x = 0u; x < LPT; x++) {
+			uint e = u + NT * x;
+			if (e < BC * DH / 8u) {
+				uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
+				bad = bad || !(finiteW(wv[x].x) && finiteW(wv[x].y) && finiteW(wv[x].z) && finiteW(wv[x].w));
+				uint ko = c * LK4 + d / 4u, vo = (BC + c) * LK4 + d / 4u;
+				KV4[ko] = h4(wk[x].x, wk[x].y);
+				KV4[ko + 1u] = h4(wk[x].z, wk[x].w);
+				KV4[vo] = h4(wv[x].x, wv[x].y);
+				KV4[vo + 1u] = h4(wv[x].z, wv[x].w);
+			}
+		}
+		for (uint c = u; c < n; c += NT) {
+			uint j = klist[(head + c) % KCAP];
+			uint o = ordb[ordBase + j];
+			kidx[c] = j;
 			kord[c] = o;
 			kdel[c] = unord(o);
 		}
-		if (tid == 0u) vBad = 0u;
-		barrier();
-
-		// 2. S = Q K^T, tile by tile.
-#ifdef DEBUG_SCALAR_S
-		for (uint e = tid; e < BR * BC; e += NT) {
-			uint r = e / BC, c = e % BC;
-			float acc0 = 0.0;
-			for (uint d = 0u; d < DH; d++) acc0 += float(Qs[r * LQ + d]) * float(KVs[c * LK + d]);
-			Ss[r * LS + c] = acc0;
-		}
-		for (uint t = sgid; t < 0u; t += NSG) {
-#else
-		for (uint t = sgid; t < (BR / MS) * nt; t += NSG) {
+		if (bad) flagsS[2u * cpar] = 1u;
+#ifdef DEBUG_SCALAR_PV
+		flagsS[2u * cpar] = 1u;
 #endif
-			uint ti = t / nt, tj = t - ti * nt;
+		barrier();
+		bool vBad = flagsS[2u * cpar] != 0u;
+
+		// 2. S = Q K^T for the band, tile by tile.
+#ifdef DEBUG_SCALAR_S
+		// Scalar scores (Q read again from the buffer): a bisection hook.
+		for (uint e = lane; e < MS * BC; e += SG) {
+			uint rr = e / BC, c = e % BC;
+			int ri = tpos + int(sgid * MS + rr) - P.posOffset;
+			float acc0 = 0.0;
+			if (ri >= 0 && ri < int(P.Lq)) {
+				for (uint d = 0u; d < DH; d += 2u) {
+					vec2 qv = unpackHalf2x16(wordQ(qBase + uint(ri) * P.qSL + d));
+					acc0 += qv.x * float(KV4[c * LK4 + d / 4u][d % 4u]) + qv.y * float(KV4[c * LK4 + d / 4u][d % 4u + 1u]);
+				}
+			}
+			Ss[sBase + rr * LS + c] = acc0;
+		}
+		for (uint tj = 0u; tj < 0u; tj++) {
+#else
+		for (uint tj = 0u; tj < nt; tj++) {
+#endif
 			coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> sacc =
 				coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator>(0.0);
-			for (uint kk = 0u; kk < DH; kk += KS) {
-				coopmat<float16_t, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> qa;
+			for (uint kk = 0u; kk < KT; kk++) {
 				coopmat<float16_t, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> kb;
-				coopMatLoad(qa, Qs, ti * MS * LQ + kk, LQ, gl_CooperativeMatrixLayoutRowMajor);
-				coopMatLoad(kb, KVs, tj * NS * LK + kk, LK, gl_CooperativeMatrixLayoutColumnMajor);
-				sacc = coopMatMulAdd(qa, kb, sacc);
+				coopMatLoad(kb, KV4, tj * NS * LK4 + kk * KS / 4u, LK4, gl_CooperativeMatrixLayoutColumnMajor);
+				sacc = coopMatMulAdd(qf[kk], kb, sacc);
 			}
-			coopMatStore(sacc, Ss, ti * MS * LS + tj * NS, LS, gl_CooperativeMatrixLayoutRowMajor);
+			coopMatStore(sacc, Ss, sBase + tj * NS, LS, gl_CooperativeMatrixLayoutRowMajor);
 		}
-		barrier();
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();
 
 		// 3. Online softmax, row sr, columns sp + TPR * x.
-		float mx = mrow;
+		float mx = NEG_INF;
 		for (uint c = sp; c < BC; c += TPR) {
 			float s = NEG_INF;
 			if (c < n && real) {
-				uint j = klist[c];
+				uint j = kidx[c];
 				bool keep = !causal || int(j) <= myPos;
 				if (keep && rowCausal) keep = keyGE(uvec2(kord[c], j), myTau);
 				if (keep && hasMask) keep = maskAt(myRow, j);
 				if (keep) {
-					s = scale * Ss[sr * LS + c] + kdel[c];
+					s = scale * Ss[sBase + r * LS + c] + kdel[c];
 					if (hasBias) s += biasAt(myRow, j);
 					if (softcap > 0.0) s = softcap * safeTanh(s / softcap);
 				}
 			}
-			Ss[sr * LS + c] = s;
+			Ss[sBase + r * LS + c] = s;
 			mx = max(mx, s);
 		}
-#ifdef DEBUG_NO_SHUFFLE
-		alphaS[sr] = NEG_INF;
-		barrier();
-		for (uint x = 0u; x < TPR; x++) { if (sp == x) alphaS[sr] = max(alphaS[sr], mx); barrier(); }
-		mx = alphaS[sr];
-		barrier();
-#else
-		for (uint off = 1u; off < TPR; off <<= 1) mx = max(mx, subgroupShuffleXor(mx, off));
-#endif
+		mx = rowMax(mx, sgid * MS + r, sp);
+		float mnew = max(mrow, mx);
+		float alpha = mrow == NEG_INF ? 0.0 : exp(mrow - mnew);
 		float psum = 0.0;
 		for (uint c = sp; c < BC; c += TPR) {
-			float s = Ss[sr * LS + c];
-			float p = s == NEG_INF ? 0.0 : exp(s - mx);
+			float s = Ss[sBase + r * LS + c];
+			float p = s == NEG_INF ? 0.0 : exp(s - mnew);
 			psum += p;
-			Ps[sr * LP + c] = float16_t(p);
+			Ps[pBase + r * LP + c] = float16_t(p);
 		}
-#ifdef DEBUG_NO_SHUFFLE
-		alphaS[sr] = 0.0;
-		barrier();
-		for (uint x = 0u; x < TPR; x++) { if (sp == x) alphaS[sr] += psum; barrier(); }
-		psum = alphaS[sr];
-		barrier();
-#else
-		for (uint off = 1u; off < TPR; off <<= 1) psum += subgroupShuffleXor(psum, off);
-#endif
-		float alpha = mrow == NEG_INF ? 0.0 : exp(mrow - mx);
+		psum = rowSum(psum, sgid * MS + r, sp);
 		lrow = lrow * alpha + psum;
-		mrow = mx;
-		if (sp == 0u) alphaS[sr] = alpha;
-		barrier();  // P and alpha are complete; the K rows are no longer needed
+		mrow = mnew;
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();  // P complete; the scores are no longer needed
 
-		// 4. V rows of the chunk, into the K area.
-		bool bad = false;
-		for (uint e = tid; e < BC * DH / 2u; e += NT) {
-			uint c = e / (DH / 2u), d = 2u * (e - c * (DH / 2u));
-			vec2 x = c < n ? pairV(vBase + klist[c] * P.vSL + d) : vec2(0.0);
-			bad = bad || !finite2(x);
-			KVs[c * LK + d] = float16_t(x.x);
-			KVs[c * LK + d + 1u] = float16_t(x.y);
+		// O *= alpha, row by row, in the accumulators: a matrix of the same shape and
+		// layout whose row r holds alpha_r everywhere, multiplied element by element, so
+		// the unknown element -> (row, column) map never matters.
+		for (uint c = sp; c < NS; c += TPR) Ss[sBase + r * NS + c] = alpha;
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();
+		{
+			coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> am;
+			coopMatLoad(am, Ss, sBase, NS, gl_CooperativeMatrixLayoutRowMajor);
+			for (uint q = 0u; q < OTC; q++) oacc[q] = oacc[q] * am;
 		}
-		if (bad) vBad = 1u;
-#ifdef DEBUG_SCALAR_PV
-		vBad = 1u;
-#endif
-		barrier();
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();  // the scratch is free again
 
-		// 5. O = O * alpha + P V.
-		if (vBad == 0u) {
-			uint scr = sgid * MS * NS;  // this subgroup's scratch in Ss
-			for (uint q = 0u; q < OT; q++) {
-				uint t = sgid + NSG * q;
-				uint ti = t / OTC, tj = t - ti * OTC;
-				coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> oacc =
-					coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator>(0.0);
-				for (uint kk = 0u; kk < nk; kk += KS) {
-					coopmat<float16_t, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> pa;
+		// 4. O += P V.
+		if (!vBad) {
+			for (uint kk = 0u; kk < nk; kk += KS) {
+				coopmat<float16_t, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> pa;
+				coopMatLoad(pa, Ps, pBase + kk, LP, gl_CooperativeMatrixLayoutRowMajor);
+				for (uint q = 0u; q < OTC; q++) {
 					coopmat<float16_t, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> vb;
-					coopMatLoad(pa, Ps, ti * MS * LP + kk, LP, gl_CooperativeMatrixLayoutRowMajor);
-					coopMatLoad(vb, KVs, kk * LK + tj * NS, LK, gl_CooperativeMatrixLayoutRowMajor);
-					oacc = coopMatMulAdd(pa, vb, oacc);
-				}
-				subgroupMemoryBarrierShared();
-				subgroupBarrier();  // the previous tile's scratch has been read
-				coopMatStore(oacc, Ss, scr, NS, gl_CooperativeMatrixLayoutRowMajor);
-				subgroupMemoryBarrierShared();
-				subgroupBarrier();
-				for (uint x = 0u; x < EPL; x++) {
-					uint e = lane + SG * x;
-					uint row = ti * MS + e / NS;
-					acc[q * EPL + x] = fma(acc[q * EPL + x], alphaS[row], Ss[scr + e]);
+					coopMatLoad(vb, KV4, (BC + kk) * LK4 + q * NS / 4u, LK4, gl_CooperativeMatrixLayoutRowMajor);
+					oacc[q] = coopMatMulAdd(pa, vb, oacc[q]);
 				}
 			}
 		} else {
 			// Scalar P V for a chunk with a non-finite V value: a row only touches the keys
 			// it keeps (P != 0).
-			for (uint q = 0u; q < OT; q++) {
-				uint t = sgid + NSG * q;
-				uint ti = t / OTC, tj = t - ti * OTC;
-				for (uint x = 0u; x < EPL; x++) {
-					uint e = lane + SG * x;
-					uint row = ti * MS + e / NS, col = tj * NS + e % NS;
+			for (uint q = 0u; q < OTC; q++) {
+				for (uint x = lane; x < MS * NS; x += SG) {
+					uint row = x / NS, col = q * NS + x % NS;
 					float sum = 0.0;
 					for (uint c = 0u; c < n; c++) {
-						float p = float(Ps[row * LP + c]);
-						if (p != 0.0) sum = fma(p, float(KVs[c * LK + col]), sum);
+						float p = float(Ps[pBase + row * LP + c]);
+						if (p != 0.0) sum = fma(p, float(KV4[(BC + c) * LK4 + col / 4u][col % 4u]), sum);
 					}
-					acc[q * EPL + x] = fma(acc[q * EPL + x], alphaS[row], sum);
+					Ss[sBase + x] = sum;
 				}
+				subgroupMemoryBarrierShared();
+				subgroupBarrier();
+				coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> t;
+				coopMatLoad(t, Ss, sBase, NS, gl_CooperativeMatrixLayoutRowMajor);
+				oacc[q] = oacc[q] + t;
+				subgroupMemoryBarrierShared();
+				subgroupBarrier();
 			}
 		}
 
-		// Drop the chunk from the list.
-		uint rem = nbuf - n;
-		uint keepIdx = tid < rem ? klist[n + tid] : 0u;
-		barrier();
-		if (tid < rem) klist[tid] = keepIdx;
-		barrier();
-		nbuf = rem;
+		head = (head + n) % KCAP;
+		nbuf -= n;
+		cpar ^= 1u;
+		barrier();  // K/V, the chunk's keys and the ring slots may be rewritten
 	}
 
 	// Epilogue: O = acc / l, LSE = m + log l; a row without kept keys gets 0 and -inf.
 	bool anyKept = lrow > 0.0;
-	if (sp == 0u) {
-		if (real) lseb[(bIdx * P.H + hIdx) * P.Lq + myRow] = anyKept ? mrow + log(lrow) : NEG_INF;
-		alphaS[sr] = anyKept ? 1.0 / lrow : 0.0;
-	}
-	barrier();
-	for (uint q = 0u; q < OT; q++) {
-		uint t = sgid + NSG * q;
-		uint ti = t / OTC, tj = t - ti * OTC;
-		for (uint x = 0u; x < EPL; x++) {
-			uint e = lane + SG * x;
-			uint row = ti * MS + e / NS, col = tj * NS + e % NS;
-			Qs[row * LQ + col] = float16_t(acc[q * EPL + x] * alphaS[row]);
-		}
-	}
-	barrier();
+	if (sp == 0u && real) lseb[(bIdx * P.H + hIdx) * P.Lq + myRow] = anyKept ? mrow + log(lrow) : NEG_INF;
+	if (sp == 0u) rowA[sr] = anyKept ? 1.0 / lrow : 0.0;
 	// Pairs of halves leave as whole words (offsets and strides of O are even).
 	uint oBase = P.oOff + bIdx * P.oSB + hIdx * P.oSH;
-	for (uint e = tid; e < BR * DH / 2u; e += NT) {
-		uint rr = e / (DH / 2u), d = 2u * (e - rr * (DH / 2u));
-		int ri = tpos + int(rr) - P.posOffset;
-		if (ri >= 0 && ri < int(P.Lq))
-			ob[(oBase + uint(ri) * P.oSL + d) >> 1] =
-				packHalf2x16(vec2(float(Qs[rr * LQ + d]), float(Qs[rr * LQ + d + 1u])));
+	for (uint q = 0u; q < OTC; q++) {
+		coopMatStore(oacc[q], Ss, sBase, NS, gl_CooperativeMatrixLayoutRowMajor);
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();
+		for (uint x = 2u * lane; x < MS * NS; x += 2u * SG) {
+			uint row = x / NS, col = q * NS + x % NS;
+			float il = rowA[sgid * MS + row];
+			int ri = tpos + int(sgid * MS + row) - P.posOffset;
+			if (ri >= 0 && ri < int(P.Lq))
+				ob[(oBase + uint(ri) * P.oSL + col) >> 1] = packFloat2x16(f16vec2(vec2(Ss[sBase + x], Ss[sBase + x + 1u]) * il));
+		}
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();
 	}
 }

@@ -17,33 +17,27 @@ const (
 // (a multiple of 16 up to it, when the tile fits the device's shared memory).
 const AttnCMMaxD = 256
 
-// attnCMSubgroups is the subgroup count of a cooperative-matrix attention workgroup of
-// subgroup size sg: 4, or more to reach 64 invocations, so that 64-row tiles (TPR >= 1)
-// exist on every device (lavapipe's subgroups are 8 wide).
-func attnCMSubgroups(sg int) int { return max(4, 64/sg) }
-
-// attnCMMaxRegs caps the O elements one invocation holds in registers.
-const attnCMMaxRegs = 128
+// attnCMMaxRegs caps the O elements one invocation holds in registers (M * D / SG: 128
+// for D = 256 on NVIDIA's 16-row shape and 32 lanes; a whole row on 8-lane lavapipe).
+const attnCMMaxRegs = 256
 
 // AttnCMTile is the tiling of the cooperative-matrix attention kernel for one head
 // dimension on one device: BR query rows and BC gathered keys per chunk, NSG subgroups
-// of SG invocations (Threads = NSG * SG), the device's f16 x f16 + f32 shape, and the
-// shared memory the kernel declares (bytes).
+// of SG invocations (Threads = NSG * SG; subgroup g owns rows [g*M, (g+1)*M), so
+// BR = NSG * Shape.M), the device's f16 x f16 + f32 shape, and the shared memory the
+// kernel declares (bytes).
 type AttnCMTile struct {
 	BR, BC, NSG, SG, Threads, Shared int
 	Shape                            vk.CoopMatShape
 }
 
-// attnCMScratch is the float count of the score / PV scratch area (spec constant SSZ).
-func attnCMScratch(br, bc, nsg int, s vk.CoopMatShape) int {
-	return max(br*(bc+4), nsg*int(s.M)*int(s.N))
-}
-
 // attnCMShared is the shared memory attention_cm.comp declares, in bytes.
 func attnCMShared(d, br, bc, nsg, nt int, s vk.CoopMatShape) int {
-	halves := br*(d+8) + bc*(d+8) + br*(bc+8) // Qs, KVs, Ps
-	words := attnCMScratch(br, bc, nsg, s) +  // Ss
-		(bc + nt) + 2*bc + nt + 2*br + br + 2 // klist, kord+kdel, scanb, tauS, alphaS, flags
+	ms := int(s.M)
+	halves := 2*bc*(d+8) + nsg*ms*(bc+8) // K/V rows, P
+	words := nsg*ms*(bc+4) +             // scores / scratch
+		(bc + nt) + 3*bc + 2*br + // ring, kidx+kord+kdel, tauS
+		(2*nsg+3)/4*4 + 4 + br // sgCnt, flags, rowA
 	return 2*halves + 4*words
 }
 
@@ -56,9 +50,9 @@ func attnCMShape(caps *vk.Caps) (vk.CoopMatShape, error) {
 	if !caps.Float16 {
 		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks shaderFloat16", caps.Name)
 	}
-	const shuffle = 0x10 // VK_SUBGROUP_FEATURE_SHUFFLE_BIT
-	if caps.SubgroupOps&shuffle == 0 {
-		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks subgroup shuffles", caps.Name)
+	const ballot, shuffle = 0x8, 0x10 // VK_SUBGROUP_FEATURE_BALLOT_BIT, _SHUFFLE_BIT
+	if caps.SubgroupOps&(ballot|shuffle) != ballot|shuffle {
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks subgroup ballots or shuffles", caps.Name)
 	}
 	sg := caps.SubgroupSize
 	if sg == 0 || sg&(sg-1) != 0 {
@@ -74,7 +68,7 @@ func attnCMShape(caps *vk.Caps) (vk.CoopMatShape, error) {
 	for _, s := range caps.CoopMatShapes {
 		if s.A == vk.ComponentF16 && s.B == vk.ComponentF16 && s.C == vk.ComponentF32 && s.Result == vk.ComponentF32 &&
 			s.Scope == vk.ScopeSubgroup && !s.Saturating && s.M > 0 && s.N > 0 && s.K > 0 &&
-			16%s.M == 0 && 16%s.N == 0 && 16%s.K == 0 && (s.M*s.N)%sg == 0 && s.M*s.N*s.K > best.M*best.N*best.K {
+			16%s.M == 0 && 16%s.N == 0 && 16%s.K == 0 && s.M <= sg && (s.M*s.N)%(2*sg) == 0 && s.M*s.N*s.K > best.M*best.N*best.K {
 			best = s
 		}
 	}
@@ -97,24 +91,23 @@ func AttnCMTiling(caps *vk.Caps, d int) (AttnCMTile, error) {
 	}
 	ms, ns, ks := int(s.M), int(s.N), int(s.K)
 	sg := int(caps.SubgroupSize)
-	nsg := attnCMSubgroups(sg)
-	nt := nsg * sg
-	if uint32(nt) > caps.MaxWorkgroupInvocations || uint32(nt) > caps.MaxWorkgroupSize[0] {
-		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): %d invocations exceed %s's limits", nt, caps.Name)
-	}
 	smallest := 0
-	// Larger row tiles first (more reuse of each gathered K/V row), then larger chunks.
-	for _, c := range [][2]int{{64, 64}, {64, 32}, {32, 64}, {32, 32}, {16, 32}, {16, 16}} {
-		br, bc := c[0], c[1]
-		if br%ms != 0 || bc%ns != 0 || bc%ks != 0 || d%ns != 0 || d%ks != 0 || nt%br != 0 || nt/br > sg ||
-			((br/ms)*(d/ns))%nsg != 0 || br*d/nt > attnCMMaxRegs {
-			continue
+	// Larger row tiles first (more reuse of each gathered K/V row), then larger chunks
+	// (fewer workgroup barriers per key).
+	for _, br := range []int{64, 32, 16} {
+		for _, bc := range []int{64, 48, 32, 16} {
+			nsg := br / ms
+			nt := nsg * sg
+			if br%ms != 0 || bc%ns != 0 || bc%ks != 0 || d%ns != 0 || d%ks != 0 || ms*d/sg > attnCMMaxRegs ||
+				uint32(nt) > caps.MaxWorkgroupInvocations || uint32(nt) > caps.MaxWorkgroupSize[0] {
+				continue
+			}
+			t := AttnCMTile{BR: br, BC: bc, NSG: nsg, SG: sg, Threads: nt, Shared: attnCMShared(d, br, bc, nsg, nt, s), Shape: s}
+			if uint32(t.Shared) <= caps.MaxSharedMemory {
+				return t, nil
+			}
+			smallest = t.Shared
 		}
-		t := AttnCMTile{BR: br, BC: bc, NSG: nsg, SG: sg, Threads: nt, Shared: attnCMShared(d, br, bc, nsg, nt, s), Shape: s}
-		if uint32(t.Shared) <= caps.MaxSharedMemory {
-			return t, nil
-		}
-		smallest = t.Shared
 	}
 	if smallest == 0 {
 		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): no tile for D=%d with shape %s and subgroup size %d", d, s, sg)
@@ -158,7 +151,7 @@ var cmCode = func() ([]byte, error) { return shaders.Get("attention_cm") }
 func (k *Kernels) cmPipeline(d uint32, t AttnCMTile) (*vk.Pipeline, error) {
 	caps := k.d.Caps()
 	spec := []uint32{d, uint32(t.BR), uint32(t.BC), t.Shape.M, t.Shape.N, t.Shape.K, uint32(t.SG), uint32(t.NSG),
-		uint32(attnCMScratch(t.BR, t.BC, t.NSG, t.Shape)), uint32(t.Threads)}
+		uint32(t.Threads)}
 	var required uint32
 	if caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
 		required = uint32(t.SG) // cooperative matrices and the shuffles assume this subgroup size
