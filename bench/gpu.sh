@@ -4,7 +4,7 @@
 # dmavk bench beside PyTorch SDPA on the same shapes (issue 4's table and the paper's
 # Table 2), the per-kernel profile and the long-context runs. Binaries are built
 # beforehand into .gpu/ (go build -o .gpu/dmavk ./cmd/dmavk; go test -c -o .gpu/kern.test
-# ./internal/kern). Results go to $OUT (8 files at most); the joined tables are printed.
+# ./internal/kern; go test -c -o .gpu/matmul.test ./internal/matmul). Results go to $OUT (8 files at most); the joined tables are printed.
 set -uo pipefail
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
@@ -18,6 +18,9 @@ echo "selftest: $(tail -1 "$OUT/selftest.txt")"
 grep -E "FAIL|ERROR" "$OUT/selftest.txt" | head -5
 (cd internal/kern && DMAVK_REQUIRE_COOPMAT=1 ../../.gpu/kern.test -test.run 'Attention|Select|Weights' >"$OUT/kern.txt" 2>&1)
 echo "kern tests: $(tail -1 "$OUT/kern.txt")"
+(cd internal/matmul && DMAVK_REQUIRE_COOPMAT=1 ../../.gpu/matmul.test -test.run . >/tmp/matmul.txt 2>&1)
+echo "matmul tests: $(tail -1 /tmp/matmul.txt)"
+grep -E -- "--- FAIL" /tmp/matmul.txt "$OUT/kern.txt" | head -10
 
 $D bench --sweep peers --configs >/tmp/peers.json
 $D bench --sweep table2 --configs >/tmp/table2.json
