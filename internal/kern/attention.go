@@ -227,16 +227,22 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 	if err := checkAttention(p, b); err != nil {
 		return err
 	}
-	_, tiles := AttnTiles(p.Lq, p.PosOffset, tile.BR)
+	pipe, err := k.Pipeline("attention", attnBindings, p.D, uint32(tile.BR), uint32(tile.BC), uint32(tile.Threads))
+	if err != nil {
+		return err
+	}
+	return dispatchAttention(r, caps, p, params, b, pipe, tile.BR)
+}
+
+// dispatchAttention records one attention kernel (portable or coopmat: both take the
+// same bindings) over the tiles of br rows, every head and batch.
+func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffer, b *AttnBuffers, pipe *vk.Pipeline, br int) error {
+	_, tiles := AttnTiles(p.Lq, p.PosOffset, br)
 	groups := [3]uint32{tiles, p.H, p.B}
 	for i, g := range groups {
 		if g > caps.MaxWorkgroupCount[i] {
 			return fmt.Errorf("kern: attention: %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
 		}
-	}
-	pipe, err := k.Pipeline("attention", attnBindings, p.D, uint32(tile.BR), uint32(tile.BC), uint32(tile.Threads))
-	if err != nil {
-		return err
 	}
 	// Unused plan, mask and bias bindings get the ord buffer: never read.
 	or := func(x *vk.Buffer) *vk.Buffer {

@@ -193,25 +193,9 @@ func (k *Kernels) recordAttentionCM(r *vk.Recorder, p *Params, params *vk.Buffer
 	if err := checkAttention(p, b); err != nil {
 		return err
 	}
-	_, tiles := AttnTiles(p.Lq, p.PosOffset, tile.BR)
-	groups := [3]uint32{tiles, p.H, p.B}
-	for i, g := range groups {
-		if g > caps.MaxWorkgroupCount[i] {
-			return fmt.Errorf("kern: attention: %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
-		}
-	}
 	pipe, err := k.cmPipeline(p.D, tile)
 	if err != nil {
 		return err
 	}
-	or := func(x *vk.Buffer) *vk.Buffer {
-		if x == nil {
-			return b.Ord
-		}
-		return x
-	}
-	return r.Dispatch(pipe, groups, nil,
-		vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord),
-		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(or(b.Mask)), vk.Bind(or(b.Bias)),
-		vk.Bind(b.O), vk.Bind(b.LSE))
+	return dispatchAttention(r, caps, p, params, b, pipe, tile.BR)
 }
