@@ -253,7 +253,7 @@ type Profile struct {
 	Selection time.Duration // the selection plan: ord, block lists, thresholds
 	Attention time.Duration
 	// Passes has every timed kernel in order, the plan's passes one by one:
-	// "weights", "ord", "blocks", "tau", "attention" (those that ran).
+	// "weights", "ord", "sort", "blocks", "tau", "attention" (those that ran).
 	Passes []Pass
 }
 

@@ -52,7 +52,7 @@ type benchRow struct {
 	KeptTFLOPs float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
 	KeptPairs  int64   `json:"kept_pairs"`
 	PeakShare  float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
-	// PassMillis is the median GPU time of every kernel: weights, ord, blocks, tau, attention.
+	// PassMillis is the median GPU time of every kernel: weights, ord, sort, blocks, tau, attention.
 	PassMillis  map[string]float64 `json:"pass_ms"`
 	Repetitions int                `json:"reps"`
 }
@@ -231,7 +231,7 @@ func runBench(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "\nper kernel, median ms:")
 		for _, r := range rows {
 			fmt.Fprintf(stdout, "  %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d:", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window)
-			for _, name := range []string{"weights", "ord", "blocks", "tau", "attention"} {
+			for _, name := range []string{"weights", "ord", "sort", "blocks", "tau", "attention"} {
 				if t, ok := r.PassMillis[name]; ok {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}

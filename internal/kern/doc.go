@@ -20,7 +20,8 @@
 // U, uvec2 (ord, idx) [B*Hb][nb+1][ncap] with ncap = w + C, and ucount uint32
 // [B*Hb][nb+1]: for b < nb, U_b lists S_b together with the valid keys of block b, sorted
 // by kappa descending; entry nb lists S_final, the w best valid keys overall (mode
-// shared, and mode row without causality), also sorted descending.
+// shared, and mode row without causality), also sorted descending. Entries of U_b past
+// ucount[b] are unspecified (the plan passes use U_{b+1}[w, w + C) as scratch for block b).
 //
 // tau, uvec2 (ord, idx) [B*Hb][Lq] (mode row, causal): the threshold of query row i at
 // key position p_i = i + Lk - Lq: the w-th best valid key of [0, p_i], or (0, 0) when
@@ -29,6 +30,8 @@
 // vcount, uint32 [B*Hb][nb+1] (in PlanBuffers.Scratch): V_b, the number of valid keys
 // before block b (b = nb: all of them). Pass B needs it: from U_b alone, a row whose
 // block keys so far are all padded cannot tell "exactly w valid keys" from "more".
+// After it in Scratch, bcount, uint32 [B*Hb][nb]: the number of valid keys of each block,
+// passed from pass A1 to pass A2 (below).
 //
 // Row i keeps key j exactly when:
 //
@@ -44,8 +47,18 @@
 // at most w + C candidates and computes with at most w + (tile rows) keys, whatever the
 // layout of the kept keys.
 //
-// Work and memory of the plan, per (batch, bias head), L = Lk: ord O(L) time and memory;
-// U: nb sequential steps, each a sort of at most w + C <= 2w + 64 items, O(L log^2 w)
-// work (bitonic) and 8 (nb+1)(w+C) <= 16 (L + 2w) + 1 KiB bytes; tau: O(w + C) per row,
-// O(Lq * w) work in parallel, 8 bytes per row. Nothing is quadratic in L.
+// Work and memory of the plan, per (batch, bias head), L = Lk: ord O(L) time and memory.
+// U is built in two passes. Pass A1 (select_sort) sorts each block's keys on its own, all
+// blocks of all heads at once: O(L log^2 C) work (bitonic), depth log2(C)(log2(C)+1)/2
+// barrier stages (66 for C = 2048), and leaves the valid keys of block b, sorted, in
+// U_{b+1}[w, w + C) and their count in bcount. Pass A2 (select_blocks) walks the nb blocks
+// of a head in order with one workgroup; step b merges S_b with the sorted block (merge
+// path: one binary search per invocation, then a sequential run of ceil((w + C)/WG)
+// outputs), O(w + C) work and O((w + C)/WG + log(w + C)) depth with 2 barriers (1 in the
+// global-memory variant); nb (w + C) <= 2 (L + C) <= 2L + 2w + 128 work in all, nb steps
+// deep. Memory: U 8 (nb+1)(w+C) <= 16 (L + 2w) + 1 KiB bytes (the sorted blocks live in
+// its unused tails), scratch 4 (2 nb + 1) bytes (vcount, bcount); shared memory per
+// workgroup 8C bytes (A1) and 8 (2w + C) bytes (A2), else the global-memory variants.
+// tau: O(w + C) per row, O(Lq * w) work in parallel, 8 bytes per row. Nothing is
+// quadratic in L.
 package kern

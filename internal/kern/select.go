@@ -14,12 +14,14 @@ type PlanBuffers struct {
 	// [B*Hb][nb+1]: V_b, the number of valid keys before block b. Pass B needs it, since
 	// S_b keeps only w of them: when the rows of block b have met no valid key of the
 	// block yet, U_b alone cannot tell V_b = w (tau = 0) from V_b > w (tau = the w-th).
+	// After it comes bcount, uint32 [B*Hb][nb]: the number of valid keys of each block,
+	// from pass A1 (select_sort) to pass A2 (select_blocks).
 	Scratch *vk.Buffer
 }
 
-// PlanScratchSize is the byte size of PlanBuffers.Scratch for p.
+// PlanScratchSize is the byte size of PlanBuffers.Scratch for p: vcount and bcount.
 func PlanScratchSize(p *Params) int64 {
-	return max(int64(p.B)*int64(p.Hb)*int64(p.NBlocks+1)*4, 4)
+	return max(int64(p.B)*int64(p.Hb)*(2*int64(p.NBlocks)+1)*4, 4)
 }
 
 // NewPlanBuffers allocates the plan buffers for p with the sizes of PlanSizes and
@@ -55,6 +57,7 @@ func (pb *PlanBuffers) Close() error {
 // Workgroup sizes of the selection shaders (their local_size_x).
 const (
 	selectOrdWG    = 256
+	selectSortWG   = 256
 	selectBlocksWG = 256
 	selectTauWG    = 64
 	// selectTauRows is the number of consecutive query rows one invocation of
@@ -62,8 +65,12 @@ const (
 	selectTauRows = 32
 )
 
-// selectBlocksShared is the shared memory that select_blocks_shared needs for w and C.
-func selectBlocksShared(w, c uint32) int64 { return 8 * (int64(w) + int64(c)) }
+// selectSortShared is the shared memory that select_sort_shared needs for C.
+func selectSortShared(c uint32) int64 { return 8 * int64(c) }
+
+// selectBlocksShared is the shared memory that select_blocks_shared needs for w and C:
+// S_b, S_{b+1} and the sorted block.
+func selectBlocksShared(w, c uint32) int64 { return 8 * (2*int64(w) + int64(c)) }
 
 // RecordPlan records the whole selection plan for p (ord, U/ucount, and tau when
 // p.Mode == ModeRow && p.Causal == 1), with barriers between the passes and after the
@@ -71,20 +78,21 @@ func selectBlocksShared(w, c uint32) int64 { return 8 * (int64(w) + int64(c)) }
 // padding may be nil; when p.KeyPadding is set it is the uint8 [B][Lk] mask (nonzero =
 // valid), read as 32-bit words, so its size must be at least B*Lk rounded up to 4.
 // Modes none and explicit need only ord; modes shared and row also get U, ucount and
-// the scratch vcount (plan.Scratch is then required).
+// the scratch vcount and bcount (plan.Scratch is then required).
 //
 // p must hold Window >= 1, BlockC = BlockSize(Window), NBlocks = ceil(Lk/BlockC) and
 // NCap = Window + BlockC for modes row and shared, and row positions
 // i + PosOffset <= Lk - 1 (PosOffset = Lk - Lq is the contract).
 //
-// stamp, when given, is called after each pass ("ord", "blocks", "tau") so that a
-// profiler can record a GPU timestamp there.
+// stamp, when given, is called after each pass ("ord", "sort", "blocks", "tau") so that
+// a profiler can record a GPU timestamp there.
 func (k *Kernels) RecordPlan(r *vk.Recorder, p *Params, params, delta, padding *vk.Buffer, plan *PlanBuffers, stamp ...func(pass string) error) error {
 	return k.recordPlan(r, p, params, delta, padding, plan, int64(k.d.Caps().MaxSharedMemory), stamp...)
 }
 
-// recordPlan is RecordPlan with the shared-memory budget of select_blocks given: below
-// selectBlocksShared(w, C) the global-memory variant runs (tests force it with 0).
+// recordPlan is RecordPlan with the shared-memory budget of select_sort and
+// select_blocks given: below selectSortShared(C), resp. selectBlocksShared(w, C), the
+// global-memory variant runs (tests force both with 0).
 func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *vk.Buffer, plan *PlanBuffers, sharedBudget int64, stamp ...func(pass string) error) error {
 	if err := checkPlan(p, params, delta, padding, plan); err != nil {
 		return err
@@ -122,17 +130,38 @@ func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *
 		return nil
 	}
 
+	// Pass A1: every block sorted on its own, one workgroup per block (the shader loops
+	// over the rest).
+	var sortPipe *vk.Pipeline
+	if selectSortShared(p.BlockC) <= sharedBudget {
+		sortPipe, err = k.Pipeline("select_sort_shared", 4, p.BlockC)
+	} else {
+		sortPipe, err = k.Pipeline("select_sort_global", 4)
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.Dispatch(sortPipe, [3]uint32{uint32(min(bh*int64(p.NBlocks), maxX)), 1, 1}, nil,
+		vk.Bind(params), vk.Bind(plan.Ord), vk.Bind(plan.Scratch), vk.Bind(plan.U)); err != nil {
+		return err
+	}
+	r.Barrier()
+	if err := mark("sort"); err != nil {
+		return err
+	}
+
+	// Pass A2: the sequential merges, one workgroup per (batch, bias head).
 	var blocks *vk.Pipeline
 	if selectBlocksShared(p.Window, p.BlockC) <= sharedBudget {
-		blocks, err = k.Pipeline("select_blocks_shared", 5, p.Window, p.BlockC)
+		blocks, err = k.Pipeline("select_blocks_shared", 4, p.Window, p.BlockC)
 	} else {
-		blocks, err = k.Pipeline("select_blocks_global", 5)
+		blocks, err = k.Pipeline("select_blocks_global", 4)
 	}
 	if err != nil {
 		return err
 	}
 	if err := r.Dispatch(blocks, [3]uint32{uint32(min(bh, maxX)), 1, 1}, nil,
-		vk.Bind(params), vk.Bind(plan.Ord), vk.Bind(plan.U), vk.Bind(plan.UCount), vk.Bind(plan.Scratch)); err != nil {
+		vk.Bind(params), vk.Bind(plan.U), vk.Bind(plan.UCount), vk.Bind(plan.Scratch)); err != nil {
 		return err
 	}
 	r.Barrier()

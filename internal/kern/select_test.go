@@ -260,6 +260,51 @@ func (h *keyHeap) Pop() any {
 }
 
 // fastTau computes BuildPlanCPU's Tau in O(Lk log w) with a heap of the w best keys;
+// TestSelectStamps checks the pass names that RecordPlan reports, in order, per mode.
+func TestSelectStamps(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	k := New(d)
+	defer k.Close()
+	ctx := context.Background()
+	const lk = 300
+	delta := newBuf(t, d, 4*lk)
+	params := newBuf(t, d, ParamsSize)
+	for _, c := range []struct {
+		mode   uint32
+		causal bool
+		want   []string
+	}{
+		{ModeRow, true, []string{"ord", "sort", "blocks", "tau"}},
+		{ModeRow, false, []string{"ord", "sort", "blocks"}},
+		{ModeShared, true, []string{"ord", "sort", "blocks"}},
+		{ModeNone, true, []string{"ord"}},
+	} {
+		p := planParams(1, 1, lk, lk, 7, c.mode, c.causal)
+		plan, err := NewPlanBuffers(d, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		err = d.Run(ctx, func(r *vk.Recorder) error {
+			if err := r.Update(params, 0, p.Bytes()); err != nil {
+				return err
+			}
+			r.Barrier()
+			return k.RecordPlan(r, p, params, delta, nil, plan, func(pass string) error {
+				got = append(got, pass)
+				return nil
+			})
+		})
+		plan.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("mode %d causal %v: passes %q, want %q", c.mode, c.causal, got, c.want)
+		}
+	}
+}
+
 // TestSelectTauOracle checks it against BuildPlanCPU.
 func fastTau(ord []uint32, w, lq int) []Key {
 	lk := len(ord)
@@ -370,14 +415,15 @@ func firstDiff(a, b []Key) int {
 	return -1
 }
 
-// budgets runs the sort variants: the device's shared memory and none (global).
+// budgets runs the variants of select_sort and select_blocks: the device's shared memory
+// (either pass may still fall back to global memory) and none (both global).
 var budgets = []struct {
 	name   string
 	budget int64
 }{{"shared", -1}, {"global", 0}}
 
 // TestSelectPlan sweeps shapes, windows and inputs in mode row, causal (ord, U, ucount
-// and tau), with both sort variants of select_blocks.
+// and tau), with the shared- and global-memory variants of select_sort and select_blocks.
 func TestSelectPlan(t *testing.T) {
 	d := vktest.Device(t, vk.Features{})
 	k := New(d)
