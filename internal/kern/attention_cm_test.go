@@ -56,37 +56,11 @@ func attnCMCases() []attnCase {
 		}
 		cs = append(cs, c)
 	}
-	row, shared, none, expl := ref.ModeRow, ref.ModeShared, ref.ModeNone, ref.ModeExplicit
-	for _, l := range []int{1, 7, 65, 130} {
-		add(attnCase{name: fmt.Sprintf("row/causal/L%d", l), Lq: l, mode: row, causal: true, w: 16})
-		add(attnCase{name: fmt.Sprintf("shared/causal/L%d", l), Lq: l, mode: shared, causal: true, w: 20, hbKV: true})
-		add(attnCase{name: fmt.Sprintf("none/causal/L%d", l), Lq: l, mode: none, causal: true})
-		add(attnCase{name: fmt.Sprintf("explicit/causal/L%d", l), Lq: l, mode: expl, causal: true,
-			maskShape: []int{2, 1, l, l}, biasShape: []int{1, 4, 1, l}})
+	for _, c := range attnCommonCases() {
+		add(c)
 	}
-	add(attnCase{name: "row/noncausal/L65", Lq: 65, mode: row, w: 8})
-	add(attnCase{name: "shared/noncausal/L130/bhld", Lq: 130, mode: shared, w: 24, bhld: true})
-	add(attnCase{name: "none/noncausal/L65/Hb=Hkv", Lq: 65, mode: none, hbKV: true})
-	add(attnCase{name: "explicit/noncausal/mask-kvheads/bias-full", Lq: 65, mode: expl,
-		maskShape: []int{1, 2, 65, 65}, biasShape: []int{2, 4, 65, 65}})
-	add(attnCase{name: "explicit/causal/mask-rows-broadcast", Lq: 70, mode: expl, causal: true,
-		maskShape: []int{2, 4, 1, 70}})
-	add(attnCase{name: "explicit/causal/bias-only/softcap", Lq: 33, mode: expl, causal: true,
-		biasShape: []int{2, 2, 33, 1}, softcap: 3})
-	add(attnCase{name: "explicit/nomask/pad", Lq: 40, mode: expl, causal: true, pad: "rand"})
-	// Lq != Lk, both ways.
-	add(attnCase{name: "row/causal/Lq7-Lk130", Lq: 7, Lk: 130, mode: row, causal: true, w: 16})
-	add(attnCase{name: "row/causal/Lq130-Lk7", Lq: 130, Lk: 7, mode: row, causal: true, w: 4})
-	add(attnCase{name: "row/noncausal/Lq130-Lk7", Lq: 130, Lk: 7, mode: row, w: 4})
-	add(attnCase{name: "shared/causal/Lq100-Lk33", Lq: 100, Lk: 33, mode: shared, causal: true, w: 5})
-	add(attnCase{name: "none/causal/Lq65-Lk20/bhld", Lq: 65, Lk: 20, mode: none, causal: true, bhld: true})
-	add(attnCase{name: "explicit/causal/Lq9-Lk70", Lq: 9, Lk: 70, mode: expl, causal: true,
-		maskShape: []int{2, 4, 9, 70}})
-	// GQA / MQA, bias heads, layouts, offsets.
-	add(attnCase{name: "row/MQA/Hb=Hkv", Lq: 65, H: 4, Hkv: 1, hbKV: true, mode: row, causal: true, w: 8})
-	add(attnCase{name: "row/MQA/Hb=H", Lq: 65, H: 4, Hkv: 1, mode: row, causal: true, w: 8})
-	add(attnCase{name: "row/MHA", Lq: 40, H: 2, Hkv: 2, mode: row, causal: true, w: 8, B: 1})
-	add(attnCase{name: "row/GQA/Hb=Hkv/bhld/off", Lq: 130, hbKV: true, mode: row, causal: true, w: 32, bhld: true, off: 8})
+	row, shared, none, expl := ref.ModeRow, ref.ModeShared, ref.ModeNone, ref.ModeExplicit
+	// Offsets that rule out the 16-byte loads.
 	add(attnCase{name: "row/odd-offset-inputs", Lq: 65, mode: row, causal: true, w: 16, off: 6, bhld: true})
 	// Head dimensions.
 	for _, d := range []int{32, 96, 128, 256} {

@@ -513,14 +513,11 @@ func attnB2U(b bool) uint32 {
 	return 0
 }
 
-func attnCases() []attnCase {
+// attnCommonCases are the cases both attention kernels run (the coopmat tests set fp16):
+// every mode, causal and not, odd lengths, Lq != Lk both ways, GQA and MQA, bias heads.
+func attnCommonCases() []attnCase {
 	var cs []attnCase
-	add := func(c attnCase) {
-		if c.nanKey == 0 && !strings.Contains(c.name, "nan") {
-			c.nanKey = -1
-		}
-		cs = append(cs, c)
-	}
+	add := func(c attnCase) { cs = append(cs, c) }
 	row, shared, none, expl := ref.ModeRow, ref.ModeShared, ref.ModeNone, ref.ModeExplicit
 	// Modes, causal and not, odd lengths.
 	for _, l := range []int{1, 7, 65, 130} {
@@ -553,6 +550,21 @@ func attnCases() []attnCase {
 	add(attnCase{name: "row/MQA/Hb=H", Lq: 65, H: 4, Hkv: 1, mode: row, causal: true, w: 8})
 	add(attnCase{name: "row/MHA", Lq: 40, H: 2, Hkv: 2, mode: row, causal: true, w: 8, B: 1})
 	add(attnCase{name: "row/GQA/Hb=Hkv/bhld/off", Lq: 130, hbKV: true, mode: row, causal: true, w: 32, bhld: true, off: 8})
+	return cs
+}
+
+func attnCases() []attnCase {
+	var cs []attnCase
+	add := func(c attnCase) {
+		if c.nanKey == 0 && !strings.Contains(c.name, "nan") {
+			c.nanKey = -1
+		}
+		cs = append(cs, c)
+	}
+	row, shared, none, expl := ref.ModeRow, ref.ModeShared, ref.ModeNone, ref.ModeExplicit
+	for _, c := range attnCommonCases() {
+		add(c)
+	}
 	// Head dimensions.
 	for _, d := range []int{32, 96, 128, 256, 40} {
 		add(attnCase{name: fmt.Sprintf("row/D%d", d), Lq: 70, D: d, mode: row, causal: true, w: 12, B: 1})
