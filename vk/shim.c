@@ -141,6 +141,21 @@ typedef struct { int32_t sType; void* pNext; dv_bool a, b, c, d; } vk_bool4;
 typedef struct { int32_t sType; void* pNext; dv_bool a; } vk_bool1;
 typedef struct { int32_t sType; void* pNext; dv_bool v[7]; } vk_bool7;
 
+// The feature structs the query and the device creation chain; one list so the two
+// cannot drift apart. Each is zeroed but for its sType.
+#define FEATURE_STRUCTS \
+	vk_features2 f2 = {ST_FEATURES_2}; \
+	vk_bool4 s16 = {ST_16BIT_STORAGE_FEATURES}; \
+	vk_bool3 s8 = {ST_8BIT_STORAGE_FEATURES}; \
+	vk_bool2 f16 = {ST_FLOAT16_INT8_FEATURES}; \
+	vk_bool3 mm = {ST_MEMORY_MODEL_FEATURES}; \
+	vk_bool2 sgscf = {ST_SUBGROUP_SIZE_CONTROL_FEATURES}; \
+	vk_bool1 sget = {ST_SUBGROUP_EXTENDED_TYPES_FEATURES}; \
+	vk_bool2 cmf = {ST_COOPMAT_FEATURES}; \
+	vk_bool7 cm2f = {ST_COOPMAT2_FEATURES}; \
+	vk_bool3 bf16 = {ST_BFLOAT16_FEATURES}; \
+	vk_bool1 m4f = {ST_MAINTENANCE_4_FEATURES}
+
 typedef struct { int32_t sType; void* pNext; uint32_t m, n, k; int32_t a, b, c, r;
 	dv_bool sat; int32_t scope; } vk_coopmat_props;
 
@@ -341,17 +356,7 @@ void dv_query_caps(dv_handle instance, dv_handle pdev, const char** exts, uint32
 
 	// Features.
 	head = NULL;
-	vk_features2 f2 = {ST_FEATURES_2};
-	vk_bool4 s16 = {ST_16BIT_STORAGE_FEATURES};
-	vk_bool3 s8 = {ST_8BIT_STORAGE_FEATURES};
-	vk_bool2 f16 = {ST_FLOAT16_INT8_FEATURES};
-	vk_bool3 mm = {ST_MEMORY_MODEL_FEATURES};
-	vk_bool2 sgscf = {ST_SUBGROUP_SIZE_CONTROL_FEATURES};
-	vk_bool1 sget = {ST_SUBGROUP_EXTENDED_TYPES_FEATURES};
-	vk_bool2 cmf = {ST_COOPMAT_FEATURES};
-	vk_bool7 cm2f = {ST_COOPMAT2_FEATURES};
-	vk_bool3 bf16 = {ST_BFLOAT16_FEATURES};
-	vk_bool1 m4f = {ST_MAINTENANCE_4_FEATURES};
+	FEATURE_STRUCTS;
 	LINK(s16);
 	if (v13 || c->ext_maintenance4) LINK(m4f);
 	if (v12 || c->ext_8bit_storage) LINK(s8);
@@ -429,17 +434,7 @@ dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* 
 	const char* exts[16];
 	uint32_t n = 0;
 	void* head = NULL;
-	vk_features2 f2 = {ST_FEATURES_2};
-	vk_bool4 s16 = {ST_16BIT_STORAGE_FEATURES};
-	vk_bool3 s8 = {ST_8BIT_STORAGE_FEATURES};
-	vk_bool2 f16 = {ST_FLOAT16_INT8_FEATURES};
-	vk_bool3 mm = {ST_MEMORY_MODEL_FEATURES};
-	vk_bool2 sgscf = {ST_SUBGROUP_SIZE_CONTROL_FEATURES};
-	vk_bool1 sget = {ST_SUBGROUP_EXTENDED_TYPES_FEATURES};
-	vk_bool2 cmf = {ST_COOPMAT_FEATURES};
-	vk_bool7 cm2f = {ST_COOPMAT2_FEATURES};
-	vk_bool3 bf16 = {ST_BFLOAT16_FEATURES};
-	vk_bool1 m4f = {ST_MAINTENANCE_4_FEATURES};
+	FEATURE_STRUCTS;
 
 	if (e->maintenance4) {
 		m4f.a = 1;
