@@ -121,25 +121,11 @@ func measurePeak(ctx context.Context, d *vk.Device, n int, copyBytes int64, reps
 	if err := fill(b); err != nil {
 		return res, err
 	}
-	var times []float64
-	for i := 0; i < reps+1; i++ {
-		ts, err := d.RunTimed(ctx, func(r *vk.Recorder) error {
-			if err := r.Timestamp("start"); err != nil {
-				return err
-			}
-			if err := k.Record(r, path, true, a, b, cb, n, n, n); err != nil {
-				return err
-			}
-			return r.Timestamp("end")
-		})
-		if err != nil {
-			return res, err
-		}
-		if i > 0 {
-			times = append(times, ts[1].Nanos)
-		}
+	t, err := gpuTime(ctx, d, reps, func(r *vk.Recorder) error { return k.Record(r, path, true, a, b, cb, n, n, n) })
+	if err != nil {
+		return res, err
 	}
-	res.MatmulTFLOP = 2 * float64(n) * float64(n) * float64(n) / median(times) / 1e3
+	res.MatmulTFLOP = 2 * float64(n) * float64(n) * float64(n) / t / 1e3
 	src, err := d.NewBuffer(copyBytes)
 	if err != nil {
 		return res, err
@@ -150,24 +136,34 @@ func measurePeak(ctx context.Context, d *vk.Device, n int, copyBytes int64, reps
 		return res, err
 	}
 	defer dst.Close()
-	times = times[:0]
+	t, err = gpuTime(ctx, d, reps, func(r *vk.Recorder) error { return r.Copy(src, 0, dst, 0, copyBytes) })
+	if err != nil {
+		return res, err
+	}
+	res.CopyGBs = 2 * float64(copyBytes) / t
+	return res, nil
+}
+
+// gpuTime is the median GPU time, in nanoseconds, of reps Runs of record (after one
+// warm-up), from timestamps around it.
+func gpuTime(ctx context.Context, d *vk.Device, reps int, record func(*vk.Recorder) error) (float64, error) {
+	var times []float64
 	for i := 0; i < reps+1; i++ {
 		ts, err := d.RunTimed(ctx, func(r *vk.Recorder) error {
 			if err := r.Timestamp("start"); err != nil {
 				return err
 			}
-			if err := r.Copy(src, 0, dst, 0, copyBytes); err != nil {
+			if err := record(r); err != nil {
 				return err
 			}
 			return r.Timestamp("end")
 		})
 		if err != nil {
-			return res, err
+			return 0, err
 		}
 		if i > 0 {
 			times = append(times, ts[1].Nanos)
 		}
 	}
-	res.CopyGBs = 2 * float64(copyBytes) / median(times)
-	return res, nil
+	return median(times), nil
 }

@@ -70,14 +70,6 @@ func attnCMCases() []attnCase {
 	add(attnCase{name: "explicit/D128/bhld", Lq: 65, D: 128, mode: expl, causal: true, B: 1, bhld: true,
 		maskShape: []int{1, 1, 65, 65}, biasShape: []int{1, 4, 65, 65}})
 	add(attnCase{name: "shared/D128/pad-batch1", Lq: 65, D: 128, mode: shared, causal: true, w: 12, pad: "batch1", H: 2, Hkv: 1})
-	// Windows and weights.
-	add(attnCase{name: "row/w1", Lq: 65, mode: row, causal: true, w: 1})
-	add(attnCase{name: "row/w>=L", Lq: 130, mode: row, causal: true, w: 200})
-	add(attnCase{name: "shared/w>=L", Lq: 65, mode: shared, causal: true, w: 100})
-	add(attnCase{name: "row/equal-weights=sliding", Lq: 130, mode: row, causal: true, w: 16, weights: "equal"})
-	add(attnCase{name: "row/ties", Lq: 130, mode: row, causal: true, w: 10, weights: "ties"})
-	add(attnCase{name: "row/large-weights", Lq: 130, mode: row, causal: true, w: 16, weights: "large"})
-	add(attnCase{name: "shared/large-weights/noncausal", Lq: 65, mode: shared, w: 16, weights: "large"})
 	// Key padding, empty rows.
 	add(attnCase{name: "row/pad-batch1", Lq: 65, mode: row, causal: true, w: 8, pad: "batch1"})
 	add(attnCase{name: "shared/pad-rand", Lq: 65, mode: shared, causal: true, w: 8, pad: "rand"})

@@ -550,6 +550,14 @@ func attnCommonCases() []attnCase {
 	add(attnCase{name: "row/MQA/Hb=H", Lq: 65, H: 4, Hkv: 1, mode: row, causal: true, w: 8})
 	add(attnCase{name: "row/MHA", Lq: 40, H: 2, Hkv: 2, mode: row, causal: true, w: 8, B: 1})
 	add(attnCase{name: "row/GQA/Hb=Hkv/bhld/off", Lq: 130, hbKV: true, mode: row, causal: true, w: 32, bhld: true, off: 8})
+	// Windows and weights: w = 1, w >= L, ties, equal weights (= sliding window), large.
+	add(attnCase{name: "row/w1", Lq: 65, mode: row, causal: true, w: 1})
+	add(attnCase{name: "row/w>=L", Lq: 130, mode: row, causal: true, w: 200})
+	add(attnCase{name: "shared/w>=L", Lq: 65, mode: shared, causal: true, w: 100})
+	add(attnCase{name: "row/equal-weights=sliding", Lq: 130, mode: row, causal: true, w: 16, weights: "equal"})
+	add(attnCase{name: "row/ties", Lq: 130, mode: row, causal: true, w: 10, weights: "ties"})
+	add(attnCase{name: "row/large-weights", Lq: 130, mode: row, causal: true, w: 16, weights: "large"})
+	add(attnCase{name: "shared/large-weights/noncausal", Lq: 65, mode: shared, w: 16, weights: "large"})
 	return cs
 }
 
@@ -570,14 +578,7 @@ func attnCases() []attnCase {
 		add(attnCase{name: fmt.Sprintf("row/D%d", d), Lq: 70, D: d, mode: row, causal: true, w: 12, B: 1})
 		add(attnCase{name: fmt.Sprintf("none/D%d/f16", d), Lq: 37, D: d, mode: none, causal: true, B: 1, f16: true})
 	}
-	// Windows and weights.
-	add(attnCase{name: "row/w1", Lq: 65, mode: row, causal: true, w: 1})
-	add(attnCase{name: "row/w>=L", Lq: 130, mode: row, causal: true, w: 200})
-	add(attnCase{name: "shared/w>=L", Lq: 65, mode: shared, causal: true, w: 100})
-	add(attnCase{name: "row/equal-weights=sliding", Lq: 130, mode: row, causal: true, w: 16, weights: "equal"})
-	add(attnCase{name: "row/ties", Lq: 130, mode: row, causal: true, w: 10, weights: "ties"})
-	add(attnCase{name: "row/large-weights", Lq: 130, mode: row, causal: true, w: 16, weights: "large"})
-	add(attnCase{name: "shared/large-weights/noncausal", Lq: 65, mode: shared, w: 16, weights: "large"})
+	// Windows and weights (besides the common ones).
 	add(attnCase{name: "none/large-weights", Lq: 65, mode: none, causal: true, weights: "large"})
 	// Key padding, empty rows.
 	add(attnCase{name: "row/pad-batch1", Lq: 65, mode: row, causal: true, w: 8, pad: "batch1"})
