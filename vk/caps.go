@@ -120,8 +120,85 @@ func (s CoopMatShape) String() string {
 	return fmt.Sprintf("%dx%dx%d %s*%s+%s->%s%s", s.M, s.N, s.K, s.A, s.B, s.C, s.Result, sat)
 }
 
-// ScopeSubgroup is the cooperative-matrix scope of one subgroup.
-const ScopeSubgroup = 3
+// The VkScopeKHR values a cooperative matrix can have (CoopMatShape.Scope,
+// CoopMatFlexShape.Scope).
+const (
+	// ScopeWorkgroup: the matrix is spread over a whole workgroup
+	// (VK_NV_cooperative_matrix2's workgroup scope).
+	ScopeWorkgroup = 2
+	// ScopeSubgroup: the matrix is spread over one subgroup.
+	ScopeSubgroup = 3
+)
+
+// ScopeName names a VkScopeKHR value: "device", "workgroup", "subgroup", "queue_family".
+func ScopeName(s uint32) string {
+	switch s {
+	case 1:
+		return "device"
+	case ScopeWorkgroup:
+		return "workgroup"
+	case ScopeSubgroup:
+		return "subgroup"
+	case 5:
+		return "queue_family"
+	}
+	return fmt.Sprintf("scope%d", s)
+}
+
+// CoopMat2Features are the VK_NV_cooperative_matrix2 feature bits
+// (VkPhysicalDeviceCooperativeMatrix2FeaturesNV). Device creation enables every one the
+// device reports.
+type CoopMat2Features struct {
+	WorkgroupScope, FlexibleDimensions, Reductions, Conversions,
+	PerElementOperations, TensorAddressing, BlockLoads bool
+}
+
+// CoopMat2Props are the limits of VK_NV_cooperative_matrix2
+// (VkPhysicalDeviceCooperativeMatrix2PropertiesNV). All zero when the device does not
+// list the extension.
+type CoopMat2Props struct {
+	// WorkgroupScopeMaxWorkgroupSize is the largest workgroup (in invocations) that may
+	// use workgroup-scope cooperative matrices.
+	WorkgroupScopeMaxWorkgroupSize uint32
+	// FlexibleDimensionsMaxDimension is the largest M, N or K of a flexible-dimension
+	// cooperative matrix.
+	FlexibleDimensionsMaxDimension uint32
+	// WorkgroupScopeReservedSharedMemory is how many bytes of the workgroup's shared
+	// memory (Caps.MaxSharedMemory) the implementation may reserve for itself in a
+	// shader using workgroup-scope cooperative matrices.
+	WorkgroupScopeReservedSharedMemory uint32
+}
+
+// CoopMatFlexShape is one entry of
+// vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV: with the
+// flexibleDimensions feature, C[MxN] (Result) = A[MxK] (A) * B[KxN] (B) + C (C) is
+// supported for every M, N, K that are multiples of the granularities (and at most
+// CoopMat2Props.FlexibleDimensionsMaxDimension).
+type CoopMatFlexShape struct {
+	MGranularity, NGranularity, KGranularity uint32
+	A, B, C, Result                          ComponentType
+	Saturating                               bool
+	Scope                                    uint32 // ScopeSubgroup or ScopeWorkgroup
+	// WorkgroupInvocations is the number of invocations in the workgroup for which this
+	// entry holds (workgroup scope); 0 for subgroup-scope entries on the drivers seen.
+	WorkgroupInvocations uint32
+}
+
+// String formats the shape as "MxNxK granularity a*b+c->result scope", with " sat" after
+// the types for saturating accumulation and ", N invocations" when WorkgroupInvocations
+// is set.
+func (s CoopMatFlexShape) String() string {
+	sat := ""
+	if s.Saturating {
+		sat = " sat"
+	}
+	inv := ""
+	if s.WorkgroupInvocations != 0 {
+		inv = fmt.Sprintf(", %d invocations", s.WorkgroupInvocations)
+	}
+	return fmt.Sprintf("%dx%dx%d granularity %s*%s+%s->%s%s %s%s", s.MGranularity, s.NGranularity,
+		s.KGranularity, s.A, s.B, s.C, s.Result, sat, ScopeName(s.Scope), inv)
+}
 
 // MemoryHeap is one VkMemoryHeap.
 type MemoryHeap struct {
@@ -171,12 +248,11 @@ type Caps struct {
 	CoopMat       bool
 	CoopMatShapes []CoopMatShape
 	CoopMat2      bool // VK_NV_cooperative_matrix2 with at least one feature
-	CoopMat2Flags struct {
-		WorkgroupScope, FlexibleDimensions, Reductions, Conversions,
-		PerElementOperations, TensorAddressing, BlockLoads bool
-	}
-	CoopMat2MaxWorkgroupSize uint32
-	CoopMat2MaxDimension     uint32
+	CoopMat2Flags CoopMat2Features
+	CoopMat2Props CoopMat2Props // zero without VK_NV_cooperative_matrix2
+	// CoopMatFlexShapes are the flexible-dimension shapes of VK_NV_cooperative_matrix2,
+	// in the driver's (preference) order; empty without the extension.
+	CoopMatFlexShapes []CoopMatFlexShape
 
 	TimestampPeriod float64 // nanoseconds per tick
 	TimestampBits   uint32  // valid bits on the compute queue; 0 = no timestamps
@@ -209,6 +285,23 @@ func (c *Caps) HasCoopMat(a, b, acc ComponentType) (CoopMatShape, bool) {
 		}
 	}
 	return CoopMatShape{}, false
+}
+
+// HasCoopMatFlex reports whether a non-saturating flexible-dimension shape with these
+// types and scope exists (it needs the flexibleDimensions feature, and for
+// ScopeWorkgroup the workgroupScope feature), and the first such entry in the
+// driver's order.
+func (c *Caps) HasCoopMatFlex(a, b, acc ComponentType, scope uint32) (CoopMatFlexShape, bool) {
+	if !c.CoopMat2 || !c.CoopMat2Flags.FlexibleDimensions ||
+		(scope == ScopeWorkgroup && !c.CoopMat2Flags.WorkgroupScope) {
+		return CoopMatFlexShape{}, false
+	}
+	for _, s := range c.CoopMatFlexShapes {
+		if s.A == a && s.B == b && s.C == acc && s.Result == acc && s.Scope == scope && !s.Saturating {
+			return s, true
+		}
+	}
+	return CoopMatFlexShape{}, false
 }
 
 func cstr(b []C.char) string {
@@ -278,8 +371,11 @@ func capsFromC(c *C.dv_caps) Caps {
 	f.BlockLoads = c.coopmat2_block_loads != 0
 	out.CoopMat2 = c.ext_coopmat2 != 0 && (f.WorkgroupScope || f.FlexibleDimensions ||
 		f.Reductions || f.Conversions || f.PerElementOperations || f.TensorAddressing || f.BlockLoads)
-	out.CoopMat2MaxWorkgroupSize = uint32(c.coopmat2_wg_max_size)
-	out.CoopMat2MaxDimension = uint32(c.coopmat2_flex_max_dim)
+	out.CoopMat2Props = CoopMat2Props{
+		WorkgroupScopeMaxWorkgroupSize:     uint32(c.coopmat2_wg_max_size),
+		FlexibleDimensionsMaxDimension:     uint32(c.coopmat2_flex_max_dim),
+		WorkgroupScopeReservedSharedMemory: uint32(c.coopmat2_wg_reserved_shared),
+	}
 	out.TimestampPeriod = float64(c.timestamp_period)
 	return out
 }

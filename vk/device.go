@@ -67,6 +67,9 @@ func (in *Instance) Open(pd PhysicalDevice, f Features) (*Device, error) {
 	if f.DisableCoopMat2 || f.DisableCoopMat {
 		en.ext_coopmat2 = 0
 		caps.CoopMat2 = false
+		caps.CoopMat2Flags = CoopMat2Features{}
+		caps.CoopMat2Props = CoopMat2Props{}
+		caps.CoopMatFlexShapes = nil
 	}
 	if f.DisableBFloat16 {
 		en.ext_bfloat16 = 0

@@ -215,6 +215,20 @@ func (in *Instance) describe(index int, pd C.dv_handle) PhysicalDevice {
 		}
 	}
 
+	var flex [64]C.dv_coopmat_flex_shape
+	if raw.ext_coopmat2 != 0 {
+		nf := C.dv_coopmat_flex_shapes(in.handle, pd, &flex[0], C.uint32_t(len(flex)))
+		for _, s := range flex[:nf] {
+			caps.CoopMatFlexShapes = append(caps.CoopMatFlexShapes, CoopMatFlexShape{
+				MGranularity: uint32(s.m_gran), NGranularity: uint32(s.n_gran), KGranularity: uint32(s.k_gran),
+				A: ComponentType(s.a_type), B: ComponentType(s.b_type),
+				C: ComponentType(s.c_type), Result: ComponentType(s.result_type),
+				Saturating: s.saturating != 0, Scope: uint32(s.scope),
+				WorkgroupInvocations: uint32(s.workgroup_invocations),
+			})
+		}
+	}
+
 	var mem C.dv_memory
 	C.dv_memory_props(in.handle, pd, &mem)
 	for i := range int(mem.nheaps) {

@@ -41,6 +41,7 @@ enum {
 	ST_COOPMAT_PROPERTIES = 1000506001,
 	ST_COOPMAT_DEVICE_PROPERTIES = 1000506002,
 	ST_COOPMAT2_FEATURES = 1000593000,
+	ST_COOPMAT_FLEX_PROPERTIES = 1000593001,
 	ST_COOPMAT2_PROPERTIES = 1000593002,
 };
 
@@ -132,6 +133,10 @@ typedef struct { int32_t sType; void* pNext; int32_t driverID; char driverName[2
 typedef struct { int32_t sType; void* pNext; uint32_t minSubgroupSize, maxSubgroupSize,
 	maxComputeWorkgroupSubgroups, requiredSubgroupSizeStages; } vk_sgsc_props;
 typedef struct { int32_t sType; void* pNext; uint32_t stages; } vk_coopmat_dev_props;
+// VkPhysicalDeviceCooperativeMatrix2PropertiesNV:
+// cooperativeMatrixWorkgroupScopeMaxWorkgroupSize,
+// cooperativeMatrixFlexibleDimensionsMaxDimension,
+// cooperativeMatrixWorkgroupScopeReservedSharedMemory.
 typedef struct { int32_t sType; void* pNext; uint32_t wgMaxSize, flexMaxDim,
 	wgReservedShared; } vk_coopmat2_props;
 
@@ -158,6 +163,17 @@ typedef struct { int32_t sType; void* pNext; dv_bool v[7]; } vk_bool7;
 
 typedef struct { int32_t sType; void* pNext; uint32_t m, n, k; int32_t a, b, c, r;
 	dv_bool sat; int32_t scope; } vk_coopmat_props;
+// VkCooperativeMatrixFlexibleDimensionsPropertiesNV: MGranularity, NGranularity,
+// KGranularity, AType, BType, CType, ResultType (VkComponentTypeKHR),
+// saturatingAccumulation, scope (VkScopeKHR), workgroupInvocations.
+typedef struct { int32_t sType; void* pNext; uint32_t mGran, nGran, kGran;
+	int32_t a, b, c, r; dv_bool sat; int32_t scope; uint32_t wgInvocations; }
+	vk_coopmat_flex_props;
+_Static_assert(offsetof(vk_coopmat_flex_props, mGran) == 16 &&
+	offsetof(vk_coopmat_flex_props, wgInvocations) == 52 &&
+	sizeof(vk_coopmat_flex_props) == 56, "VkCooperativeMatrixFlexibleDimensionsPropertiesNV layout");
+_Static_assert(offsetof(vk_coopmat2_props, wgReservedShared) == 24,
+	"VkPhysicalDeviceCooperativeMatrix2PropertiesNV layout");
 
 typedef struct { char name[256]; uint32_t specVersion, implVersion; char desc[256]; }
 	vk_layer_props;
@@ -419,6 +435,29 @@ uint32_t dv_coopmat_shapes(dv_handle instance, dv_handle pdev, dv_coopmat_shape*
 	return k;
 }
 
+uint32_t dv_coopmat_flex_shapes(dv_handle instance, dv_handle pdev,
+	dv_coopmat_flex_shape* out, uint32_t max) {
+	typedef dv_result (*PFN)(dv_handle, uint32_t*, vk_coopmat_flex_props*);
+	PFN f = FN(instance, PFN,
+		"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+	uint32_t n = 0;
+	if (!f || f(pdev, &n, NULL) < 0 || n == 0) return 0;
+	vk_coopmat_flex_props props[n];
+	for (uint32_t i = 0; i < n; i++) {
+		memset(&props[i], 0, sizeof props[i]);
+		props[i].sType = ST_COOPMAT_FLEX_PROPERTIES;
+	}
+	if (f(pdev, &n, props) < 0) return 0;
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < n && k < max; i++, k++) {
+		out[k] = (dv_coopmat_flex_shape){props[i].mGran, props[i].nGran, props[i].kGran,
+			(uint32_t)props[i].a, (uint32_t)props[i].b, (uint32_t)props[i].c,
+			(uint32_t)props[i].r, props[i].sat, (uint32_t)props[i].scope,
+			props[i].wgInvocations};
+	}
+	return k;
+}
+
 // ---- device -----------------------------------------------------------------------------
 
 dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* e,
@@ -483,7 +522,9 @@ dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* 
 		exts[n++] = "VK_KHR_cooperative_matrix";
 		LINK(cmf);
 	}
-	if (e->ext_coopmat2 && (e->coopmat2_workgroup_scope || e->coopmat2_flexible_dims ||
+	// Every VK_NV_cooperative_matrix2 feature the device reports is enabled (the caller
+	// clears ext_coopmat2 to leave the extension off); it requires the KHR extension.
+	if (e->ext_coopmat2 && e->coopmat && (e->coopmat2_workgroup_scope || e->coopmat2_flexible_dims ||
 		e->coopmat2_reductions || e->coopmat2_conversions || e->coopmat2_per_element ||
 		e->coopmat2_tensor_addressing || e->coopmat2_block_loads)) {
 		cm2f.v[0] = e->coopmat2_workgroup_scope;

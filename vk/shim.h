@@ -82,6 +82,17 @@ void dv_query_caps(dv_handle instance, dv_handle pdev, const char** exts, uint32
 uint32_t dv_coopmat_shapes(dv_handle instance, dv_handle pdev, dv_coopmat_shape* out,
 	uint32_t max);
 
+// One VkCooperativeMatrixFlexibleDimensionsPropertiesNV entry (VK_NV_cooperative_matrix2).
+typedef struct dv_coopmat_flex_shape {
+	uint32_t m_gran, n_gran, k_gran, a_type, b_type, c_type, result_type, saturating,
+		scope, workgroup_invocations;
+} dv_coopmat_flex_shape;
+
+// The flexible-dimension shapes; call only when the device lists
+// VK_NV_cooperative_matrix2. Returns how many entries were written (at most max).
+uint32_t dv_coopmat_flex_shapes(dv_handle instance, dv_handle pdev,
+	dv_coopmat_flex_shape* out, uint32_t max);
+
 dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* en,
 	uint32_t queue_family, dv_handle* device);
 

@@ -23,45 +23,47 @@ func init() {
 // deviceInfo is one device of `dmavk devices --json`. The keys are part of the
 // command's interface: add new ones, never rename.
 type deviceInfo struct {
-	Index               int         `json:"index"`
-	Name                string      `json:"name"`
-	Type                string      `json:"type"`
-	Default             bool        `json:"default"`
-	VendorID            uint32      `json:"vendor_id"`
-	DeviceID            uint32      `json:"device_id"`
-	APIVersion          string      `json:"api_version"`
-	DriverVersion       uint32      `json:"driver_version"`
-	DriverID            uint32      `json:"driver_id"`
-	DriverName          string      `json:"driver_name"`
-	DriverInfo          string      `json:"driver_info"`
-	PipelineCacheUUID   string      `json:"pipeline_cache_uuid"`
-	ComputeQueueFamily  int         `json:"compute_queue_family"`
-	SubgroupSize        uint32      `json:"subgroup_size"`
-	SubgroupSizeControl bool        `json:"subgroup_size_control"`
-	MinSubgroupSize     uint32      `json:"min_subgroup_size"`
-	MaxSubgroupSize     uint32      `json:"max_subgroup_size"`
-	RequiredSubgroupCS  bool        `json:"required_subgroup_size_compute"`
-	FullSubgroups       bool        `json:"compute_full_subgroups"`
-	SharedMemory        uint32      `json:"max_shared_memory_bytes"`
-	WorkgroupInvoc      uint32      `json:"max_workgroup_invocations"`
-	WorkgroupSize       [3]uint32   `json:"max_workgroup_size"`
-	WorkgroupCount      [3]uint32   `json:"max_workgroup_count"`
-	StorageBufferRange  uint32      `json:"max_storage_buffer_range"`
-	MaxBufferSize       uint64      `json:"max_buffer_size"`
-	MaxAllocationSize   uint64      `json:"max_allocation_size"`
-	MaxPushConstants    uint32      `json:"max_push_constants_size"`
-	MaxStorageBuffers   uint32      `json:"max_storage_buffers_per_stage"`
-	StorageBufferAlign  uint64      `json:"min_storage_buffer_offset_alignment"`
-	Features            features    `json:"features"`
-	CoopMat             bool        `json:"coopmat"`
-	CoopMatShapes       []coopShape `json:"coopmat_shapes"`
-	CoopMat2            bool        `json:"coopmat2"`
-	CoopMat2Flags       []string    `json:"coopmat2_flags"`
-	Timestamps          bool        `json:"timestamps"`
-	TimestampPeriodNs   float64     `json:"timestamp_period_ns"`
-	TimestampBits       uint32      `json:"timestamp_bits"`
-	Heaps               []heapInfo  `json:"memory_heaps"`
-	Extensions          []string    `json:"extensions"`
+	Index               int           `json:"index"`
+	Name                string        `json:"name"`
+	Type                string        `json:"type"`
+	Default             bool          `json:"default"`
+	VendorID            uint32        `json:"vendor_id"`
+	DeviceID            uint32        `json:"device_id"`
+	APIVersion          string        `json:"api_version"`
+	DriverVersion       uint32        `json:"driver_version"`
+	DriverID            uint32        `json:"driver_id"`
+	DriverName          string        `json:"driver_name"`
+	DriverInfo          string        `json:"driver_info"`
+	PipelineCacheUUID   string        `json:"pipeline_cache_uuid"`
+	ComputeQueueFamily  int           `json:"compute_queue_family"`
+	SubgroupSize        uint32        `json:"subgroup_size"`
+	SubgroupSizeControl bool          `json:"subgroup_size_control"`
+	MinSubgroupSize     uint32        `json:"min_subgroup_size"`
+	MaxSubgroupSize     uint32        `json:"max_subgroup_size"`
+	RequiredSubgroupCS  bool          `json:"required_subgroup_size_compute"`
+	FullSubgroups       bool          `json:"compute_full_subgroups"`
+	SharedMemory        uint32        `json:"max_shared_memory_bytes"`
+	WorkgroupInvoc      uint32        `json:"max_workgroup_invocations"`
+	WorkgroupSize       [3]uint32     `json:"max_workgroup_size"`
+	WorkgroupCount      [3]uint32     `json:"max_workgroup_count"`
+	StorageBufferRange  uint32        `json:"max_storage_buffer_range"`
+	MaxBufferSize       uint64        `json:"max_buffer_size"`
+	MaxAllocationSize   uint64        `json:"max_allocation_size"`
+	MaxPushConstants    uint32        `json:"max_push_constants_size"`
+	MaxStorageBuffers   uint32        `json:"max_storage_buffers_per_stage"`
+	StorageBufferAlign  uint64        `json:"min_storage_buffer_offset_alignment"`
+	Features            features      `json:"features"`
+	CoopMat             bool          `json:"coopmat"`
+	CoopMatShapes       []coopShape   `json:"coopmat_shapes"`
+	CoopMat2            bool          `json:"coopmat2"`
+	CoopMat2Flags       []string      `json:"coopmat2_flags"`
+	CoopMat2Props       coopMat2Props `json:"coopmat2_properties"`
+	CoopMatFlexShapes   []flexShape   `json:"coopmat_flex_shapes"`
+	Timestamps          bool          `json:"timestamps"`
+	TimestampPeriodNs   float64       `json:"timestamp_period_ns"`
+	TimestampBits       uint32        `json:"timestamp_bits"`
+	Heaps               []heapInfo    `json:"memory_heaps"`
+	Extensions          []string      `json:"extensions"`
 }
 
 type features struct {
@@ -94,23 +96,32 @@ type coopShape struct {
 	Text       string `json:"text"` // e.g. "16x16x16 f16*f16+f32->f32"
 }
 
+// coopMat2Props are VkPhysicalDeviceCooperativeMatrix2PropertiesNV (zero without
+// VK_NV_cooperative_matrix2).
+type coopMat2Props struct {
+	WorkgroupScopeMaxWorkgroupSize     uint32 `json:"workgroup_scope_max_workgroup_size"`
+	FlexibleDimensionsMaxDimension     uint32 `json:"flexible_dimensions_max_dimension"`
+	WorkgroupScopeReservedSharedMemory uint32 `json:"workgroup_scope_reserved_shared_memory_bytes"`
+}
+
+// flexShape is one VkCooperativeMatrixFlexibleDimensionsPropertiesNV entry.
+type flexShape struct {
+	MGranularity         uint32 `json:"m_granularity"`
+	NGranularity         uint32 `json:"n_granularity"`
+	KGranularity         uint32 `json:"k_granularity"`
+	A                    string `json:"a_type"`
+	B                    string `json:"b_type"`
+	C                    string `json:"c_type"`
+	Result               string `json:"result_type"`
+	Saturating           bool   `json:"saturating"`
+	Scope                string `json:"scope"`
+	WorkgroupInvocations uint32 `json:"workgroup_invocations"`
+	Text                 string `json:"text"` // e.g. "16x16x16 granularity f16*f16+f32->f32 subgroup"
+}
+
 type heapInfo struct {
 	Size        uint64 `json:"size_bytes"`
 	DeviceLocal bool   `json:"device_local"`
-}
-
-func scopeName(s uint32) string {
-	switch s {
-	case 1:
-		return "device"
-	case 2:
-		return "workgroup"
-	case 3:
-		return "subgroup"
-	case 5:
-		return "queue_family"
-	}
-	return fmt.Sprintf("scope%d", s)
 }
 
 func describe(pd vk.PhysicalDevice, isDefault bool) deviceInfo {
@@ -137,13 +148,22 @@ func describe(pd vk.PhysicalDevice, isDefault bool) deviceInfo {
 		},
 		CoopMat: c.CoopMat, CoopMat2: c.CoopMat2,
 		CoopMatShapes: []coopShape{}, CoopMat2Flags: []string{}, Heaps: []heapInfo{},
+		CoopMat2Props: coopMat2Props(c.CoopMat2Props), CoopMatFlexShapes: []flexShape{},
 		Timestamps: c.Timestamps(), TimestampPeriodNs: c.TimestampPeriod, TimestampBits: c.TimestampBits,
 		Extensions: append([]string{}, c.Extensions...),
 	}
 	for _, s := range c.CoopMatShapes {
 		d.CoopMatShapes = append(d.CoopMatShapes, coopShape{
 			M: s.M, N: s.N, K: s.K, A: s.A.String(), B: s.B.String(), C: s.C.String(), Result: s.Result.String(),
-			Saturating: s.Saturating, Scope: scopeName(s.Scope), Text: s.String(),
+			Saturating: s.Saturating, Scope: vk.ScopeName(s.Scope), Text: s.String(),
+		})
+	}
+	for _, s := range c.CoopMatFlexShapes {
+		d.CoopMatFlexShapes = append(d.CoopMatFlexShapes, flexShape{
+			MGranularity: s.MGranularity, NGranularity: s.NGranularity, KGranularity: s.KGranularity,
+			A: s.A.String(), B: s.B.String(), C: s.C.String(), Result: s.Result.String(),
+			Saturating: s.Saturating, Scope: vk.ScopeName(s.Scope),
+			WorkgroupInvocations: s.WorkgroupInvocations, Text: s.String(),
 		})
 	}
 	f := c.CoopMat2Flags
@@ -301,6 +321,13 @@ func printTable(w io.Writer, infos []deviceInfo) error {
 		}
 		if d.CoopMat2 {
 			kv("cooperative matrix 2", "%s", strings.Join(d.CoopMat2Flags, ", "))
+			p := d.CoopMat2Props
+			kv("", "max dimension %d (flexible dimensions); max workgroup size %d, reserved shared memory %s (workgroup scope)",
+				p.FlexibleDimensionsMaxDimension, p.WorkgroupScopeMaxWorkgroupSize,
+				bytesText(uint64(p.WorkgroupScopeReservedSharedMemory)))
+			for _, s := range d.CoopMatFlexShapes {
+				kv("", "flex %s", s.Text)
+			}
 		} else {
 			kv("cooperative matrix 2", "no")
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -56,6 +57,21 @@ func TestDevicesTable(t *testing.T) {
 			t.Errorf("table lacks cooperative matrix shape %s", s)
 		}
 	}
+	if def.Caps.CoopMat2 {
+		p := def.Caps.CoopMat2Props
+		want := fmt.Sprintf("max dimension %d (flexible dimensions); max workgroup size %d, reserved shared memory %s",
+			p.FlexibleDimensionsMaxDimension, p.WorkgroupScopeMaxWorkgroupSize, bytesText(uint64(p.WorkgroupScopeReservedSharedMemory)))
+		if !strings.Contains(text, want) {
+			t.Errorf("table lacks the coopmat2 properties line %q", want)
+		}
+		for _, s := range def.Caps.CoopMatFlexShapes {
+			if !strings.Contains(text, "flex "+s.String()+"\n") {
+				t.Errorf("table lacks flexible shape line %q", "flex "+s.String())
+			}
+		}
+	} else if strings.Contains(text, "flex ") {
+		t.Errorf("table lists flexible shapes without coopmat2")
+	}
 }
 
 func itoa(i int) string {
@@ -80,7 +96,8 @@ func TestDevicesJSON(t *testing.T) {
 	keys := []string{"index", "name", "type", "default", "api_version", "driver_name", "driver_info",
 		"subgroup_size", "min_subgroup_size", "max_subgroup_size", "max_shared_memory_bytes",
 		"max_workgroup_invocations", "max_storage_buffer_range", "max_buffer_size", "features",
-		"coopmat", "coopmat_shapes", "coopmat2", "coopmat2_flags", "timestamps", "timestamp_period_ns",
+		"coopmat", "coopmat_shapes", "coopmat2", "coopmat2_flags", "coopmat2_properties", "coopmat_flex_shapes",
+		"timestamps", "timestamp_period_ns",
 		"memory_heaps", "extensions"}
 	defaults := 0
 	for i, d := range list {
@@ -104,6 +121,27 @@ func TestDevicesJSON(t *testing.T) {
 		shapes, _ := d["coopmat_shapes"].([]any)
 		if len(shapes) != len(pds[i].Caps.CoopMatShapes) {
 			t.Errorf("device %d: %d shapes, caps have %d", i, len(shapes), len(pds[i].Caps.CoopMatShapes))
+		}
+		flex, ok := d["coopmat_flex_shapes"].([]any)
+		if !ok || len(flex) != len(pds[i].Caps.CoopMatFlexShapes) {
+			t.Errorf("device %d: coopmat_flex_shapes %v, caps have %d", i, d["coopmat_flex_shapes"], len(pds[i].Caps.CoopMatFlexShapes))
+		}
+		for j, f := range flex {
+			m, _ := f.(map[string]any)
+			s := pds[i].Caps.CoopMatFlexShapes[j]
+			if m["m_granularity"] != float64(s.MGranularity) || m["k_granularity"] != float64(s.KGranularity) ||
+				m["c_type"] != s.C.String() || m["scope"] != vk.ScopeName(s.Scope) || m["text"] != s.String() {
+				t.Errorf("device %d: flexible shape %d is %v, caps have %s", i, j, m, s)
+			}
+		}
+		props, _ := d["coopmat2_properties"].(map[string]any)
+		p := pds[i].Caps.CoopMat2Props
+		for k, v := range map[string]uint32{"workgroup_scope_max_workgroup_size": p.WorkgroupScopeMaxWorkgroupSize,
+			"flexible_dimensions_max_dimension":            p.FlexibleDimensionsMaxDimension,
+			"workgroup_scope_reserved_shared_memory_bytes": p.WorkgroupScopeReservedSharedMemory} {
+			if props[k] != float64(v) {
+				t.Errorf("device %d: coopmat2_properties.%s = %v, want %d", i, k, props[k], v)
+			}
 		}
 		if d["default"] == true {
 			defaults++
