@@ -61,4 +61,30 @@
 // workgroup 8C bytes (A1) and 8 (2w + C) bytes (A2), else the global-memory variants.
 // tau: O(w + C) per row, O(Lq * w) work in parallel, 8 bytes per row. Nothing is
 // quadratic in L.
+//
+// # Packed K and V
+//
+// The tensor-core attention kernel reads the kept keys of a query tile as one
+// contiguous, zero-padded matrix instead of gathering them itself. The pack pass
+// (select_pack, RecordPack; 16-bit storage only) writes, from the plan's U and ucount,
+// GK and GV, each 16-bit [R][NP][D] (raw elements of K, resp. V: no conversion),
+// NP = PackRows = ncap rounded up to a multiple of 64, R = PackRegions regions:
+//
+//	row, causal:                  R = B*Hb*nb, region bh*nb + e holds U_e (e < nb)
+//	shared (or row, not causal):  R = B*Hb, region bh holds S_final (entry nb)
+//
+// with bh = b*Hb + hb. Row i < ucount of a region holds the key idx = U[list][i].idx:
+// K[b, idx, kvh, 0..D) in GK and V[b, idx, kvh, 0..D) in GV, kvh = hb when Hb = Hkv,
+// hb / G when Hb = H; rows [ucount, NP) are zero, so a consumer may read whole chunks of
+// 16, 32 or 64 rows. Row i of a region is thus entry i of its U list: the kappa order,
+// and the ord and idx of the row are U's. Modes none and explicit have no regions.
+//
+// A zero row times a probability is 0 only when V is finite: 0 * NaN is NaN. The check
+// pass (select_vcheck, RecordVCheck) sets flags[b*Hkv + kvh], uint32 [B][Hkv], nonzero
+// when V[b, 0..Lk), kvh, 0..D) holds a NaN or an infinity (any storage), so that such
+// heads take a path that multiplies only the kept keys.
+//
+// Work and memory: both passes are copies, O(R * NP * D) for the pack (2 R NP D bytes
+// each for GK and GV: in mode row, causal, about 2 (L + nb w) D bytes per (batch, bias
+// head), since R NP ~ nb (w + C)) and O(B Lk Hkv D) reads for the check.
 package kern
