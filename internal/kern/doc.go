@@ -59,8 +59,13 @@
 // deep. Memory: U 8 (nb+1)(w+C) <= 16 (L + 2w) + 1 KiB bytes (the sorted blocks live in
 // its unused tails), scratch 4 (2 nb + 1) bytes (vcount, bcount); shared memory per
 // workgroup 8C bytes (A1) and 8 (2w + C) bytes (A2), else the global-memory variants.
-// tau: O(w + C) per row, O(Lq * w) work in parallel, 8 bytes per row. Nothing is
-// quadratic in L.
+// Pass B (select_tau, tau): one workgroup of R = 64 invocations per chunk of R key
+// positions [c, c + R), c a multiple of R (so one block b): it walks U_b from the top in
+// tiles of 4R independent loads, ranking the entries with idx <= c, up to the (w+1)-th,
+// and keeps those of ranks w-R+1 .. w; each row of the chunk then gets its threshold from
+// them and the chunk's own keys in O(R) shared-memory steps. O(w + C) loads per chunk and
+// a depth of ceil((w + C)/4R) tiles (2 barriers each), O(w + C) per row at worst,
+// O(Lq (w + C)/R + Lq R) work in all; 8 bytes per row. Nothing is quadratic in L.
 //
 // # Packed K and V
 //

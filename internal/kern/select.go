@@ -59,10 +59,10 @@ const (
 	selectOrdWG    = 256
 	selectSortWG   = 256
 	selectBlocksWG = 256
-	selectTauWG    = 64
-	// selectTauRows is the number of consecutive query rows one invocation of
-	// select_tau handles (its spec constant R).
-	selectTauRows = 32
+	// selectTauRows is the number of consecutive key positions (query rows) one
+	// workgroup of select_tau handles, one per invocation: its local_size_x and R, both
+	// fixed in the shader. R divides 64, so a chunk never straddles two blocks.
+	selectTauRows = 64
 )
 
 // selectSortShared is the shared memory that select_sort_shared needs for C.
@@ -172,12 +172,19 @@ func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *
 		return nil
 	}
 
-	tau, err := k.Pipeline("select_tau", 6, selectTauRows)
+	// Pass B: one workgroup per chunk of selectTauRows key positions [c, c + R) holding
+	// rows (c a multiple of R), per (batch, bias head); the shader loops over the rest and
+	// also zeroes the rows at positions below 0.
+	tau, err := k.Pipeline("select_tau", 6)
 	if err != nil {
 		return err
 	}
-	chunks := (int64(p.Lq) + selectTauRows - 1) / selectTauRows
-	gx := min((chunks+selectTauWG-1)/selectTauWG, maxX)
+	first, last := max(int64(p.PosOffset), 0), int64(p.PosOffset)+int64(p.Lq)-1
+	var chunks int64
+	if last >= first {
+		chunks = last/selectTauRows - first/selectTauRows + 1
+	}
+	gx := min(max(chunks, 1), maxX)
 	gy := min(bh, int64(caps.MaxWorkgroupCount[1]))
 	if err := r.Dispatch(tau, [3]uint32{uint32(gx), uint32(gy), 1}, nil,
 		vk.Bind(params), vk.Bind(plan.U), vk.Bind(plan.UCount), vk.Bind(plan.Tau), vk.Bind(plan.Ord), vk.Bind(plan.Scratch)); err != nil {

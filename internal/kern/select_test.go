@@ -680,3 +680,111 @@ func BenchmarkSelectPlan(b *testing.B) {
 		})
 	}
 }
+
+// TestSelectTauEdges aims at select_tau's chunks (R = selectTauRows key positions per
+// workgroup) and its walk over U_b in tiles: rows whose chunk starts with few valid keys
+// (runs of padded keys, sparse keys, the front of every block padded), counts that reach
+// w inside a chunk, V_b <= w with the block's first keys padded, windows around R and
+// the tile size, w >= Lk, Lq != Lk, ties; and one input built so that E0, the entries of
+// U_b before a chunk, has exactly w of its w+1 keys in the first tile of the walk.
+func TestSelectTauEdges(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	k := New(d)
+	defer k.Close()
+	rng := rand.New(rand.NewPCG(selectSeed(t), 11))
+
+	t.Run("tile-boundary", func(t *testing.T) {
+		// w = 200: C = 256 = one tile. Keys 0..199 weigh 2 (S_1), 200..255 are padded
+		// (V_1 = w), key 256 weighs 1, 257..312 weigh 3, the rest 0.5. U_1: 312..257,
+		// 199..0 (the first tile holds w keys of [0, 256]), then 256: row 256 keeps 200 of
+		// 201 valid keys, and tau is key 0.
+		const lk, w = 512, 200
+		delta := make([]float32, lk)
+		valid := [][]bool{make([]bool, lk)}
+		for j := range delta {
+			valid[0][j] = j < 200 || j >= 256
+			switch {
+			case j < 256:
+				delta[j] = 2
+			case j == 256:
+				delta[j] = 1
+			case j <= 312:
+				delta[j] = 3
+			default:
+				delta[j] = 0.5
+			}
+		}
+		for _, lq := range []int{lk, 300, lk + 9} {
+			p := planParams(1, 1, lq, lk, w, ModeRow, true)
+			g := runPlan(t, k, p, delta, valid, -1)
+			checkAgainstCPU(t, p, delta, valid, g)
+			if i := 256 - (lk - lq); i >= 0 && i < lq && (g.tau[i] != Key{Ord(2), 0}) {
+				t.Errorf("Lq=%d: tau at position 256 = %v, want key 0", lq, g.tau[i])
+			}
+		}
+	})
+
+	t.Run("rows-before-key-0", func(t *testing.T) {
+		// Lq - Lk = 900 rows at positions < 0, more than the workgroups (one per chunk of
+		// selectTauRows positions) cover in one sweep.
+		const lk, lq, w = 100, 1000, 3
+		delta := genWeights(rng, wNormal, lk)
+		p := planParams(1, 1, lq, lk, w, ModeRow, true)
+		checkAgainstCPU(t, p, delta, nil, runPlan(t, k, p, delta, nil, -1))
+	})
+
+	pads := []struct {
+		name string
+		gen  func(lk, w int) []bool
+	}{
+		{"runs", func(lk, w int) []bool { // alternating runs of 1 .. 3w+64 keys
+			v := make([]bool, lk)
+			on := rng.IntN(2) == 0
+			for j := 0; j < lk; {
+				n := 1 + rng.IntN(3*w+64)
+				for ; n > 0 && j < lk; n-- {
+					v[j] = on
+					j++
+				}
+				on = !on
+			}
+			return v
+		}},
+		{"sparse", func(lk, w int) []bool { // about one key in 20 valid
+			v := make([]bool, lk)
+			for j := range v {
+				v[j] = rng.IntN(20) == 0
+			}
+			return v
+		}},
+		{"front", func(lk, w int) []bool { // the first half of every block padded
+			c := BlockSize(w)
+			v := make([]bool, lk)
+			for j := range v {
+				v[j] = j%c >= c/2
+			}
+			return v
+		}},
+	}
+	for _, lk := range []int{700, 2000} {
+		for _, w := range []int{1, 5, 63, 64, 65, 130, 200, 300, 700, 2500} {
+			for _, pad := range pads {
+				for _, lq := range []int{lk, lk - 100 - rng.IntN(100), lk + 1 + rng.IntN(60)} {
+					const b, hb = 2, 2
+					wk := []int{wNormal, wEqual, wDup3}[rng.IntN(3)]
+					name := fmt.Sprintf("Lk=%d/Lq=%d/w=%d/%s/%s", lk, lq, w, pad.name, weightNames[wk])
+					t.Run(name, func(t *testing.T) {
+						delta := genWeights(rng, wk, b*hb*lk)
+						valid := make([][]bool, b)
+						for i := range valid {
+							valid[i] = pad.gen(lk, w)
+						}
+						p := planParams(b, hb, lq, lk, w, ModeRow, true)
+						g := runPlan(t, k, p, delta, valid, -1)
+						checkAgainstCPU(t, p, delta, valid, g)
+					})
+				}
+			}
+		}
+	}
+}
