@@ -19,6 +19,10 @@ type Config struct {
 	// DisableCoopMat forces the portable path even where tensor cores exist (also
 	// DMAVK_DISABLE_COOPMAT=1).
 	DisableCoopMat bool
+	// DisableCoopMat2 keeps VK_NV_cooperative_matrix2 off, so that the KHR
+	// cooperative-matrix kernel runs where the coopmat2 one would (also
+	// DMAVK_DISABLE_COOPMAT2=1).
+	DisableCoopMat2 bool
 }
 
 // Device is an open GPU with the DMA kernels. Close it when done.
@@ -56,7 +60,8 @@ func Open(cfg Config) (*Device, error) {
 // the Device).
 func OpenOn(in *vk.Instance, pd vk.PhysicalDevice, cfg Config) (*Device, error) {
 	disable := cfg.DisableCoopMat || os.Getenv("DMAVK_DISABLE_COOPMAT") == "1"
-	vd, err := in.Open(pd, vk.Features{DisableCoopMat: disable, DisableCoopMat2: disable || os.Getenv("DMAVK_DISABLE_COOPMAT2") == "1"})
+	disable2 := disable || cfg.DisableCoopMat2 || os.Getenv("DMAVK_DISABLE_COOPMAT2") == "1"
+	vd, err := in.Open(pd, vk.Features{DisableCoopMat: disable, DisableCoopMat2: disable2})
 	if err != nil {
 		return nil, fmt.Errorf("dma: open %s: %w", pd.Caps.Name, err)
 	}

@@ -15,8 +15,8 @@ type Result struct {
 	O       *Tensor  // [B, Lq, H, D], Q's dtype and layout
 	LSE     *LSE     // [B, H, Lq]
 	Weights *Weights // the weights used, when Forward computed them from WeightParams
-	// Path names the attention kernel that ran: "coopmat" (tensor cores through
-	// VK_KHR_cooperative_matrix) or "portable".
+	// Path names the attention kernel that ran: "coopmat2" (tensor cores through
+	// VK_NV_cooperative_matrix2), "coopmat" (VK_KHR_cooperative_matrix) or "portable".
 	Path string
 }
 
@@ -250,10 +250,11 @@ func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Re
 // devices without them).
 type Profile struct {
 	Weights   time.Duration // dynamic weights from V (WeightParams only)
-	Selection time.Duration // the selection plan: ord, block lists, thresholds
+	Selection time.Duration // the selection plan: ord, block lists, thresholds (and "pack")
 	Attention time.Duration
 	// Passes has every timed kernel in order, the plan's passes one by one:
-	// "weights", "ord", "sort", "blocks", "tau", "attention" (those that ran).
+	// "weights", "ord", "sort", "blocks", "tau", "pack" (the coopmat2 path's check of V
+	// and packing of the kept keys), "attention" (those that ran).
 	Passes []Pass
 }
 
@@ -342,6 +343,14 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	}
 	ab := &kern.AttnBuffers{Q: q.buf, K: k.buf, V: v.buf, O: res.O.buf, LSE: lseBuf,
 		Ord: plan.Ord, U: plan.U, UCount: plan.UCount, Tau: plan.Tau}
+	if d.kern.AttentionPath(p) == kern.PathCoopMat2 {
+		cm2, err := kern.NewCM2Buffers(d.vd, p)
+		if err != nil {
+			return fail(err)
+		}
+		tmp = append(tmp, cm2)
+		ab.CM2 = cm2
+	}
 	if opt.Mask != nil {
 		ab.Mask = opt.Mask.buf
 	}
@@ -383,7 +392,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		if err := stamp(r, "selection"); err != nil {
 			return err
 		}
-		if err := d.kern.RecordAttention(r, p, params, ab); err != nil {
+		if err := d.kern.RecordAttention(r, p, params, ab, func(pass string) error { return stamp(r, pass) }); err != nil {
 			return err
 		}
 		return stamp(r, "attention")
@@ -403,8 +412,14 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 			return 0
 		}
 		prof.Weights = time.Duration(at("weights") - at("start"))
-		prof.Selection = time.Duration(at("selection") - at("weights"))
-		prof.Attention = time.Duration(at("attention") - at("selection"))
+		// The coopmat2 path packs the kept keys after the plan: that belongs to the
+		// selection's cost, not the attention's.
+		selEnd := at("selection")
+		if p := at("pack"); p != 0 {
+			selEnd = p
+		}
+		prof.Selection = time.Duration(selEnd - at("weights"))
+		prof.Attention = time.Duration(at("attention") - selEnd)
 		for i := 1; i < n; i++ {
 			if ts[i].Label == "selection" {
 				continue // the plan's last pass ends there too

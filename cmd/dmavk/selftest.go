@@ -77,9 +77,13 @@ func runSelftest(args []string, stdout io.Writer) error {
 	failed := 0
 	ctx := context.Background()
 	for _, pd := range targets {
-		// Every path the device has: the default (tensor cores where present) and, on
-		// devices with cooperative matrices, the portable path forced.
+		// Every path the device has: the default (tensor cores where present), and on
+		// devices with cooperative matrices the KHR kernel (coopmat2 off) and the
+		// portable path forced.
 		configs := []dma.Config{{}}
+		if pd.Caps.CoopMat2 && os.Getenv("DMAVK_DISABLE_COOPMAT2") != "1" && os.Getenv("DMAVK_DISABLE_COOPMAT") != "1" {
+			configs = append(configs, dma.Config{DisableCoopMat2: true})
+		}
 		if pd.Caps.CoopMat && os.Getenv("DMAVK_DISABLE_COOPMAT") != "1" {
 			configs = append(configs, dma.Config{DisableCoopMat: true})
 		}

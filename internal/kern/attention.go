@@ -16,6 +16,9 @@ import (
 // is not explicit).
 type AttnBuffers struct {
 	Q, K, V, O, LSE, Ord, U, UCount, Tau, Mask, Bias *vk.Buffer
+	// CM2 holds the coopmat2 kernel's buffers (NewCM2Buffers); needed only when
+	// AttentionPath says PathCoopMat2.
+	CM2 *CM2Buffers
 }
 
 // AttnMaxD is the largest head dimension the portable attention kernel takes.
@@ -204,10 +207,12 @@ func checkAttention(p *Params, b *AttnBuffers) error {
 
 // RecordAttention records the forward dispatch of shaders/attention.comp: O and LSE from
 // Q, K, V and the plan; or of shaders/attention_cm.comp (tensor cores) when
-// AttentionPath(p) says PathCoopMat. params already holds p (the caller ran r.Update and r.Barrier),
-// and the plan buffers are ready. p.Scale is used as is (the caller resolves the default
-// 1/sqrt(D)).
-func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers) error {
+// AttentionPath(p) says PathCoopMat; or, for PathCoopMat2, select_vcheck, select_pack
+// and shaders/attention_cm2.comp (b.CM2 then holds their buffers). params already holds p
+// (the caller ran r.Update and r.Barrier), and the plan buffers are ready. p.Scale is
+// used as is (the caller resolves the default 1/sqrt(D)). stamp, when given, is called
+// after the packing passes of PathCoopMat2 ("pack"), for a profiler's timestamp.
+func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, stamp ...func(pass string) error) error {
 	if params == nil || b == nil {
 		return fmt.Errorf("kern: attention: nil params or buffers")
 	}
@@ -216,8 +221,20 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 	}
 	// The cooperative-matrix kernel reads fp16 only: every other storage (bf16 included)
 	// stays on the portable kernel, whatever AttentionPath would say.
-	if p.Storage == StorageF16 && k.AttentionPath(p) == PathCoopMat {
-		return k.recordAttentionCM(r, p, params, b)
+	switch k.AttentionPath(p) {
+	case PathCoopMat2:
+		return k.recordAttentionCM2(r, p, params, b, func(pass string) error {
+			for _, s := range stamp {
+				if err := s(pass); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	case PathCoopMat:
+		if p.Storage == StorageF16 {
+			return k.recordAttentionCM(r, p, params, b)
+		}
 	}
 	caps := k.d.Caps()
 	tile, err := AttnTiling(&caps, int(p.D))

@@ -117,25 +117,41 @@ func AttnCMTiling(caps *vk.Caps, d int) (AttnCMTile, error) {
 }
 
 // SetPortableOnly keeps attention on the portable kernel (on) or lets RecordAttention
-// use the cooperative-matrix kernel where it applies (off, the default).
+// use the cooperative-matrix kernels where they apply (off, the default).
 func (k *Kernels) SetPortableOnly(on bool) {
 	k.mu.Lock()
 	k.portableOnly = on
 	k.mu.Unlock()
 }
 
-// AttentionPath names the kernel RecordAttention uses for p: PathCoopMat for fp16 storage, the
+// SetNoCoopMat2 keeps attention off the coopmat2 kernel (on), so that the KHR
+// cooperative-matrix kernel runs where it applies; off (the default) prefers coopmat2.
+func (k *Kernels) SetNoCoopMat2(on bool) {
+	k.mu.Lock()
+	k.noCoopMat2 = on
+	k.mu.Unlock()
+}
+
+// AttentionPath names the kernel RecordAttention uses for p: PathCoopMat2 for fp16
+// storage in modes row, shared and none on a device with the coopmat2 features the
+// kernel needs (see AttnCM2Tiling; none when opened with DisableCoopMat2, as dma does
+// under DMAVK_DISABLE_COOPMAT2=1) unless SetNoCoopMat2 is on; else PathCoopMat for fp16 storage, the
 // device has an f16 x f16 + f32 subgroup cooperative-matrix shape (none when the device
 // was opened with DisableCoopMat, as dma does under DMAVK_DISABLE_COOPMAT=1), a tile
 // for p.D fits, and SetPortableOnly is off; PathPortable otherwise.
 func (k *Kernels) AttentionPath(p *Params) string {
 	k.mu.Lock()
-	portable := k.portableOnly
+	portable, noCM2 := k.portableOnly, k.noCoopMat2
 	k.mu.Unlock()
 	if portable || p == nil || p.Storage != StorageF16 {
 		return PathPortable
 	}
 	caps := k.d.Caps()
+	if !noCM2 {
+		if _, err := cm2Eligible(&caps, p); err == nil {
+			return PathCoopMat2
+		}
+	}
 	if _, err := AttnCMTiling(&caps, int(p.D)); err != nil {
 		return PathPortable
 	}

@@ -34,6 +34,8 @@ import (
 // cooperative-matrix attention path is unavailable.
 func attnCMEnv(t *testing.T) *attnEnv {
 	e := newAttnEnv(t)
+	e.k.SetNoCoopMat2(true)
+	defer e.k.SetNoCoopMat2(false)
 	if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF16, D: 64}); path != kern.PathCoopMat {
 		caps := e.d.Caps()
 		_, err := kern.AttnCMTiling(&caps, 64)
@@ -102,6 +104,7 @@ func attnCMCases() []attnCase {
 func TestAttentionCoopMat(t *testing.T) {
 	e := attnCMEnv(t)
 	caps := e.d.Caps()
+	e.k.SetNoCoopMat2(true) // this test is the KHR kernel's
 	for _, d := range []int{32, 64, 96, 128, 256} {
 		tile, err := kern.AttnCMTiling(&caps, d)
 		t.Logf("%s D=%d: %+v %v", caps.Name, d, tile, err)
@@ -140,6 +143,8 @@ func TestAttentionCoopMatPortableOnly(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { runAttnCase(t, e, c) })
 	}
 	e.k.SetPortableOnly(false)
+	e.k.SetNoCoopMat2(true)
+	defer e.k.SetNoCoopMat2(false)
 	caps := e.d.Caps()
 	if _, err := kern.AttnCMTiling(&caps, 64); err == nil {
 		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF16, D: 64}); path != kern.PathCoopMat {

@@ -38,6 +38,7 @@ type attnCase struct {
 	lseAbs, lseRel        float64
 	wantErr               string
 	dOverride, hbOverride int
+	wantPath              string // when set, AttentionPath must name this kernel
 }
 
 // storage is the case's storage type.
@@ -387,6 +388,18 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 	}
 	if biasVals != nil {
 		bufs.Bias = e.buffer(t, attnEncodeFloats(biasVals, kern.StorageF32))
+	}
+	path := e.k.AttentionPath(p)
+	if c.wantPath != "" && path != c.wantPath {
+		t.Fatalf("path %s, want %s", path, c.wantPath)
+	}
+	if path == kern.PathCoopMat2 && c.wantErr == "" {
+		cm2, err := kern.NewCM2Buffers(e.d, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cm2.Close() })
+		bufs.CM2 = cm2
 	}
 	params := e.buffer(t, make([]byte, kern.ParamsSize))
 	err := e.d.Run(context.Background(), func(r *vk.Recorder) error {

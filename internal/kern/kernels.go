@@ -17,6 +17,8 @@ type Kernels struct {
 	pipes map[string]*vk.Pipeline
 	// portableOnly keeps attention on the portable kernel (SetPortableOnly).
 	portableOnly bool
+	// noCoopMat2 keeps attention off the coopmat2 kernel (SetNoCoopMat2).
+	noCoopMat2 bool
 }
 
 // New prepares the kernels of d; nothing is compiled yet.

@@ -1,0 +1,295 @@
+package kern
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/dmavk/dmavk/shaders"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// PathCoopMat2 names shaders/attention_cm2.comp: VK_NV_cooperative_matrix2 (flexible
+// dimensions, reductions, conversions, per-element operations; workgroup scope where the
+// device has it), fp16, modes row, shared and none, over keys packed by select_pack.
+const PathCoopMat2 = "coopmat2"
+
+// AttnCM2MaxD is the largest head dimension of the coopmat2 kernel: its O accumulators
+// (BR x D fp32) live in registers, and Mesa's lavapipe rejects matrices of 256 columns;
+// larger heads take the KHR kernel.
+const AttnCM2MaxD = 128
+
+// AttnCM2Tile is the tiling of the coopmat2 attention kernel on one device: BR query
+// rows and BC keys per chunk, Threads invocations, matrices of Scope (vk.ScopeWorkgroup
+// or vk.ScopeSubgroup; the shader variant follows), Shared bytes of declared shared memory.
+type AttnCM2Tile struct {
+	BR, BC, Threads, Shared int
+	Scope                   uint32
+}
+
+// variant is the SPIR-V name of the tile's shader variant.
+func (t AttnCM2Tile) variant() string {
+	if t.Scope == vk.ScopeWorkgroup {
+		return "attention_cm2_wg"
+	}
+	return "attention_cm2_sg"
+}
+
+// attnCM2Shared is the shared memory attention_cm2.comp declares: rowT and the fp16 P of
+// the non-finite V route.
+func attnCM2Shared(br, bc int) int { return 4*br + 2*br*bc }
+
+// AttnCM2Tiling chooses the coopmat2 kernel's tile for head dimension d, or says why the
+// device cannot run it.
+func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
+	fail := func(format string, a ...any) (AttnCM2Tile, error) {
+		return AttnCM2Tile{}, fmt.Errorf("kern: attention (coopmat2): "+format, a...)
+	}
+	if !caps.CoopMat2 {
+		return fail("%s has no VK_NV_cooperative_matrix2", caps.Name)
+	}
+	f := caps.CoopMat2Flags
+	if !f.FlexibleDimensions || !f.Reductions || !f.Conversions || !f.PerElementOperations {
+		return fail("%s lacks flexible dimensions, reductions, conversions or per-element operations", caps.Name)
+	}
+	if !caps.Float16 {
+		return fail("%s lacks shaderFloat16", caps.Name)
+	}
+	if d < 16 || d > AttnCM2MaxD || d%16 != 0 {
+		return fail("head dimension D=%d unsupported (need a multiple of 16 in [16, %d])", d, AttnCM2MaxD)
+	}
+	if m := caps.CoopMat2Props.FlexibleDimensionsMaxDimension; m != 0 && uint32(d) > m {
+		return fail("D=%d exceeds the device's largest flexible dimension %d", d, m)
+	}
+	fits := func(s vk.CoopMatFlexShape, br, bc int) bool {
+		g := func(x int, gr uint32) bool { return gr != 0 && x%int(gr) == 0 }
+		// S = Q K^T: BR x DH x BC; P 1: BR x BC x BC; O += P V: BR x BC x DH.
+		return g(br, s.MGranularity) && g(bc, s.NGranularity) && g(d, s.NGranularity) &&
+			g(d, s.KGranularity) && g(bc, s.KGranularity)
+	}
+	budget := int(caps.MaxSharedMemory)
+	if caps.CoopMat2Flags.WorkgroupScope {
+		// Workgroup scope: the entry with the most invocations the device allows (the
+		// driver then stages K and V through shared memory for a 64-row tile), 64 x 64
+		// tiles first. DMAVK_CM2_TILE=BRxBCxTHREADS picks another entry and tile (tuning).
+		want := cm2TileOverride()
+		wb := budget - int(caps.CoopMat2Props.WorkgroupScopeReservedSharedMemory)
+		var best *AttnCM2Tile
+		for _, s := range caps.CoopMatFlexShapes {
+			if s.Scope != vk.ScopeWorkgroup || s.A != vk.ComponentF16 || s.B != vk.ComponentF16 ||
+				s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 || s.Saturating {
+				continue
+			}
+			nt := int(s.WorkgroupInvocations)
+			if nt == 0 {
+				nt = 128
+			}
+			if mx := int(caps.CoopMat2Props.WorkgroupScopeMaxWorkgroupSize); (mx != 0 && nt > mx) || uint32(nt) > caps.MaxWorkgroupInvocations {
+				continue
+			}
+			for _, br := range []int{64, 32, 16} {
+				for _, bc := range []int{64, 32, 16} {
+					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup}
+					if !fits(s, br, bc) || t.Shared > wb {
+						continue
+					}
+					if want != nil {
+						if t.BR == want.BR && t.BC == want.BC && t.Threads == want.Threads {
+							return t, nil
+						}
+						continue
+					}
+					if best == nil || t.BR*t.BC > best.BR*best.BC || (t.BR*t.BC == best.BR*best.BC && t.Threads > best.Threads) {
+						best = &t
+					}
+				}
+			}
+		}
+		if want != nil {
+			return fail("DMAVK_CM2_TILE=%dx%dx%d fits no workgroup-scope shape of %s for D=%d", want.BR, want.BC, want.Threads, caps.Name, d)
+		}
+		if best != nil {
+			return *best, nil
+		}
+	}
+	if s, ok := caps.HasCoopMatFlex(vk.ComponentF16, vk.ComponentF16, vk.ComponentF32, vk.ScopeSubgroup); ok {
+		sg := int(caps.SubgroupSize)
+		if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
+			return fail("%s's subgroup size varies and cannot be fixed", caps.Name)
+		}
+		// Chunks of the N granularity first: on Mesa 26.1's lavapipe (8x8x8 granularity)
+		// 16x16 score tiles give wrong rows while 16x8 and 8x16 are exact (seen with
+		// this kernel; not isolated further), and 16 rows still share each K/V load.
+		for _, br := range []int{8, 16} {
+			for _, bc := range []int{int(s.NGranularity), 16} {
+				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup}
+				if fits(s, br, bc) && t.Shared <= budget {
+					return t, nil
+				}
+			}
+		}
+	}
+	return fail("%s has no f16*f16+f32 flexible shape that fits D=%d", caps.Name, d)
+}
+
+// cm2Eligible says whether the coopmat2 kernel computes p (mode, dtype, layout), or why not.
+func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
+	if p.Storage != StorageF16 {
+		return AttnCM2Tile{}, fmt.Errorf("kern: attention (coopmat2): fp16 storage only")
+	}
+	switch p.Mode {
+	case ModeRow, ModeShared, ModeNone:
+	default:
+		return AttnCM2Tile{}, fmt.Errorf("kern: attention (coopmat2): mode %d is not row, shared or none", p.Mode)
+	}
+	t, err := AttnCM2Tiling(caps, int(p.D))
+	if err != nil {
+		return t, err
+	}
+	if p.Mode == ModeRow || p.Mode == ModeShared {
+		// GK and GV are single buffers, each bound whole.
+		if n := uint64(PackSize(p)); n > caps.MaxAllocationSize || n > uint64(caps.MaxStorageBufferRange) {
+			return t, fmt.Errorf("kern: attention (coopmat2): packed keys need %d bytes, over %s's largest allocation or binding", n, caps.Name)
+		}
+	}
+	if p.Mode == ModeNone {
+		// K and V are read in place by whole chunks of rows, 16-byte aligned.
+		for _, v := range []View{p.K, p.V} {
+			if v.Off%8 != 0 || v.SB%8 != 0 || v.SL%8 != 0 || v.SH%8 != 0 {
+				return t, fmt.Errorf("kern: attention (coopmat2): K/V offsets and strides not multiples of 8 elements")
+			}
+		}
+		if int(p.Lk) < t.BC {
+			return t, fmt.Errorf("kern: attention (coopmat2): Lk=%d below one chunk (%d keys)", p.Lk, t.BC)
+		}
+	}
+	return t, nil
+}
+
+// CM2Buffers are the coopmat2 kernel's own buffers for one call: the packed keys and
+// values (modes row and shared; see select_pack) and the per-(batch, kv head) flags of
+// non-finite values in V (select_vcheck).
+type CM2Buffers struct {
+	GK, GV, VFlags *vk.Buffer
+}
+
+// NewCM2Buffers allocates the coopmat2 buffers for p.
+func NewCM2Buffers(d *vk.Device, p *Params) (*CM2Buffers, error) {
+	c := &CM2Buffers{}
+	sizes := []int64{4, 4, max(int64(p.B)*int64(p.Hkv)*4, 4)}
+	if p.Mode == ModeRow || p.Mode == ModeShared {
+		sizes[0], sizes[1] = PackSize(p), PackSize(p)
+	}
+	for i, dst := range []**vk.Buffer{&c.GK, &c.GV, &c.VFlags} {
+		b, err := d.NewBuffer(sizes[i])
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("kern: coopmat2 buffers: %w", err)
+		}
+		*dst = b
+	}
+	return c, nil
+}
+
+// Close releases the buffers.
+func (c *CM2Buffers) Close() error {
+	for _, b := range []**vk.Buffer{&c.GK, &c.GV, &c.VFlags} {
+		if *b != nil {
+			(*b).Close()
+			*b = nil
+		}
+	}
+	return nil
+}
+
+// cm2Pipeline returns the coopmat2 attention pipeline of a tile (subgroup size pinned
+// where the device lets it vary and the subgroup-scope variant needs it).
+func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile) (*vk.Pipeline, error) {
+	caps := k.d.Caps()
+	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads)}
+	var required uint32
+	if t.Scope == vk.ScopeSubgroup && caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
+		required = uint32(t.Threads)
+	}
+	name := t.variant()
+	key := fmt.Sprintf("%s/%d/sg%d/%d/%d/%d/%d", name, attnBindings, required, spec[0], spec[1], spec[2], spec[3])
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.pipes[key]; ok {
+		return p, nil
+	}
+	code, err := shaders.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: attnBindings, Spec: spec, SubgroupSize: required})
+	if err != nil {
+		return nil, err
+	}
+	k.pipes[key] = p
+	return p, nil
+}
+
+// recordAttentionCM2 records select_vcheck, select_pack (modes row and shared) and
+// shaders/attention_cm2.comp; same contract as RecordAttention, plus b.CM2.
+func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, stamp func(string) error) error {
+	caps := k.d.Caps()
+	tile, err := cm2Eligible(&caps, p)
+	if err != nil {
+		return err
+	}
+	if err := checkAttention(p, b); err != nil {
+		return err
+	}
+	c := b.CM2
+	if c == nil || c.GK == nil || c.GV == nil || c.VFlags == nil {
+		return fmt.Errorf("kern: attention (coopmat2): AttnBuffers.CM2 missing (NewCM2Buffers)")
+	}
+	if err := k.RecordVCheck(r, p, params, b.V, c.VFlags); err != nil {
+		return err
+	}
+	kb, vb := b.K, b.V
+	if p.Mode == ModeRow || p.Mode == ModeShared {
+		if err := k.RecordPack(r, p, params, b.K, b.V, &PlanBuffers{U: b.U, UCount: b.UCount}, c.GK, c.GV); err != nil {
+			return err
+		}
+		kb, vb = c.GK, c.GV
+	}
+	if err := stamp("pack"); err != nil {
+		return err
+	}
+	pipe, err := k.cm2Pipeline(p.D, tile)
+	if err != nil {
+		return err
+	}
+	_, tiles := AttnTiles(p.Lq, p.PosOffset, tile.BR)
+	groups := [3]uint32{tiles, p.H, p.B}
+	for i, g := range groups {
+		if g > caps.MaxWorkgroupCount[i] {
+			return fmt.Errorf("kern: attention: %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
+		}
+	}
+	or := func(x *vk.Buffer) *vk.Buffer {
+		if x == nil {
+			return b.Ord
+		}
+		return x
+	}
+	return r.Dispatch(pipe, groups, nil,
+		vk.Bind(params), vk.Bind(b.Q), vk.Bind(kb), vk.Bind(vb), vk.Bind(b.Ord),
+		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(c.VFlags), vk.Bind(b.Ord),
+		vk.Bind(b.O), vk.Bind(b.LSE))
+}
+
+// cm2TileOverride parses DMAVK_CM2_TILE ("64x64x128": rows, keys per chunk, invocations),
+// a tuning knob for the workgroup-scope tile; nil when unset or malformed.
+func cm2TileOverride() *AttnCM2Tile {
+	v := os.Getenv("DMAVK_CM2_TILE")
+	if v == "" {
+		return nil
+	}
+	var t AttnCM2Tile
+	if n, err := fmt.Sscanf(v, "%dx%dx%d", &t.BR, &t.BC, &t.Threads); n != 3 || err != nil {
+		return nil
+	}
+	return &t
+}

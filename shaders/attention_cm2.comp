@@ -1,0 +1,285 @@
+#version 460
+// DMA attention forward through VK_NV_cooperative_matrix2 (spec section 3; the plan and
+// pack contracts: internal/kern/doc.go). fp16 Q/K/V/O, fp16 operands, fp32 scores,
+// softmax and accumulators. Modes row, shared and none (explicit masks and biases stay
+// on attention_cm.comp).
+//
+// The keys come as one contiguous matrix per tile, so the kernel is a plain
+// FlashAttention loop over chunks of BC rows with a per-element keep test:
+//   mode row, causal: the packed rows (select_pack) of U_b, b the tile's selection
+//     block, in U_b's order (kappa descending); tile row r keeps packed row e when
+//     e < rowT[r] (kappa_e >= tau_r: U_b holds tau_r at position rowT[r] - 1) and
+//     idx_e <= p_r;
+//   mode shared, row without causality: the packed rows of S_final, kept when
+//     idx_e <= p_r (causal) or always;
+//   mode none: K and V themselves, key e kept when ord_e != 0 (not padded) and e <= p_r
+//     (causal).
+// Everything between the loads and O stays in cooperative matrices (no shared-memory
+// round trip of S or P): per-element operations apply scale, weight, softcap and the
+// keep test; row reductions give the running max and P's row sums; the
+// per-row rescale of O is a row reduction "smeared" to O's shape. With workgroup scope
+// (variant wg) the driver stages operands through shared memory itself.
+//
+// A head whose V holds a non-finite value (select_vcheck's flag) takes an exact slower
+// route for P V: P goes to shared memory and each O element sums only the keys its row
+// keeps (P != 0), so a NaN or Inf reaches exactly the rows that keep its key; inside a
+// matrix product 0 * NaN would reach every row of the tile.
+//
+// Specialization: DH (head dimension), BR (query rows per tile, divides 64), BC (keys
+// per chunk, divides 64), NT (invocations: the subgroup size with subgroup scope, the
+// device's workgroup-scope invocation count otherwise). The host
+// (internal/kern/attention_cm2.go) checks them against the device's flexible shapes.
+//
+// variant: sg -DSCOPE=gl_ScopeSubgroup
+// variant: wg -DSCOPE=gl_ScopeWorkgroup
+#pragma use_vulkan_memory_model
+#extension GL_KHR_cooperative_matrix : require
+#extension GL_NV_cooperative_matrix2 : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_control_flow_attributes : require
+
+#include "dma_common.glsl"
+
+layout(constant_id = 0) const uint DH = 64;
+layout(constant_id = 1) const uint BR = 16;
+layout(constant_id = 2) const uint BC = 16;
+layout(local_size_x_id = 3) in;
+
+layout(std430, binding = 1) readonly buffer BufQ { float16_t q16[]; };
+layout(std430, binding = 2) readonly buffer BufK { float16_t k16[]; };  // K, or packed GK
+layout(std430, binding = 3) readonly buffer BufV { float16_t v16[]; };  // V, or packed GV
+layout(std430, binding = 4) readonly buffer BufOrd { uint ordb[]; };
+layout(std430, binding = 5) readonly buffer BufU { uvec2 ub[]; };
+layout(std430, binding = 6) readonly buffer BufUC { uint ucount[]; };
+layout(std430, binding = 7) readonly buffer BufTau { uvec2 taub[]; };
+layout(std430, binding = 8) readonly buffer BufFlags { uint vflags[]; };  // [B*Hkv]
+layout(std430, binding = 10) buffer BufO { float16_t o16[]; };
+layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
+
+shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
+shared float16_t Psh[BR * BC];     // P of the chunk, on the non-finite V route only
+
+const float NEG_INF = -1.0 / 0.0;
+
+// Per-tile state the per-element operations read.
+uint qBase, oBase, listBase, ordBase, kvBase, vStride, nList;
+int tilePos;
+bool packed, causal, rowCausal;
+
+float safeTanh(float x) {
+	float t = exp(-2.0 * abs(x));
+	float y = (1.0 - t) / (1.0 + t);
+	return x < 0.0 ? -y : y;
+}
+
+// Q element (r, c) of the tile; rows outside [0, Lq) are zero.
+float16_t loadQ(const in uint r, const in uint c, const in float16_t x) {
+	int ri = tilePos + int(r) - P.posOffset;
+	if (ri < 0 || ri >= int(P.Lq)) return float16_t(0.0);
+	return q16[qBase + uint(ri) * P.qSL + c];
+}
+
+// Score of tile row r and chunk column c (list entry or key e0 + c) from the raw
+// product s: scaled, plus the key's weight, softcapped; -inf when the row does not keep
+// it. Columns below eSkip were done by an earlier chunk (mode none's last chunk).
+float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0, const in uint eSkip) {
+	uint e = e0 + c;
+	uint t = rowT[r];
+	if (e >= t || e < eSkip || e >= nList) return NEG_INF;
+	int pr = tilePos + int(r);
+	uint o, idx;
+	if (packed) {
+		uvec2 ent = ub[listBase + e];
+		o = ent.x;
+		idx = ent.y;
+	} else {
+		idx = e;
+		o = ordb[ordBase + e];
+		if (o == 0u) return NEG_INF;
+	}
+	if (causal && int(idx) > pr) return NEG_INF;
+	float v = P.scale * s + unord(o);
+	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
+	return v;
+}
+
+float maxOp(const in float a, const in float b) { return max(a, b); }
+float addOp(const in float a, const in float b) { return a + b; }
+float smearOp(const in float a, const in float b) { return a; }
+float max2(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
+// exp(a - m), 0 for a = -inf (also when m = -inf: no kept key so far).
+float expSub(const in uint r, const in uint c, const in float a, const in float m) {
+	return a == NEG_INF ? 0.0 : exp(a - m);
+}
+float invOrZero(const in uint r, const in uint c, const in float l) { return l > 0.0 ? 1.0 / l : 0.0; }
+
+// O(r, c) + sum over the chunk's keys k that row r keeps (P != 0) of P(r, k) V(k, c):
+// the non-finite V route.
+float addPV(const in uint r, const in uint c, const in float o, const in uint e0) {
+	float sum = o;
+	[[dont_unroll]]
+	for (uint k = 0u; k < BC; k++) {
+		float p = float(Psh[r * BC + k]);
+		if (p != 0.0) sum = fma(p, float(v16[kvBase + (e0 + k) * vStride + c]), sum);
+	}
+	return sum;
+}
+
+float16_t storeO(const in uint r, const in uint c, const in float16_t x) {
+	int ri = tilePos + int(r) - P.posOffset;
+	if (ri >= 0 && ri < int(P.Lq)) o16[oBase + uint(ri) * P.oSL + c] = x;
+	return x;
+}
+
+float storeLSE(const in uint r, const in uint c, const in float m, const in float l, const in uint lseRow0) {
+	int ri = tilePos + int(r) - P.posOffset;
+	if (c == 0u && ri >= 0 && ri < int(P.Lq)) lseb[lseRow0 + uint(ri)] = l > 0.0 ? m + log(l) : NEG_INF;
+	return m;
+}
+
+void main() {
+	uint bIdx = gl_WorkGroupID.z, hIdx = gl_WorkGroupID.y;
+	uint lid = gl_LocalInvocationID.x;
+	uint kvh = hIdx / P.G;
+	uint hb = P.Hb == P.H ? hIdx : hIdx / P.G;
+	uint bh = bIdx * P.Hb + hb;
+	causal = P.causal != 0u;
+	rowCausal = P.mode == MODE_ROW && causal;
+	packed = P.mode == MODE_ROW || P.mode == MODE_SHARED;
+
+	int t0 = P.posOffset >= 0 ? P.posOffset / int(BR) : -((-P.posOffset + int(BR) - 1) / int(BR));
+	tilePos = (t0 + int(gl_WorkGroupID.x)) * int(BR);
+	int firstPos = max(tilePos, P.posOffset);
+	int lastPos = min(tilePos + int(BR) - 1, P.posOffset + int(P.Lq) - 1);
+
+	qBase = P.qOff + bIdx * P.qSB + hIdx * P.qSH;
+	oBase = P.oOff + bIdx * P.oSB + hIdx * P.oSH;
+	ordBase = bh * P.Lk;
+
+	// The tile's key list: its length nList, where its rows start, and how far each row
+	// may go (rowT).
+	uint np = (P.ncap + 63u) / 64u * 64u;
+	uint region = 0u;
+	nList = 0u;
+	int kLast = causal ? min(lastPos, int(P.Lk) - 1) : int(P.Lk) - 1;
+	if (kLast >= 0) {
+		if (rowCausal) {
+			uint blk = min(uint(firstPos) / P.blockC, P.nblocks - 1u);
+			uint entry = bh * (P.nblocks + 1u) + blk;
+			listBase = entry * P.ncap;
+			nList = ucount[entry];
+			region = bh * P.nblocks + blk;
+		} else if (packed) {
+			uint entry = bh * (P.nblocks + 1u) + P.nblocks;
+			listBase = entry * P.ncap;
+			nList = ucount[entry];
+			region = bh;
+		} else {
+			nList = uint(kLast) + 1u;
+		}
+	}
+	for (uint r = lid; r < BR; r += gl_WorkGroupSize.x) {
+		int pr = tilePos + int(r);
+		int ri = pr - P.posOffset;
+		uint t = 0u;
+		if (ri >= 0 && ri < int(P.Lq) && nList > 0u && (!causal || pr >= 0)) {
+			t = nList;
+			if (rowCausal) {
+				uvec2 tau = taub[bh * P.Lq + uint(ri)];
+				if (tau != uvec2(0u)) {
+					// Entries ranked strictly above tau: U_b is sorted by kappa, descending.
+					uint lo = 0u, hi = nList;
+					while (lo < hi) {
+						uint mid = (lo + hi) >> 1;
+						uvec2 u = ub[listBase + mid];
+						if (u.x > tau.x || (u.x == tau.x && u.y > tau.y)) lo = mid + 1u; else hi = mid;
+					}
+					t = lo + 1u;
+				}
+			}
+		}
+		rowT[r] = t;
+	}
+	barrier();
+	uint nWalk = 0u;
+	for (uint r = 0u; r < BR; r++) nWalk = max(nWalk, rowT[r]);
+
+	uint kSrc, vSrc, kStride;
+	if (packed) {
+		kSrc = region * np * DH;
+		vSrc = kSrc;
+		kStride = DH;
+		vStride = DH;
+	} else {
+		kSrc = P.kOff + bIdx * P.kSB + kvh * P.kSH;
+		vSrc = P.vOff + bIdx * P.vSB + kvh * P.vSH;
+		kStride = P.kSL;
+		vStride = P.vSL;
+	}
+	kvBase = vSrc;
+	bool vBad = vflags[bIdx * P.Hkv + kvh] != 0u;
+
+	coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseAccumulator> qacc;
+	coopMatPerElementNV(qacc, qacc, loadQ);
+	coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseA> qa = coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseA>(qacc);
+
+	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> O = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
+	coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> M = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(NEG_INF);
+	coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> L = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
+
+	[[dont_unroll]]
+	for (uint e0 = 0u; e0 < nWalk; e0 += BC) {
+		// Mode none reads K and V in place: a last chunk past the end starts earlier
+		// instead (the host guarantees Lk >= BC) and skips the columns already done.
+		uint c0 = e0, skip = 0u;
+		if (!packed && e0 + BC > P.Lk) {
+			c0 = P.Lk - BC;
+			skip = e0;
+		}
+		coopmat<float16_t, SCOPE, DH, BC, gl_MatrixUseB> kt;
+		coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
+		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
+		S = coopMatMulAdd(qa, kt, S);
+		coopMatPerElementNV(S, S, scoreOp, c0, skip);
+
+		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> rmax, Mold, Pf, eM;
+		coopMatReduceNV(rmax, S, gl_CooperativeMatrixReduceRowNV, maxOp);
+		Mold = M;
+		coopMatPerElementNV(M, rmax, max2, Mold);
+		coopMatPerElementNV(Pf, S, expSub, M);
+		coopMatPerElementNV(eM, Mold, expSub, M);
+		coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA>(Pf);
+
+		// Row sums in fp32 (LSE keeps float32 accuracy; only P V sees the fp16 P).
+		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> rsum;
+		coopMatReduceNV(rsum, Pf, gl_CooperativeMatrixReduceRowNV, addOp);
+		L = eM * L + rsum;
+
+		coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> eMo;
+		coopMatReduceNV(eMo, eM, gl_CooperativeMatrixReduceRowNV, smearOp);
+		O = O * eMo;
+		if (!vBad) {
+			coopmat<float16_t, SCOPE, BC, DH, gl_MatrixUseB> vm;
+			coopMatLoad(vm, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutRowMajor);
+			O = coopMatMulAdd(pa, vm, O);
+		} else {
+			coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator> ph = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator>(Pf);
+			coopMatStore(ph, Psh, 0, BC, gl_CooperativeMatrixLayoutRowMajor);
+			barrier();
+			coopMatPerElementNV(O, O, addPV, c0);
+			barrier();
+		}
+	}
+
+	// O / l and LSE = m + log l; a row without kept keys gets 0 and -inf.
+	coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> il;
+	coopMatPerElementNV(il, L, invOrZero);
+	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> ilo;
+	coopMatReduceNV(ilo, il, gl_CooperativeMatrixReduceRowNV, smearOp);
+	O = O * ilo;
+	coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseAccumulator> oh = coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseAccumulator>(O);
+	coopMatPerElementNV(oh, oh, storeO);
+	coopMatPerElementNV(M, M, storeLSE, L, (bIdx * P.H + hIdx) * P.Lq);
+}
