@@ -27,7 +27,8 @@
 //
 // Specialization: DH (head dimension), BR (query rows per tile, divides 64), BC (keys
 // per chunk, divides 64), NT (invocations: the subgroup size with subgroup scope, the
-// device's workgroup-scope invocation count otherwise). The host
+// device's workgroup-scope invocation count otherwise), NW (columns of the per-row
+// statistics, the shape's N granularity). The host
 // (internal/kern/attention_cm2.go) checks them against the device's flexible shapes.
 //
 // variant: sg -DSCOPE=gl_ScopeSubgroup
@@ -46,6 +47,7 @@ layout(constant_id = 0) const uint DH = 64;
 layout(constant_id = 1) const uint BR = 16;
 layout(constant_id = 2) const uint BC = 16;
 layout(local_size_x_id = 3) in;
+layout(constant_id = 4) const uint NW = 8;  // columns of the per-row statistics (N granularity)
 
 layout(std430, binding = 1) readonly buffer BufQ { float16_t q16[]; };
 layout(std430, binding = 2) readonly buffer BufK { float16_t k16[]; };  // K, or packed GK
@@ -226,9 +228,21 @@ void main() {
 	coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseA> qa = coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseA>(qacc);
 
 	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> O = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
-	coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> M = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(NEG_INF);
-	coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> L = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
-
+	// Per-row running max and sum, as narrow BR x NW matrices (every column holds the
+	// row's value): fewer registers than BR x BC ones.
+	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> M = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(NEG_INF);
+	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> L = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(0.0);
+#ifdef TENSOR_LOADS
+	// Rows of the source: a packed region, or every key.
+	uint srcRows = packed ? np : P.Lk;
+	tensorLayoutNV<2> tK = createTensorLayoutNV(2);
+	tK = setTensorLayoutDimensionNV(tK, srcRows, DH);
+	tK = setTensorLayoutStrideNV(tK, kStride, 1);
+	tensorLayoutNV<2> tV = createTensorLayoutNV(2);
+	tV = setTensorLayoutDimensionNV(tV, srcRows, DH);
+	tV = setTensorLayoutStrideNV(tV, vStride, 1);
+	tensorViewNV<2, false, 1, 0> viewT = createTensorViewNV(2, false, 1, 0);
+#endif
 	[[dont_unroll]]
 	for (uint e0 = 0u; e0 < nWalk; e0 += BC) {
 		// Mode none reads K and V in place: a last chunk past the end starts earlier
@@ -239,33 +253,41 @@ void main() {
 			skip = e0;
 		}
 		coopmat<float16_t, SCOPE, DH, BC, gl_MatrixUseB> kt;
+#ifdef TENSOR_LOADS
+		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), viewT);
+#else
 		coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
+#endif
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 		S = coopMatMulAdd(qa, kt, S);
 		coopMatPerElementNV(S, S, scoreOp, c0, skip);
 
-		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> rmax, Mold, Pf, eM;
+		coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> rmax, Mold, eM, rsum;
 		coopMatReduceNV(rmax, S, gl_CooperativeMatrixReduceRowNV, maxOp);
 		Mold = M;
 		coopMatPerElementNV(M, rmax, max2, Mold);
-		coopMatPerElementNV(Pf, S, expSub, M);
 		coopMatPerElementNV(eM, Mold, expSub, M);
-		coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA>(Pf);
-
+		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> Mw;
+		coopMatReduceNV(Mw, M, gl_CooperativeMatrixReduceRowNV, smearOp);
+		coopMatPerElementNV(S, S, expSub, Mw);  // S now holds P, in fp32
 		// Row sums in fp32 (LSE keeps float32 accuracy; only P V sees the fp16 P).
-		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> rsum;
-		coopMatReduceNV(rsum, Pf, gl_CooperativeMatrixReduceRowNV, addOp);
+		coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
 		L = eM * L + rsum;
+		coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA>(S);
 
 		coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> eMo;
 		coopMatReduceNV(eMo, eM, gl_CooperativeMatrixReduceRowNV, smearOp);
 		O = O * eMo;
 		if (!vBad) {
 			coopmat<float16_t, SCOPE, BC, DH, gl_MatrixUseB> vm;
+#ifdef TENSOR_LOADS
+			coopMatLoadTensorNV(vm, v16, vSrc, sliceTensorLayoutNV(tV, c0, BC, 0, DH));
+#else
 			coopMatLoad(vm, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutRowMajor);
+#endif
 			O = coopMatMulAdd(pa, vm, O);
 		} else {
-			coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator> ph = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator>(Pf);
+			coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator> ph = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator>(S);
 			coopMatStore(ph, Psh, 0, BC, gl_CooperativeMatrixLayoutRowMajor);
 			barrier();
 			coopMatPerElementNV(O, O, addPV, c0);
@@ -274,7 +296,7 @@ void main() {
 	}
 
 	// O / l and LSE = m + log l; a row without kept keys gets 0 and -inf.
-	coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> il;
+	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> il;
 	coopMatPerElementNV(il, L, invOrZero);
 	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> ilo;
 	coopMatReduceNV(ilo, il, gl_CooperativeMatrixReduceRowNV, smearOp);

@@ -24,6 +24,7 @@ const AttnCM2MaxD = 128
 type AttnCM2Tile struct {
 	BR, BC, Threads, Shared int
 	Scope                   uint32
+	NW                      int // columns of the per-row statistics matrices (N granularity)
 }
 
 // variant is the SPIR-V name of the tile's shader variant.
@@ -86,9 +87,12 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 			if mx := int(caps.CoopMat2Props.WorkgroupScopeMaxWorkgroupSize); (mx != 0 && nt > mx) || uint32(nt) > caps.MaxWorkgroupInvocations {
 				continue
 			}
-			for _, br := range []int{64, 32, 16} {
+			for _, br := range []int{128, 64, 32, 16} {
 				for _, bc := range []int{64, 32, 16} {
-					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup}
+					if br == 128 && want == nil {
+						continue // tuning only: twice the accumulator registers
+					}
+					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup, NW: int(s.NGranularity)}
 					if !fits(s, br, bc) || t.Shared > wb {
 						continue
 					}
@@ -121,7 +125,7 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 		// this kernel; not isolated further), and 16 rows still share each K/V load.
 		for _, br := range []int{8, 16} {
 			for _, bc := range []int{int(s.NGranularity), 16} {
-				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup}
+				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup, NW: int(s.NGranularity)}
 				if fits(s, br, bc) && t.Shared <= budget {
 					return t, nil
 				}
@@ -205,13 +209,13 @@ func (c *CM2Buffers) Close() error {
 // where the device lets it vary and the subgroup-scope variant needs it).
 func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile) (*vk.Pipeline, error) {
 	caps := k.d.Caps()
-	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads)}
+	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW)}
 	var required uint32
 	if t.Scope == vk.ScopeSubgroup && caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
 		required = uint32(t.Threads)
 	}
 	name := t.variant()
-	key := fmt.Sprintf("%s/%d/sg%d/%d/%d/%d/%d", name, attnBindings, required, spec[0], spec[1], spec[2], spec[3])
+	key := fmt.Sprintf("%s/%d/sg%d/%v", name, attnBindings, required, spec)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if p, ok := k.pipes[key]; ok {
@@ -220,6 +224,15 @@ func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile) (*vk.Pipeline, error) {
 	code, err := shaders.Get(name)
 	if err != nil {
 		return nil, err
+	}
+	// DMAVK_CM2_SPV names a SPIR-V file built from the same source (debugging and
+	// ablation builds, bench/NOTES.md) that replaces the embedded variant.
+	if path := os.Getenv("DMAVK_CM2_SPV"); path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("kern: DMAVK_CM2_SPV: %w", err)
+		}
+		code = raw
 	}
 	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: attnBindings, Spec: spec, SubgroupSize: required})
 	if err != nil {
