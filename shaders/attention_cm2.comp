@@ -61,6 +61,8 @@ layout(std430, binding = 10) buffer BufO { float16_t o16[]; };
 layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
 
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
+shared uint colIdx[BC];            // the chunk's keys: position (~0u: not a key, or done)
+shared float colDelta[BC];         // and weight
 shared float16_t Psh[BR * BC];     // P of the chunk, on the non-finite V route only
 
 const float NEG_INF = -1.0 / 0.0;
@@ -69,6 +71,7 @@ const float NEG_INF = -1.0 / 0.0;
 uint qBase, oBase, listBase, ordBase, kvBase, vStride, nList;
 int tilePos;
 bool packed, causal, rowCausal;
+uint lid;
 
 float safeTanh(float x) {
 	float t = exp(-2.0 * abs(x));
@@ -83,26 +86,13 @@ float16_t loadQ(const in uint r, const in uint c, const in float16_t x) {
 	return q16[qBase + uint(ri) * P.qSL + c];
 }
 
-// Score of tile row r and chunk column c (list entry or key e0 + c) from the raw
-// product s: scaled, plus the key's weight, softcapped; -inf when the row does not keep
-// it. Columns below eSkip were done by an earlier chunk (mode none's last chunk).
-float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0, const in uint eSkip) {
-	uint e = e0 + c;
-	uint t = rowT[r];
-	if (e >= t || e < eSkip || e >= nList) return NEG_INF;
-	int pr = tilePos + int(r);
-	uint o, idx;
-	if (packed) {
-		uvec2 ent = ub[listBase + e];
-		o = ent.x;
-		idx = ent.y;
-	} else {
-		idx = e;
-		o = ordb[ordBase + e];
-		if (o == 0u) return NEG_INF;
-	}
-	if (causal && int(idx) > pr) return NEG_INF;
-	float v = P.scale * s + unord(o);
+// Score of tile row r and chunk column c from the raw product s: scaled, plus the key's
+// weight, softcapped; -inf when the row does not keep the key (colIdx/colDelta hold the
+// chunk's keys, e0 its first list entry).
+float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0) {
+	uint idx = colIdx[c];
+	if (e0 + c >= rowT[r] || (causal && int(idx) > tilePos + int(r)) || idx == ~0u) return NEG_INF;
+	float v = P.scale * s + colDelta[c];
 	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
 	return v;
 }
@@ -143,7 +133,7 @@ float storeLSE(const in uint r, const in uint c, const in float m, const in floa
 
 void main() {
 	uint bIdx = gl_WorkGroupID.z, hIdx = gl_WorkGroupID.y;
-	uint lid = gl_LocalInvocationID.x;
+	lid = gl_LocalInvocationID.x;
 	uint kvh = hIdx / P.G;
 	uint hb = P.Hb == P.H ? hIdx : hIdx / P.G;
 	uint bh = bIdx * P.Hb + hb;
@@ -252,6 +242,27 @@ void main() {
 			c0 = P.Lk - BC;
 			skip = e0;
 		}
+		// The chunk's keys: list entries (or key positions) c0 + c, those below skip done.
+		barrier();  // the previous chunk's score pass is over
+		for (uint c = lid; c < BC; c += gl_WorkGroupSize.x) {
+			uint e = c0 + c, idx = ~0u;
+			float dl = 0.0;
+			if (e >= skip && e < nList) {
+				uint o;
+				if (packed) {
+					uvec2 ent = ub[listBase + e];
+					o = ent.x;
+					idx = ent.y;
+				} else {
+					o = ordb[ordBase + e];
+					idx = o != 0u ? e : ~0u;
+				}
+				dl = unord(o);
+			}
+			colIdx[c] = idx;
+			colDelta[c] = dl;
+		}
+		barrier();
 		coopmat<float16_t, SCOPE, DH, BC, gl_MatrixUseB> kt;
 #ifdef TENSOR_LOADS
 		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), viewT);
@@ -260,7 +271,7 @@ void main() {
 #endif
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 		S = coopMatMulAdd(qa, kt, S);
-		coopMatPerElementNV(S, S, scoreOp, c0, skip);
+		coopMatPerElementNV(S, S, scoreOp, c0);
 
 		coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> rmax, Mold, eM, rsum;
 		coopMatReduceNV(rmax, S, gl_CooperativeMatrixReduceRowNV, maxOp);

@@ -35,9 +35,9 @@ func (t AttnCM2Tile) variant() string {
 	return "attention_cm2_sg"
 }
 
-// attnCM2Shared is the shared memory attention_cm2.comp declares: rowT and the fp16 P of
-// the non-finite V route.
-func attnCM2Shared(br, bc int) int { return 4*br + 2*br*bc }
+// attnCM2Shared is the shared memory attention_cm2.comp declares: rowT, the chunk's keys
+// and weights, and the fp16 P of the non-finite V route.
+func attnCM2Shared(br, bc int) int { return 4*br + 8*bc + 2*br*bc }
 
 // AttnCM2Tiling chooses the coopmat2 kernel's tile for head dimension d, or says why the
 // device cannot run it.
