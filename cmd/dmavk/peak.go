@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 
 	"github.com/dmavk/dmavk/internal/matmul"
@@ -23,10 +24,23 @@ func init() {
 // peakResult is what `dmavk peak` measures; bench rows are compared with it.
 type peakResult struct {
 	Device      string  `json:"device"`
-	MatmulPath  string  `json:"matmul_path"`
+	MatmulPath  string  `json:"matmul_path"` // the best of MatmulPaths
 	MatmulN     int     `json:"matmul_n"`
-	MatmulTFLOP float64 `json:"matmul_tflops"` // fp16 inputs, fp32 accumulation
+	MatmulTFLOP float64 `json:"matmul_tflops"` // fp16 inputs, fp32 accumulation; the best path's
 	CopyGBs     float64 `json:"copy_gb_s"`     // bytes read + written per second
+	// MatmulPaths are all fp16 paths measured, fastest first: coopmat2 and coopmat
+	// where the device has them, portable only when it has neither.
+	MatmulPaths []pathRate `json:"matmul_paths"`
+	// CoopMat2Error says why a device with VK_NV_cooperative_matrix2 has no coopmat2
+	// path (no workgroup scope, a pipeline the driver rejects, ...).
+	CoopMat2Error string `json:"coopmat2_error,omitempty"`
+}
+
+// pathRate is one matmul path's measured rate.
+type pathRate struct {
+	Path   string  `json:"path"`
+	Tiling string  `json:"tiling,omitempty"`
+	TFLOP  float64 `json:"tflops"`
 }
 
 func runPeak(args []string, stdout io.Writer) error {
@@ -68,9 +82,43 @@ func runPeak(args []string, stdout io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "%s\n  matrix: %.3g TFLOP/s (%s path, %d^3 fp16 -> fp32)\n  copy:   %.0f GB/s (read + write)\n",
-		res.Device, res.MatmulTFLOP, res.MatmulPath, res.MatmulN, res.CopyGBs)
+	also := ""
+	for i, p := range res.MatmulPaths {
+		if i > 0 {
+			also += fmt.Sprintf("; also %s %.3g", p.Path, p.TFLOP)
+		}
+	}
+	fmt.Fprintf(stdout, "%s\n  matrix: %.3g TFLOP/s (%s path, %d^3 fp16 -> fp32)%s\n  copy:   %.0f GB/s (read + write)\n",
+		res.Device, res.MatmulTFLOP, res.MatmulPath, res.MatmulN, also, res.CopyGBs)
+	for _, p := range res.MatmulPaths {
+		if p.Tiling != "" {
+			fmt.Fprintf(stdout, "  %s tiling: %s\n", p.Path, p.Tiling)
+		}
+	}
+	if res.CoopMat2Error != "" {
+		fmt.Fprintf(stdout, "  no coopmat2 path: %s\n", res.CoopMat2Error)
+	}
 	return nil
+}
+
+// peakPaths are the fp16 matmul paths to measure: every tensor-core path the device
+// has, the portable one only when it has none.
+func peakPaths(k *matmul.Kernel) []matmul.Path {
+	var paths []matmul.Path
+	for _, p := range []matmul.Path{matmul.CoopMat2, matmul.CoopMat} {
+		if k.Has(p) {
+			paths = append(paths, p)
+		}
+	}
+	if len(paths) == 0 {
+		paths = []matmul.Path{matmul.Portable}
+	}
+	return paths
+}
+
+// bestFirst orders the rates fastest first (stable: ties keep the measuring order).
+func bestFirst(rates []pathRate) {
+	sort.SliceStable(rates, func(i, j int) bool { return rates[i].TFLOP > rates[j].TFLOP })
 }
 
 func measurePeak(ctx context.Context, d *vk.Device, n int, copyBytes int64, reps int) (peakResult, error) {
@@ -83,11 +131,9 @@ func measurePeak(ctx context.Context, d *vk.Device, n int, copyBytes int64, reps
 		return res, err
 	}
 	defer k.Close()
-	path := matmul.Portable
-	if k.Has(matmul.CoopMat) {
-		path = matmul.CoopMat
+	if d.Caps().CoopMat2 && !k.Has(matmul.CoopMat2) {
+		res.CoopMat2Error = fmt.Sprint(k.CoopMat2Err())
 	}
-	res.MatmulPath = path.String()
 	ab := int64(n) * int64(n) * 2
 	a, err := d.NewBuffer(ab)
 	if err != nil {
@@ -121,11 +167,22 @@ func measurePeak(ctx context.Context, d *vk.Device, n int, copyBytes int64, reps
 	if err := fill(b); err != nil {
 		return res, err
 	}
-	t, err := gpuTime(ctx, d, reps, func(r *vk.Recorder) error { return k.Record(r, path, true, a, b, cb, n, n, n) })
-	if err != nil {
-		return res, err
+	for _, path := range peakPaths(k) {
+		t, err := gpuTime(ctx, d, reps, func(r *vk.Recorder) error { return k.Record(r, path, true, a, b, cb, n, n, n) })
+		if err != nil {
+			return res, fmt.Errorf("%s matmul: %w", path, err)
+		}
+		pr := pathRate{Path: path.String(), TFLOP: 2 * float64(n) * float64(n) * float64(n) / t / 1e3}
+		switch path {
+		case matmul.CoopMat2:
+			pr.Tiling = fmt.Sprintf("%v (shape %v)", k.CM2Tiling(), k.CM2Shape())
+		case matmul.CoopMat:
+			pr.Tiling = fmt.Sprintf("%v (shape %v)", k.Tiling(), k.Shape())
+		}
+		res.MatmulPaths = append(res.MatmulPaths, pr)
 	}
-	res.MatmulTFLOP = 2 * float64(n) * float64(n) * float64(n) / t / 1e3
+	bestFirst(res.MatmulPaths)
+	res.MatmulPath, res.MatmulTFLOP = res.MatmulPaths[0].Path, res.MatmulPaths[0].TFLOP
 	src, err := d.NewBuffer(copyBytes)
 	if err != nil {
 		return res, err
@@ -136,7 +193,7 @@ func measurePeak(ctx context.Context, d *vk.Device, n int, copyBytes int64, reps
 		return res, err
 	}
 	defer dst.Close()
-	t, err = gpuTime(ctx, d, reps, func(r *vk.Recorder) error { return r.Copy(src, 0, dst, 0, copyBytes) })
+	t, err := gpuTime(ctx, d, reps, func(r *vk.Recorder) error { return r.Copy(src, 0, dst, 0, copyBytes) })
 	if err != nil {
 		return res, err
 	}

@@ -23,11 +23,18 @@ const (
 	Portable Path = iota
 	// CoopMat runs on tensor cores through VK_KHR_cooperative_matrix (fp16 inputs only).
 	CoopMat
+	// CoopMat2 runs on tensor cores through VK_NV_cooperative_matrix2 with
+	// workgroup-scope matrices and tensor-addressing loads and stores; the driver stages
+	// the operands through shared memory itself (fp16 inputs only).
+	CoopMat2
 )
 
 func (p Path) String() string {
-	if p == CoopMat {
+	switch p {
+	case CoopMat:
 		return "coopmat"
+	case CoopMat2:
+		return "coopmat2"
 	}
 	return "portable"
 }
@@ -39,6 +46,10 @@ type Kernel struct {
 	coop     *vk.Pipeline
 	shape    vk.CoopMatShape
 	tile     Tiling
+	cm2      *vk.Pipeline
+	cm2Tile  CM2Tiling
+	cm2Shape vk.CoopMatFlexShape
+	cm2Err   error
 }
 
 // Tiling is the work split of the cooperative-matrix kernel
@@ -147,7 +158,8 @@ func ParseTiling(str string) (Tiling, error) {
 
 // New compiles the pipelines the device supports. The cooperative-matrix tiling is the
 // first of the built-in candidates that suits the device, or DMAVK_MATMUL_TILING when
-// set (see ParseTiling).
+// set (see ParseTiling); the coopmat2 tile is ChooseCM2's, or DMAVK_MATMUL_CM2 when set
+// (see ParseCM2Tiling).
 func New(d *vk.Device) (*Kernel, error) {
 	var force *Tiling
 	if env := os.Getenv("DMAVK_MATMUL_TILING"); env != "" {
@@ -157,11 +169,28 @@ func New(d *vk.Device) (*Kernel, error) {
 		}
 		force = &t
 	}
-	return NewTiling(d, force)
+	var cm2 *CM2Tiling
+	if env := os.Getenv("DMAVK_MATMUL_CM2"); env != "" {
+		t, err := ParseCM2Tiling(env)
+		if err != nil {
+			return nil, err
+		}
+		cm2 = &t
+	}
+	return NewWith(d, force, cm2)
 }
 
-// NewTiling is New with the cooperative-matrix tiling given (nil: the built-in choice).
+// NewTiling is New with the cooperative-matrix tiling given (nil: the built-in choice)
+// and the built-in coopmat2 tile.
 func NewTiling(d *vk.Device, tiling *Tiling) (*Kernel, error) {
+	return NewWith(d, tiling, nil)
+}
+
+// NewWith is New with the cooperative-matrix tiling and the coopmat2 tile given (nil:
+// the built-in choice). A coopmat2 tile that is given must suit the device; without
+// one, a device whose coopmat2 pipeline fails to build still gets the other paths
+// (CoopMat2Err says why CoopMat2 is missing).
+func NewWith(d *vk.Device, tiling *Tiling, cm2 *CM2Tiling) (*Kernel, error) {
 	k := &Kernel{d: d}
 	var err error
 	if k.f32, err = load(d, "matmul_f32", nil, 0); err != nil {
@@ -202,7 +231,35 @@ func NewTiling(d *vk.Device, tiling *Tiling) (*Kernel, error) {
 			break
 		}
 	}
+	if err := k.loadCM2(&caps, cm2); err != nil {
+		k.Close()
+		return nil, err
+	}
 	return k, nil
+}
+
+// loadCM2 builds the coopmat2 pipeline when the device can run it. Only a forced tile
+// makes a failure an error.
+func (k *Kernel) loadCM2(caps *vk.Caps, force *CM2Tiling) error {
+	t, s, err := ChooseCM2(caps, force)
+	if err != nil {
+		if force != nil {
+			return err
+		}
+		k.cm2Err = err
+		return nil
+	}
+	p, err := load(k.d, "matmul_cm2", t.spec(), 0)
+	if err != nil {
+		err = fmt.Errorf("matmul: coopmat2 tile %v on %s: %w", t, caps.Name, err)
+		if force != nil {
+			return err
+		}
+		k.cm2Err = err
+		return nil
+	}
+	k.cm2, k.cm2Tile, k.cm2Shape = p, t, s
+	return nil
 }
 
 func load(d *vk.Device, name string, spec []uint32, subgroup uint32) (*vk.Pipeline, error) {
@@ -214,7 +271,26 @@ func load(d *vk.Device, name string, spec []uint32, subgroup uint32) (*vk.Pipeli
 }
 
 // Has reports whether the path is available on this device.
-func (k *Kernel) Has(p Path) bool { return p == Portable || k.coop != nil }
+func (k *Kernel) Has(p Path) bool {
+	switch p {
+	case Portable:
+		return true
+	case CoopMat:
+		return k.coop != nil
+	case CoopMat2:
+		return k.cm2 != nil
+	}
+	return false
+}
+
+// CM2Tiling is the tile of the CoopMat2 path (zero without it).
+func (k *Kernel) CM2Tiling() CM2Tiling { return k.cm2Tile }
+
+// CM2Shape is the flexible-dimension shape the CoopMat2 tile was checked against.
+func (k *Kernel) CM2Shape() vk.CoopMatFlexShape { return k.cm2Shape }
+
+// CoopMat2Err says why the CoopMat2 path is missing (nil when it is there).
+func (k *Kernel) CoopMat2Err() error { return k.cm2Err }
 
 // Shape is the cooperative-matrix shape the CoopMat path uses.
 func (k *Kernel) Shape() vk.CoopMatShape { return k.shape }
@@ -256,6 +332,16 @@ func (k *Kernel) plan(p Path, f16 bool, a, b, c *vk.Buffer, m, n, kk int) (*vk.P
 		pipe = k.coop
 		bm, bn = k.tile.Block(k.shape)
 	}
+	if p == CoopMat2 {
+		if k.cm2 == nil {
+			return nil, groups, nil, fmt.Errorf("matmul: no coopmat2 path on %s: %v", k.d.Caps().Name, k.cm2Err)
+		}
+		if !f16 {
+			return nil, groups, nil, fmt.Errorf("matmul: the coopmat2 path takes fp16 inputs")
+		}
+		pipe = k.cm2
+		bm, bn = k.cm2Tile.BM, k.cm2Tile.BN
+	}
 	push := make([]byte, 12)
 	binary.LittleEndian.PutUint32(push[0:], uint32(m))
 	binary.LittleEndian.PutUint32(push[4:], uint32(n))
@@ -276,10 +362,11 @@ func (k *Kernel) Record(r *vk.Recorder, p Path, f16 bool, a, b, c *vk.Buffer, m,
 
 // Close destroys the pipelines.
 func (k *Kernel) Close() error {
-	for _, p := range []*vk.Pipeline{k.f32, k.f16, k.coop} {
+	for _, p := range []*vk.Pipeline{k.f32, k.f16, k.coop, k.cm2} {
 		if p != nil {
 			p.Close()
 		}
 	}
+	k.f32, k.f16, k.coop, k.cm2 = nil, nil, nil, nil
 	return nil
 }

@@ -73,12 +73,21 @@ func TestMatmulAgainstGonum(t *testing.T) {
 	if k.Has(CoopMat) {
 		t.Logf("coopmat: shape %v, tiling %v", k.Shape(), k.Tiling())
 	}
+	if k.Has(CoopMat2) {
+		t.Logf("coopmat2: shape %v, tile %v", k.CM2Shape(), k.CM2Tiling())
+	} else {
+		t.Logf("coopmat2: %v", k.CoopMat2Err())
+	}
+	caps := d.Caps()
+	if cm2Ready(&caps) == nil && len(cm2Shapes(&caps)) > 0 && !k.Has(CoopMat2) {
+		t.Errorf("%s can run the coopmat2 kernel but has no CoopMat2 path: %v", caps.Name, k.CoopMat2Err())
+	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
 	type variant struct {
 		path Path
 		half bool
 	}
-	variants := []variant{{Portable, false}, {Portable, true}, {CoopMat, true}}
+	variants := []variant{{Portable, false}, {Portable, true}, {CoopMat, true}, {CoopMat2, true}}
 	for _, v := range variants {
 		for _, s := range shapes {
 			m, n, kk := s[0], s[1], s[2]
@@ -130,6 +139,153 @@ func TestCoopMatTilings(t *testing.T) {
 	}
 	if ran < 2 {
 		t.Fatalf("only %d tilings suit %s", ran, caps.Name)
+	}
+}
+
+// TestCoopMat2Tilings runs the built-in coopmat2 tile and a few others that suit the
+// device on every shape.
+func TestCoopMat2Tilings(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	caps := d.Caps()
+	if err := cm2Ready(&caps); err != nil {
+		t.Skip(err)
+	}
+	def, shape, err := ChooseCM2(&caps, nil)
+	if err != nil {
+		t.Skip(err)
+	}
+	rng := rand.New(rand.NewPCG(rand.Uint64(), 3))
+	gm, gn, gk := int(shape.MGranularity), int(shape.NGranularity), int(shape.KGranularity)
+	cands := []CM2Tiling{def,
+		{BM: def.BM, BN: def.BN, BK: 2 * def.BK, Threads: def.Threads},
+		{BM: 2 * def.BM, BN: def.BN, BK: def.BK, Threads: def.Threads},
+		{BM: gm, BN: gn, BK: gk, Threads: def.Threads},
+	}
+	for _, s := range cm2Shapes(&caps) { // the smallest workgroup too
+		if int(s.WorkgroupInvocations) < def.Threads {
+			cands = append(cands, CM2Tiling{BM: roundUp(64, int(s.MGranularity), 0), BN: roundUp(64, int(s.NGranularity), 0), BK: roundUp(32, int(s.KGranularity), 0), Threads: int(s.WorkgroupInvocations)})
+			break
+		}
+	}
+	for _, tl := range cands {
+		if _, _, err := ChooseCM2(&caps, &tl); err != nil {
+			t.Logf("tile %v skipped: %v", tl, err)
+			continue
+		}
+		t.Run(tl.String(), func(t *testing.T) {
+			k, err := NewWith(d, nil, &tl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			if !k.Has(CoopMat2) || k.CM2Tiling() != tl {
+				t.Fatalf("tile %v not loaded: %v", tl, k.CoopMat2Err())
+			}
+			for _, s := range shapes {
+				checkProduct(t, d, k, CoopMat2, true, rng, s[0], s[1], s[2])
+			}
+		})
+	}
+}
+
+// h200Caps resembles what an NVIDIA H200 reports for VK_NV_cooperative_matrix2.
+func h200Caps() vk.Caps {
+	flex := func(m, n, k, inv uint32) vk.CoopMatFlexShape {
+		return vk.CoopMatFlexShape{MGranularity: m, NGranularity: n, KGranularity: k,
+			A: vk.ComponentF16, B: vk.ComponentF16, C: vk.ComponentF32, Result: vk.ComponentF32,
+			Scope: vk.ScopeWorkgroup, WorkgroupInvocations: inv}
+	}
+	return vk.Caps{
+		Name:                    "synthetic H200",
+		MaxSharedMemory:         49152,
+		MaxWorkgroupSize:        [3]uint32{1024, 1024, 64},
+		MaxWorkgroupInvocations: 1024,
+		SubgroupSize:            32,
+		Float16:                 true,
+		Storage16:               true,
+		CoopMat:                 true,
+		CoopMat2:                true,
+		CoopMat2Flags: vk.CoopMat2Features{WorkgroupScope: true, FlexibleDimensions: true, Reductions: true,
+			Conversions: true, PerElementOperations: true, TensorAddressing: true, BlockLoads: true},
+		CoopMat2Props: vk.CoopMat2Props{WorkgroupScopeMaxWorkgroupSize: 256, FlexibleDimensionsMaxDimension: 256,
+			WorkgroupScopeReservedSharedMemory: 1024},
+		CoopMatFlexShapes: []vk.CoopMatFlexShape{
+			{MGranularity: 16, NGranularity: 8, KGranularity: 16, A: vk.ComponentF16, B: vk.ComponentF16,
+				C: vk.ComponentF16, Result: vk.ComponentF16, Scope: vk.ScopeSubgroup},
+			flex(16, 16, 16, 32), flex(16, 16, 16, 64), flex(32, 16, 16, 128), flex(32, 32, 16, 256),
+		},
+	}
+}
+
+func TestChooseCM2(t *testing.T) {
+	caps := h200Caps()
+	got, s, err := ChooseCM2(&caps, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (CM2Tiling{BM: 128, BN: 128, BK: 32, Threads: 256}); got != want || s.WorkgroupInvocations != 256 || s.MGranularity != 32 {
+		t.Errorf("H200-like caps: tile %v (shape %v), want %v on 32x32x16", got, s, want)
+	}
+
+	// A smaller workgroup-scope limit takes the 128-invocation entry.
+	small := h200Caps()
+	small.CoopMat2Props.WorkgroupScopeMaxWorkgroupSize = 128
+	if got, s, err := ChooseCM2(&small, nil); err != nil || got != (CM2Tiling{128, 128, 32, 128}) || s.NGranularity != 16 {
+		t.Errorf("limit 128: %v, %v, %v", got, s, err)
+	}
+
+	// Forced tiles must match an entry's invocations and granularity.
+	for _, c := range []struct {
+		tile CM2Tiling
+		ok   bool
+	}{
+		{CM2Tiling{256, 128, 64, 256}, true},
+		{CM2Tiling{64, 64, 32, 64}, true},
+		{CM2Tiling{48, 64, 32, 128}, false},   // 48 is no multiple of 32
+		{CM2Tiling{128, 128, 32, 512}, false}, // above the workgroup-scope limit
+		{CM2Tiling{128, 128, 32, 96}, false},  // no such entry
+		{CM2Tiling{512, 128, 32, 256}, false}, // above the largest flexible dimension
+		{CM2Tiling{128, 128, 24, 256}, false}, // K step no multiple of 16
+	} {
+		got, s, err := ChooseCM2(&caps, &c.tile)
+		if (err == nil) != c.ok || c.ok && (got != c.tile || int(s.WorkgroupInvocations) != c.tile.Threads) {
+			t.Errorf("forced %v: %v, %v, %v", c.tile, got, s, err)
+		}
+	}
+
+	// Without workgroup scope or tensor addressing (Mesa's lavapipe) there is no path.
+	for _, f := range []func(*vk.Caps){
+		func(c *vk.Caps) { c.CoopMat2Flags.WorkgroupScope = false },
+		func(c *vk.Caps) { c.CoopMat2Flags.TensorAddressing = false },
+		func(c *vk.Caps) { c.CoopMat2Flags.FlexibleDimensions = false },
+		func(c *vk.Caps) { c.CoopMat2 = false },
+		func(c *vk.Caps) { c.CoopMatFlexShapes = c.CoopMatFlexShapes[:1] },
+	} {
+		c := h200Caps()
+		f(&c)
+		if got, _, err := ChooseCM2(&c, nil); err == nil {
+			t.Errorf("caps %+v: tile %v, want none", c.CoopMat2Flags, got)
+		}
+	}
+}
+
+func TestParseCM2Tiling(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want CM2Tiling
+		ok   bool
+	}{
+		{"128x128x32x256", CM2Tiling{128, 128, 32, 256}, true},
+		{"256x128x64x256", CM2Tiling{256, 128, 64, 256}, true},
+		{"128x128x32", CM2Tiling{}, false},
+		{"128x128x32x256x1", CM2Tiling{}, false},
+		{"0x128x32x256", CM2Tiling{}, false},
+		{"128,128,32,256", CM2Tiling{}, false},
+	} {
+		got, err := ParseCM2Tiling(c.in)
+		if (err == nil) != c.ok || c.ok && got != c.want {
+			t.Errorf("ParseCM2Tiling(%q) = %v, %v", c.in, got, err)
+		}
 	}
 }
 
