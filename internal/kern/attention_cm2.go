@@ -3,6 +3,7 @@ package kern
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/dmavk/dmavk/shaders"
 	"github.com/dmavk/dmavk/vk"
@@ -68,11 +69,11 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 			g(d, s.KGranularity) && g(bc, s.KGranularity)
 	}
 	budget := int(caps.MaxSharedMemory)
-	if caps.CoopMat2Flags.WorkgroupScope {
+	want := cm2TileOverride()
+	if caps.CoopMat2Flags.WorkgroupScope && (want == nil || want.Scope != vk.ScopeSubgroup) {
 		// Workgroup scope: the entry with the most invocations the device allows (the
 		// driver then stages K and V through shared memory for a 64-row tile), 64 x 64
 		// tiles first. DMAVK_CM2_TILE=BRxBCxTHREADS picks another entry and tile (tuning).
-		want := cm2TileOverride()
 		wb := budget - int(caps.CoopMat2Props.WorkgroupScopeReservedSharedMemory)
 		var best *AttnCM2Tile
 		for _, s := range caps.CoopMatFlexShapes {
@@ -123,10 +124,15 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 		// Chunks of the N granularity first: on Mesa 26.1's lavapipe (8x8x8 granularity)
 		// 16x16 score tiles give wrong rows while 16x8 and 8x16 are exact (seen with
 		// this kernel; not isolated further), and 16 rows still share each K/V load.
-		for _, br := range []int{8, 16} {
-			for _, bc := range []int{int(s.NGranularity), 16} {
+		// DMAVK_CM2_TILE=BRxBCxTHREADSxsg forces subgroup scope and this tile (tuning).
+		brs, bcs := []int{8, 16}, []int{int(s.NGranularity), 16}
+		if want != nil {
+			brs, bcs = []int{want.BR}, []int{want.BC}
+		}
+		for _, br := range brs {
+			for _, bc := range bcs {
 				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup, NW: int(s.NGranularity)}
-				if fits(s, br, bc) && t.Shared <= budget {
+				if fits(s, br, bc) && t.Shared <= budget && 64%br == 0 && 64%bc == 0 {
 					return t, nil
 				}
 			}
@@ -293,14 +299,18 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 		vk.Bind(b.O), vk.Bind(b.LSE))
 }
 
-// cm2TileOverride parses DMAVK_CM2_TILE ("64x64x128": rows, keys per chunk, invocations),
-// a tuning knob for the workgroup-scope tile; nil when unset or malformed.
+// cm2TileOverride parses DMAVK_CM2_TILE ("64x64x128": rows, keys per chunk, invocations,
+// workgroup scope; "16x64x32xsg": subgroup scope), a tuning knob; nil when unset or
+// malformed.
 func cm2TileOverride() *AttnCM2Tile {
 	v := os.Getenv("DMAVK_CM2_TILE")
 	if v == "" {
 		return nil
 	}
-	var t AttnCM2Tile
+	t := AttnCM2Tile{Scope: vk.ScopeWorkgroup}
+	if sgv, ok := strings.CutSuffix(v, "xsg"); ok {
+		v, t.Scope = sgv, vk.ScopeSubgroup
+	}
 	if n, err := fmt.Sscanf(v, "%dx%dx%d", &t.BR, &t.BC, &t.Threads); n != 3 || err != nil {
 		return nil
 	}
