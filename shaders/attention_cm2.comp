@@ -1,7 +1,7 @@
 #version 460
 // DMA attention forward through VK_NV_cooperative_matrix2 (spec section 3; the plan and
-// pack contracts: internal/kern/doc.go). fp16 Q/K/V/O, fp16 operands, fp32 scores,
-// softmax and accumulators. Modes row, shared and none (explicit masks and biases stay
+// pack contracts: internal/kern/doc.go). fp16 (bf16 in the _bf16 variants) Q/K/V/O and
+// operands, fp32 scores, softmax and accumulators. Modes row, shared and none (explicit masks and biases stay
 // on attention_cm.comp).
 //
 // The keys come as one contiguous matrix per tile, so the kernel is a plain
@@ -33,6 +33,8 @@
 //
 // variant: sg -DSCOPE=gl_ScopeSubgroup
 // variant: wg -DSCOPE=gl_ScopeWorkgroup
+// variant: sg_bf16 -DSCOPE=gl_ScopeSubgroup -DBF16=1
+// variant: wg_bf16 -DSCOPE=gl_ScopeWorkgroup -DBF16=1
 #pragma use_vulkan_memory_model
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
@@ -40,6 +42,12 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_control_flow_attributes : require
+#ifdef BF16
+#extension GL_EXT_bfloat16 : require
+#define T16 bfloat16_t
+#else
+#define T16 float16_t
+#endif
 
 #include "dma_common.glsl"
 
@@ -49,15 +57,16 @@ layout(constant_id = 2) const uint BC = 16;
 layout(local_size_x_id = 3) in;
 layout(constant_id = 4) const uint NW = 8;  // columns of the per-row statistics (N granularity)
 
-layout(std430, binding = 1) readonly buffer BufQ { float16_t q16[]; };
-layout(std430, binding = 2) readonly buffer BufK { float16_t k16[]; };  // K, or packed GK
-layout(std430, binding = 3) readonly buffer BufV { float16_t v16[]; };  // V, or packed GV
+// T16: float16_t, or bfloat16_t in the bf16 variants (operands of the products too).
+layout(std430, binding = 1) readonly buffer BufQ { T16 q16[]; };
+layout(std430, binding = 2) readonly buffer BufK { T16 k16[]; };  // K, or packed GK
+layout(std430, binding = 3) readonly buffer BufV { T16 v16[]; };  // V, or packed GV
 layout(std430, binding = 4) readonly buffer BufOrd { uint ordb[]; };
 layout(std430, binding = 5) readonly buffer BufU { uvec2 ub[]; };
 layout(std430, binding = 6) readonly buffer BufUC { uint ucount[]; };
 layout(std430, binding = 7) readonly buffer BufTau { uvec2 taub[]; };
 layout(std430, binding = 8) readonly buffer BufFlags { uint vflags[]; };  // [B*Hkv]
-layout(std430, binding = 10) buffer BufO { float16_t o16[]; };
+layout(std430, binding = 10) buffer BufO { T16 o16[]; };
 layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
 
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
@@ -80,10 +89,10 @@ float safeTanh(float x) {
 }
 
 // Q element (r, c) of the tile; rows outside [0, Lq) are zero.
-float16_t loadQ(const in uint r, const in uint c, const in float16_t x) {
+float loadQ(const in uint r, const in uint c, const in float x) {
 	int ri = tilePos + int(r) - P.posOffset;
-	if (ri < 0 || ri >= int(P.Lq)) return float16_t(0.0);
-	return q16[qBase + uint(ri) * P.qSL + c];
+	if (ri < 0 || ri >= int(P.Lq)) return 0.0;
+	return float(q16[qBase + uint(ri) * P.qSL + c]);
 }
 
 // Score of tile row r and chunk column c from the raw product s: scaled, plus the key's
@@ -119,9 +128,9 @@ float addPV(const in uint r, const in uint c, const in float o, const in uint e0
 	return sum;
 }
 
-float16_t storeO(const in uint r, const in uint c, const in float16_t x) {
+float storeO(const in uint r, const in uint c, const in float x) {
 	int ri = tilePos + int(r) - P.posOffset;
-	if (ri >= 0 && ri < int(P.Lq)) o16[oBase + uint(ri) * P.oSL + c] = x;
+	if (ri >= 0 && ri < int(P.Lq)) o16[oBase + uint(ri) * P.oSL + c] = T16(x);
 	return x;
 }
 
@@ -213,9 +222,11 @@ void main() {
 	kvBase = vSrc;
 	bool vBad = vflags[bIdx * P.Hkv + kvh] != 0u;
 
-	coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseAccumulator> qacc;
+	// Q through an fp32 accumulator (exact for 16-bit values): bf16 has no 16-bit
+	// accumulator shape.
+	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> qacc;
 	coopMatPerElementNV(qacc, qacc, loadQ);
-	coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseA> qa = coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseA>(qacc);
+	coopmat<T16, SCOPE, BR, DH, gl_MatrixUseA> qa = coopmat<T16, SCOPE, BR, DH, gl_MatrixUseA>(qacc);
 
 	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> O = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
 	// Per-row running max and sum, as narrow BR x NW matrices (every column holds the
@@ -263,7 +274,7 @@ void main() {
 			colDelta[c] = dl;
 		}
 		barrier();
-		coopmat<float16_t, SCOPE, DH, BC, gl_MatrixUseB> kt;
+		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> kt;
 #ifdef TENSOR_LOADS
 		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), viewT);
 #else
@@ -284,13 +295,13 @@ void main() {
 		// Row sums in fp32 (LSE keeps float32 accuracy; only P V sees the fp16 P).
 		coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
 		L = eM * L + rsum;
-		coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseA>(S);
+		coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA>(S);
 
 		coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> eMo;
 		coopMatReduceNV(eMo, eM, gl_CooperativeMatrixReduceRowNV, smearOp);
 		O = O * eMo;
 		if (!vBad) {
-			coopmat<float16_t, SCOPE, BC, DH, gl_MatrixUseB> vm;
+			coopmat<T16, SCOPE, BC, DH, gl_MatrixUseB> vm;
 #ifdef TENSOR_LOADS
 			coopMatLoadTensorNV(vm, v16, vSrc, sliceTensorLayoutNV(tV, c0, BC, 0, DH));
 #else
@@ -312,7 +323,6 @@ void main() {
 	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> ilo;
 	coopMatReduceNV(ilo, il, gl_CooperativeMatrixReduceRowNV, smearOp);
 	O = O * ilo;
-	coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseAccumulator> oh = coopmat<float16_t, SCOPE, BR, DH, gl_MatrixUseAccumulator>(O);
-	coopMatPerElementNV(oh, oh, storeO);
+	coopMatPerElementNV(O, O, storeO);
 	coopMatPerElementNV(M, M, storeLSE, L, (bIdx * P.H + hIdx) * P.Lq);
 }

@@ -132,8 +132,8 @@ func (k *Kernels) SetNoCoopMat2(on bool) {
 	k.mu.Unlock()
 }
 
-// AttentionPath names the kernel RecordAttention uses for p: PathCoopMat2 for fp16
-// storage in modes row, shared and none on a device with the coopmat2 features the
+// AttentionPath names the kernel RecordAttention uses for p: PathCoopMat2 for fp16 (or
+// bf16, where bf16 cooperative matrices exist) storage in modes row, shared and none on a device with the coopmat2 features the
 // kernel needs (see AttnCM2Tiling; none when opened with DisableCoopMat2, as dma does
 // under DMAVK_DISABLE_COOPMAT2=1) unless SetNoCoopMat2 is on; else PathCoopMat for fp16 storage, the
 // device has an f16 x f16 + f32 subgroup cooperative-matrix shape (none when the device
@@ -143,7 +143,7 @@ func (k *Kernels) AttentionPath(p *Params) string {
 	k.mu.Lock()
 	portable, noCM2 := k.portableOnly, k.noCoopMat2
 	k.mu.Unlock()
-	if portable || p == nil || p.Storage != StorageF16 {
+	if portable || p == nil || (p.Storage != StorageF16 && p.Storage != StorageBF16) {
 		return PathPortable
 	}
 	caps := k.d.Caps()
@@ -151,6 +151,9 @@ func (k *Kernels) AttentionPath(p *Params) string {
 		if _, err := cm2Eligible(&caps, p); err == nil {
 			return PathCoopMat2
 		}
+	}
+	if p.Storage != StorageF16 {
+		return PathPortable // the KHR kernel is fp16 only
 	}
 	if _, err := AttnCMTiling(&caps, int(p.D)); err != nil {
 		return PathPortable

@@ -11,7 +11,7 @@ import (
 
 // PathCoopMat2 names shaders/attention_cm2.comp: VK_NV_cooperative_matrix2 (flexible
 // dimensions, reductions, conversions, per-element operations; workgroup scope where the
-// device has it), fp16, modes row, shared and none, over keys packed by select_pack.
+// device has it), fp16 or bf16, modes row, shared and none, over keys packed by select_pack.
 const PathCoopMat2 = "coopmat2"
 
 // AttnCM2MaxD is the largest head dimension of the coopmat2 kernel: its O accumulators
@@ -25,24 +25,36 @@ const AttnCM2MaxD = 128
 type AttnCM2Tile struct {
 	BR, BC, Threads, Shared int
 	Scope                   uint32
-	NW                      int // columns of the per-row statistics matrices (N granularity)
+	NW                      int  // columns of the per-row statistics matrices (N granularity)
+	BF16                    bool // bfloat16 operands (the _bf16 variants), else fp16
 }
 
 // variant is the SPIR-V name of the tile's shader variant.
 func (t AttnCM2Tile) variant() string {
+	name := "attention_cm2_sg"
 	if t.Scope == vk.ScopeWorkgroup {
-		return "attention_cm2_wg"
+		name = "attention_cm2_wg"
 	}
-	return "attention_cm2_sg"
+	if t.BF16 {
+		name += "_bf16"
+	}
+	return name
 }
 
 // attnCM2Shared is the shared memory attention_cm2.comp declares: rowT, the chunk's keys
 // and weights, and the fp16 P of the non-finite V route.
 func attnCM2Shared(br, bc int) int { return 4*br + 8*bc + 2*br*bc }
 
-// AttnCM2Tiling chooses the coopmat2 kernel's tile for head dimension d, or says why the
-// device cannot run it.
+// AttnCM2Tiling chooses the coopmat2 kernel's tile for fp16 and head dimension d, or says
+// why the device cannot run it.
 func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
+	return AttnCM2TilingFor(caps, d, StorageF16)
+}
+
+// AttnCM2TilingFor is AttnCM2Tiling for fp16 or bf16 storage (bf16 needs
+// VK_KHR_shader_bfloat16 with its cooperative-matrix feature and a bf16*bf16+f32
+// flexible shape).
+func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error) {
 	fail := func(format string, a ...any) (AttnCM2Tile, error) {
 		return AttnCM2Tile{}, fmt.Errorf("kern: attention (coopmat2): "+format, a...)
 	}
@@ -53,9 +65,21 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 	if !f.FlexibleDimensions || !f.Reductions || !f.Conversions || !f.PerElementOperations {
 		return fail("%s lacks flexible dimensions, reductions, conversions or per-element operations", caps.Name)
 	}
-	if !caps.Float16 {
-		return fail("%s lacks shaderFloat16", caps.Name)
+	op := vk.ComponentF16
+	switch storage {
+	case StorageF16:
+		if !caps.Float16 {
+			return fail("%s lacks shaderFloat16", caps.Name)
+		}
+	case StorageBF16:
+		if !caps.BFloat16 || !caps.BFloat16Coop {
+			return fail("%s lacks bfloat16 cooperative matrices", caps.Name)
+		}
+		op = vk.ComponentBF16
+	default:
+		return fail("fp16 or bf16 storage only, got %v", storage)
 	}
+	bf16 := storage == StorageBF16
 	if d < 16 || d > AttnCM2MaxD || d%16 != 0 {
 		return fail("head dimension D=%d unsupported (need a multiple of 16 in [16, %d])", d, AttnCM2MaxD)
 	}
@@ -77,7 +101,7 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 		wb := budget - int(caps.CoopMat2Props.WorkgroupScopeReservedSharedMemory)
 		var best *AttnCM2Tile
 		for _, s := range caps.CoopMatFlexShapes {
-			if s.Scope != vk.ScopeWorkgroup || s.A != vk.ComponentF16 || s.B != vk.ComponentF16 ||
+			if s.Scope != vk.ScopeWorkgroup || s.A != op || s.B != op ||
 				s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 || s.Saturating {
 				continue
 			}
@@ -93,7 +117,7 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 					if br == 128 && want == nil {
 						continue // tuning only: twice the accumulator registers
 					}
-					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup, NW: int(s.NGranularity)}
+					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup, NW: int(s.NGranularity), BF16: bf16}
 					if !fits(s, br, bc) || t.Shared > wb {
 						continue
 					}
@@ -116,7 +140,7 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 			return *best, nil
 		}
 	}
-	if s, ok := caps.HasCoopMatFlex(vk.ComponentF16, vk.ComponentF16, vk.ComponentF32, vk.ScopeSubgroup); ok {
+	if s, ok := caps.HasCoopMatFlex(op, op, vk.ComponentF32, vk.ScopeSubgroup); ok {
 		sg := int(caps.SubgroupSize)
 		if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
 			return fail("%s's subgroup size varies and cannot be fixed", caps.Name)
@@ -131,27 +155,24 @@ func AttnCM2Tiling(caps *vk.Caps, d int) (AttnCM2Tile, error) {
 		}
 		for _, br := range brs {
 			for _, bc := range bcs {
-				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup, NW: int(s.NGranularity)}
+				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup, NW: int(s.NGranularity), BF16: bf16}
 				if fits(s, br, bc) && t.Shared <= budget && 64%br == 0 && 64%bc == 0 {
 					return t, nil
 				}
 			}
 		}
 	}
-	return fail("%s has no f16*f16+f32 flexible shape that fits D=%d", caps.Name, d)
+	return fail("%s has no %v*%v+f32 flexible shape that fits D=%d", caps.Name, op, op, d)
 }
 
 // cm2Eligible says whether the coopmat2 kernel computes p (mode, dtype, layout), or why not.
 func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
-	if p.Storage != StorageF16 {
-		return AttnCM2Tile{}, fmt.Errorf("kern: attention (coopmat2): fp16 storage only")
-	}
 	switch p.Mode {
 	case ModeRow, ModeShared, ModeNone:
 	default:
 		return AttnCM2Tile{}, fmt.Errorf("kern: attention (coopmat2): mode %d is not row, shared or none", p.Mode)
 	}
-	t, err := AttnCM2Tiling(caps, int(p.D))
+	t, err := AttnCM2TilingFor(caps, int(p.D), p.Storage)
 	if err != nil {
 		return t, err
 	}

@@ -162,3 +162,33 @@ func TestAttentionCoopMat2Tiling(t *testing.T) {
 		t.Errorf("no reductions accepted")
 	}
 }
+
+// TestAttentionCoopMat2BF16: the bf16 variants (devices with bfloat16 cooperative
+// matrices; lavapipe has none), on the awkward shapes, at bf16's tolerance.
+func TestAttentionCoopMat2BF16(t *testing.T) {
+	e := newAttnEnv(t)
+	caps := e.d.Caps()
+	if _, err := kern.AttnCM2TilingFor(&caps, 64, kern.StorageBF16); err != nil {
+		if os.Getenv("DMAVK_REQUIRE_COOPMAT2_BF16") == "1" {
+			t.Fatalf("%s: %v", caps.Name, err)
+		}
+		t.Skipf("%s: %v", caps.Name, err)
+	}
+	row, shared, none := ref.ModeRow, ref.ModeShared, ref.ModeNone
+	for _, c := range []attnCase{
+		{name: "row/causal", Lq: 100, mode: row, causal: true, w: 9},
+		{name: "row/Lq17-Lk129/D128", Lq: 17, Lk: 129, D: 128, mode: row, causal: true, w: 20},
+		{name: "row/gqa-hbkv/bhld", B: 2, H: 4, Hkv: 2, hbKV: true, Lq: 80, mode: row, causal: true, w: 10, bhld: true},
+		{name: "shared/noncausal", Lq: 70, mode: shared, w: 12},
+		{name: "none/causal/pad", Lq: 90, mode: none, causal: true, pad: "rand"},
+		{name: "row/softcap", Lq: 65, mode: row, causal: true, w: 16, softcap: 2},
+		{name: "row/nan-v", Lq: 40, mode: row, causal: true, w: 1, nanKey: 5, weights: "equal"},
+	} {
+		c.bf16 = true
+		if !strings.Contains(c.name, "nan") {
+			c.nanKey = -1
+		}
+		c.wantPath = kern.PathCoopMat2
+		t.Run(c.name, func(t *testing.T) { runAttnCase(t, e, c) })
+	}
+}

@@ -614,7 +614,8 @@ func attnCases() []attnCase {
 	// Overflow-prone fp16: q, k ~ 100 make scores of thousands; float32 math stays finite.
 	add(attnCase{name: "row/f16/big-qk", Lq: 130, mode: row, causal: true, w: 16, f16: true, qk: 100})
 	add(attnCase{name: "none/f16/big-qk/softcap", Lq: 65, mode: none, causal: true, f16: true, qk: 100, softcap: 30})
-	// bf16 storage (portable kernel only, whatever the device): rounding of the inputs
+	// bf16 storage (the portable kernel, or coopmat2 where bf16 cooperative matrices
+	// exist and the mode is row, shared or none): rounding of the inputs
 	// and of O, every mode, both layouts, an offset, D = 256, large scores, softcap.
 	add(attnCase{name: "row/bf16", Lq: 130, mode: row, causal: true, w: 16, bf16: true})
 	add(attnCase{name: "shared/bf16/noncausal/bhld", Lq: 65, mode: shared, w: 16, bf16: true, bhld: true})
