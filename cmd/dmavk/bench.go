@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:  "bench",
 		short: "time DMA forward passes (GPU timestamps per stage) over sweeps of shapes",
-		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--mode row] [--dtype float16] [--reps 10] [--peak] [--json] [--configs]",
+		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
 		run:   runBench,
 	})
 }
@@ -131,7 +131,7 @@ func runBench(args []string, stdout io.Writer) error {
 	d := fs.Int("d", 128, "head dimension")
 	window := fs.Int("window", 2048, "keys kept per row")
 	mode := fs.String("mode", "row", "row, shared or none")
-	dtype := fs.String("dtype", "float16", "float16 or float32")
+	dtype := fs.String("dtype", "float16", "float16, bfloat16 or float32")
 	reps := fs.Int("reps", 10, "timed repetitions per configuration (after 2 warm-ups)")
 	asJSON := fs.Bool("json", false, "print JSON rows")
 	peak := fs.Bool("peak", false, "first measure the device's matrix peak (dmavk peak) and report each row's share of it")
@@ -169,11 +169,16 @@ func runBench(args []string, stdout io.Writer) error {
 	if err != nil || m == dma.ModeExplicit {
 		return usagef("--mode %q: row, shared or none", *mode)
 	}
-	dt := dma.Float16
-	if *dtype == "float32" {
+	var dt dma.DType
+	switch *dtype {
+	case "float16":
+		dt = dma.Float16
+	case "bfloat16":
+		dt = dma.BFloat16
+	case "float32":
 		dt = dma.Float32
-	} else if *dtype != "float16" {
-		return usagef("--dtype %q: float16 or float32", *dtype)
+	default:
+		return usagef("--dtype %q: float16, bfloat16 or float32", *dtype)
 	}
 	if *reps < 1 {
 		return usagef("--reps must be at least 1")

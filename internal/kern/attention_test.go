@@ -644,13 +644,19 @@ func TestAttention(t *testing.T) {
 	}
 }
 
-// TestAttentionStorage: bf16 never takes the cooperative-matrix path (its kernel reads
-// fp16 only), and an unknown storage code is rejected before any dispatch.
+// TestAttentionStorage: bf16 never takes the KHR cooperative-matrix path (its kernel
+// reads fp16 only) but takes coopmat2 where bf16 cooperative matrices exist, and an
+// unknown storage code is rejected before any dispatch.
 func TestAttentionStorage(t *testing.T) {
 	e := newAttnEnv(t)
+	caps := e.d.Caps()
 	for _, d := range []uint32{64, 128} {
-		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageBF16, D: d}); path != kern.PathPortable {
-			t.Errorf("bf16 D=%d: path %s", d, path)
+		want := kern.PathPortable
+		if _, err := kern.AttnCM2TilingFor(&caps, int(d), kern.StorageBF16); err == nil {
+			want = kern.PathCoopMat2
+		}
+		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageBF16, D: d}); path != want {
+			t.Errorf("bf16 D=%d: path %s, want %s", d, path, want)
 		}
 		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageF32, D: d}); path != kern.PathPortable {
 			t.Errorf("fp32 D=%d: path %s", d, path)
