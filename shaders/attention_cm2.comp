@@ -26,7 +26,8 @@
 // matrix product 0 * NaN would reach every row of the tile.
 //
 // Specialization: DH (head dimension), BR (query rows per tile, divides 64), BC (keys
-// per chunk, divides 64), NT (invocations: the subgroup size with subgroup scope, the
+// per chunk, divides 128: packed regions hold PackRows = 2 * blockC rows, a multiple of
+// 128, so a chunk never leaves its region), NT (invocations: the subgroup size with subgroup scope, the
 // device's workgroup-scope invocation count otherwise), NW (columns of the per-row
 // statistics, the shape's N granularity). The host
 // (internal/kern/attention_cm2.go) checks them against the device's flexible shapes.
@@ -72,6 +73,7 @@ layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
 shared uint colIdx[BC];            // the chunk's keys: position (~0u: not a key, or done)
 shared float colDelta[BC];         // and weight
+shared uint chunkMasked[4];        // per chunk parity: some row drops some key of the chunk
 shared float16_t Psh[BR * BC];     // P of the chunk, on the non-finite V route only
 
 const float NEG_INF = -1.0 / 0.0;
@@ -101,6 +103,13 @@ float loadQ(const in uint r, const in uint c, const in float x) {
 float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0) {
 	uint idx = colIdx[c];
 	if (e0 + c >= rowT[r] || (causal && int(idx) > tilePos + int(r)) || idx == ~0u) return NEG_INF;
+	float v = P.scale * s + colDelta[c];
+	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
+	return v;
+}
+
+// The score of a chunk every row keeps whole: no test needed.
+float scoreAllOp(const in uint r, const in uint c, const in float s) {
 	float v = P.scale * s + colDelta[c];
 	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
 	return v;
@@ -204,8 +213,12 @@ void main() {
 		rowT[r] = t;
 	}
 	barrier();
-	uint nWalk = 0u;
-	for (uint r = 0u; r < BR; r++) nWalk = max(nWalk, rowT[r]);
+	uint nWalk = 0u, minT = ~0u;
+	for (uint r = 0u; r < BR; r++) {
+		nWalk = max(nWalk, rowT[r]);
+		minT = min(minT, rowT[r]);
+	}
+	if (lid < 4u) chunkMasked[lid] = 0u;
 
 	uint kSrc, vSrc, kStride;
 	if (packed) {
@@ -254,6 +267,9 @@ void main() {
 			skip = e0;
 		}
 		// The chunk's keys: list entries (or key positions) c0 + c, those below skip done.
+		// chunkMasked[par] tells whether any row drops any of them (else the plain score).
+		uint par = (e0 / BC) & 1u;
+		if (lid == 0u) chunkMasked[par] = 0u;  // last read two chunks ago
 		barrier();  // the previous chunk's score pass is over
 		for (uint c = lid; c < BC; c += gl_WorkGroupSize.x) {
 			uint e = c0 + c, idx = ~0u;
@@ -272,8 +288,12 @@ void main() {
 			}
 			colIdx[c] = idx;
 			colDelta[c] = dl;
+			// Row r keeps key c when c0 + c < rowT[r] and idx <= tilePos + r: for every
+			// row when c0 + c < minT and idx <= tilePos (row 0, the smallest position).
+			if (idx == ~0u || c0 + c >= minT || (causal && int(idx) > tilePos)) atomicOr(chunkMasked[par], 1u);
 		}
 		barrier();
+		bool masked = chunkMasked[par] != 0u;
 		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> kt;
 #ifdef TENSOR_LOADS
 		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), viewT);
@@ -282,7 +302,11 @@ void main() {
 #endif
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 		S = coopMatMulAdd(qa, kt, S);
-		coopMatPerElementNV(S, S, scoreOp, c0);
+		if (masked) {
+			coopMatPerElementNV(S, S, scoreOp, c0);
+		} else {
+			coopMatPerElementNV(S, S, scoreAllOp);
+		}
 
 		coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> rmax, Mold, eM, rsum;
 		coopMatReduceNV(rmax, S, gl_CooperativeMatrixReduceRowNV, maxOp);

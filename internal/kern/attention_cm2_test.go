@@ -139,8 +139,8 @@ func TestAttentionCoopMat2Tiling(t *testing.T) {
 			flex(16, 16, 16, 64, vk.ScopeWorkgroup), flex(32, 16, 16, 128, vk.ScopeWorkgroup), flex(32, 32, 16, 256, vk.ScopeWorkgroup)}}
 	for _, d := range []int{32, 64, 96, 128} {
 		tile, err := kern.AttnCM2Tiling(&nv, d)
-		if err != nil || tile.BR != 64 || tile.BC != 64 || tile.Threads != 256 || tile.Scope != vk.ScopeWorkgroup {
-			t.Errorf("nvidia-like D=%d: %+v %v, want 64x64, 256 invocations, workgroup scope", d, tile, err)
+		if err != nil || tile.BR != 64 || tile.BC != 128 || tile.Threads != 256 || tile.Scope != vk.ScopeWorkgroup {
+			t.Errorf("nvidia-like D=%d: %+v %v, want 64x128, 256 invocations, workgroup scope", d, tile, err)
 		}
 	}
 	lvp := vk.Caps{Name: "lavapipe-like", MaxSharedMemory: 32 << 10, SubgroupSize: 8, MinSubgroupSize: 8, MaxSubgroupSize: 8,
@@ -190,5 +190,17 @@ func TestAttentionCoopMat2BF16(t *testing.T) {
 		}
 		c.wantPath = kern.PathCoopMat2
 		t.Run(c.name, func(t *testing.T) { runAttnCase(t, e, c) })
+	}
+}
+
+// TestPackRowsWholeChunks: the coopmat2 kernel reads packed regions by chunks of up to
+// 128 rows; every region must hold a whole number of them.
+func TestPackRowsWholeChunks(t *testing.T) {
+	for w := 1; w <= 5000; w++ {
+		c := kern.BlockSize(w)
+		p := &kern.Params{Window: uint32(w), BlockC: uint32(c), NCap: uint32(w + c)}
+		if n := kern.PackRows(p); n%128 != 0 || n < w+c {
+			t.Fatalf("w=%d: PackRows %d", w, n)
+		}
 	}
 }
