@@ -7,7 +7,7 @@ ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export DMAVK_CACHE_DIR=/tmp/dmavk-cache
 D=.gpu/dmavk
-for cfg in "default:" "16x64x32xsg:" "16x32x32xsg:" "16x16x32xsg:" "16x64x32xsg:cm2_sgt" "16x32x32xsg:cm2_sgt"; do
+for cfg in "default:" "16x64x32xsg:" "16x32x32xsg:" "16x16x32xsg:"; do
 	tile=${cfg%%:*}; v=${cfg#*:}
 	spv=""; [[ -n $v ]] && spv=$PWD/.gpu/$v.spv
 	[[ $tile == default ]] && tile=""
