@@ -6,11 +6,7 @@
 # beforehand into .gpu/ (go build -o .gpu/dmavk ./cmd/dmavk; go test -c -o .gpu/kern.test
 # ./internal/kern; go test -c -o .gpu/matmul.test ./internal/matmul). Results go to $OUT (8 files at most); the joined tables are printed.
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DMAVK_CACHE_DIR=/tmp/dmavk-cache
-D=.gpu/dmavk
+. bench/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 
 timeout 240 $D selftest --long >"$OUT/selftest.txt" 2>&1

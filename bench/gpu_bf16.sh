@@ -2,11 +2,7 @@
 # Device call: the coopmat2 kernel's bf16 variants (tests, selftest rows) and their speed
 # beside fp16 at 16K. Binaries in .gpu/ (see gpu.sh).
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DMAVK_CACHE_DIR=/tmp/dmavk-cache
-D=.gpu/dmavk
+. bench/gpu_env.sh
 (cd internal/kern && DMAVK_REQUIRE_COOPMAT=1 DMAVK_REQUIRE_COOPMAT2=1 DMAVK_REQUIRE_COOPMAT2_BF16=1 timeout 300 ../../.gpu/kern.test -test.run 'CoopMat2|Attention' -test.v >"$OUT/kern.txt" 2>&1)
 echo "kern tests: $(tail -1 "$OUT/kern.txt")"
 grep -E -- "--- FAIL" "$OUT/kern.txt" | head -20

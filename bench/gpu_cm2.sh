@@ -4,11 +4,7 @@
 # per-kernel profile, the KHR kernel on the same shape for comparison, dense mode and
 # the long runs. Binaries are built beforehand into .gpu/ (see gpu.sh).
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DMAVK_CACHE_DIR=/tmp/dmavk-cache
-D=.gpu/dmavk
+. bench/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 $D devices >"$OUT/devices.txt" 2>&1
 grep -E "flex|coopmat2|matrix 2" "$OUT/devices.txt"

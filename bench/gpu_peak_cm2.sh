@@ -3,11 +3,7 @@
 # coopmat2 attention's tests, and its tiles and builds at 16K (rows: mode row, then mode
 # none). Binaries in .gpu/ (see gpu.sh); .gpu/cm2_t.spv: attention_cm2 with -DTENSOR_LOADS.
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DMAVK_CACHE_DIR=/tmp/dmavk-cache
-D=.gpu/dmavk
+. bench/gpu_env.sh
 (cd internal/matmul && DMAVK_REQUIRE_COOPMAT=1 timeout 120 ../../.gpu/matmul.test -test.run . >"$OUT/matmul.txt" 2>&1)
 echo "matmul tests: $(tail -1 "$OUT/matmul.txt")"; grep -E -- "--- FAIL|rror" "$OUT/matmul.txt" | head
 (cd internal/kern && DMAVK_REQUIRE_COOPMAT=1 DMAVK_REQUIRE_COOPMAT2=1 timeout 200 ../../.gpu/kern.test -test.run 'CoopMat2' >"$OUT/kern.txt" 2>&1)

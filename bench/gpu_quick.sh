@@ -2,10 +2,7 @@
 # A shorter device call than gpu.sh: selftest, selection tests, issue 4's table beside
 # SDPA with the per-kernel profile, decode rows of Table 2, and the long runs.
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-D=.gpu/dmavk
+. bench/gpu_env.sh
 $D selftest --long >"$OUT/selftest.txt" 2>&1
 echo "selftest: $(tail -1 "$OUT/selftest.txt")"
 (cd internal/kern && DMAVK_REQUIRE_COOPMAT=1 ../../.gpu/kern.test -test.run 'Select|Attention' >"$OUT/kern.txt" 2>&1)

@@ -2,11 +2,7 @@
 # Device call: the coopmat2 attention with subgroup-scope matrices (one warp per 16-row
 # tile: row reductions stay inside the warp) against the workgroup-scope default, 16K.
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DMAVK_CACHE_DIR=/tmp/dmavk-cache
-D=.gpu/dmavk
+. bench/gpu_env.sh
 for cfg in "default:" "16x64x32xsg:" "16x32x32xsg:" "16x16x32xsg:"; do
 	tile=${cfg%%:*}; v=${cfg#*:}
 	spv=""; [[ -n $v ]] && spv=$PWD/.gpu/$v.spv

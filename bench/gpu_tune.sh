@@ -3,11 +3,7 @@
 # workgroup-scope tile swept (DMAVK_CM2_TILE) at L = 16K in modes row and none, then
 # issue 4's table beside SDPA. Binaries in .gpu/ (see gpu.sh).
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DMAVK_CACHE_DIR=/tmp/dmavk-cache
-D=.gpu/dmavk
+. bench/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 (cd internal/kern && DMAVK_REQUIRE_COOPMAT=1 DMAVK_REQUIRE_COOPMAT2=1 timeout 240 ../../.gpu/kern.test -test.run "${KERN_RUN:-CoopMat2|Pack|VCheck|Tau}" -test.v >"$OUT/kern.txt" 2>&1)
 echo "kern tests: $(tail -1 "$OUT/kern.txt")"

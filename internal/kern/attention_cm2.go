@@ -303,23 +303,11 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 	if err != nil {
 		return err
 	}
-	_, tiles := AttnTiles(p.Lq, p.PosOffset, tile.BR)
-	groups := [3]uint32{tiles, p.H, p.B}
-	for i, g := range groups {
-		if g > caps.MaxWorkgroupCount[i] {
-			return fmt.Errorf("kern: attention: %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
-		}
-	}
-	or := func(x *vk.Buffer) *vk.Buffer {
-		if x == nil {
-			return b.Ord
-		}
-		return x
-	}
-	return r.Dispatch(pipe, groups, nil,
-		vk.Bind(params), vk.Bind(b.Q), vk.Bind(kb), vk.Bind(vb), vk.Bind(b.Ord),
-		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(c.VFlags), vk.Bind(b.Ord),
-		vk.Bind(b.O), vk.Bind(b.LSE))
+	// The same bindings as the other kernels, with the packed (or in-place) K and V and
+	// the flags of non-finite V in the mask's slot (explicit masks never come here).
+	bb := *b
+	bb.K, bb.V, bb.Mask, bb.Bias = kb, vb, c.VFlags, nil
+	return dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR)
 }
 
 // cm2TileOverride parses DMAVK_CM2_TILE ("64x64x128": rows, keys per chunk, invocations,
