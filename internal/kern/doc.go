@@ -73,7 +73,8 @@
 // contiguous, zero-padded matrix instead of gathering them itself. The pack pass
 // (select_pack, RecordPack; 16-bit storage only) writes, from the plan's U and ucount,
 // GK and GV, each 16-bit [R][NP][D] (raw elements of K, resp. V: no conversion),
-// NP = PackRows = ncap rounded up to a multiple of 64, R = PackRegions regions:
+// NP = PackRows = ncap rounded up to a multiple of 64 (always 2C, a multiple of 128, as
+// w <= C), R = PackRegions regions:
 //
 //	row, causal:                  R = B*Hb*nb, region bh*nb + e holds U_e (e < nb)
 //	shared (or row, not causal):  R = B*Hb, region bh holds S_final (entry nb)
@@ -81,7 +82,7 @@
 // with bh = b*Hb + hb. Row i < ucount of a region holds the key idx = U[list][i].idx:
 // K[b, idx, kvh, 0..D) in GK and V[b, idx, kvh, 0..D) in GV, kvh = hb when Hb = Hkv,
 // hb / G when Hb = H; rows [ucount, NP) are zero, so a consumer may read whole chunks of
-// 16, 32 or 64 rows. Row i of a region is thus entry i of its U list: the kappa order,
+// up to 128 rows (attention_cm2 reads 8 to 128). Row i of a region is thus entry i of its U list: the kappa order,
 // and the ord and idx of the row are U's. Modes none and explicit have no regions.
 //
 // A zero row times a probability is 0 only when V is finite: 0 * NaN is NaN. The check
