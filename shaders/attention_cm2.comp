@@ -115,6 +115,11 @@ float scoreAllOp(const in uint r, const in uint c, const in float s) {
 	return v;
 }
 
+// First key (list entry) of the chunk that starts the walk at e0. Mode none reads K and
+// V in place: a last chunk past the end starts earlier instead (the host guarantees
+// Lk >= BC), and the caller skips the columns already done.
+uint chunkStart(uint e0) { return (!packed && e0 + BC > P.Lk) ? P.Lk - BC : e0; }
+
 float maxOp(const in float a, const in float b) { return max(a, b); }
 float addOp(const in float a, const in float b) { return a + b; }
 float smearOp(const in float a, const in float b) { return a; }
@@ -246,26 +251,9 @@ void main() {
 	// row's value): fewer registers than BR x BC ones.
 	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> M = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(NEG_INF);
 	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> L = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(0.0);
-#ifdef TENSOR_LOADS
-	// Rows of the source: a packed region, or every key.
-	uint srcRows = packed ? np : P.Lk;
-	tensorLayoutNV<2> tK = createTensorLayoutNV(2);
-	tK = setTensorLayoutDimensionNV(tK, srcRows, DH);
-	tK = setTensorLayoutStrideNV(tK, kStride, 1);
-	tensorLayoutNV<2> tV = createTensorLayoutNV(2);
-	tV = setTensorLayoutDimensionNV(tV, srcRows, DH);
-	tV = setTensorLayoutStrideNV(tV, vStride, 1);
-	tensorViewNV<2, false, 1, 0> viewT = createTensorViewNV(2, false, 1, 0);
-#endif
 	[[dont_unroll]]
 	for (uint e0 = 0u; e0 < nWalk; e0 += BC) {
-		// Mode none reads K and V in place: a last chunk past the end starts earlier
-		// instead (the host guarantees Lk >= BC) and skips the columns already done.
-		uint c0 = e0, skip = 0u;
-		if (!packed && e0 + BC > P.Lk) {
-			c0 = P.Lk - BC;
-			skip = e0;
-		}
+		uint c0 = chunkStart(e0), skip = c0 != e0 ? e0 : 0u;
 		// The chunk's keys: list entries (or key positions) c0 + c, those below skip done.
 		// chunkMasked[par] tells whether any row drops any of them (else the plain score).
 		uint par = (e0 / BC) & 1u;
@@ -295,11 +283,7 @@ void main() {
 		barrier();
 		bool masked = chunkMasked[par] != 0u;
 		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> kt;
-#ifdef TENSOR_LOADS
-		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), viewT);
-#else
 		coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
-#endif
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 		S = coopMatMulAdd(qa, kt, S);
 		if (masked) {
@@ -326,11 +310,7 @@ void main() {
 		O = O * eMo;
 		if (!vBad) {
 			coopmat<T16, SCOPE, BC, DH, gl_MatrixUseB> vm;
-#ifdef TENSOR_LOADS
-			coopMatLoadTensorNV(vm, v16, vSrc, sliceTensorLayoutNV(tV, c0, BC, 0, DH));
-#else
 			coopMatLoad(vm, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutRowMajor);
-#endif
 			O = coopMatMulAdd(pa, vm, O);
 		} else {
 			coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator> ph = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator>(S);
