@@ -70,6 +70,10 @@ layout(std430, binding = 8) readonly buffer BufFlags { uint vflags[]; };  // [B*
 layout(std430, binding = 10) buffer BufO { T16 o16[]; };
 layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
 
+// The packed K/V bound here may hold only some (batch, bias head) pairs (the host splits
+// them over buffers below the device's allocation limit): bh in [rg.bhFirst, +bhCount).
+layout(push_constant) uniform Range { uint bhFirst, bhCount; } rg;
+
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
 shared uint colIdx[BC];            // the chunk's keys: position (~0u: not a key, or done)
 shared float colDelta[BC];         // and weight
@@ -163,6 +167,7 @@ void main() {
 	causal = P.causal != 0u;
 	rowCausal = P.mode == MODE_ROW && causal;
 	packed = P.mode == MODE_ROW || P.mode == MODE_SHARED;
+	if (packed && (bh < rg.bhFirst || bh - rg.bhFirst >= rg.bhCount)) return;  // another buffer's
 
 	int t0 = P.posOffset >= 0 ? P.posOffset / int(BR) : -((-P.posOffset + int(BR) - 1) / int(BR));
 	tilePos = (t0 + int(gl_WorkGroupID.x)) * int(BR);
@@ -185,12 +190,12 @@ void main() {
 			uint entry = bh * (P.nblocks + 1u) + blk;
 			listBase = entry * P.ncap;
 			nList = ucount[entry];
-			region = bh * P.nblocks + blk;
+			region = (bh - rg.bhFirst) * P.nblocks + blk;
 		} else if (packed) {
 			uint entry = bh * (P.nblocks + 1u) + P.nblocks;
 			listBase = entry * P.ncap;
 			nList = ucount[entry];
-			region = bh;
+			region = bh - rg.bhFirst;
 		} else {
 			nList = uint(kLast) + 1u;
 		}

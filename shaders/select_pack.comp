@@ -8,6 +8,10 @@
 // b = bh / Hb, kvh = hb (Hb == Hkv) or hb / G (Hb == H); rows [ucount, NP) are zero.
 // Raw 16-bit copies (storage fp16 or bf16): no conversion, so the bits are the input's.
 //
+// GK and GV may be split by (batch, bias head) into several buffers: one dispatch writes
+// the regions of bh in [rg.bhFirst, rg.bhFirst + rg.bhCount) (push constants), region
+// indices counted from bhFirst.
+//
 // One invocation writes one unit of a row of GK and the same unit of GV: 8 elements
 // (a uvec4) in variant "vec", 2 elements (a word) in variant "word". Grid-stride loop
 // over the R * NP * D / (8 or 2) units: any number of workgroups works.
@@ -38,6 +42,7 @@ layout(std430, binding = 3) readonly buffer UBuf { uvec2 U[]; };      // [B*Hb][
 layout(std430, binding = 4) readonly buffer UCnt { uint ucount[]; };  // [B*Hb][nb+1]
 layout(std430, binding = 5) writeonly buffer GKBuf { UNIT gk[]; };    // 16-bit [R][NP][D]
 layout(std430, binding = 6) writeonly buffer GVBuf { UNIT gv[]; };    // likewise
+layout(push_constant) uniform Range { uint bhFirst, bhCount; } rg;
 
 #ifndef VEC
 // Output word c of a source row that starts at element s (any parity).
@@ -55,7 +60,7 @@ void main() {
 	const uint nb = P.nblocks, ncap = P.ncap, Hb = P.Hb, D = P.D;
 	const uint NP = (ncap + 63u) & ~63u;
 	const bool rowCausal = P.mode == MODE_ROW && P.causal != 0u;
-	const uint R = rowCausal ? P.B * Hb * nb : P.B * Hb;
+	const uint R = rowCausal ? rg.bhCount * nb : rg.bhCount;  // regions of this buffer
 	const uint upr = D / UNIT_ELEMS; // units per row
 	const uint rows = R * NP;
 	const uint n = rows * upr;       // < 2^31 (checked by the host)
@@ -66,11 +71,11 @@ void main() {
 		uint r = row / NP, i = row - r * NP;
 		uint bh, list;
 		if (rowCausal) {
-			bh = r / nb;
-			list = r + bh; // bh * (nb + 1) + e with e = r - bh * nb
+			bh = rg.bhFirst + r / nb;
+			list = bh * (nb + 1u) + (r - (bh - rg.bhFirst) * nb);
 		} else {
-			bh = r;
-			list = r * (nb + 1u) + nb;
+			bh = rg.bhFirst + r;
+			list = bh * (nb + 1u) + nb;
 		}
 		UNIT kx = UNIT(0u), vx = UNIT(0u);
 		if (i < min(ucount[list], ncap)) {

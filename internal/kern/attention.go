@@ -248,12 +248,12 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 	if err != nil {
 		return err
 	}
-	return dispatchAttention(r, caps, p, params, b, pipe, tile.BR)
+	return dispatchAttention(r, caps, p, params, b, pipe, tile.BR, nil)
 }
 
 // dispatchAttention records one attention kernel (portable or coopmat: both take the
 // same bindings) over the tiles of br rows, every head and batch.
-func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffer, b *AttnBuffers, pipe *vk.Pipeline, br int) error {
+func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffer, b *AttnBuffers, pipe *vk.Pipeline, br int, push []byte) error {
 	_, tiles := AttnTiles(p.Lq, p.PosOffset, br)
 	groups := [3]uint32{tiles, p.H, p.B}
 	for i, g := range groups {
@@ -268,7 +268,7 @@ func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffe
 		}
 		return x
 	}
-	return r.Dispatch(pipe, groups, nil,
+	return r.Dispatch(pipe, groups, push,
 		vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord),
 		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(or(b.Mask)), vk.Bind(or(b.Bias)),
 		vk.Bind(b.O), vk.Bind(b.LSE))

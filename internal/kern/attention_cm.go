@@ -216,5 +216,5 @@ func (k *Kernels) recordAttentionCM(r *vk.Recorder, p *Params, params *vk.Buffer
 	if err != nil {
 		return err
 	}
-	return dispatchAttention(r, caps, p, params, b, pipe, tile.BR)
+	return dispatchAttention(r, caps, p, params, b, pipe, tile.BR, nil)
 }

@@ -179,9 +179,9 @@ func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
 		return t, err
 	}
 	if p.Mode == ModeRow || p.Mode == ModeShared {
-		// GK and GV are single buffers, each bound whole.
-		if n := uint64(PackSize(p)); n > caps.MaxAllocationSize || n > uint64(caps.MaxStorageBufferRange) {
-			return t, fmt.Errorf("kern: attention (coopmat2): packed keys need %d bytes, over %s's largest allocation or binding", n, caps.Name)
+		// GK and GV split by (batch, bias head) pairs, a pair's regions in one buffer.
+		if n := PackSizeRange(p, 1); n > cm2PackLimit(caps) {
+			return t, fmt.Errorf("kern: attention (coopmat2): one head's packed keys need %d bytes, over %s's largest allocation or binding", n, caps.Name)
 		}
 	}
 	if p.Mode == ModeNone {
@@ -200,37 +200,73 @@ func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
 
 // CM2Buffers are the coopmat2 kernel's own buffers for one call: the packed keys and
 // values (modes row and shared; see select_pack) and the per-(batch, kv head) flags of
-// non-finite values in V (select_vcheck).
+// non-finite values in V (select_vcheck). GK and GV are split by (batch, bias head)
+// pairs over as many buffers as the device's allocation and binding limits need:
+// GK[i] and GV[i] hold the pairs [i*PairsPer, min((i+1)*PairsPer, B*Hb)).
 type CM2Buffers struct {
-	GK, GV, VFlags *vk.Buffer
+	GK, GV   []*vk.Buffer
+	PairsPer int
+	VFlags   *vk.Buffer
+}
+
+// cm2MaxPackBytes caps the size of one GK/GV buffer below the device's limits (tests
+// set it to force the split; 0: the limits alone).
+var cm2MaxPackBytes int64
+
+// cm2PackLimit is the largest GK/GV buffer the device (and cm2MaxPackBytes) allows.
+func cm2PackLimit(caps *vk.Caps) int64 {
+	lim := min(int64(caps.MaxAllocationSize), int64(caps.MaxStorageBufferRange))
+	if caps.MaxAllocationSize == 0 {
+		lim = int64(caps.MaxStorageBufferRange)
+	}
+	if cm2MaxPackBytes > 0 {
+		lim = min(lim, cm2MaxPackBytes)
+	}
+	return lim
 }
 
 // NewCM2Buffers allocates the coopmat2 buffers for p.
 func NewCM2Buffers(d *vk.Device, p *Params) (*CM2Buffers, error) {
 	c := &CM2Buffers{}
-	sizes := []int64{4, 4, max(int64(p.B)*int64(p.Hkv)*4, 4)}
-	if p.Mode == ModeRow || p.Mode == ModeShared {
-		sizes[0], sizes[1] = PackSize(p), PackSize(p)
+	fail := func(err error) (*CM2Buffers, error) {
+		c.Close()
+		return nil, fmt.Errorf("kern: coopmat2 buffers: %w", err)
 	}
-	for i, dst := range []**vk.Buffer{&c.GK, &c.GV, &c.VFlags} {
-		b, err := d.NewBuffer(sizes[i])
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("kern: coopmat2 buffers: %w", err)
+	var err error
+	if c.VFlags, err = d.NewBuffer(max(int64(p.B)*int64(p.Hkv)*4, 4)); err != nil {
+		return fail(err)
+	}
+	pairs := int(p.B * p.Hb)
+	if (p.Mode != ModeRow && p.Mode != ModeShared) || pairs == 0 {
+		return c, nil
+	}
+	caps := d.Caps()
+	per := PackSizeRange(p, 1)
+	if per == 0 || per > cm2PackLimit(&caps) {
+		return fail(fmt.Errorf("one (batch, bias head) pair needs %d bytes of packed keys, over %s's limit", per, caps.Name))
+	}
+	c.PairsPer = int(min(int64(pairs), cm2PackLimit(&caps)/per))
+	for first := 0; first < pairs; first += c.PairsPer {
+		n := min(c.PairsPer, pairs-first)
+		for _, dst := range []*[]*vk.Buffer{&c.GK, &c.GV} {
+			b, err := d.NewBuffer(PackSizeRange(p, n))
+			if err != nil {
+				return fail(err)
+			}
+			*dst = append(*dst, b)
 		}
-		*dst = b
 	}
 	return c, nil
 }
 
 // Close releases the buffers.
 func (c *CM2Buffers) Close() error {
-	for _, b := range []**vk.Buffer{&c.GK, &c.GV, &c.VFlags} {
-		if *b != nil {
-			(*b).Close()
-			*b = nil
+	for _, b := range append(append(c.GK, c.GV...), c.VFlags) {
+		if b != nil {
+			b.Close()
 		}
 	}
+	c.GK, c.GV, c.VFlags = nil, nil, nil
 	return nil
 }
 
@@ -263,7 +299,7 @@ func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile) (*vk.Pipeline, error) {
 		}
 		code = raw
 	}
-	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: attnBindings, Spec: spec, SubgroupSize: required})
+	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: attnBindings, PushSize: 8, Spec: spec, SubgroupSize: required})
 	if err != nil {
 		return nil, err
 	}
@@ -283,18 +319,30 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 		return err
 	}
 	c := b.CM2
-	if c == nil || c.GK == nil || c.GV == nil || c.VFlags == nil {
-		return fmt.Errorf("kern: attention (coopmat2): AttnBuffers.CM2 missing (NewCM2Buffers)")
+	packed := p.Mode == ModeRow || p.Mode == ModeShared
+	pairs := int(p.B * p.Hb)
+	if c == nil || c.VFlags == nil || (packed && (c.PairsPer < 1 || len(c.GK) != (pairs+c.PairsPer-1)/c.PairsPer || len(c.GV) != len(c.GK))) {
+		return fmt.Errorf("kern: attention (coopmat2): AttnBuffers.CM2 missing or not made for these params (NewCM2Buffers)")
 	}
 	if err := k.RecordVCheck(r, p, params, b.V, c.VFlags); err != nil {
 		return err
 	}
-	kb, vb := b.K, b.V
-	if p.Mode == ModeRow || p.Mode == ModeShared {
-		if err := k.RecordPack(r, p, params, b.K, b.V, &PlanBuffers{U: b.U, UCount: b.UCount}, c.GK, c.GV); err != nil {
-			return err
+	// One dispatch per GK/GV buffer; workgroups of the other buffers' heads return at once.
+	type part struct {
+		k, v        *vk.Buffer
+		first, count int
+	}
+	parts := []part{{b.K, b.V, 0, pairs}}
+	if packed {
+		parts = parts[:0]
+		for i := range c.GK {
+			first := i * c.PairsPer
+			n := min(c.PairsPer, pairs-first)
+			if err := k.RecordPackRange(r, p, params, b.K, b.V, &PlanBuffers{U: b.U, UCount: b.UCount}, c.GK[i], c.GV[i], first, n); err != nil {
+				return err
+			}
+			parts = append(parts, part{c.GK[i], c.GV[i], first, n})
 		}
-		kb, vb = c.GK, c.GV
 	}
 	if err := stamp("pack"); err != nil {
 		return err
@@ -303,11 +351,16 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 	if err != nil {
 		return err
 	}
-	// The same bindings as the other kernels, with the packed (or in-place) K and V and
-	// the flags of non-finite V in the mask's slot (explicit masks never come here).
-	bb := *b
-	bb.K, bb.V, bb.Mask, bb.Bias = kb, vb, c.VFlags, nil
-	return dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR)
+	for _, x := range parts {
+		// The same bindings as the other kernels, with the packed (or in-place) K and V
+		// and the flags of non-finite V in the mask's slot (explicit masks never come here).
+		bb := *b
+		bb.K, bb.V, bb.Mask, bb.Bias = x.k, x.v, c.VFlags, nil
+		if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cm2TileOverride parses DMAVK_CM2_TILE ("64x64x128": rows, keys per chunk, invocations,

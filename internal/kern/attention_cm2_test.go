@@ -204,3 +204,35 @@ func TestPackRowsWholeChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestAttentionCoopMat2Split: GK and GV split over several buffers (what a long context
+// needs past the allocation limit), forced here by a small cap: a buffer holds two or
+// three (batch, bias head) pairs, so some pairs' workgroups return at once in every
+// dispatch.
+func TestAttentionCoopMat2Split(t *testing.T) {
+	e := attnCM2Env(t)
+	row, shared := ref.ModeRow, ref.ModeShared
+	for _, c := range []attnCase{
+		{name: "row/causal/B2H4", B: 2, H: 4, Hkv: 2, Lq: 130, mode: row, causal: true, w: 9, pairs: 2},
+		{name: "row/causal/hbkv", B: 2, H: 4, Hkv: 2, hbKV: true, Lq: 100, mode: row, causal: true, w: 20, pairs: 3},
+		{name: "shared/noncausal", B: 2, H: 4, Hkv: 4, Lq: 70, mode: shared, w: 12, pairs: 3},
+		{name: "row/nan-v", B: 1, H: 4, Hkv: 1, Lq: 40, mode: row, causal: true, w: 1, nanKey: 5, weights: "equal", pairs: 2},
+	} {
+		c.f16 = true
+		if !strings.Contains(c.name, "nan") {
+			c.nanKey = -1
+		}
+		c.wantPath = kern.PathCoopMat2
+		t.Run(c.name, func(t *testing.T) {
+			hb := c.H
+			if c.hbKV {
+				hb = c.Hkv
+			}
+			bc := kern.BlockSize(c.w)
+			p := &kern.Params{B: uint32(c.B), Hb: uint32(hb), D: 64, Mode: uint32(c.mode), Causal: attnB2U(c.causal),
+				Window: uint32(c.w), BlockC: uint32(bc), NBlocks: uint32((c.Lq + bc - 1) / bc), NCap: uint32(c.w + bc)}
+			defer kern.SetCM2MaxPackBytes(kern.PackSizeRange(p, c.pairs))()
+			runAttnCase(t, e, c)
+		})
+	}
+}

@@ -39,6 +39,7 @@ type attnCase struct {
 	wantErr               string
 	dOverride, hbOverride int
 	wantPath              string // when set, AttentionPath must name this kernel
+	pairs                 int    // coopmat2 split tests: (batch, bias head) pairs per GK/GV buffer
 }
 
 // storage is the case's storage type.
@@ -400,6 +401,9 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 		}
 		t.Cleanup(func() { cm2.Close() })
 		bufs.CM2 = cm2
+		if c.pairs > 0 && (cm2.PairsPer != c.pairs || len(cm2.GK) < 2) {
+			t.Fatalf("%d pairs per buffer over %d buffers, want %d per buffer and a split", cm2.PairsPer, len(cm2.GK), c.pairs)
+		}
 	}
 	params := e.buffer(t, make([]byte, kern.ParamsSize))
 	err := e.d.Run(context.Background(), func(r *vk.Recorder) error {

@@ -52,6 +52,26 @@ func (k *Kernels) Pipeline(name string, bindings int, spec ...uint32) (*vk.Pipel
 	return p, nil
 }
 
+// pipelinePush is Pipeline for a shader with a push-constant block of push bytes.
+func (k *Kernels) pipelinePush(name string, bindings, push int, spec ...uint32) (*vk.Pipeline, error) {
+	key := fmt.Sprintf("%s/%d/push%d/%v", name, bindings, push, spec)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.pipes[key]; ok {
+		return p, nil
+	}
+	code, err := shaders.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: bindings, PushSize: push, Spec: spec})
+	if err != nil {
+		return nil, err
+	}
+	k.pipes[key] = p
+	return p, nil
+}
+
 // Close destroys every pipeline.
 func (k *Kernels) Close() error {
 	k.mu.Lock()

@@ -1,6 +1,7 @@
 package kern
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/dmavk/dmavk/vk"
@@ -35,6 +36,25 @@ func PackRegions(p *Params) int {
 		return bh
 	}
 	return 0
+}
+
+// PackSizeRange is the byte size of one of GK and GV holding the regions of count
+// (batch, bias head) pairs.
+func PackSizeRange(p *Params, count int) int64 {
+	bh := int64(p.B) * int64(p.Hb)
+	if bh == 0 {
+		return 0
+	}
+	return PackSize(p) / bh * int64(count)
+}
+
+// pairRange is the push-constant block of select_pack and attention_cm2: the first
+// (batch, bias head) pair of the packed buffers bound, and their number.
+func pairRange(first, count int) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint32(b, uint32(first))
+	binary.LittleEndian.PutUint32(b[4:], uint32(count))
+	return b
 }
 
 // PackSize is the byte size of one of GK and GV: R * NP * D 16-bit elements.
@@ -125,12 +145,19 @@ func checkSizes(op string, bufs ...sizedBuf) error {
 // of both views are multiples of 8 elements, else word by word. A Barrier follows the
 // dispatch, so later commands see gk and gv.
 func (k *Kernels) RecordPack(r *vk.Recorder, p *Params, params *vk.Buffer, kb, vb *vk.Buffer, plan *PlanBuffers, gk, gv *vk.Buffer) error {
-	return k.recordPack(r, p, params, kb, vb, plan, gk, gv, int64(k.d.Caps().MaxWorkgroupCount[0]))
+	return k.recordPack(r, p, params, kb, vb, plan, gk, gv, 0, int(p.B*p.Hb), int64(k.d.Caps().MaxWorkgroupCount[0]))
 }
 
-// recordPack is RecordPack with at most maxGroups workgroups (tests use few, so that
-// the grid-stride loop runs several rounds).
-func (k *Kernels) recordPack(r *vk.Recorder, p *Params, params *vk.Buffer, kb, vb *vk.Buffer, plan *PlanBuffers, gk, gv *vk.Buffer, maxGroups int64) error {
+// RecordPackRange is RecordPack for the (batch, bias head) pairs bh in [first,
+// first+count) only, into gk and gv of PackSizeRange(p, count) bytes whose regions count
+// from first (the layout of GK/GV split over several buffers).
+func (k *Kernels) RecordPackRange(r *vk.Recorder, p *Params, params *vk.Buffer, kb, vb *vk.Buffer, plan *PlanBuffers, gk, gv *vk.Buffer, first, count int) error {
+	return k.recordPack(r, p, params, kb, vb, plan, gk, gv, first, count, int64(k.d.Caps().MaxWorkgroupCount[0]))
+}
+
+// recordPack is RecordPackRange with at most maxGroups workgroups (tests use few, so
+// that the grid-stride loop runs several rounds).
+func (k *Kernels) recordPack(r *vk.Recorder, p *Params, params *vk.Buffer, kb, vb *vk.Buffer, plan *PlanBuffers, gk, gv *vk.Buffer, first, count int, maxGroups int64) error {
 	const op = "RecordPack"
 	if err := checkVShape(op, p); err != nil {
 		return err
@@ -184,12 +211,16 @@ func (k *Kernels) recordPack(r *vk.Recorder, p *Params, params *vk.Buffer, kb, v
 	if vec {
 		per = 8
 	}
-	units := int64(PackRegions(p)) * int64(PackRows(p)) * int64(p.D) / per
+	if first < 0 || count < 1 || int64(first)+int64(count) > bh {
+		return fmt.Errorf("kern: %s: pairs [%d, %d) outside the B*Hb = %d (batch, bias head) pairs", op, first, first+count, bh)
+	}
+	regions := int64(PackRegions(p)) / bh * int64(count)
+	units := regions * int64(PackRows(p)) * int64(p.D) / per
 	if units >= 1<<31 {
 		return fmt.Errorf("kern: %s: %d units to write (R=%d NP=%d D=%d), over 2^31", op, units, PackRegions(p), PackRows(p), p.D)
 	}
 	_, su, sc, _ := PlanSizes(p)
-	size := PackSize(p)
+	size := PackSizeRange(p, count)
 	if err := checkSizes(op,
 		sizedBuf{"params", params, ParamsSize},
 		sizedBuf{"K", kb, viewBytes(p, p.K)},
@@ -205,12 +236,12 @@ func (k *Kernels) recordPack(r *vk.Recorder, p *Params, params *vk.Buffer, kb, v
 	if vec {
 		name = "select_pack_vec"
 	}
-	pipe, err := k.Pipeline(name, 7)
+	pipe, err := k.pipelinePush(name, 7, 8)
 	if err != nil {
 		return err
 	}
 	groups := min((units+selectPackWG-1)/selectPackWG, maxGroups) // the shader loops over the rest
-	if err := r.Dispatch(pipe, [3]uint32{uint32(groups), 1, 1}, nil,
+	if err := r.Dispatch(pipe, [3]uint32{uint32(groups), 1, 1}, pairRange(first, count),
 		vk.Bind(params), vk.Bind(kb), vk.Bind(vb), vk.Bind(plan.U), vk.Bind(plan.UCount), vk.Bind(gk), vk.Bind(gv)); err != nil {
 		return err
 	}

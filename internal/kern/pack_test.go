@@ -250,7 +250,7 @@ func TestPack(t *testing.T) {
 				if err := k.RecordPlan(r, p, params, dbuf, pbuf, plan); err != nil {
 					return err
 				}
-				return k.recordPack(r, p, params, kb, vb, plan, gk, gv, groups)
+				return k.recordPack(r, p, params, kb, vb, plan, gk, gv, 0, int(p.B*p.Hb), groups)
 			})
 			if err != nil {
 				t.Fatal(err)
