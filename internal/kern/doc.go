@@ -25,7 +25,9 @@
 //
 // tau, uvec2 (ord, idx) [B*Hb][Lq] (mode row, causal): the threshold of query row i at
 // key position p_i = i + Lk - Lq: the w-th best valid key of [0, p_i], or (0, 0) when
-// that prefix holds at most w valid keys (every valid key is kept).
+// that prefix holds at most w valid keys (every valid key is kept). Pass B (select_tau)
+// derives it from the block lists; select_topw (RecordTopW) computes the same values
+// from ord alone by a radix select per row, for decode steps of a few rows.
 //
 // vcount, uint32 [B*Hb][nb+1] (in PlanBuffers.Scratch): V_b, the number of valid keys
 // before block b (b = nb: all of them). Pass B needs it: from U_b alone, a row whose
