@@ -43,7 +43,7 @@ type benchRow struct {
 	Device     string  `json:"device"`
 	Mode       string  `json:"mode"`
 	DType      string  `json:"dtype"`
-	Path       string  `json:"path"`         // attention kernel: coopmat or portable
+	Path       string  `json:"path"`         // attention kernel: coopmat2, coopmat or portable
 	GPUMillis  float64 `json:"gpu_ms"`       // median over reps: weights + selection + attention
 	SelMillis  float64 `json:"selection_ms"` // median
 	AttnMillis float64 `json:"attention_ms"` // median

@@ -251,7 +251,7 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 	return dispatchAttention(r, caps, p, params, b, pipe, tile.BR, nil)
 }
 
-// dispatchAttention records one attention kernel (portable or coopmat: both take the
+// dispatchAttention records one attention kernel (portable, coopmat or coopmat2: all take the
 // same bindings) over the tiles of br rows, every head and batch.
 func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffer, b *AttnBuffers, pipe *vk.Pipeline, br int, push []byte) error {
 	_, tiles := AttnTiles(p.Lq, p.PosOffset, br)
