@@ -329,7 +329,7 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 	}
 	// One dispatch per GK/GV buffer; workgroups of the other buffers' heads return at once.
 	type part struct {
-		k, v        *vk.Buffer
+		k, v         *vk.Buffer
 		first, count int
 	}
 	parts := []part{{b.K, b.V, 0, pairs}}
