@@ -40,6 +40,7 @@ type attnCase struct {
 	dOverride, hbOverride int
 	wantPath              string // when set, AttentionPath must name this kernel
 	pairs                 int    // coopmat2 split tests: (batch, bias head) pairs per GK/GV buffer
+	decode                bool   // record RecordDecode instead of RecordAttention
 }
 
 // storage is the case's storage type.
@@ -418,6 +419,9 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 			return err
 		}
 		r.Barrier()
+		if c.decode {
+			return e.k.RecordDecode(r, p, params, bufs, e.buffer(t, make([]byte, kern.DecodePartSize(p))))
+		}
 		return e.k.RecordAttention(r, p, params, bufs)
 	})
 	if c.wantErr != "" {

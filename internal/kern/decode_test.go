@@ -1,0 +1,51 @@
+package kern_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/dmavk/dmavk/ref"
+)
+
+// TestDecodeAttention: decode_attn against the float64 reference on a few query rows
+// over key sequences of one to several slices, every storage, GQA with both bias-head
+// layouts, padding, w = 1 and w >= L, equal weights, softcap, BHLD, NaN in V.
+func TestDecodeAttention(t *testing.T) {
+	e := newAttnEnv(t)
+	row, none := ref.ModeRow, ref.ModeNone
+	var cs []attnCase
+	for _, lq := range []int{1, 2, 4} {
+		for _, lk := range []int{1, 37, 1100, 2500} {
+			if lk < lq {
+				continue
+			}
+			cs = append(cs,
+				attnCase{name: fmt.Sprintf("row/Lq%d/Lk%d", lq, lk), Lq: lq, Lk: lk, mode: row, causal: true, w: 16},
+				attnCase{name: fmt.Sprintf("none/Lq%d/Lk%d", lq, lk), Lq: lq, Lk: lk, mode: none, causal: true})
+		}
+	}
+	cs = append(cs,
+		attnCase{name: "none/noncausal", Lq: 3, Lk: 300, mode: none},
+		attnCase{name: "row/w1", Lq: 2, Lk: 500, mode: row, causal: true, w: 1},
+		attnCase{name: "row/w-ge-L", Lq: 2, Lk: 90, mode: row, causal: true, w: 200},
+		attnCase{name: "row/equal", Lq: 4, Lk: 1500, mode: row, causal: true, w: 100, weights: "equal"},
+		attnCase{name: "row/ties", Lq: 4, Lk: 700, mode: row, causal: true, w: 50, weights: "ties"},
+		attnCase{name: "row/gqa-hbkv/pad", B: 2, H: 4, Hkv: 2, hbKV: true, Lq: 2, Lk: 1200, mode: row, causal: true, w: 40, pad: "rand"},
+		attnCase{name: "row/mqa-hb-h/bhld", B: 1, H: 4, Hkv: 1, Lq: 1, Lk: 1300, mode: row, causal: true, w: 64, bhld: true},
+		attnCase{name: "row/softcap/D128", Lq: 2, Lk: 600, D: 128, mode: row, causal: true, w: 32, softcap: 3},
+		attnCase{name: "row/f16", Lq: 3, Lk: 1100, mode: row, causal: true, w: 30, f16: true},
+		attnCase{name: "none/bf16/D96", Lq: 1, Lk: 1025, D: 96, mode: none, causal: true, bf16: true},
+		attnCase{name: "row/nan-v", Lq: 2, Lk: 200, mode: row, causal: true, w: 8, nanKey: 196, weights: "equal"},
+		attnCase{name: "err/explicit", Lq: 2, Lk: 20, mode: ref.ModeExplicit, causal: true, maskShape: []int{1, 1, 2, 20},
+			wantErr: "row with causality or none"},
+		attnCase{name: "err/rows", Lq: 5, Lk: 20, mode: none, causal: true, wantErr: "query rows"},
+	)
+	for _, c := range cs {
+		c.decode = true
+		if !strings.Contains(c.name, "nan") {
+			c.nanKey = -1
+		}
+		t.Run(c.name, func(t *testing.T) { runAttnCase(t, e, c) })
+	}
+}
