@@ -84,3 +84,54 @@ func ExampleDevice_DynamicWeights() {
 	fmt.Println(got)
 	// Output: [1 1 1 1 1 1]
 }
+
+// Token by token: each step appends the new key (its value, and its weight computed
+// once) and attends the new query row over the whole cache. Window 1 keeps the single
+// best-weighted key so far, so O is that key's value row.
+func ExampleKVCache() {
+	ctx := context.Background()
+	dev, err := dma.Open(dma.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer dev.Close()
+
+	const D = 8
+	cache, err := dev.NewKVCache(dma.KVCacheConfig{Sequences: 1, Capacity: 16, KVHeads: 1, HeadDim: D, DType: dma.Float32})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cache.Close()
+	row := func(x float32) *dma.Tensor {
+		t, _ := dev.NewTensor(dma.Float32, dma.Shape{B: 1, L: 1, H: 1, D: D}, dma.BLHD)
+		vals := make([]float32, D)
+		for d := range vals {
+			vals[d] = x
+		}
+		t.Upload(ctx, vals)
+		return t
+	}
+	for step, weight := range []float32{0.5, 0.1, 0.9, 0.3} {
+		k, v := row(0), row(float32(10*step))
+		w, _ := dev.NewWeights(1, 1, 1)
+		w.Upload(ctx, []float32{weight})
+		if err := cache.Append(ctx, 0, k, v, w); err != nil {
+			log.Fatal(err)
+		}
+		q := row(0)
+		res, err := cache.Attend(ctx, 0, q, dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true})
+		if err != nil {
+			log.Fatal(err)
+		}
+		o, _ := res.O.Download(ctx)
+		fmt.Printf("step %d reads key %.0f of %d\n", step, o[0]/10, cache.Len(0))
+		for _, x := range []interface{ Close() error }{k, v, w, q, res} {
+			x.Close()
+		}
+	}
+	// Output:
+	// step 0 reads key 0 of 1
+	// step 1 reads key 0 of 2
+	// step 2 reads key 2 of 3
+	// step 3 reads key 2 of 4
+}

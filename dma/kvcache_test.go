@@ -1,0 +1,172 @@
+package dma_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/dmavk/dmavk/dma"
+	"github.com/stretchr/testify/require"
+)
+
+// seqData is one sequence's random inputs: q [1, N, H, D], k and v [1, N, Hkv, D],
+// weights [Hb][N].
+type seqData struct {
+	n, h, hkv, hb, d int
+	q, k, v, w       []float32
+}
+
+func newSeqData(rng interface{ Float64() float64 }, n, h, hkv, hb, d int) *seqData {
+	r := func(k int, s float64) []float32 {
+		x := make([]float32, k)
+		for i := range x {
+			x[i] = float32(s * (2*rng.Float64() - 1))
+		}
+		return x
+	}
+	return &seqData{n: n, h: h, hkv: hkv, hb: hb, d: d, q: r(n*h*d, 1), k: r(n*hkv*d, 1), v: r(n*hkv*d, 1), w: r(hb*n, 4)}
+}
+
+// rows returns rows [a, b) of a [1, N, heads, D] array.
+func rows(x []float32, heads, d, a, b int) []float32 { return x[a*heads*d : b*heads*d] }
+
+// weightCols returns keys [a, b) of the [Hb][N] weights, as [Hb][b-a].
+func (s *seqData) weightCols(a, b int) []float32 {
+	var out []float32
+	for hb := range s.hb {
+		out = append(out, s.w[hb*s.n+a:hb*s.n+b]...)
+	}
+	return out
+}
+
+// TestKVCacheMatchesForward: a prefill of n keys then single-token steps (append one
+// key, attend its query row) give, row by row, the O and LSE of one Forward over all
+// the tokens; two sequences of different lengths share the cache, steps interleaved.
+func TestKVCacheMatchesForward(t *testing.T) {
+	d := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	const h, hkv, dim = 4, 2, 32
+	for _, dt := range []dma.DType{dma.Float32, dma.Float16} {
+		for _, mode := range []dma.Mode{dma.ModeRow, dma.ModeNone} {
+			for _, hb := range []int{hkv, h} {
+				t.Run(fmt.Sprintf("%v/%v/Hb%d", dt, mode, hb), func(t *testing.T) {
+					opt := dma.Options{Mode: mode, Window: 24, Causal: true}
+					seqs := []*seqData{newSeqData(rng, 40, h, hkv, hb, dim), newSeqData(rng, 1100, h, hkv, hb, dim)}
+					prefill := []int{33, 1096}
+					c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 2, Capacity: 1100, KVHeads: hkv, HeadDim: dim, BiasHeads: hb, DType: dt})
+					require.NoError(t, err)
+					defer c.Close()
+					type full struct{ o, lse []float32 }
+					want := make([]full, len(seqs))
+					for i, s := range seqs {
+						w, err := d.NewWeights(1, hb, s.n)
+						require.NoError(t, err)
+						defer w.Close()
+						require.NoError(t, w.Upload(ctx, s.w))
+						fo := opt
+						fo.Weights = w
+						res, err := d.Forward(ctx, tensor(t, d, dt, dma.Shape{B: 1, L: s.n, H: h, D: dim}, s.q),
+							tensor(t, d, dt, dma.Shape{B: 1, L: s.n, H: hkv, D: dim}, s.k),
+							tensor(t, d, dt, dma.Shape{B: 1, L: s.n, H: hkv, D: dim}, s.v), fo)
+						require.NoError(t, err)
+						defer res.Close()
+						want[i].o, err = res.O.Download(ctx)
+						require.NoError(t, err)
+						want[i].lse, err = res.LSE.Download(ctx)
+						require.NoError(t, err)
+					}
+					appendKeys := func(i, a, b int) {
+						s := seqs[i]
+						w, err := d.NewWeights(1, hb, b-a)
+						require.NoError(t, err)
+						defer w.Close()
+						require.NoError(t, w.Upload(ctx, s.weightCols(a, b)))
+						require.NoError(t, c.Append(ctx, i, tensor(t, d, dt, dma.Shape{B: 1, L: b - a, H: hkv, D: dim}, rows(s.k, hkv, dim, a, b)),
+							tensor(t, d, dt, dma.Shape{B: 1, L: b - a, H: hkv, D: dim}, rows(s.v, hkv, dim, a, b)), w))
+					}
+					for i := range seqs {
+						appendKeys(i, 0, prefill[i])
+					}
+					oTol, lseTol := 1e-5, 1e-5
+					if dt == dma.Float16 {
+						oTol = 2e-3 // O rounded to half on both sides, summed in another order
+					}
+					for step := 0; ; step++ {
+						done := true
+						for i, s := range seqs {
+							pos := prefill[i] + step
+							if pos >= s.n {
+								continue
+							}
+							done = false
+							appendKeys(i, pos, pos+1)
+							require.Equal(t, pos+1, c.Len(i))
+							res, err := c.Attend(ctx, i, tensor(t, d, dt, dma.Shape{B: 1, L: 1, H: h, D: dim}, rows(s.q, h, dim, pos, pos+1)), opt)
+							require.NoError(t, err)
+							o, err := res.O.Download(ctx)
+							require.NoError(t, err)
+							lse, err := res.LSE.Download(ctx)
+							require.NoError(t, err)
+							res.Close()
+							wo := rows(want[i].o, h, dim, pos, pos+1)
+							maxAbs := 0.0
+							for _, x := range wo {
+								maxAbs = max(maxAbs, math.Abs(float64(x)))
+							}
+							for e := range o {
+								require.InDeltaf(t, wo[e], o[e], oTol*max(maxAbs, 1e-3), "seq %d pos %d O[%d]", i, pos, e)
+							}
+							for hh := range h {
+								wl := float64(want[i].lse[hh*s.n+pos])
+								require.InDeltaf(t, wl, float64(lse[hh]), lseTol*(1+math.Abs(wl)), "seq %d pos %d LSE head %d", i, pos, hh)
+							}
+						}
+						if done {
+							break
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestKVCacheErrors: bad use gets clear errors and changes nothing.
+func TestKVCacheErrors(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	_, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 1, Capacity: 0, KVHeads: 1, HeadDim: 32, DType: dma.Float32})
+	require.ErrorContains(t, err, "at least 1")
+	c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 1, Capacity: 4, KVHeads: 1, HeadDim: 32, DType: dma.Float32})
+	require.NoError(t, err)
+	defer c.Close()
+	kv := func(n int) *dma.Tensor { return tensor(t, d, dma.Float32, dma.Shape{B: 1, L: n, H: 1, D: 32}, nil) }
+	w := func(n int) *dma.Weights {
+		x, err := d.NewWeights(1, 1, n)
+		require.NoError(t, err)
+		t.Cleanup(func() { x.Close() })
+		require.NoError(t, x.Upload(ctx, make([]float32, n)))
+		return x
+	}
+	require.NoError(t, c.Append(ctx, 0, kv(3), kv(3), w(3)))
+	require.ErrorContains(t, c.Append(ctx, 0, kv(2), kv(2), w(2)), "capacity")
+	require.Equal(t, 3, c.Len(0))
+	require.ErrorContains(t, c.Append(ctx, 1, kv(1), kv(1), w(1)), "sequence 1")
+	require.ErrorContains(t, c.Append(ctx, 0, kv(1), kv(1), w(2)), "weights")
+	q := func(n int) *dma.Tensor { return tensor(t, d, dma.Float32, dma.Shape{B: 1, L: n, H: 2, D: 32}, nil) }
+	_, err = c.Attend(ctx, 0, q(5), dma.Options{Mode: dma.ModeNone, Causal: true})
+	require.ErrorContains(t, err, "query rows")
+	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeShared, Window: 1, Causal: true})
+	require.ErrorContains(t, err, "row or none")
+	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeRow, Window: 1})
+	require.ErrorContains(t, err, "Causal")
+	res, err := c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true})
+	require.NoError(t, err)
+	require.Equal(t, "decode", res.Path)
+	res.Close()
+	require.NoError(t, c.Reset(0))
+	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeNone, Causal: true})
+	require.ErrorContains(t, err, "empty")
+}
