@@ -4,6 +4,7 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -46,11 +47,18 @@ type Case struct {
 	Mask, Bias   bool    // explicit mode
 	InputScale   float64 // magnitude of q, k, v (0 means 1)
 	Form         dma.Form
+	// KVCache runs the case through a dma.KVCache instead of Forward: every key of
+	// each batch (a sequence) appended, then the Lq <= 4 query rows attended (BLHD,
+	// modes row or none, weights given, no padding, masks or biases).
+	KVCache bool
 }
 
 // Name is a short description for tables.
 func (c Case) Name() string {
 	s := fmt.Sprintf("%s %s %s", c.Mode, c.DType, c.Layout)
+	if c.KVCache {
+		s = "kvcache " + s
+	}
 	if c.Causal {
 		s += " causal"
 	}
@@ -267,19 +275,25 @@ func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outc
 		opt.Bias, ropt.Bias = bb, rb
 	}
 
-	res, err := dev.Forward(ctx, q, k, v, opt)
-	if err != nil {
-		return fail(err)
-	}
-	defer res.Close()
-	out.Path = res.Path
-	o, err := res.O.Download(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	lse, err := res.LSE.Download(ctx)
-	if err != nil {
-		return fail(err)
+	var o, lse []float32
+	var res *dma.Result
+	if c.KVCache {
+		if o, lse, err = runKVCache(ctx, dev, c, hb, qd, kd, vd, opt); err != nil {
+			return fail(err)
+		}
+		out.Path = "decode"
+	} else {
+		if res, err = dev.Forward(ctx, q, k, v, opt); err != nil {
+			return fail(err)
+		}
+		defer res.Close()
+		out.Path = res.Path
+		if o, err = res.O.Download(ctx); err != nil {
+			return fail(err)
+		}
+		if lse, err = res.LSE.Download(ctx); err != nil {
+			return fail(err)
+		}
 	}
 	if wp != nil {
 		// The GPU's weights drive both sides; check them against ref on their own.
@@ -391,4 +405,77 @@ func compare(out Outcome, c Case, o, lse []float32, ro, rlse, delta []float64, s
 	}
 	out.Pass = out.Rel <= tol && lsePass
 	return out
+}
+
+// runKVCache appends each batch's keys to a KVCache (one sequence per batch) and
+// attends its query rows, returning O [B, Lq, H, D] and LSE [B, H, Lq] as Forward would.
+func runKVCache(ctx context.Context, dev *dma.Device, c Case, hb int, qd, kd, vd []float32, opt dma.Options) (o, lse []float32, err error) {
+	if c.Layout != dma.BLHD || opt.Weights == nil {
+		return nil, nil, fmt.Errorf("check: kvcache cases take BLHD tensors and given weights")
+	}
+	w, err := opt.Weights.Download(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cache, err := dev.NewKVCache(dma.KVCacheConfig{Sequences: c.B, Capacity: c.Lk, KVHeads: c.Hkv, HeadDim: c.D, BiasHeads: hb, DType: c.DType})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cache.Close()
+	var closers []interface{ Close() error }
+	defer func() {
+		for _, x := range closers {
+			x.Close()
+		}
+	}()
+	tensor := func(s dma.Shape, data []float32) (*dma.Tensor, error) {
+		t, err := dev.NewTensor(c.DType, s, dma.BLHD)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, t)
+		return t, t.Upload(ctx, data)
+	}
+	aopt := dma.Options{Mode: opt.Mode, Window: opt.Window, Causal: opt.Causal, Softcap: opt.Softcap, Scale: opt.Scale}
+	o = make([]float32, c.B*c.Lq*c.H*c.D)
+	lse = make([]float32, c.B*c.H*c.Lq)
+	kvn, qn := c.Lk*c.Hkv*c.D, c.Lq*c.H*c.D
+	for b := range c.B {
+		kt, err := tensor(dma.Shape{B: 1, L: c.Lk, H: c.Hkv, D: c.D}, kd[b*kvn:(b+1)*kvn])
+		if err != nil {
+			return nil, nil, err
+		}
+		vt, err := tensor(dma.Shape{B: 1, L: c.Lk, H: c.Hkv, D: c.D}, vd[b*kvn:(b+1)*kvn])
+		if err != nil {
+			return nil, nil, err
+		}
+		wt, err := dev.NewWeights(1, hb, c.Lk)
+		if err != nil {
+			return nil, nil, err
+		}
+		closers = append(closers, wt)
+		if err := wt.Upload(ctx, w[b*hb*c.Lk:(b+1)*hb*c.Lk]); err != nil {
+			return nil, nil, err
+		}
+		if err := cache.Append(ctx, b, kt, vt, wt); err != nil {
+			return nil, nil, err
+		}
+		qt, err := tensor(dma.Shape{B: 1, L: c.Lq, H: c.H, D: c.D}, qd[b*qn:(b+1)*qn])
+		if err != nil {
+			return nil, nil, err
+		}
+		res, err := cache.Attend(ctx, b, qt, aopt)
+		if err != nil {
+			return nil, nil, err
+		}
+		ob, err1 := res.O.Download(ctx)
+		lb, err2 := res.LSE.Download(ctx)
+		res.Close()
+		if err1 != nil || err2 != nil {
+			return nil, nil, errors.Join(err1, err2)
+		}
+		copy(o[b*qn:], ob)
+		copy(lse[b*c.H*c.Lq:], lb)
+	}
+	return o, lse, nil
 }

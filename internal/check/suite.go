@@ -36,6 +36,11 @@ func Suite(long bool) []Case {
 			c.D, c.Lq, c.Lk, c.H, c.Hkv = 256, 40, 40, 2, 2
 			add(c)
 		}
+		// Decoding through a KV cache: a few rows over one to three slices of keys.
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 1, Lk: 1500, H: 4, Hkv: 2, D: 64, Window: 32, KVCache: true})
+		add(Case{DType: dt, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 3, Lk: 700, H: 4, Hkv: 1, D: 32, KVCache: true})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 4, Lk: 2100, H: 4, Hkv: 2, D: 128, Window: 64,
+			HbIsH: true, Softcap: 20, KVCache: true})
 		// Selection corner cases.
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 50, Lk: 50, H: 2, Hkv: 2, D: 32, Window: 1})
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 50, Lk: 50, H: 2, Hkv: 1, D: 32, Window: 50})
