@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/dmavk/dmavk/internal/kern"
 	"github.com/dmavk/dmavk/vk"
@@ -160,6 +161,25 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 // as in Forward; the weights are the cache's (opt.Weights, WeightParams, masks, biases and
 // key padding must be unset).
 func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, error) {
+	res, _, err := c.attend(ctx, seq, q, opt, false)
+	return res, err
+}
+
+// AttendProfiled is Attend that also returns where the GPU time went: Selection (the
+// copy of the sequence's weights, ord, and the thresholds), Attention (the split-K pass
+// and its merge), and Passes "ord", "tau", "attention" (zero on devices without
+// timestamps).
+func (c *KVCache) AttendProfiled(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, Profile, error) {
+	return c.attend(ctx, seq, q, opt, true)
+}
+
+func (c *KVCache) attend(ctx context.Context, seq int, q *Tensor, opt Options, timed bool) (*Result, Profile, error) {
+	var prof Profile
+	res, err := c.attendRun(ctx, seq, q, opt, timed, &prof)
+	return res, prof, err
+}
+
+func (c *KVCache) attendRun(ctx context.Context, seq int, q *Tensor, opt Options, timed bool, prof *Profile) (*Result, error) {
 	cfg := c.cfg
 	fail := func(format string, a ...any) (*Result, error) {
 		return nil, fmt.Errorf("dma: KVCache.Attend: "+format, a...)
@@ -258,8 +278,17 @@ func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (
 	// The ord pass alone (the plan of mode none), then tau straight from ord.
 	pOrd := p
 	pOrd.Mode = kern.ModeNone
-	err = c.d.vd.Run(ctx, func(r *vk.Recorder) error {
+	stamp := func(r *vk.Recorder, label string) error {
+		if !timed {
+			return nil
+		}
+		return r.Timestamp(label)
+	}
+	ts, err := c.d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
 		if err := r.Update(params, 0, p.Bytes()); err != nil {
+			return err
+		}
+		if err := stamp(r, "start"); err != nil {
 			return err
 		}
 		for hb := range cfg.BiasHeads {
@@ -273,17 +302,33 @@ func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (
 			return err
 		}
 		r.Barrier()
+		if err := stamp(r, "ord"); err != nil {
+			return err
+		}
 		if mode == ModeRow {
 			if err := c.d.kern.RecordTopW(r, &p, params, ord, tau); err != nil {
 				return err
 			}
 		}
-		return c.d.kern.RecordDecode(r, &p, params, &kern.AttnBuffers{Q: q.buf, K: c.k, V: c.v, O: res.O.buf, LSE: lse,
-			Ord: ord, Tau: tau}, part)
+		if err := stamp(r, "tau"); err != nil {
+			return err
+		}
+		if err := c.d.kern.RecordDecode(r, &p, params, &kern.AttnBuffers{Q: q.buf, K: c.k, V: c.v, O: res.O.buf, LSE: lse,
+			Ord: ord, Tau: tau}, part); err != nil {
+			return err
+		}
+		return stamp(r, "attention")
 	})
 	if err != nil {
 		res.closePartial()
 		return nil, fmt.Errorf("dma: KVCache.Attend: %w", err)
+	}
+	if len(ts) == 4 {
+		prof.Selection = time.Duration(ts[2].Nanos - ts[0].Nanos)
+		prof.Attention = time.Duration(ts[3].Nanos - ts[2].Nanos)
+		for i := 1; i < 4; i++ {
+			prof.Passes = append(prof.Passes, Pass{Name: ts[i].Label, Time: time.Duration(ts[i].Nanos - ts[i-1].Nanos)})
+		}
 	}
 	return res, nil
 }

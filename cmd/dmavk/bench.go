@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:  "bench",
 		short: "time DMA forward passes (GPU timestamps per stage) over sweeps of shapes",
-		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
+		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--cache] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
 		run:   runBench,
 	})
 }
@@ -125,6 +125,7 @@ func runBench(args []string, stdout io.Writer) error {
 	sweep := fs.String("sweep", "", "a named sweep instead of the shape flags: table2 (the paper's Table 2), peers (issue 4's table), long (128K, 1M)")
 	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
+	cache := fs.Bool("cache", false, "rows of at most 4 queries go through a dma.KVCache (the decode kernels) instead of Forward")
 	b := fs.Int("b", 1, "batch")
 	h := fs.Int("h", 8, "query heads")
 	hkv := fs.Int("hkv", 0, "kv heads (0: same as --h)")
@@ -200,7 +201,7 @@ func runBench(args []string, stdout io.Writer) error {
 	var rows []benchRow
 	for i, cfg := range cfgs {
 		fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d ...\n", i+1, len(cfgs), cfg.Section, cfg.B, cfg.Lq, cfg.Lk, cfg.H, cfg.Hkv, cfg.D, cfg.Window)
-		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps)
+		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps, *cache)
 		if err != nil {
 			return fmt.Errorf("%+v: %w", cfg, err)
 		}
@@ -247,7 +248,7 @@ func runBench(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int) (benchRow, error) {
+func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int, useCache bool) (benchRow, error) {
 	row := benchRow{benchConfig: cfg, Device: dev.Name(), Mode: m.String(), DType: dt.String(), Repetitions: reps}
 	// Uniform in [-1, 1) from a xorshift generator: fast enough for 1M-token tensors,
 	// and never zeros (which would flatter the arithmetic).
@@ -300,11 +301,68 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 	if m != dma.ModeNone {
 		opt.Weights = wt
 	}
+	// Through a KV cache: every sequence's keys appended once, then each repetition
+	// attends its Lq query rows (one sequence per batch, timed together).
+	var kv *dma.KVCache
+	var qs []*dma.Tensor
+	if useCache && cfg.Lq <= 4 && (m == dma.ModeRow || m == dma.ModeNone) {
+		if kv, err = dev.NewKVCache(dma.KVCacheConfig{Sequences: cfg.B, Capacity: cfg.Lk, KVHeads: cfg.Hkv, HeadDim: cfg.D, DType: dt}); err != nil {
+			return row, err
+		}
+		closers = append(closers, kv)
+		for b := range cfg.B {
+			kb, err := mk(dma.Shape{B: 1, L: cfg.Lk, H: cfg.Hkv, D: cfg.D})
+			if err != nil {
+				return row, err
+			}
+			vb, err := mk(dma.Shape{B: 1, L: cfg.Lk, H: cfg.Hkv, D: cfg.D})
+			if err != nil {
+				return row, err
+			}
+			wb, err := dev.NewWeights(1, cfg.Hkv, cfg.Lk)
+			if err != nil {
+				return row, err
+			}
+			closers = append(closers, wb)
+			if err := wb.Upload(ctx, random(cfg.Hkv*cfg.Lk)); err != nil {
+				return row, err
+			}
+			if err := kv.Append(ctx, b, kb, vb, wb); err != nil {
+				return row, err
+			}
+			qb, err := mk(dma.Shape{B: 1, L: cfg.Lq, H: cfg.H, D: cfg.D})
+			if err != nil {
+				return row, err
+			}
+			qs = append(qs, qb)
+		}
+	}
+	run := func() (*dma.Result, dma.Profile, error) {
+		if kv == nil {
+			return dev.ForwardProfiled(ctx, q, k, v, opt)
+		}
+		var total dma.Profile
+		var last *dma.Result
+		for b, qb := range qs {
+			res, prof, err := kv.AttendProfiled(ctx, b, qb, dma.Options{Mode: opt.Mode, Window: opt.Window, Causal: true})
+			if err != nil {
+				return nil, total, err
+			}
+			if last != nil {
+				last.Close()
+			}
+			last = res
+			total.Selection += prof.Selection
+			total.Attention += prof.Attention
+			total.Passes = append(total.Passes, prof.Passes...)
+		}
+		return last, total, nil
+	}
 	var gpu, sel, attn, wall []float64
 	passes := map[string][]float64{}
 	for i := 0; i < reps+2; i++ {
 		start := time.Now()
-		res, prof, err := dev.ForwardProfiled(ctx, q, k, v, opt)
+		res, prof, err := run()
 		if err != nil {
 			return row, err
 		}
