@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Device call for issue 5: the decode kernels' tests and selftest rows on the GPU, then
+# decode steps through dma.KVCache (--cache) beside SDPA dense decode on the same shapes
+# (H = 32, Hkv = 8, D = 128, w = 2048, fp16, Lk = 4K .. 1M), joined into one table.
+# Binaries in .gpu/ (see gpu.sh).
+set -uo pipefail
+. bench/gpu_env.sh
+(cd internal/kern && timeout 200 ../../.gpu/kern.test -test.run 'TopW|Decode' >"$OUT/kern.txt" 2>&1)
+echo "kern tests: $(tail -1 "$OUT/kern.txt")"; grep -E -- "--- FAIL" "$OUT/kern.txt" | head
+timeout 200 $D selftest --run kvcache >"$OUT/selftest.txt" 2>&1
+echo "selftest: $(tail -1 "$OUT/selftest.txt")"
+ARGS="--lengths 4K,16K,64K,256K,1M --decode --h 32 --hkv 8 --d 128 --window 2048"
+$D bench $ARGS --configs >/tmp/decode.json
+timeout 200 $D bench $ARGS --cache --reps 20 --profile 2>&1 | grep -vE "^bench: \[" | tee "$OUT/bench.txt"
+timeout 200 $D bench $ARGS --cache --reps 20 --json >"$OUT/decode_dmavk.json" 2>>"$OUT/bench.txt"
+timeout 150 python3 bench/peers/sdpa.py --configs /tmp/decode.json --reps 50 --json "$OUT/decode_sdpa.json" >>"$OUT/bench.txt" 2>&1
+python3 bench/peers/join.py "$OUT/decode_dmavk.json" "$OUT/decode_sdpa.json" | tee "$OUT/joined.md"
