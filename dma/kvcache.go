@@ -33,8 +33,9 @@ type KVCache struct {
 	k, v *vk.Buffer // [Sequences][Capacity][KVHeads][HeadDim], BLHD
 	w    *vk.Buffer // float32 [Sequences][BiasHeads][Capacity]
 
-	mu   sync.Mutex
-	lens []int
+	mu      sync.Mutex
+	lens    []int
+	scratch [5]*vk.Buffer // Attend's params, weights, ord, thresholds, partials
 }
 
 // NewKVCache allocates an empty cache.
@@ -121,6 +122,9 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.k == nil {
+		return fmt.Errorf("dma: KVCache.Append: the cache is closed")
+	}
 	if seq < 0 || seq >= len(c.lens) {
 		return fmt.Errorf("dma: KVCache.Append: sequence %d of %d", seq, len(c.lens))
 	}
@@ -205,6 +209,9 @@ func (c *KVCache) attendRun(ctx context.Context, seq int, q *Tensor, opt Options
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.k == nil {
+		return fail("the cache is closed")
+	}
 	if seq < 0 || seq >= len(c.lens) {
 		return fail("sequence %d of %d", seq, len(c.lens))
 	}
@@ -242,28 +249,31 @@ func (c *KVCache) attendRun(ctx context.Context, seq int, q *Tensor, opt Options
 		PosOffset: int32(lk - qs.L), Scale: scale, Softcap: opt.Softcap,
 		Q: view(q), K: cacheView, V: cacheView, O: view(res.O),
 	}
-	var tmp []interface{ Close() error }
-	defer func() {
-		for _, x := range tmp {
-			x.Close()
+	// Scratch kept by the cache between calls (they are serialized), grown on demand:
+	// a decode step allocates only its outputs.
+	buf := func(slot int, size int64) (*vk.Buffer, error) {
+		if b := c.scratch[slot]; b != nil && b.Size() >= size {
+			return b, nil
 		}
-	}()
-	buf := func(size int64) (*vk.Buffer, error) {
+		if c.scratch[slot] != nil {
+			c.scratch[slot].Close()
+			c.scratch[slot] = nil
+		}
 		b, err := c.d.vd.NewBuffer(max(size, 4))
 		if err == nil {
-			tmp = append(tmp, b)
+			c.scratch[slot] = b
 		}
 		return b, err
 	}
-	params, err := buf(kern.ParamsSize)
+	params, err := buf(0, kern.ParamsSize)
 	if err != nil {
 		res.closePartial()
 		return nil, err
 	}
-	delta, err1 := buf(int64(cfg.BiasHeads) * int64(lk) * 4)
-	ord, err2 := buf(int64(cfg.BiasHeads) * int64(lk) * 4)
-	tau, err3 := buf(int64(cfg.BiasHeads) * int64(qs.L) * 8)
-	part, err4 := buf(kern.DecodePartSize(&p))
+	delta, err1 := buf(1, int64(cfg.BiasHeads)*int64(lk)*4)
+	ord, err2 := buf(2, int64(cfg.BiasHeads)*int64(lk)*4)
+	tau, err3 := buf(3, int64(cfg.BiasHeads)*int64(qs.L)*8)
+	part, err4 := buf(4, kern.DecodePartSize(&p))
 	lse, err5 := c.d.vd.NewBuffer(int64(qs.H) * int64(qs.L) * 4)
 	for _, e := range []error{err1, err2, err3, err4, err5} {
 		if e != nil {
@@ -335,11 +345,13 @@ func (c *KVCache) attendRun(ctx context.Context, seq int, q *Tensor, opt Options
 
 // Close frees the cache.
 func (c *KVCache) Close() error {
-	for _, b := range []*vk.Buffer{c.k, c.v, c.w} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range append([]*vk.Buffer{c.k, c.v, c.w}, c.scratch[:]...) {
 		if b != nil {
 			b.Close()
 		}
 	}
-	c.k, c.v, c.w = nil, nil, nil
+	c.k, c.v, c.w, c.scratch = nil, nil, nil, [5]*vk.Buffer{}
 	return nil
 }

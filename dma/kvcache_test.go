@@ -169,4 +169,66 @@ func TestKVCacheErrors(t *testing.T) {
 	require.NoError(t, c.Reset(0))
 	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeNone, Causal: true})
 	require.ErrorContains(t, err, "empty")
+	require.NoError(t, c.Close())
+	require.ErrorContains(t, c.Append(ctx, 0, kv(1), kv(1), w(1)), "closed")
+	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeNone, Causal: true})
+	require.ErrorContains(t, err, "closed")
+}
+
+// TestKVCacheConcurrent: goroutines decoding their own sequences of one cache at once.
+func TestKVCacheConcurrent(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	const seqs, steps, dim = 4, 12, 32
+	c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: seqs, Capacity: steps, KVHeads: 1, HeadDim: dim, DType: dma.Float16})
+	require.NoError(t, err)
+	defer c.Close()
+	errs := make(chan error, seqs)
+	for s := range seqs {
+		go func() {
+			errs <- func() error {
+				for range steps {
+					k, err := d.NewTensor(dma.Float16, dma.Shape{B: 1, L: 1, H: 1, D: dim}, dma.BLHD)
+					if err != nil {
+						return err
+					}
+					defer k.Close()
+					if err := k.Upload(ctx, make([]float32, dim)); err != nil {
+						return err
+					}
+					w, err := d.NewWeights(1, 1, 1)
+					if err != nil {
+						return err
+					}
+					defer w.Close()
+					if err := w.Upload(ctx, []float32{1}); err != nil {
+						return err
+					}
+					if err := c.Append(ctx, s, k, k, w); err != nil {
+						return err
+					}
+					q, err := d.NewTensor(dma.Float16, dma.Shape{B: 1, L: 1, H: 2, D: dim}, dma.BLHD)
+					if err != nil {
+						return err
+					}
+					defer q.Close()
+					if err := q.Upload(ctx, make([]float32, 2*dim)); err != nil {
+						return err
+					}
+					res, err := c.Attend(ctx, s, q, dma.Options{Mode: dma.ModeRow, Window: 4, Causal: true})
+					if err != nil {
+						return err
+					}
+					res.Close()
+				}
+				return nil
+			}()
+		}()
+	}
+	for range seqs {
+		require.NoError(t, <-errs)
+	}
+	for s := range seqs {
+		require.Equal(t, steps, c.Len(s))
+	}
 }
