@@ -18,5 +18,11 @@
 //	res, err := dev.Forward(ctx, q, k, v, dma.Options{Window: 2048, Mode: dma.ModeRow, Causal: true, Weights: w})
 //	out, err := res.O.Download(ctx)
 //
+// For generation one token at a time, a KVCache keeps the keys, values and weights of a
+// few sequences on the device: Append adds the new keys (their weights computed once),
+// Attend runs the new query rows over the cache, reading every cached weight but the K
+// and V rows of the kept keys only. Each step gives the rows a Forward over all the
+// tokens would.
+//
 // All methods are safe for concurrent use by several goroutines.
 package dma

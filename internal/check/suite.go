@@ -53,6 +53,11 @@ func Suite(long bool) []Case {
 			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1000, Lk: 1000, H: 4, Hkv: 2, D: 128, Window: 128})
 			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 3000, Lk: 3000, H: 2, Hkv: 1, D: 64, Window: 300})
 			add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 1, Lq: 2000, Lk: 2000, H: 2, Hkv: 2, D: 128, Window: 256})
+			// A decode step over a longer cache: many slices, ties, a small window.
+			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 2, Lk: 20000, H: 8, Hkv: 2, D: 128, Window: 300,
+				Weights: WeightsEqual, KVCache: true})
+			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1, Lk: 9000, H: 8, Hkv: 8, D: 64, Window: 2048,
+				KVCache: true})
 		}
 	}
 	// bfloat16: the conversions are the only code of its own (the math is the float32
@@ -67,6 +72,7 @@ func Suite(long bool) []Case {
 	add(Case{DType: bf, Mode: dma.ModeExplicit, Causal: true, B: 1, Lq: 40, Lk: 40, H: 2, Hkv: 2, D: 256, Weights: WeightsNone, Mask: true, Bias: true})
 	add(Case{DType: bf, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 65, Lk: 65, H: 4, Hkv: 2, D: 64, Window: 9, Weights: WeightsParams, Form: dma.FormExp, Layout: dma.BHLD})
 	add(Case{DType: bf, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 64, Lk: 64, H: 2, Hkv: 2, D: 64, InputScale: 30})
+	add(Case{DType: bf, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 2, Lk: 1200, H: 4, Hkv: 2, D: 64, KVCache: true})
 	if long {
 		add(Case{DType: bf, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1000, Lk: 1000, H: 4, Hkv: 2, D: 128, Window: 128})
 	}
