@@ -35,7 +35,7 @@ type KVCache struct {
 
 	mu      sync.Mutex
 	lens    []int
-	scratch [5]*vk.Buffer // Attend's params, weights, ord, thresholds, partials
+	scratch [][5]*vk.Buffer // Attend's params, weights, ord, thresholds, partials per sequence of a call
 }
 
 // NewKVCache allocates an empty cache.
@@ -165,8 +165,11 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 // as in Forward; the weights are the cache's (opt.Weights, WeightParams, masks, biases and
 // key padding must be unset).
 func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, error) {
-	res, _, err := c.attend(ctx, seq, q, opt, false)
-	return res, err
+	rs, _, err := c.attend(ctx, []int{seq}, []*Tensor{q}, opt, false)
+	if err != nil {
+		return nil, err
+	}
+	return rs[0], nil
 }
 
 // AttendProfiled is Attend that also returns where the GPU time went: Selection (the
@@ -174,32 +177,39 @@ func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (
 // and its merge), and Passes "ord", "tau", "attention" (zero on devices without
 // timestamps).
 func (c *KVCache) AttendProfiled(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, Profile, error) {
-	return c.attend(ctx, seq, q, opt, true)
+	rs, prof, err := c.attend(ctx, []int{seq}, []*Tensor{q}, opt, true)
+	if err != nil {
+		return nil, prof, err
+	}
+	return rs[0], prof, nil
 }
 
-func (c *KVCache) attend(ctx context.Context, seq int, q *Tensor, opt Options, timed bool) (*Result, Profile, error) {
-	var prof Profile
-	res, err := c.attendRun(ctx, seq, q, opt, timed, &prof)
-	return res, prof, err
+// AttendBatch is Attend for several sequences in one submission (one wait for all):
+// qs[i] attends sequence seqs[i]; the sequences may have different lengths and
+// different numbers of rows. Either every result comes back or none.
+func (c *KVCache) AttendBatch(ctx context.Context, seqs []int, qs []*Tensor, opt Options) ([]*Result, error) {
+	rs, _, err := c.attend(ctx, seqs, qs, opt, false)
+	return rs, err
 }
 
-func (c *KVCache) attendRun(ctx context.Context, seq int, q *Tensor, opt Options, timed bool, prof *Profile) (*Result, error) {
+// attendStep is one sequence's share of an attend call.
+type attendStep struct {
+	seq  int
+	q    *Tensor
+	res  *Result
+	lse  *vk.Buffer
+	p    kern.Params
+	mode Mode
+	lk   int
+}
+
+func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Options, timed bool) (rs []*Result, prof Profile, err error) {
 	cfg := c.cfg
-	fail := func(format string, a ...any) (*Result, error) {
-		return nil, fmt.Errorf("dma: KVCache.Attend: "+format, a...)
+	fail := func(format string, a ...any) ([]*Result, Profile, error) {
+		return nil, prof, fmt.Errorf("dma: KVCache.Attend: "+format, a...)
 	}
-	if q == nil || q.d != c.d {
-		return fail("q is nil or lives on another device")
-	}
-	qs := q.shape
-	if qs.B != 1 || qs.D != cfg.HeadDim || qs.H%cfg.KVHeads != 0 || q.dtype != cfg.DType {
-		return fail("q is %v %v, want [B=1 L=n H=a multiple of %d D=%d] %v", qs, q.dtype, cfg.KVHeads, cfg.HeadDim, cfg.DType)
-	}
-	if cfg.BiasHeads != cfg.KVHeads && cfg.BiasHeads != qs.H {
-		return fail("the cache's %d bias heads are neither its %d kv heads nor q's %d heads", cfg.BiasHeads, cfg.KVHeads, qs.H)
-	}
-	if qs.L < 1 || qs.L > kern.DecodeMaxRows {
-		return fail("%d query rows: Attend takes 1 to %d (Forward takes longer chunks)", qs.L, kern.DecodeMaxRows)
+	if len(seqs) == 0 || len(seqs) != len(qs) {
+		return fail("%d sequences for %d query tensors", len(seqs), len(qs))
 	}
 	if opt.Weights != nil || opt.WeightParams != nil || opt.Mask != nil || opt.Bias != nil || opt.KeyPadding != nil {
 		return fail("weights, masks, biases and key padding come from the cache")
@@ -207,87 +217,113 @@ func (c *KVCache) attendRun(ctx context.Context, seq int, q *Tensor, opt Options
 	if opt.Softcap < 0 || math.IsNaN(float64(opt.Softcap)) || math.IsInf(float64(opt.Softcap), 0) {
 		return fail("softcap %v must be finite and >= 0", opt.Softcap)
 	}
+	for _, q := range qs {
+		if q == nil || q.d != c.d {
+			return fail("q is nil or lives on another device")
+		}
+		s := q.shape
+		if s.B != 1 || s.D != cfg.HeadDim || s.H%cfg.KVHeads != 0 || q.dtype != cfg.DType {
+			return fail("q is %v %v, want [B=1 L=n H=a multiple of %d D=%d] %v", s, q.dtype, cfg.KVHeads, cfg.HeadDim, cfg.DType)
+		}
+		if cfg.BiasHeads != cfg.KVHeads && cfg.BiasHeads != s.H {
+			return fail("the cache's %d bias heads are neither its %d kv heads nor q's %d heads", cfg.BiasHeads, cfg.KVHeads, s.H)
+		}
+		if s.L < 1 || s.L > kern.DecodeMaxRows {
+			return fail("%d query rows: Attend takes 1 to %d (Forward takes longer chunks)", s.L, kern.DecodeMaxRows)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.k == nil {
 		return fail("the cache is closed")
 	}
-	if seq < 0 || seq >= len(c.lens) {
-		return fail("sequence %d of %d", seq, len(c.lens))
-	}
-	lk := c.lens[seq]
-	if lk == 0 {
-		return fail("sequence %d is empty", seq)
-	}
-	mode := opt.Mode
-	if mode == ModeRow && opt.Window >= lk {
-		mode = ModeNone
-	}
-	switch {
-	case mode == ModeRow && !opt.Causal:
-		return fail("mode row needs Causal (without it every row keeps the same keys: use Forward's mode shared)")
-	case mode != ModeRow && mode != ModeNone:
-		return fail("mode %v: row or none", mode)
-	}
-	scale := opt.Scale
-	if scale == 0 {
-		scale = float32(1 / math.Sqrt(float64(qs.D)))
-	}
-	w := max(opt.Window, 1)
-	bc := kern.BlockSize(w)
+	steps := make([]*attendStep, len(seqs))
+	defer func() {
+		if err != nil {
+			for _, st := range steps {
+				if st != nil && st.res != nil {
+					st.res.closePartial()
+				} else if st != nil && st.lse != nil {
+					st.lse.Close()
+				}
+			}
+		}
+	}()
 	kvRow := uint32(cfg.KVHeads * cfg.HeadDim)
-	cacheView := kern.View{Off: uint32(seq) * uint32(cfg.Capacity) * kvRow, SB: uint32(cfg.Capacity) * kvRow, SL: kvRow, SH: uint32(cfg.HeadDim)}
-	res := &Result{Path: "decode"}
-	var err error
-	if res.O, err = c.d.NewTensor(q.dtype, qs, q.layout); err != nil {
-		return nil, err
+	for i, seq := range seqs {
+		if seq < 0 || seq >= len(c.lens) {
+			return fail("sequence %d of %d", seq, len(c.lens))
+		}
+		lk := c.lens[seq]
+		if lk == 0 {
+			return fail("sequence %d is empty", seq)
+		}
+		mode := opt.Mode
+		if mode == ModeRow && opt.Window >= lk {
+			mode = ModeNone
+		}
+		switch {
+		case mode == ModeRow && !opt.Causal:
+			return fail("mode row needs Causal (without it every row keeps the same keys: use Forward's mode shared)")
+		case mode != ModeRow && mode != ModeNone:
+			return fail("mode %v: row or none", mode)
+		}
+		q, qsh := qs[i], qs[i].shape
+		scale := opt.Scale
+		if scale == 0 {
+			scale = float32(1 / math.Sqrt(float64(qsh.D)))
+		}
+		w := max(opt.Window, 1)
+		bc := kern.BlockSize(w)
+		cacheView := kern.View{Off: uint32(seq) * uint32(cfg.Capacity) * kvRow, SB: uint32(cfg.Capacity) * kvRow, SL: kvRow, SH: uint32(cfg.HeadDim)}
+		st := &attendStep{seq: seq, q: q, mode: mode, lk: lk, res: &Result{Path: "decode"}}
+		steps[i] = st
+		if st.res.O, err = c.d.NewTensor(q.dtype, qsh, q.layout); err != nil {
+			return nil, prof, err
+		}
+		if st.lse, err = c.d.vd.NewBuffer(int64(qsh.H) * int64(qsh.L) * 4); err != nil {
+			return nil, prof, err
+		}
+		st.res.LSE = &LSE{buf: st.lse, B: 1, H: qsh.H, Lq: qsh.L}
+		st.p = kern.Params{
+			B: 1, Lq: u32(qsh.L), Lk: u32(lk), H: u32(qsh.H), Hkv: u32(cfg.KVHeads), Hb: u32(cfg.BiasHeads), D: u32(qsh.D),
+			G: u32(qsh.H / cfg.KVHeads), Mode: u32(int(mode)), Causal: b32(opt.Causal), Window: u32(w), BlockC: u32(bc),
+			NBlocks: u32((lk + bc - 1) / bc), NCap: u32(w + bc), Storage: q.dtype.storage(),
+			PosOffset: int32(lk - qsh.L), Scale: scale, Softcap: opt.Softcap,
+			Q: view(q), K: cacheView, V: cacheView, O: view(st.res.O),
+		}
 	}
-	p := kern.Params{
-		B: 1, Lq: u32(qs.L), Lk: u32(lk), H: u32(qs.H), Hkv: u32(cfg.KVHeads), Hb: u32(cfg.BiasHeads), D: u32(qs.D),
-		G: u32(qs.H / cfg.KVHeads), Mode: u32(int(mode)), Causal: b32(opt.Causal), Window: u32(w), BlockC: u32(bc),
-		NBlocks: u32((lk + bc - 1) / bc), NCap: u32(w + bc), Storage: q.dtype.storage(),
-		PosOffset: int32(lk - qs.L), Scale: scale, Softcap: opt.Softcap,
-		Q: view(q), K: cacheView, V: cacheView, O: view(res.O),
+	// Scratch kept by the cache between calls (they are serialized), one set per
+	// sequence of the call, grown on demand: a decode step allocates only its outputs.
+	for len(c.scratch) < len(steps) {
+		c.scratch = append(c.scratch, [5]*vk.Buffer{})
 	}
-	// Scratch kept by the cache between calls (they are serialized), grown on demand:
-	// a decode step allocates only its outputs.
-	buf := func(slot int, size int64) (*vk.Buffer, error) {
-		if b := c.scratch[slot]; b != nil && b.Size() >= size {
+	buf := func(i, slot int, size int64) (*vk.Buffer, error) {
+		if b := c.scratch[i][slot]; b != nil && b.Size() >= size {
 			return b, nil
 		}
-		if c.scratch[slot] != nil {
-			c.scratch[slot].Close()
-			c.scratch[slot] = nil
+		if c.scratch[i][slot] != nil {
+			c.scratch[i][slot].Close()
+			c.scratch[i][slot] = nil
 		}
 		b, err := c.d.vd.NewBuffer(max(size, 4))
 		if err == nil {
-			c.scratch[slot] = b
+			c.scratch[i][slot] = b
 		}
 		return b, err
 	}
-	params, err := buf(0, kern.ParamsSize)
-	if err != nil {
-		res.closePartial()
-		return nil, err
-	}
-	delta, err1 := buf(1, int64(cfg.BiasHeads)*int64(lk)*4)
-	ord, err2 := buf(2, int64(cfg.BiasHeads)*int64(lk)*4)
-	tau, err3 := buf(3, int64(cfg.BiasHeads)*int64(qs.L)*8)
-	part, err4 := buf(4, kern.DecodePartSize(&p))
-	lse, err5 := c.d.vd.NewBuffer(int64(qs.H) * int64(qs.L) * 4)
-	for _, e := range []error{err1, err2, err3, err4, err5} {
-		if e != nil {
-			if lse != nil {
-				lse.Close()
+	type scratch struct{ params, delta, ord, tau, part *vk.Buffer }
+	bufs := make([]scratch, len(steps))
+	for i, st := range steps {
+		hb, n := int64(cfg.BiasHeads), int64(st.p.Lq)
+		sizes := []int64{kern.ParamsSize, hb * int64(st.lk) * 4, hb * int64(st.lk) * 4, hb * n * 8, kern.DecodePartSize(&st.p)}
+		dst := []**vk.Buffer{&bufs[i].params, &bufs[i].delta, &bufs[i].ord, &bufs[i].tau, &bufs[i].part}
+		for slot, size := range sizes {
+			if *dst[slot], err = buf(i, slot, size); err != nil {
+				return nil, prof, err
 			}
-			res.closePartial()
-			return nil, e
 		}
 	}
-	res.LSE = &LSE{buf: lse, B: 1, H: qs.H, Lq: qs.L}
-	// The ord pass alone (the plan of mode none), then tau straight from ord.
-	pOrd := p
-	pOrd.Mode = kern.ModeNone
 	stamp := func(r *vk.Recorder, label string) error {
 		if !timed {
 			return nil
@@ -295,63 +331,81 @@ func (c *KVCache) attendRun(ctx context.Context, seq int, q *Tensor, opt Options
 		return r.Timestamp(label)
 	}
 	ts, err := c.d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
-		if err := r.Update(params, 0, p.Bytes()); err != nil {
-			return err
-		}
-		if err := stamp(r, "start"); err != nil {
-			return err
-		}
-		for hb := range cfg.BiasHeads {
-			src := (int64(seq)*int64(cfg.BiasHeads) + int64(hb)) * int64(cfg.Capacity) * 4
-			if err := r.Copy(c.w, src, delta, int64(hb)*int64(lk)*4, int64(lk)*4); err != nil {
+		for i, st := range steps {
+			b := bufs[i]
+			if err := r.Update(b.params, 0, st.p.Bytes()); err != nil {
+				return err
+			}
+			if err := stamp(r, "start"); err != nil {
+				return err
+			}
+			for hb := range cfg.BiasHeads {
+				src := (int64(st.seq)*int64(cfg.BiasHeads) + int64(hb)) * int64(cfg.Capacity) * 4
+				if err := r.Copy(c.w, src, b.delta, int64(hb)*int64(st.lk)*4, int64(st.lk)*4); err != nil {
+					return err
+				}
+			}
+			r.Barrier()
+			// The ord pass alone (the plan of mode none), then tau straight from ord.
+			pOrd := st.p
+			pOrd.Mode = kern.ModeNone
+			if err := c.d.kern.RecordPlan(r, &pOrd, b.params, b.delta, nil, &kern.PlanBuffers{Ord: b.ord}); err != nil {
+				return err
+			}
+			r.Barrier()
+			if err := stamp(r, "ord"); err != nil {
+				return err
+			}
+			if st.mode == ModeRow {
+				if err := c.d.kern.RecordTopW(r, &st.p, b.params, b.ord, b.tau); err != nil {
+					return err
+				}
+			}
+			if err := stamp(r, "tau"); err != nil {
+				return err
+			}
+			if err := c.d.kern.RecordDecode(r, &st.p, b.params, &kern.AttnBuffers{Q: st.q.buf, K: c.k, V: c.v, O: st.res.O.buf,
+				LSE: st.lse, Ord: b.ord, Tau: b.tau}, b.part); err != nil {
+				return err
+			}
+			r.Barrier()
+			if err := stamp(r, "attention"); err != nil {
 				return err
 			}
 		}
-		r.Barrier()
-		if err := c.d.kern.RecordPlan(r, &pOrd, params, delta, nil, &kern.PlanBuffers{Ord: ord}); err != nil {
-			return err
-		}
-		r.Barrier()
-		if err := stamp(r, "ord"); err != nil {
-			return err
-		}
-		if mode == ModeRow {
-			if err := c.d.kern.RecordTopW(r, &p, params, ord, tau); err != nil {
-				return err
-			}
-		}
-		if err := stamp(r, "tau"); err != nil {
-			return err
-		}
-		if err := c.d.kern.RecordDecode(r, &p, params, &kern.AttnBuffers{Q: q.buf, K: c.k, V: c.v, O: res.O.buf, LSE: lse,
-			Ord: ord, Tau: tau}, part); err != nil {
-			return err
-		}
-		return stamp(r, "attention")
+		return nil
 	})
 	if err != nil {
-		res.closePartial()
-		return nil, fmt.Errorf("dma: KVCache.Attend: %w", err)
+		return nil, prof, fmt.Errorf("dma: KVCache.Attend: %w", err)
 	}
-	if len(ts) == 4 {
-		prof.Selection = time.Duration(ts[2].Nanos - ts[0].Nanos)
-		prof.Attention = time.Duration(ts[3].Nanos - ts[2].Nanos)
-		for i := 1; i < 4; i++ {
-			prof.Passes = append(prof.Passes, Pass{Name: ts[i].Label, Time: time.Duration(ts[i].Nanos - ts[i-1].Nanos)})
+	// Four stamps per sequence: start, ord, tau, attention.
+	for i := 0; i+3 < len(ts); i += 4 {
+		prof.Selection += time.Duration(ts[i+2].Nanos - ts[i].Nanos)
+		prof.Attention += time.Duration(ts[i+3].Nanos - ts[i+2].Nanos)
+		for j := i + 1; j <= i+3; j++ {
+			prof.Passes = append(prof.Passes, Pass{Name: ts[j].Label, Time: time.Duration(ts[j].Nanos - ts[j-1].Nanos)})
 		}
 	}
-	return res, nil
+	rs = make([]*Result, len(steps))
+	for i, st := range steps {
+		rs[i] = st.res
+	}
+	return rs, prof, nil
 }
 
 // Close frees the cache.
 func (c *KVCache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, b := range append([]*vk.Buffer{c.k, c.v, c.w}, c.scratch[:]...) {
+	all := []*vk.Buffer{c.k, c.v, c.w}
+	for _, s := range c.scratch {
+		all = append(all, s[:]...)
+	}
+	for _, b := range all {
 		if b != nil {
 			b.Close()
 		}
 	}
-	c.k, c.v, c.w, c.scratch = nil, nil, nil, [5]*vk.Buffer{}
+	c.k, c.v, c.w, c.scratch = nil, nil, nil, nil
 	return nil
 }

@@ -232,3 +232,48 @@ func TestKVCacheConcurrent(t *testing.T) {
 		require.Equal(t, steps, c.Len(s))
 	}
 }
+
+// TestKVCacheAttendBatch: one submission for several sequences of different lengths and
+// row counts gives exactly what Attend gives sequence by sequence.
+func TestKVCacheAttendBatch(t *testing.T) {
+	d := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	const h, hkv, dim = 4, 2, 32
+	lens, nrows := []int{70, 1500, 5}, []int{1, 4, 2}
+	c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 3, Capacity: 1500, KVHeads: hkv, HeadDim: dim, DType: dma.Float16})
+	require.NoError(t, err)
+	defer c.Close()
+	var qs []*dma.Tensor
+	for i, n := range lens {
+		s := newSeqData(rng, n, h, hkv, hkv, dim)
+		w, err := d.NewWeights(1, hkv, n)
+		require.NoError(t, err)
+		defer w.Close()
+		require.NoError(t, w.Upload(ctx, s.w))
+		require.NoError(t, c.Append(ctx, i, tensor(t, d, dma.Float16, dma.Shape{B: 1, L: n, H: hkv, D: dim}, s.k),
+			tensor(t, d, dma.Float16, dma.Shape{B: 1, L: n, H: hkv, D: dim}, s.v), w))
+		qs = append(qs, tensor(t, d, dma.Float16, dma.Shape{B: 1, L: nrows[i], H: h, D: dim}, rows(s.q, h, dim, n-nrows[i], n)))
+	}
+	opt := dma.Options{Mode: dma.ModeRow, Window: 16, Causal: true}
+	batch, err := c.AttendBatch(ctx, []int{0, 1, 2}, qs, opt)
+	require.NoError(t, err)
+	for i := range lens {
+		one, err := c.Attend(ctx, i, qs[i], opt)
+		require.NoError(t, err)
+		for _, pair := range [][2]func() ([]float32, error){
+			{func() ([]float32, error) { return batch[i].O.Download(ctx) }, func() ([]float32, error) { return one.O.Download(ctx) }},
+			{func() ([]float32, error) { return batch[i].LSE.Download(ctx) }, func() ([]float32, error) { return one.LSE.Download(ctx) }},
+		} {
+			a, err := pair[0]()
+			require.NoError(t, err)
+			b, err := pair[1]()
+			require.NoError(t, err)
+			require.Equal(t, b, a, "sequence %d", i)
+		}
+		one.Close()
+		batch[i].Close()
+	}
+	_, err = c.AttendBatch(ctx, []int{0, 1}, qs, opt)
+	require.ErrorContains(t, err, "sequences for")
+}
