@@ -1,17 +1,17 @@
 #version 450
-// Decode attention (groundwork of the KV-cache decode path): a few query rows (P.Lq <=
-// NQ) over a long key sequence, split over the keys (flash-decoding). Modes row with
+// Decode attention (the KV-cache decode path): a few query rows (P.Lq <= 4) over a long key sequence, split over the keys (flash-decoding). Modes row with
 // causality (keep key j for row i when j <= p_i, ord_j != 0 and (ord_j, j) >= tau_i;
 // tau from select_topw or the plan) and none (j <= p_i when causal, ord_j != 0); spec
 // section 3's scores: scale * q.k + weight, softcap; fp32, fp16 or bf16 storage.
 //
-// variant split: workgroup (slice s, head h, batch b) walks the keys [s*NSL, (s+1)*NSL);
-//   each subgroup takes every NSG-th key, skips it unless some row keeps it (ord and
-//   tau only: a dropped key costs one 4-byte read), and for a kept key reads its K and V
-//   rows (lanes over D), so the work and traffic are those of the kept keys. Per row it
-//   keeps a running max m, sum l and o (lanes hold DPL = DH / SG elements); the
-//   subgroups are then merged in shared memory and (m, l, o) goes to part[b][h][i][s].
-// variant reduce: workgroup (row i, head h, batch b) merges the slices:
+// variant split: workgroup (slice s, group of GH query heads of one kv head, batch b)
+//   walks the keys [s*NSL, (s+1)*NSL); each subgroup takes every NSGW-th key, skips it
+//   unless some row keeps it (ord and tau only: a dropped key costs one 4-byte read per
+//   bias head), and for a kept key reads its K and V rows once for all GH heads (lanes
+//   over D), so the traffic is that of the kept keys. Per row (GH heads x Lq rows, at
+//   most NR) it keeps a running max m, sum l and o (lanes hold DPL = DH / SG elements),
+//   and each subgroup writes its (m, l, o) to part[b][h][i][s * NSGW + subgroup].
+// variant reduce: workgroup (row i, head h, batch b) merges the partials:
 //   O = sum_s o_s e^(m_s - M) / L, L = sum_s l_s e^(m_s - M), LSE = M + log L; a row
 //   with no kept key gets O = 0, LSE = -inf.
 // A row only ever touches the keys it keeps, so a NaN or Inf in V reaches exactly the
@@ -22,15 +22,24 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 
-layout(local_size_x_id = 2) in;  // split: 4 subgroups (NT = 4 * SG); reduce: any
+layout(local_size_x_id = 2) in;  // split: NSGW subgroups (NT = NSGW * SG); reduce: any
 
 #include "dma_common.glsl"
 
 layout(constant_id = 0) const uint DH = 64;   // head dimension, a multiple of SG
 layout(constant_id = 1) const uint NSL = 1024; // keys per slice
 layout(constant_id = 3) const uint SG = 32;   // subgroup size (the pipeline pins it)
-const uint NQ = 4u;                            // most query rows
+layout(constant_id = 4) const uint NR = 4;    // most rows (query heads x rows) of a workgroup
 const uint DPL = DH / SG;
+const uint NSGW = 4u;                          // subgroups of a split workgroup
+
+// Query heads per split workgroup: the largest divisor of G whose rows fit NR.
+uint headsPerGroup() {
+	uint best = 1u;
+	for (uint g = 1u; g <= P.G; g++)
+		if (P.G % g == 0u && g * P.Lq <= NR) best = g;
+	return best;
+}
 
 layout(std430, binding = 1) readonly buffer BufQ { uint qbuf[]; };
 layout(std430, binding = 2) readonly buffer BufK { uint kbuf[]; };
@@ -55,86 +64,83 @@ float safeTanh(float x) {
 }
 
 #ifdef SPLIT
-const uint NSGW = 4u;  // subgroups per workgroup
-shared float Qs[NQ * DH];
-shared float mS[NSGW * NQ], lS[NSGW * NQ];
-shared float oS[NSGW * NQ * DH];
+shared float Qs[NR * DH];
 
 void main() {
-	uint s = gl_WorkGroupID.x, h = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
+	uint s = gl_WorkGroupID.x, hg = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
 	uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, nsg = gl_NumSubgroups;
 	uint lid = gl_LocalInvocationID.x;
 	packed16 = P.storage != STORAGE_F32;
 	bf16 = P.storage == STORAGE_BF16;
 	uint n = P.Lq, S = (P.Lk + NSL - 1u) / NSL;
-	uint kvh = h / P.G, hb = P.Hb == P.H ? h : h / P.G, bh = b * P.Hb + hb;
+	// The query heads of this workgroup: GH of one kv head's group (GH divides G, GH * n
+	// <= NR), so their K and V rows are read once for all of them.
+	uint GH = headsPerGroup();
+	uint h0 = hg * GH, kvh = h0 / P.G, R = GH * n;  // rows r = g * n + i, head h0 + g
 	bool causal = P.causal != 0u, rowCausal = P.mode == MODE_ROW && causal;
-	uint qBase = P.qOff + b * P.qSB + h * P.qSH;
-	for (uint e = lid; e < n * DH; e += gl_WorkGroupSize.x) Qs[e] = loadQ(qBase + (e / DH) * P.qSL + e % DH);
-	uvec2 tau[NQ];
-	for (uint i = 0u; i < NQ; i++) tau[i] = (i < n && rowCausal) ? taub[bh * P.Lq + i] : uvec2(0u);
+	bool sharedBias = P.Hb != P.H;  // one bias head (the kv head's) for every head here
+	for (uint e = lid; e < R * DH; e += gl_WorkGroupSize.x) {
+		uint r = e / DH, g = r / n, i = r - g * n;
+		Qs[e] = loadQ(P.qOff + b * P.qSB + (h0 + g) * P.qSH + i * P.qSL + e % DH);
+	}
+	uvec2 tau[NR];
+	for (uint r = 0u; r < NR; r++) {
+		uint g = r / max(n, 1u), i = r - g * n;
+		uint hb = sharedBias ? kvh : h0 + g;
+		tau[r] = (r < R && rowCausal) ? taub[(b * P.Hb + hb) * P.Lq + i] : uvec2(0u);
+	}
 	barrier();
 
-	float m[NQ], l[NQ], o[NQ][DPL];
-	for (uint i = 0u; i < NQ; i++) {
-		m[i] = NEG_INF;
-		l[i] = 0.0;
-		for (uint x = 0u; x < DPL; x++) o[i][x] = 0.0;
+	float m[NR], l[NR], o[NR][DPL];
+	for (uint r = 0u; r < NR; r++) {
+		m[r] = NEG_INF;
+		l[r] = 0.0;
+		for (uint x = 0u; x < DPL; x++) o[r][x] = 0.0;
 	}
 	uint kBase = P.kOff + b * P.kSB + kvh * P.kSH, vBase = P.vOff + b * P.vSB + kvh * P.vSH;
 	uint j1 = min((s + 1u) * NSL, P.Lk);
 	for (uint j = s * NSL + sg; j < j1; j += nsg) {
-		uint oj = ordb[bh * P.Lk + j];
-		if (oj == 0u) continue;
+		// Which rows keep key j (ord per bias head: one read when they share it).
 		uint keep = 0u;
-		for (uint i = 0u; i < n; i++) {
+		uint ojShared = sharedBias ? ordb[(b * P.Hb + kvh) * P.Lk + j] : 0u;
+		for (uint r = 0u; r < R; r++) {
+			uint g = r / n, i = r - g * n;
+			uint oj = sharedBias ? ojShared : ordb[(b * P.Hb + h0 + g) * P.Lk + j];
 			int pi = int(i) + P.posOffset;
-			bool k = !causal || int(j) <= pi;
-			if (k && rowCausal) k = keyGE(uvec2(oj, j), tau[i]);
-			if (k) keep |= 1u << i;
+			bool k = oj != 0u && (!causal || int(j) <= pi);
+			if (k && rowCausal) k = keyGE(uvec2(oj, j), tau[r]);
+			if (k) keep |= 1u << r;
 		}
 		if (keep == 0u) continue;
 		float kv[DPL];
 		for (uint x = 0u; x < DPL; x++) kv[x] = loadK(kBase + j * P.kSL + lane + SG * x);
 		float vv[DPL];
 		for (uint x = 0u; x < DPL; x++) vv[x] = loadV(vBase + j * P.vSL + lane + SG * x);
-		float delta = unord(oj);
-		for (uint i = 0u; i < n; i++) {
-			if ((keep & (1u << i)) == 0u) continue;
+		for (uint r = 0u; r < R; r++) {
+			if ((keep & (1u << r)) == 0u) continue;
+			uint g = r / n;
+			float delta = unord(sharedBias ? ojShared : ordb[(b * P.Hb + h0 + g) * P.Lk + j]);
 			float acc = 0.0;
-			for (uint x = 0u; x < DPL; x++) acc = fma(Qs[i * DH + lane + SG * x], kv[x], acc);
+			for (uint x = 0u; x < DPL; x++) acc = fma(Qs[r * DH + lane + SG * x], kv[x], acc);
 			float sc = P.scale * subgroupAdd(acc) + delta;
 			if (P.softcap > 0.0) sc = P.softcap * safeTanh(sc / P.softcap);
-			float mn = max(m[i], sc);
-			float alpha = m[i] == NEG_INF ? 0.0 : exp(m[i] - mn);
+			float mn = max(m[r], sc);
+			float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mn);
 			float pj = exp(sc - mn);
-			l[i] = l[i] * alpha + pj;
-			for (uint x = 0u; x < DPL; x++) o[i][x] = o[i][x] * alpha + pj * vv[x];
-			m[i] = mn;
+			l[r] = l[r] * alpha + pj;
+			for (uint x = 0u; x < DPL; x++) o[r][x] = o[r][x] * alpha + pj * vv[x];
+			m[r] = mn;
 		}
 	}
-	// Merge the subgroups.
-	for (uint i = 0u; i < n; i++) {
+	// Every subgroup leaves its own partial: part[b][h][i][s * NSGW + sg].
+	for (uint r = 0u; r < R; r++) {
+		uint g = r / n, i = r - g * n;
+		uint at = ((((b * P.H + h0 + g) * P.Lq + i) * S + s) * NSGW + sg) * (DH + 2u);
 		if (lane == 0u) {
-			mS[sg * NQ + i] = m[i];
-			lS[sg * NQ + i] = l[i];
+			part[at] = m[r];
+			part[at + 1u] = l[r];
 		}
-		for (uint x = 0u; x < DPL; x++) oS[(sg * NQ + i) * DH + lane + SG * x] = o[i][x];
-	}
-	barrier();
-	uint pBase = ((b * P.H + h) * P.Lq) * S;
-	for (uint e = lid; e < n * (DH + 2u); e += gl_WorkGroupSize.x) {
-		uint i = e / (DH + 2u), c = e % (DH + 2u);
-		float M = NEG_INF;
-		for (uint g = 0u; g < nsg; g++) M = max(M, mS[g * NQ + i]);
-		float v = 0.0;
-		for (uint g = 0u; g < nsg; g++) {
-			float mg = mS[g * NQ + i];
-			if (mg == NEG_INF) continue;
-			float f = exp(mg - M);
-			v += f * (c == 0u ? 0.0 : c == 1u ? lS[g * NQ + i] : oS[(g * NQ + i) * DH + c - 2u]);
-		}
-		part[((pBase + i * S + s)) * (DH + 2u) + c] = c == 0u ? M : v;
+		for (uint x = 0u; x < DPL; x++) part[at + 2u + lane + SG * x] = o[r][x];
 	}
 }
 #else
@@ -143,7 +149,7 @@ void main() {
 	uint lid = gl_LocalInvocationID.x;
 	packed16 = P.storage != STORAGE_F32;
 	bf16 = P.storage == STORAGE_BF16;
-	uint S = (P.Lk + NSL - 1u) / NSL;
+	uint S = (P.Lk + NSL - 1u) / NSL * NSGW;  // partials: slices x subgroups
 	uint pBase = (((b * P.H + h) * P.Lq) + i) * S;
 	float M = NEG_INF;
 	for (uint s = 0u; s < S; s++) M = max(M, part[(pBase + s) * (DH + 2u)]);

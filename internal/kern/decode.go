@@ -13,17 +13,47 @@ const DecodeMaxRows = 4
 // decodeSlice is the number of keys one workgroup of decode_attn's split pass walks.
 const decodeSlice = 1024
 
+// decodeSubgroups is the number of subgroups of a decode_attn split workgroup (NSGW).
+const decodeSubgroups = 4
+
 // DecodePartSize is the byte size of RecordDecode's scratch: one (max, sum, o[D]) per
-// (batch, head, row, slice of 1024 keys).
+// (batch, head, row, slice of 1024 keys, subgroup).
 func DecodePartSize(p *Params) int64 {
-	s := (int64(p.Lk) + decodeSlice - 1) / decodeSlice
+	s := (int64(p.Lk) + decodeSlice - 1) / decodeSlice * decodeSubgroups
 	return max(int64(p.B)*int64(p.H)*int64(p.Lq)*s*(int64(p.D)+2)*4, 4)
 }
 
-// RecordDecode records shaders/decode_attn.comp (groundwork of the KV-cache decode path):
-// O and LSE of a few query rows (p.Lq <= DecodeMaxRows) over Lk keys, split over
-// slices of the keys and merged by a second pass, reading the K and V rows of the kept
-// keys only. Modes row with causality (b.Tau from select_topw or the plan) and none;
+// decodeRows is the most rows (query heads x query rows) one split workgroup handles:
+// the per-invocation registers hold rows x D / subgroup size partial sums.
+func decodeRows(sg uint32) uint32 {
+	if decodeRowsOverride != 0 {
+		return decodeRowsOverride
+	}
+	if sg >= 32 {
+		return 16
+	}
+	return 4
+}
+
+// decodeRowsOverride replaces decodeRows when set (tests: the GPU's 16 rows on lavapipe).
+var decodeRowsOverride uint32
+
+// decodeHeads is the number of query heads of one kv head a split workgroup takes: the
+// largest divisor of G whose rows fit (the shader's headsPerGroup).
+func decodeHeads(p *Params, rows uint32) uint32 {
+	best := uint32(1)
+	for g := uint32(1); g <= p.G; g++ {
+		if p.G%g == 0 && g*p.Lq <= rows {
+			best = g
+		}
+	}
+	return best
+}
+
+// RecordDecode records shaders/decode_attn.comp (the KV-cache decode path): O and LSE
+// of a few query rows (p.Lq <= DecodeMaxRows) over Lk keys, split over slices of the
+// keys and merged by a second pass, reading the K and V rows of the kept keys only, once
+// for the query heads of a kv head that one workgroup takes together (GQA). Modes row with causality (b.Tau from select_topw or the plan) and none;
 // fp32, fp16 or bf16; D a multiple of the subgroup size, at most AttnMaxD. part is
 // scratch of DecodePartSize(p) bytes. Same contract as RecordAttention otherwise.
 func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, part *vk.Buffer) error {
@@ -65,18 +95,20 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 		return err
 	}
 	slices := (p.Lk + decodeSlice - 1) / decodeSlice
-	for _, g := range [][3]uint32{{slices, p.H, p.B}, {p.Lq, p.H, p.B}} {
+	rows := decodeRows(sg)
+	groups := p.H / decodeHeads(p, rows)
+	for _, g := range [][3]uint32{{slices, groups, p.B}, {p.Lq, p.H, p.B}} {
 		for i := range g {
 			if g[i] > caps.MaxWorkgroupCount[i] {
 				return fmt.Errorf("%s: %d workgroups in dimension %d, %s allows %d", op, g[i], i, caps.Name, caps.MaxWorkgroupCount[i])
 			}
 		}
 	}
-	split, err := k.decodePipeline("decode_attn_split", p.D, 4*sg, sg)
+	split, err := k.decodePipeline("decode_attn_split", p.D, decodeSubgroups*sg, sg, rows)
 	if err != nil {
 		return err
 	}
-	merge, err := k.decodePipeline("decode_attn_reduce", p.D, 64, sg)
+	merge, err := k.decodePipeline("decode_attn_reduce", p.D, 64, sg, rows)
 	if err != nil {
 		return err
 	}
@@ -84,7 +116,7 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 		return []vk.Binding{vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord), vk.Bind(tau),
 			vk.Bind(part), vk.Bind(b.O), vk.Bind(b.LSE)}
 	}
-	if err := r.Dispatch(split, [3]uint32{slices, p.H, p.B}, nil, binds()...); err != nil {
+	if err := r.Dispatch(split, [3]uint32{slices, groups, p.B}, nil, binds()...); err != nil {
 		return err
 	}
 	r.Barrier()
@@ -93,13 +125,13 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 
 // decodePipeline returns a decode_attn variant for head dimension d and nt invocations,
 // the subgroup size pinned where the device lets it vary.
-func (k *Kernels) decodePipeline(name string, d, nt, sg uint32) (*vk.Pipeline, error) {
+func (k *Kernels) decodePipeline(name string, d, nt, sg, rows uint32) (*vk.Pipeline, error) {
 	caps := k.d.Caps()
 	var required uint32
 	if caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
 		required = sg
 	}
-	spec := []uint32{d, decodeSlice, nt, sg}
+	spec := []uint32{d, decodeSlice, nt, sg, rows}
 	key := fmt.Sprintf("%s/sg%d/%v", name, required, spec)
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dmavk/dmavk/internal/kern"
 	"github.com/dmavk/dmavk/ref"
 )
 
@@ -33,6 +34,8 @@ func TestDecodeAttention(t *testing.T) {
 		attnCase{name: "row/ties", Lq: 4, Lk: 700, mode: row, causal: true, w: 50, weights: "ties"},
 		attnCase{name: "row/gqa-hbkv/pad", B: 2, H: 4, Hkv: 2, hbKV: true, Lq: 2, Lk: 1200, mode: row, causal: true, w: 40, pad: "rand"},
 		attnCase{name: "row/mqa-hb-h/bhld", B: 1, H: 4, Hkv: 1, Lq: 1, Lk: 1300, mode: row, causal: true, w: 64, bhld: true},
+		attnCase{name: "row/gqa8-hbkv/Lq2", B: 1, H: 16, Hkv: 2, hbKV: true, Lq: 2, Lk: 1100, mode: row, causal: true, w: 30},
+		attnCase{name: "none/gqa8/Lq3", B: 1, H: 8, Hkv: 1, Lq: 3, Lk: 900, mode: none, causal: true},
 		attnCase{name: "row/softcap/D128", Lq: 2, Lk: 600, D: 128, mode: row, causal: true, w: 32, softcap: 3},
 		attnCase{name: "row/f16", Lq: 3, Lk: 1100, mode: row, causal: true, w: 30, f16: true},
 		attnCase{name: "none/bf16/D96", Lq: 1, Lk: 1025, D: 96, mode: none, causal: true, bf16: true},
@@ -41,11 +44,17 @@ func TestDecodeAttention(t *testing.T) {
 			wantErr: "row with causality or none"},
 		attnCase{name: "err/rows", Lq: 5, Lk: 20, mode: none, causal: true, wantErr: "query rows"},
 	)
-	for _, c := range cs {
-		c.decode = true
-		if !strings.Contains(c.name, "nan") {
-			c.nanKey = -1
+	for _, rows := range []uint32{0, 16} {
+		// 0: the device's choice (4 rows on lavapipe's narrow subgroups); 16: the GPU's,
+		// so that up to 16 query heads share a workgroup here too.
+		restore := kern.SetDecodeRows(rows)
+		for _, c := range cs {
+			c.decode = true
+			if !strings.Contains(c.name, "nan") {
+				c.nanKey = -1
+			}
+			t.Run(fmt.Sprintf("rows%d/%s", rows, c.name), func(t *testing.T) { runAttnCase(t, e, c) })
 		}
-		t.Run(c.name, func(t *testing.T) { runAttnCase(t, e, c) })
+		restore()
 	}
 }
