@@ -1,6 +1,6 @@
 #version 450
 // Decode selection: the thresholds of mode row, causal, for a few query rows, straight
-// from ord, without the block lists (groundwork of the KV-cache decode path). Same
+// from ord, without the block lists (the KV-cache decode path, dma.KVCache). Same
 // output contract as select_tau (internal/kern/doc.go): tau[bh][i] for query row i at key
 // position p = i + P.posOffset is the w-th best valid key of [0, p] by kappa = (ord, idx),
 // or (0, 0) when [0, p] holds at most w valid keys (and for p < 0).
