@@ -9,7 +9,9 @@
 // of the valid keys of [0, p]: a pass per 8-bit digit, from ord's top digit to idx's
 // bottom one, each a shared-memory histogram of the keys that still match the digits
 // chosen so far, then the digit holding the k-th largest (k = w less the keys above it).
-// Exact (ties fall to the later key as kappa orders them). Work O(8 (p + 1)) per row,
+// Exact (ties fall to the later key as kappa orders them). As soon as a single candidate
+// is left, one more pass finds it (usually after the 4 passes over ord). Work at most
+// O(8 (p + 1)) per row,
 // ord read coalesced: meant for decode steps (Lq of a few rows over long caches), where
 // the block lists of select_sort/select_blocks cost O(Lk) per step anyway and tau's walk
 // needs them.
@@ -22,7 +24,7 @@ layout(std430, binding = 1) readonly buffer Ord { uint ord[]; };     // [B*Hb][L
 layout(std430, binding = 2) writeonly buffer Tau { uvec2 tau[]; };   // [B*Hb][Lq]
 
 shared uint hist[256];
-shared uint chosen[2];   // the digit, and how many candidate keys lie above it
+shared uint chosen[3];   // the digit, how many candidate keys lie above it, and in it
 
 const uint NONE = 0xffffffffu;
 
@@ -60,6 +62,7 @@ void main() {
 					if (above + h >= k) {
 						chosen[0] = uint(d);
 						chosen[1] = above;
+						chosen[2] = h;
 						break;
 					}
 					above += h;
@@ -67,7 +70,7 @@ void main() {
 			}
 		}
 		barrier();
-		uint dsel = chosen[0], above = chosen[1];
+		uint dsel = chosen[0], above = chosen[1], inDigit = chosen[2];
 		if (dsel == NONE) {
 			if (lid == 0u) tau[bh * P.Lq + i] = uvec2(0u);
 			return;
@@ -81,6 +84,15 @@ void main() {
 			idxMask |= 255u << shift;
 		}
 		barrier();  // chosen[] and hist[] are read before the next pass clears them
+		if (inDigit == 1u) {
+			// One candidate left (k is 1): it is the answer, whatever digits remain; one
+			// pass finds it (usually after the 4 passes over ord: ties are rare).
+			for (uint j = lid; j <= p; j += gl_WorkGroupSize.x) {
+				uint o = ord[base + j];
+				if (o != 0u && (o & ordMask) == ordPre && (j & idxMask) == idxPre) tau[bh * P.Lq + i] = uvec2(o, j);
+			}
+			return;
+		}
 	}
 	if (lid == 0u) tau[bh * P.Lq + i] = uvec2(ordPre, idxPre);
 }
