@@ -168,32 +168,11 @@ var cmCode = func() ([]byte, error) { return shaders.Get("attention_cm") }
 // cmPipeline returns the cooperative-matrix attention pipeline of a tile, compiling it
 // the first time (with the subgroup size pinned where the device lets it vary).
 func (k *Kernels) cmPipeline(d uint32, t AttnCMTile) (*vk.Pipeline, error) {
-	caps := k.d.Caps()
 	spec := []uint32{d, uint32(t.BR), uint32(t.BC), t.Shape.M, t.Shape.N, t.Shape.K, uint32(t.SG), uint32(t.NSG),
 		uint32(t.Threads)}
-	var required uint32
-	if caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
-		required = uint32(t.SG) // cooperative matrices and the shuffles assume this subgroup size
-	}
-	key := fmt.Sprintf("attention_cm/%d/sg%d", attnBindings, required)
-	for _, s := range spec {
-		key += fmt.Sprintf("/%d", s)
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if p, ok := k.pipes[key]; ok {
-		return p, nil
-	}
-	code, err := cmCode()
-	if err != nil {
-		return nil, err
-	}
-	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: "attention_cm", SPIRV: code, Bindings: attnBindings, Spec: spec, SubgroupSize: required})
-	if err != nil {
-		return nil, err
-	}
-	k.pipes[key] = p
-	return p, nil
+	// Cooperative matrices and the shuffles assume subgroups of t.SG.
+	key := pipeKey{name: "attention_cm", bindings: attnBindings, subgroup: k.pinnedSubgroup(uint32(t.SG))}
+	return k.pipeline(key, spec, cmCode)
 }
 
 // recordAttentionCM records shaders/attention_cm.comp; same contract as RecordAttention.

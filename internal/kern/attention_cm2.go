@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/dmavk/dmavk/shaders"
 	"github.com/dmavk/dmavk/vk"
 )
 
@@ -273,38 +272,24 @@ func (c *CM2Buffers) Close() error {
 // cm2Pipeline returns the coopmat2 attention pipeline of a tile (subgroup size pinned
 // where the device lets it vary and the subgroup-scope variant needs it).
 func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile) (*vk.Pipeline, error) {
-	caps := k.d.Caps()
 	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW)}
-	var required uint32
-	if t.Scope == vk.ScopeSubgroup && caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
-		required = uint32(t.Threads)
-	}
-	name := t.variant()
-	key := fmt.Sprintf("%s/%d/sg%d/%v", name, attnBindings, required, spec)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if p, ok := k.pipes[key]; ok {
-		return p, nil
-	}
-	code, err := shaders.Get(name)
-	if err != nil {
-		return nil, err
+	key := pipeKey{name: t.variant(), bindings: attnBindings, push: 8}
+	if t.Scope == vk.ScopeSubgroup {
+		key.subgroup = k.pinnedSubgroup(uint32(t.Threads))
 	}
 	// DMAVK_CM2_SPV names a SPIR-V file built from the same source (debugging and
 	// ablation builds, bench/NOTES.md) that replaces the embedded variant.
+	var code func() ([]byte, error)
 	if path := os.Getenv("DMAVK_CM2_SPV"); path != "" {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("kern: DMAVK_CM2_SPV: %w", err)
+		code = func() ([]byte, error) {
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("kern: DMAVK_CM2_SPV: %w", err)
+			}
+			return raw, nil
 		}
-		code = raw
 	}
-	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: attnBindings, PushSize: 8, Spec: spec, SubgroupSize: required})
-	if err != nil {
-		return nil, err
-	}
-	k.pipes[key] = p
-	return p, nil
+	return k.pipeline(key, spec, code)
 }
 
 // recordAttentionCM2 records select_vcheck, select_pack (modes row and shared) and

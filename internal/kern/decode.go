@@ -3,7 +3,6 @@ package kern
 import (
 	"fmt"
 
-	"github.com/dmavk/dmavk/shaders"
 	"github.com/dmavk/dmavk/vk"
 )
 
@@ -126,26 +125,5 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 // decodePipeline returns a decode_attn variant for head dimension d and nt invocations,
 // the subgroup size pinned where the device lets it vary.
 func (k *Kernels) decodePipeline(name string, d, nt, sg, rows uint32) (*vk.Pipeline, error) {
-	caps := k.d.Caps()
-	var required uint32
-	if caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
-		required = sg
-	}
-	spec := []uint32{d, decodeSlice, nt, sg, rows}
-	key := fmt.Sprintf("%s/sg%d/%v", name, required, spec)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if p, ok := k.pipes[key]; ok {
-		return p, nil
-	}
-	code, err := shaders.Get(name)
-	if err != nil {
-		return nil, err
-	}
-	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: 9, Spec: spec, SubgroupSize: required})
-	if err != nil {
-		return nil, err
-	}
-	k.pipes[key] = p
-	return p, nil
+	return k.pipeline(pipeKey{name: name, bindings: 9, subgroup: k.pinnedSubgroup(sg)}, []uint32{d, decodeSlice, nt, sg, rows}, nil)
 }

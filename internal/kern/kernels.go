@@ -2,7 +2,6 @@ package kern
 
 import (
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/dmavk/dmavk/shaders"
@@ -30,46 +29,55 @@ func (k *Kernels) Device() *vk.Device { return k.d }
 // Pipeline returns the pipeline of the named shader with the given specialization
 // constants and binding count, compiling it the first time.
 func (k *Kernels) Pipeline(name string, bindings int, spec ...uint32) (*vk.Pipeline, error) {
-	var key strings.Builder
-	fmt.Fprintf(&key, "%s/%d", name, bindings)
-	for _, s := range spec {
-		fmt.Fprintf(&key, "/%d", s)
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if p, ok := k.pipes[key.String()]; ok {
-		return p, nil
-	}
-	code, err := shaders.Get(name)
-	if err != nil {
-		return nil, err
-	}
-	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: bindings, Spec: spec})
-	if err != nil {
-		return nil, err
-	}
-	k.pipes[key.String()] = p
-	return p, nil
+	return k.pipeline(pipeKey{name: name, bindings: bindings}, spec, nil)
 }
 
 // pipelinePush is Pipeline for a shader with a push-constant block of push bytes.
 func (k *Kernels) pipelinePush(name string, bindings, push int, spec ...uint32) (*vk.Pipeline, error) {
-	key := fmt.Sprintf("%s/%d/push%d/%v", name, bindings, push, spec)
+	return k.pipeline(pipeKey{name: name, bindings: bindings, push: push}, spec, nil)
+}
+
+// pipeKey is what, besides the specialization constants, tells pipelines apart.
+type pipeKey struct {
+	name           string
+	bindings, push int
+	subgroup       uint32 // required subgroup size, 0 for the driver's choice
+}
+
+// pipeline returns the cached pipeline of key and spec, compiling it the first time from
+// code (nil: the embedded shader of the name).
+func (k *Kernels) pipeline(key pipeKey, spec []uint32, code func() ([]byte, error)) (*vk.Pipeline, error) {
+	id := fmt.Sprintf("%s/%d/push%d/sg%d/%v", key.name, key.bindings, key.push, key.subgroup, spec)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if p, ok := k.pipes[key]; ok {
+	if p, ok := k.pipes[id]; ok {
 		return p, nil
 	}
-	code, err := shaders.Get(name)
+	if code == nil {
+		code = func() ([]byte, error) { return shaders.Get(key.name) }
+	}
+	spv, err := code()
 	if err != nil {
 		return nil, err
 	}
-	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: name, SPIRV: code, Bindings: bindings, PushSize: push, Spec: spec})
+	p, err := k.d.NewPipeline(vk.PipelineDesc{Name: key.name, SPIRV: spv, Bindings: key.bindings, PushSize: key.push,
+		Spec: spec, SubgroupSize: key.subgroup})
 	if err != nil {
 		return nil, err
 	}
-	k.pipes[key] = p
+	k.pipes[id] = p
 	return p, nil
+}
+
+// pinnedSubgroup is the subgroup size a pipeline must require so that kernels written for
+// subgroups of sg invocations get them: sg where the device's compute subgroup size
+// varies and it lets pipelines fix it, else 0 (the size never varies there).
+func (k *Kernels) pinnedSubgroup(sg uint32) uint32 {
+	caps := k.d.Caps()
+	if caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq && caps.MinSubgroupSize != caps.MaxSubgroupSize {
+		return sg
+	}
+	return 0
 }
 
 // Close destroys every pipeline.
