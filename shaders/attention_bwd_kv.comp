@@ -1,0 +1,205 @@
+#version 450
+// Portable DMA attention backward, key pass (the deterministic mode; host side:
+// internal/kern/backward.go). Runs after attention_bwd.comp with SCATTER = 0, which wrote
+// dQ and Dsum_i = dot(dO_i, O_i). No atomics, no subgroup operation: every gradient
+// element is summed by one invocation in a fixed order, so results are bit-identical run
+// to run (on one device and driver).
+//
+// A workgroup owns a tile of BK consecutive keys of one (batch, kv head); thread (c, l),
+// c = tid / 8, l = tid % 8, owns key c and the columns d = l + 8k of its dK and dV rows,
+// in registers. For each query head h of the kv head's group, in order, it finds the rows
+// that keep each key of the tile, from the plan, without an Lq x Lk mask:
+//   row, causal:      rows from position j on while kappa_j >= tau_i: tau never decreases
+//                     down the rows, so that is a contiguous range, its end found by a
+//                     binary search over tau;
+//   shared (or row, not causal): keys of S_final (kappa_j >= its last entry), rows at
+//                     positions >= j when causal, else every row;
+//   none, explicit:   valid keys, rows at positions >= j when causal, else every row
+//                     (explicit tests the mask per pair).
+// and walks the union of the tile's ranges in chunks of BRK rows, recomputing P and dS
+// (exactly as the query pass does) and accumulating
+//   dV_j += P_ij dO_i,  dK_j += dS_ij q_i,  dDelta_j += dS_ij
+// row by row. Work: the union of a tile's row ranges is at most BK times the kept pairs
+// of its keys (mode row: proportional to Lq * w). Memory: none beyond the outputs.
+//
+// Specialization: DH, BK keys (local size 8 * BK), BRK rows per chunk (a multiple of 8).
+
+#include "dma_common.glsl"
+
+layout(constant_id = 0) const uint DH = 64;
+layout(constant_id = 1) const uint BK = 16;
+layout(constant_id = 2) const uint BRK = 16;
+layout(local_size_x_id = 3) in;  // NT = 8 * BK
+const uint NT = 8 * BK;
+const uint DK = DH / 8;
+
+#include "attention_bwd_common.glsl"
+
+const uint RS = DH + 1;
+const uint PS = BK + 1;
+
+shared float Ks[BK * RS];
+shared float Vs[BK * RS];
+shared float Qs[BRK * RS];
+shared float dOs[BRK * RS];
+shared float Ps[BRK * PS];
+shared float dSs[BRK * PS];
+shared float rowLse[BRK];
+shared float rowDsum[BRK];
+shared uint kLo[BK], kHi[BK], kord[BK];
+shared float kdel[BK];
+shared uint rangeLo, rangeHi;
+
+void main() {
+	uint tid = gl_LocalInvocationID.x;
+	uint c = tid >> 3, l = tid & 7u;
+	bIdx = gl_WorkGroupID.z;
+	uint kvh = gl_WorkGroupID.y;
+	uint j0 = gl_WorkGroupID.x * BK;
+	uint myJ = j0 + c;
+	bool realKey = myJ < P.Lk;
+	bool causal = P.causal != 0u;
+	packed16 = P.storage != STORAGE_F32;
+	bf16 = P.storage == STORAGE_BF16;
+	bool rowCausal = P.mode == MODE_ROW && causal;
+	bool fromFinal = P.mode == MODE_SHARED || (P.mode == MODE_ROW && !causal);
+	bool explicitMode = P.mode == MODE_EXPLICIT;
+	bool hasMask = explicitMode && P.hasMask != 0u;
+	bool hasBias = explicitMode && P.hasBias != 0u;
+	bool perHeadBias = P.Hb == P.H;  // else Hb = Hkv: the whole group adds into one row
+
+	// The tile's K and V rows (zero past Lk).
+	uint kBase = P.kOff + bIdx * P.kSB + kvh * P.kSH;
+	uint vBase = P.vOff + bIdx * P.vSB + kvh * P.vSH;
+	for (uint e = tid; e < BK * DH; e += NT) {
+		uint cc = e / DH, d = e - cc * DH;
+		uint j = j0 + cc;
+		bool ok = j < P.Lk;
+		Ks[cc * RS + d] = ok ? loadK(kBase + j * P.kSL + d) : 0.0;
+		Vs[cc * RS + d] = ok ? loadV(vBase + j * P.vSL + d) : 0.0;
+	}
+
+	float dk[DK], dv[DK];
+	for (uint k = 0u; k < DK; k++) {
+		dk[k] = 0.0;
+		dv[k] = 0.0;
+	}
+	float dd = 0.0;
+
+	for (uint g = 0u; g < P.G; g++) {
+		uint h = kvh * P.G + g;
+		uint hb = perHeadBias ? h : kvh;
+		uint bhPlan = bIdx * P.Hb + hb;
+		maskHead = h / max(P.maskHDiv, 1u);
+		biasHead = h / max(P.biasHDiv, 1u);
+
+		// Rows [lo, hi) that keep each key of the tile (lo = hi: none).
+		if (tid == 0u) {
+			rangeLo = 0xffffffffu;
+			rangeHi = 0u;
+		}
+		barrier();
+		if (tid < BK) {
+			uint j = j0 + tid;
+			uint lo = 0u, hi = 0u, o = 0u;
+			if (j < P.Lk) {
+				o = ordb[bhPlan * P.Lk + j];
+				int first = causal ? max(int(j) - P.posOffset, 0) : 0;
+				if (o != 0u && first < int(P.Lq)) {
+					lo = uint(first);
+					hi = P.Lq;
+					uvec2 kap = uvec2(o, j);
+					if (rowCausal) {
+						// First row at or after lo whose threshold is above kappa_j.
+						uint a = lo, b = P.Lq;
+						while (a < b) {
+							uint m = (a + b) >> 1;
+							if (keyGE(kap, taub[bhPlan * P.Lq + m])) a = m + 1u; else b = m;
+						}
+						hi = a;
+					} else if (fromFinal) {
+						uint at = bhPlan * (P.nblocks + 1u) + P.nblocks;
+						uint cnt = ucount[at];
+						if (cnt == 0u || !keyGE(kap, ub[at * P.ncap + cnt - 1u])) hi = lo;
+					}
+				}
+			}
+			kLo[tid] = lo;
+			kHi[tid] = hi;
+			kord[tid] = o;
+			kdel[tid] = unord(o);
+			if (hi > lo) {
+				atomicMin(rangeLo, lo);
+				atomicMax(rangeHi, hi);
+			}
+		}
+		barrier();
+		uint rLo = rangeLo, rHi = rangeHi;
+		uint myLo = kLo[c], myHi = kHi[c];
+		uint qBase = P.qOff + bIdx * P.qSB + h * P.qSH;
+		uint doBase = PC.doOff + bIdx * PC.doSB + h * PC.doSH;
+		uint lseBase = (bIdx * P.H + h) * P.Lq;
+
+		for (uint i0 = rLo; i0 < rHi; i0 += BRK) {
+			for (uint e = tid; e < BRK * DH; e += NT) {
+				uint rr = e / DH, d = e - rr * DH;
+				uint i = i0 + rr;
+				bool ok = i < rHi;
+				Qs[rr * RS + d] = ok ? loadQ(qBase + i * P.qSL + d) : 0.0;
+				dOs[rr * RS + d] = ok ? loadDO(doBase + i * PC.doSL + d) : 0.0;
+			}
+			if (tid < BRK) {
+				uint i = i0 + tid;
+				rowLse[tid] = i < rHi ? lseb[lseBase + i] : NEG_INF;
+				rowDsum[tid] = i < rHi ? dsumb[lseBase + i] : 0.0;
+			}
+			barrier();
+
+			for (uint r = l; r < BRK; r += 8u) {
+				uint i = i0 + r;
+				float p = 0.0, ds = 0.0;
+				float lse = rowLse[r];
+				if (i >= myLo && i < myHi && lse != NEG_INF && (!hasMask || maskAt(i, myJ))) {
+					float dot = 0.0, dp = 0.0;
+					for (uint d = 0u; d < DH; d++) {
+						dot = fma(Qs[r * RS + d], Ks[c * RS + d], dot);
+						dp = fma(dOs[r * RS + d], Vs[c * RS + d], dp);
+					}
+					float capd;
+					float s = pairScore(dot, kdel[c], hasBias, i, myJ, capd);
+					p = exp(s - lse);
+					ds = p * (dp - rowDsum[r]) * capd;
+				}
+				Ps[r * PS + c] = p;
+				dSs[r * PS + c] = ds;
+			}
+			barrier();
+
+			for (uint r = 0u; r < BRK; r++) {
+				float p = Ps[r * PS + c], ds = dSs[r * PS + c];
+				if (p != 0.0 || ds != 0.0) {
+					for (uint k = 0u; k < DK; k++) {
+						dv[k] = fma(p, dOs[r * RS + l + 8u * k], dv[k]);
+						dk[k] = fma(ds, Qs[r * RS + l + 8u * k], dk[k]);
+					}
+					dd += ds;
+				}
+			}
+			barrier();
+		}
+		if (perHeadBias) {
+			if (realKey && l == 0u) ddb[bhPlan * P.Lk + myJ] = floatBitsToUint(dd);
+			dd = 0.0;
+		}
+	}
+
+	if (realKey) {
+		uint dkAt = PC.dkOff + bIdx * PC.dkSB + kvh * PC.dkSH + myJ * PC.dkSL;
+		uint dvAt = PC.dvOff + bIdx * PC.dvSB + kvh * PC.dvSH + myJ * PC.dvSL;
+		for (uint k = 0u; k < DK; k++) {
+			dkb[dkAt + l + 8u * k] = floatBitsToUint(P.scale * dk[k]);
+			dvb[dvAt + l + 8u * k] = floatBitsToUint(dv[k]);
+		}
+		if (!perHeadBias && l == 0u) ddb[(bIdx * P.Hb + kvh) * P.Lk + myJ] = floatBitsToUint(dd);
+	}
+}
