@@ -31,12 +31,19 @@ type KVCache struct {
 	d    *Device
 	cfg  KVCacheConfig
 	k, v *vk.Buffer // [Sequences][Capacity][KVHeads][HeadDim], BLHD
-	w    *vk.Buffer // float32 [Sequences][BiasHeads][Capacity]
+	// ord of every cached key's weight (kern.Ord, uint32 [Sequences][BiasHeads][Capacity]),
+	// computed once at Append: a step reads it, never the float weights.
+	ord *vk.Buffer
 
 	mu      sync.Mutex
 	lens    []int
-	scratch [][5]*vk.Buffer // Attend's params, weights, ord, thresholds, partials per sequence of a call
+	chunk   [2]*vk.Buffer   // Append's params and the ord of the new keys
+	scratch [][4]*vk.Buffer // Attend's stepBuffers per sequence of a call
+	progs   []*stepProgram  // AttendInto's recorded steps, most recently used first
 }
+
+// maxStepPrograms bounds the recorded steps a cache keeps (AttendInto).
+const maxStepPrograms = 16
 
 // NewKVCache allocates an empty cache.
 func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
@@ -57,7 +64,11 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 		return nil, fmt.Errorf("dma: NewKVCache: %d elements per tensor, over 32-bit indices", elems)
 	}
 	kvBytes := (elems*int64(cfg.DType.Size()) + 3) &^ 3
-	wBytes := int64(cfg.Sequences) * int64(cfg.BiasHeads) * int64(cfg.Capacity) * 4
+	keys := int64(cfg.Sequences) * int64(cfg.BiasHeads) * int64(cfg.Capacity)
+	if keys >= math.MaxUint32 {
+		return nil, fmt.Errorf("dma: NewKVCache: %d weights, over 32-bit indices", keys)
+	}
+	wBytes := keys * 4
 	if err := d.limits(map[string]int64{"the cache's K": kvBytes, "the cache's weights": wBytes}); err != nil {
 		return nil, err
 	}
@@ -66,7 +77,7 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 	for _, x := range []struct {
 		dst  **vk.Buffer
 		size int64
-	}{{&c.k, kvBytes}, {&c.v, kvBytes}, {&c.w, wBytes}} {
+	}{{&c.k, kvBytes}, {&c.v, kvBytes}, {&c.ord, wBytes}} {
 		if *x.dst, err = d.vd.NewBuffer(x.size); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("dma: NewKVCache: %w", err)
@@ -135,7 +146,20 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 	es := int64(cfg.DType.Size())
 	row := int64(cfg.KVHeads) * int64(cfg.HeadDim) * es
 	kvOff := (int64(seq)*int64(cfg.Capacity) + int64(at)) * row
-	err := c.d.vd.Run(ctx, func(r *vk.Recorder) error {
+	// The ord of the new keys' weights (the plan's ord pass, as Forward computes it),
+	// into a chunk buffer, then copied to their places in the cache.
+	pOrd := kern.Params{B: 1, Lq: 1, Lk: u32(n), H: u32(cfg.BiasHeads), Hkv: u32(cfg.KVHeads), Hb: u32(cfg.BiasHeads),
+		D: u32(cfg.HeadDim), G: u32(cfg.BiasHeads / cfg.KVHeads), Mode: kern.ModeNone, Causal: 1, Window: 1,
+		BlockC: u32(kern.BlockSize(1)), NBlocks: 1, NCap: 1, Storage: cfg.DType.storage()}
+	hb := int64(cfg.BiasHeads)
+	var bufs [2]*vk.Buffer
+	var err error
+	for i, size := range []int64{kern.ParamsSize, hb * int64(n) * 4} {
+		if bufs[i], err = growBuffer(c.d, &c.chunk[i], size); err != nil {
+			return fmt.Errorf("dma: KVCache.Append: %w", err)
+		}
+	}
+	err = c.d.vd.Run(ctx, func(r *vk.Recorder) error {
 		// Buffer copies take any byte offset and size: 16-bit rows need no alignment.
 		if err := r.Copy(k.buf, 0, c.k, kvOff, int64(n)*row); err != nil {
 			return err
@@ -143,9 +167,17 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 		if err := r.Copy(v.buf, 0, c.v, kvOff, int64(n)*row); err != nil {
 			return err
 		}
-		for hb := range cfg.BiasHeads {
-			dst := ((int64(seq)*int64(cfg.BiasHeads)+int64(hb))*int64(cfg.Capacity) + int64(at)) * 4
-			if err := r.Copy(weights.buf, int64(hb)*int64(n)*4, c.w, dst, int64(n)*4); err != nil {
+		if err := r.Update(bufs[0], 0, pOrd.Bytes()); err != nil {
+			return err
+		}
+		r.Barrier()
+		if err := c.d.kern.RecordPlan(r, &pOrd, bufs[0], weights.buf, nil, &kern.PlanBuffers{Ord: bufs[1]}); err != nil {
+			return err
+		}
+		r.Barrier()
+		for h := range hb {
+			dst := ((int64(seq)*hb+h)*int64(cfg.Capacity) + int64(at)) * 4
+			if err := r.Copy(bufs[1], h*int64(n)*4, c.ord, dst, int64(n)*4); err != nil {
 				return err
 			}
 		}
@@ -156,6 +188,23 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 	}
 	c.lens[seq] = at + n
 	return nil
+}
+
+// growBuffer returns *slot when it holds at least size bytes, else replaces it with a
+// new buffer of that size (the cache's scratch, kept between calls, which are serialized).
+func growBuffer(d *Device, slot **vk.Buffer, size int64) (*vk.Buffer, error) {
+	if b := *slot; b != nil && b.Size() >= size {
+		return b, nil
+	}
+	if *slot != nil {
+		(*slot).Close()
+		*slot = nil
+	}
+	b, err := d.vd.NewBuffer(max(size, 4))
+	if err == nil {
+		*slot = b
+	}
+	return b, err
 }
 
 // Attend computes attention of q ([1, n, H, HeadDim] BLHD or BHLD, n <= 4 rows: the
@@ -173,9 +222,8 @@ func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (
 }
 
 // AttendProfiled is Attend that also returns where the GPU time went: Selection (the
-// copy of the sequence's weights, ord, and the thresholds), Attention (the split-K pass
-// and its merge), and Passes "ord", "tau", "attention" (zero on devices without
-// timestamps).
+// thresholds, from the ord of the cached weights), Attention (the split-K pass and its
+// merge), and Passes "tau", "attention" (zero on devices without timestamps).
 func (c *KVCache) AttendProfiled(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, Profile, error) {
 	rs, prof, err := c.attend(ctx, []int{seq}, []*Tensor{q}, opt, true)
 	if err != nil {
@@ -196,40 +244,131 @@ func (c *KVCache) AttendBatch(ctx context.Context, seqs []int, qs []*Tensor, opt
 type attendStep struct {
 	seq  int
 	q    *Tensor
-	res  *Result
+	o    *Tensor
 	lse  *vk.Buffer
 	p    kern.Params
 	mode Mode
-	lk   int
+}
+
+// stepBuffers is the scratch of one step: its parameters, the thresholds, the radix
+// select's records and the split-K partials.
+type stepBuffers struct{ params, tau, sel, part *vk.Buffer }
+
+// checkOptions rejects the options a cache step cannot take.
+func checkStepOptions(opt Options) error {
+	if opt.Weights != nil || opt.WeightParams != nil || opt.Mask != nil || opt.Bias != nil || opt.KeyPadding != nil {
+		return fmt.Errorf("weights, masks, biases and key padding come from the cache")
+	}
+	if opt.Softcap < 0 || math.IsNaN(float64(opt.Softcap)) || math.IsInf(float64(opt.Softcap), 0) {
+		return fmt.Errorf("softcap %v must be finite and >= 0", opt.Softcap)
+	}
+	return nil
+}
+
+// checkQuery checks a step's query tensor against the cache.
+func (c *KVCache) checkQuery(q *Tensor) error {
+	cfg := c.cfg
+	if q == nil || q.d != c.d {
+		return fmt.Errorf("q is nil or lives on another device")
+	}
+	s := q.shape
+	if s.B != 1 || s.D != cfg.HeadDim || s.H%cfg.KVHeads != 0 || q.dtype != cfg.DType {
+		return fmt.Errorf("q is %v %v, want [B=1 L=n H=a multiple of %d D=%d] %v", s, q.dtype, cfg.KVHeads, cfg.HeadDim, cfg.DType)
+	}
+	if cfg.BiasHeads != cfg.KVHeads && cfg.BiasHeads != s.H {
+		return fmt.Errorf("the cache's %d bias heads are neither its %d kv heads nor q's %d heads", cfg.BiasHeads, cfg.KVHeads, s.H)
+	}
+	if s.L < 1 || s.L > kern.DecodeMaxRows {
+		return fmt.Errorf("%d query rows: Attend takes 1 to %d (Forward takes longer chunks)", s.L, kern.DecodeMaxRows)
+	}
+	return nil
+}
+
+// newStep builds the parameters of q's rows (the last rows of sequence seq) over its
+// cached keys; c.mu is held.
+func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) {
+	cfg := c.cfg
+	if seq < 0 || seq >= len(c.lens) {
+		return nil, fmt.Errorf("sequence %d of %d", seq, len(c.lens))
+	}
+	lk := c.lens[seq]
+	if lk == 0 {
+		return nil, fmt.Errorf("sequence %d is empty", seq)
+	}
+	qsh := q.shape
+	if qsh.L > lk {
+		return nil, fmt.Errorf("%d query rows, but sequence %d holds %d keys (the rows are its last positions)", qsh.L, seq, lk)
+	}
+	mode := opt.Mode
+	if mode == ModeRow && opt.Window >= lk {
+		mode = ModeNone
+	}
+	switch {
+	case mode == ModeRow && !opt.Causal:
+		return nil, fmt.Errorf("mode row needs Causal (without it every row keeps the same keys: use Forward's mode shared)")
+	case mode != ModeRow && mode != ModeNone:
+		return nil, fmt.Errorf("mode %v: row or none", mode)
+	}
+	scale := opt.Scale
+	if scale == 0 {
+		scale = float32(1 / math.Sqrt(float64(qsh.D)))
+	}
+	w := max(opt.Window, 1)
+	bc := kern.BlockSize(w)
+	kvRow := uint32(cfg.KVHeads * cfg.HeadDim)
+	cacheView := kern.View{Off: uint32(seq) * uint32(cfg.Capacity) * kvRow, SB: uint32(cfg.Capacity) * kvRow, SL: kvRow, SH: uint32(cfg.HeadDim)}
+	st := &attendStep{seq: seq, q: q, mode: mode}
+	st.p = kern.Params{
+		B: 1, Lq: u32(qsh.L), Lk: u32(lk), H: u32(qsh.H), Hkv: u32(cfg.KVHeads), Hb: u32(cfg.BiasHeads), D: u32(qsh.D),
+		G: u32(qsh.H / cfg.KVHeads), Mode: u32(int(mode)), Causal: b32(opt.Causal), Window: u32(w), BlockC: u32(bc),
+		NBlocks: u32((lk + bc - 1) / bc), NCap: u32(w + bc), Storage: q.dtype.storage(),
+		PosOffset: int32(lk - qsh.L), Scale: scale, Softcap: opt.Softcap,
+		Q: view(q), K: cacheView, V: cacheView,
+		OrdOff: uint32(seq) * uint32(cfg.BiasHeads) * uint32(cfg.Capacity), OrdSL: uint32(cfg.Capacity),
+	}
+	return st, nil
+}
+
+// stepSizes are the byte sizes of a step's stepBuffers, for grids sized for the capacity.
+func (c *KVCache) stepSizes(p *kern.Params) [4]int64 {
+	_, _, _, tau := kern.PlanSizes(p)
+	return [4]int64{kern.ParamsSize, tau, kern.TopWScratchSize(p), c.d.kern.DecodePartSize(p, u32(c.cfg.Capacity))}
+}
+
+// recordStep records one step: the thresholds (mode row) and the split-K attention. The
+// grids are sized for the cache's capacity, so the recording stays valid as the
+// sequence grows (only the parameters in b.params change). Stamps: "tau", "attention".
+func (c *KVCache) recordStep(r *vk.Recorder, st *attendStep, b stepBuffers, stamp func(string) error) error {
+	capacity := u32(c.cfg.Capacity)
+	if st.mode == ModeRow {
+		if err := c.d.kern.RecordTopW(r, &st.p, b.params, c.ord, b.tau, b.sel, capacity); err != nil {
+			return err
+		}
+	}
+	if err := stamp("tau"); err != nil {
+		return err
+	}
+	if err := c.d.kern.RecordDecode(r, &st.p, b.params, &kern.AttnBuffers{Q: st.q.buf, K: c.k, V: c.v, O: st.o.buf,
+		LSE: st.lse, Ord: c.ord, Tau: b.tau}, b.part, capacity); err != nil {
+		return err
+	}
+	r.Barrier()
+	return stamp("attention")
 }
 
 func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Options, timed bool) (rs []*Result, prof Profile, err error) {
-	cfg := c.cfg
 	fail := func(format string, a ...any) ([]*Result, Profile, error) {
 		return nil, prof, fmt.Errorf("dma: KVCache.Attend: "+format, a...)
 	}
 	if len(seqs) == 0 || len(seqs) != len(qs) {
 		return fail("%d sequences for %d query tensors", len(seqs), len(qs))
 	}
-	if opt.Weights != nil || opt.WeightParams != nil || opt.Mask != nil || opt.Bias != nil || opt.KeyPadding != nil {
-		return fail("weights, masks, biases and key padding come from the cache")
-	}
-	if opt.Softcap < 0 || math.IsNaN(float64(opt.Softcap)) || math.IsInf(float64(opt.Softcap), 0) {
-		return fail("softcap %v must be finite and >= 0", opt.Softcap)
+	if err := checkStepOptions(opt); err != nil {
+		return fail("%v", err)
 	}
 	for _, q := range qs {
-		if q == nil || q.d != c.d {
-			return fail("q is nil or lives on another device")
-		}
-		s := q.shape
-		if s.B != 1 || s.D != cfg.HeadDim || s.H%cfg.KVHeads != 0 || q.dtype != cfg.DType {
-			return fail("q is %v %v, want [B=1 L=n H=a multiple of %d D=%d] %v", s, q.dtype, cfg.KVHeads, cfg.HeadDim, cfg.DType)
-		}
-		if cfg.BiasHeads != cfg.KVHeads && cfg.BiasHeads != s.H {
-			return fail("the cache's %d bias heads are neither its %d kv heads nor q's %d heads", cfg.BiasHeads, cfg.KVHeads, s.H)
-		}
-		if s.L < 1 || s.L > kern.DecodeMaxRows {
-			return fail("%d query rows: Attend takes 1 to %d (Forward takes longer chunks)", s.L, kern.DecodeMaxRows)
+		if err := c.checkQuery(q); err != nil {
+			return fail("%v", err)
 		}
 	}
 	c.mu.Lock()
@@ -238,138 +377,68 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 		return fail("the cache is closed")
 	}
 	steps := make([]*attendStep, len(seqs))
+	results := make([]*Result, len(seqs))
 	defer func() {
 		if err != nil {
-			for _, st := range steps {
-				if st != nil && st.res != nil {
-					st.res.closePartial()
-				} else if st != nil && st.lse != nil {
-					st.lse.Close()
+			for _, res := range results {
+				if res != nil {
+					res.closePartial()
 				}
 			}
 		}
 	}()
-	kvRow := uint32(cfg.KVHeads * cfg.HeadDim)
 	for i, seq := range seqs {
-		if seq < 0 || seq >= len(c.lens) {
-			return fail("sequence %d of %d", seq, len(c.lens))
+		st, err := c.newStep(seq, qs[i], opt)
+		if err != nil {
+			return fail("%v", err)
 		}
-		lk := c.lens[seq]
-		if lk == 0 {
-			return fail("sequence %d is empty", seq)
-		}
-		mode := opt.Mode
-		if mode == ModeRow && opt.Window >= lk {
-			mode = ModeNone
-		}
-		switch {
-		case mode == ModeRow && !opt.Causal:
-			return fail("mode row needs Causal (without it every row keeps the same keys: use Forward's mode shared)")
-		case mode != ModeRow && mode != ModeNone:
-			return fail("mode %v: row or none", mode)
-		}
-		q, qsh := qs[i], qs[i].shape
-		scale := opt.Scale
-		if scale == 0 {
-			scale = float32(1 / math.Sqrt(float64(qsh.D)))
-		}
-		w := max(opt.Window, 1)
-		bc := kern.BlockSize(w)
-		cacheView := kern.View{Off: uint32(seq) * uint32(cfg.Capacity) * kvRow, SB: uint32(cfg.Capacity) * kvRow, SL: kvRow, SH: uint32(cfg.HeadDim)}
-		st := &attendStep{seq: seq, q: q, mode: mode, lk: lk, res: &Result{Path: "decode"}}
 		steps[i] = st
-		if st.res.O, err = c.d.NewTensor(q.dtype, qsh, q.layout); err != nil {
+		res := &Result{Path: "decode"}
+		results[i] = res
+		qsh := qs[i].shape
+		if res.O, err = c.d.NewTensor(qs[i].dtype, qsh, qs[i].layout); err != nil {
 			return nil, prof, err
 		}
 		if st.lse, err = c.d.vd.NewBuffer(int64(qsh.H) * int64(qsh.L) * 4); err != nil {
 			return nil, prof, err
 		}
-		st.res.LSE = &LSE{buf: st.lse, B: 1, H: qsh.H, Lq: qsh.L}
-		st.p = kern.Params{
-			B: 1, Lq: u32(qsh.L), Lk: u32(lk), H: u32(qsh.H), Hkv: u32(cfg.KVHeads), Hb: u32(cfg.BiasHeads), D: u32(qsh.D),
-			G: u32(qsh.H / cfg.KVHeads), Mode: u32(int(mode)), Causal: b32(opt.Causal), Window: u32(w), BlockC: u32(bc),
-			NBlocks: u32((lk + bc - 1) / bc), NCap: u32(w + bc), Storage: q.dtype.storage(),
-			PosOffset: int32(lk - qsh.L), Scale: scale, Softcap: opt.Softcap,
-			Q: view(q), K: cacheView, V: cacheView, O: view(st.res.O),
-		}
+		res.LSE = &LSE{buf: st.lse, B: 1, H: qsh.H, Lq: qsh.L}
+		st.o = res.O
+		st.p.O = view(res.O)
 	}
 	// Scratch kept by the cache between calls (they are serialized), one set per
-	// sequence of the call, grown on demand: a decode step allocates only its outputs.
+	// sequence of the call, grown on demand: a call allocates only its outputs.
 	for len(c.scratch) < len(steps) {
-		c.scratch = append(c.scratch, [5]*vk.Buffer{})
+		c.scratch = append(c.scratch, [4]*vk.Buffer{})
 	}
-	buf := func(i, slot int, size int64) (*vk.Buffer, error) {
-		if b := c.scratch[i][slot]; b != nil && b.Size() >= size {
-			return b, nil
-		}
-		if c.scratch[i][slot] != nil {
-			c.scratch[i][slot].Close()
-			c.scratch[i][slot] = nil
-		}
-		b, err := c.d.vd.NewBuffer(max(size, 4))
-		if err == nil {
-			c.scratch[i][slot] = b
-		}
-		return b, err
-	}
-	type scratch struct{ params, delta, ord, tau, part *vk.Buffer }
-	bufs := make([]scratch, len(steps))
+	bufs := make([]stepBuffers, len(steps))
 	for i, st := range steps {
-		hb, n := int64(cfg.BiasHeads), int64(st.p.Lq)
-		sizes := []int64{kern.ParamsSize, hb * int64(st.lk) * 4, hb * int64(st.lk) * 4, hb * n * 8, kern.DecodePartSize(&st.p)}
-		dst := []**vk.Buffer{&bufs[i].params, &bufs[i].delta, &bufs[i].ord, &bufs[i].tau, &bufs[i].part}
-		for slot, size := range sizes {
-			if *dst[slot], err = buf(i, slot, size); err != nil {
+		var got [4]*vk.Buffer
+		for slot, size := range c.stepSizes(&st.p) {
+			if got[slot], err = growBuffer(c.d, &c.scratch[i][slot], size); err != nil {
 				return nil, prof, err
 			}
 		}
+		bufs[i] = stepBuffers{got[0], got[1], got[2], got[3]}
 	}
-	stamp := func(r *vk.Recorder, label string) error {
+	var rec *vk.Recorder
+	stamp := func(label string) error {
 		if !timed {
 			return nil
 		}
-		return r.Timestamp(label)
+		return rec.Timestamp(label)
 	}
 	ts, err := c.d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
+		rec = r
 		for i, st := range steps {
-			b := bufs[i]
-			if err := r.Update(b.params, 0, st.p.Bytes()); err != nil {
-				return err
-			}
-			if err := stamp(r, "start"); err != nil {
-				return err
-			}
-			for hb := range cfg.BiasHeads {
-				src := (int64(st.seq)*int64(cfg.BiasHeads) + int64(hb)) * int64(cfg.Capacity) * 4
-				if err := r.Copy(c.w, src, b.delta, int64(hb)*int64(st.lk)*4, int64(st.lk)*4); err != nil {
-					return err
-				}
-			}
-			r.Barrier()
-			// The ord pass alone (the plan of mode none), then tau straight from ord.
-			pOrd := st.p
-			pOrd.Mode = kern.ModeNone
-			if err := c.d.kern.RecordPlan(r, &pOrd, b.params, b.delta, nil, &kern.PlanBuffers{Ord: b.ord}); err != nil {
+			if err := r.Update(bufs[i].params, 0, st.p.Bytes()); err != nil {
 				return err
 			}
 			r.Barrier()
-			if err := stamp(r, "ord"); err != nil {
+			if err := stamp("start"); err != nil {
 				return err
 			}
-			if st.mode == ModeRow {
-				if err := c.d.kern.RecordTopW(r, &st.p, b.params, b.ord, b.tau); err != nil {
-					return err
-				}
-			}
-			if err := stamp(r, "tau"); err != nil {
-				return err
-			}
-			if err := c.d.kern.RecordDecode(r, &st.p, b.params, &kern.AttnBuffers{Q: st.q.buf, K: c.k, V: c.v, O: st.res.O.buf,
-				LSE: st.lse, Ord: b.ord, Tau: b.tau}, b.part); err != nil {
-				return err
-			}
-			r.Barrier()
-			if err := stamp(r, "attention"); err != nil {
+			if err := c.recordStep(r, st, bufs[i], stamp); err != nil {
 				return err
 			}
 		}
@@ -378,26 +447,191 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 	if err != nil {
 		return nil, prof, fmt.Errorf("dma: KVCache.Attend: %w", err)
 	}
-	// Four stamps per sequence: start, ord, tau, attention.
-	for i := 0; i+3 < len(ts); i += 4 {
-		prof.Selection += time.Duration(ts[i+2].Nanos - ts[i].Nanos)
-		prof.Attention += time.Duration(ts[i+3].Nanos - ts[i+2].Nanos)
-		for j := i + 1; j <= i+3; j++ {
+	prof = stepProfile(ts)
+	return results, prof, nil
+}
+
+// stepProfile adds up the stamps of recordStep's steps (start, tau, attention each).
+func stepProfile(ts []vk.Timestamp) Profile {
+	var prof Profile
+	for i := 0; i+2 < len(ts); i += 3 {
+		prof.Selection += time.Duration(ts[i+1].Nanos - ts[i].Nanos)
+		prof.Attention += time.Duration(ts[i+2].Nanos - ts[i+1].Nanos)
+		for j := i + 1; j <= i+2; j++ {
 			prof.Passes = append(prof.Passes, Pass{Name: ts[j].Label, Time: time.Duration(ts[j].Nanos - ts[j-1].Nanos)})
 		}
 	}
-	rs = make([]*Result, len(steps))
-	for i, st := range steps {
-		rs[i] = st.res
+	return prof
+}
+
+// NewResult allocates the outputs of a step of q's shape, for AttendInto: O like q (shape,
+// dtype, layout) and the LSE of its rows.
+func (c *KVCache) NewResult(q *Tensor) (*Result, error) {
+	if err := c.checkQuery(q); err != nil {
+		return nil, fmt.Errorf("dma: KVCache.NewResult: %w", err)
 	}
-	return rs, prof, nil
+	o, err := c.d.NewTensor(q.dtype, q.shape, q.layout)
+	if err != nil {
+		return nil, err
+	}
+	lse, err := c.d.vd.NewBuffer(int64(q.shape.H) * int64(q.shape.L) * 4)
+	if err != nil {
+		o.Close()
+		return nil, err
+	}
+	return &Result{O: o, LSE: &LSE{buf: lse, B: 1, H: q.shape.H, Lq: q.shape.L}, Path: "decode"}, nil
+}
+
+// stepKey tells recorded steps apart: everything a recording bakes in.
+type stepKey struct {
+	seq       int
+	q, o, lse *vk.Buffer
+	p         kern.Params // with Lk, PosOffset and NBlocks cleared: they change every step
+	mode      Mode
+	timed     bool
+}
+
+// stepProgram is a recorded step (AttendInto) with its own scratch; params is mapped,
+// written before each submission.
+type stepProgram struct {
+	key  stepKey
+	prog *vk.Program
+	bufs stepBuffers
+}
+
+func (sp *stepProgram) close() {
+	if sp.prog != nil {
+		sp.prog.Close()
+	}
+	for _, b := range []*vk.Buffer{sp.bufs.params, sp.bufs.tau, sp.bufs.sel, sp.bufs.part} {
+		if b != nil {
+			b.Close()
+		}
+	}
+}
+
+// AttendInto is Attend writing into out (from NewResult, or any Result whose O has q's
+// shape, dtype and layout) instead of allocating. It is the fast way to decode: the
+// first call for a given sequence, q, out and options records the step, and later calls
+// with the same arguments submit that recording again (the cache keeps the most recent
+// ones), so a step costs the host one parameter write, one submission and one wait.
+// q and out are read and written in place: change q's contents between calls, not the
+// tensor.
+func (c *KVCache) AttendInto(ctx context.Context, seq int, q *Tensor, out *Result, opt Options) error {
+	_, err := c.attendInto(ctx, seq, q, out, opt, false)
+	return err
+}
+
+// AttendIntoProfiled is AttendInto that also returns where the GPU time went (as
+// AttendProfiled).
+func (c *KVCache) AttendIntoProfiled(ctx context.Context, seq int, q *Tensor, out *Result, opt Options) (Profile, error) {
+	return c.attendInto(ctx, seq, q, out, opt, true)
+}
+
+func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Result, opt Options, timed bool) (Profile, error) {
+	fail := func(format string, a ...any) (Profile, error) {
+		return Profile{}, fmt.Errorf("dma: KVCache.AttendInto: "+format, a...)
+	}
+	if err := checkStepOptions(opt); err != nil {
+		return fail("%v", err)
+	}
+	if err := c.checkQuery(q); err != nil {
+		return fail("%v", err)
+	}
+	if out == nil || out.O == nil || out.LSE == nil {
+		return fail("nil result")
+	}
+	if out.O.d != c.d || out.O.shape != q.shape || out.O.dtype != q.dtype || out.O.layout != q.layout {
+		return fail("out.O is %v %v %v, want q's %v %v %v", out.O.shape, out.O.layout, out.O.dtype, q.shape, q.layout, q.dtype)
+	}
+	if out.LSE.B != 1 || out.LSE.H != q.shape.H || out.LSE.Lq != q.shape.L {
+		return fail("out.LSE is [%d %d %d], want [1 %d %d]", out.LSE.B, out.LSE.H, out.LSE.Lq, q.shape.H, q.shape.L)
+	}
+	if out.O.buf == q.buf {
+		return fail("out.O is q")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.k == nil {
+		return fail("the cache is closed")
+	}
+	st, err := c.newStep(seq, q, opt)
+	if err != nil {
+		return fail("%v", err)
+	}
+	st.o, st.lse = out.O, out.LSE.buf
+	st.p.O = view(out.O)
+	key := stepKey{seq: seq, q: q.buf, o: out.O.buf, lse: out.LSE.buf, p: st.p, mode: st.mode, timed: timed}
+	key.p.Lk, key.p.PosOffset, key.p.NBlocks = 0, 0, 0
+	sp, err := c.stepProgram(key, st, timed)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if err := sp.bufs.params.Upload(ctx, 0, st.p.Bytes()); err != nil {
+		return fail("%v", err)
+	}
+	ts, err := sp.prog.SubmitTimed(ctx)
+	if err != nil {
+		return fail("%v", err)
+	}
+	return stepProfile(ts), nil
+}
+
+// stepProgram finds the recording of key, or records it (dropping the least recently
+// used one beyond maxStepPrograms); c.mu is held.
+func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepProgram, error) {
+	for i, sp := range c.progs {
+		if sp.key == key {
+			copy(c.progs[1:i+1], c.progs[:i])
+			c.progs[0] = sp
+			return sp, nil
+		}
+	}
+	sp := &stepProgram{key: key}
+	sizes := c.stepSizes(&st.p)
+	var err error
+	if sp.bufs.params, err = c.d.vd.NewMappedBuffer(sizes[0]); err != nil {
+		return nil, err
+	}
+	for i, dst := range []**vk.Buffer{&sp.bufs.tau, &sp.bufs.sel, &sp.bufs.part} {
+		if *dst, err = c.d.vd.NewBuffer(max(sizes[i+1], 4)); err != nil {
+			sp.close()
+			return nil, err
+		}
+	}
+	sp.prog, err = c.d.vd.Record(func(r *vk.Recorder) error {
+		stamp := func(label string) error {
+			if !timed {
+				return nil
+			}
+			return r.Timestamp(label)
+		}
+		if err := stamp("start"); err != nil {
+			return err
+		}
+		return c.recordStep(r, st, sp.bufs, stamp)
+	})
+	if err != nil {
+		sp.close()
+		return nil, err
+	}
+	c.progs = append([]*stepProgram{sp}, c.progs...)
+	if len(c.progs) > maxStepPrograms {
+		c.progs[len(c.progs)-1].close()
+		c.progs = c.progs[:len(c.progs)-1]
+	}
+	return sp, nil
 }
 
 // Close frees the cache.
 func (c *KVCache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	all := []*vk.Buffer{c.k, c.v, c.w}
+	for _, sp := range c.progs {
+		sp.close()
+	}
+	all := []*vk.Buffer{c.k, c.v, c.ord}
+	all = append(all, c.chunk[:]...)
 	for _, s := range c.scratch {
 		all = append(all, s[:]...)
 	}
@@ -406,6 +640,7 @@ func (c *KVCache) Close() error {
 			b.Close()
 		}
 	}
-	c.k, c.v, c.w, c.scratch = nil, nil, nil, nil
+	c.k, c.v, c.ord, c.scratch, c.progs = nil, nil, nil, nil, nil
+	c.chunk = [2]*vk.Buffer{}
 	return nil
 }

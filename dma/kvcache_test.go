@@ -28,6 +28,15 @@ func newSeqData(rng interface{ Float64() float64 }, n, h, hkv, hb, d int) *seqDa
 	return &seqData{n: n, h: h, hkv: hkv, hb: hb, d: d, q: r(n*h*d, 1), k: r(n*hkv*d, 1), v: r(n*hkv*d, 1), w: r(hb*n, 4)}
 }
 
+// bits gives the bit patterns of x (NaNs compare equal to themselves).
+func bits(x []float32) []uint32 {
+	out := make([]uint32, len(x))
+	for i, v := range x {
+		out[i] = math.Float32bits(v)
+	}
+	return out
+}
+
 // rows returns rows [a, b) of a [1, N, heads, D] array.
 func rows(x []float32, heads, d, a, b int) []float32 { return x[a*heads*d : b*heads*d] }
 
@@ -89,6 +98,19 @@ func TestKVCacheMatchesForward(t *testing.T) {
 					for i := range seqs {
 						appendKeys(i, 0, prefill[i])
 					}
+					// AttendInto's recorded steps, one query tensor and result per sequence
+					// reused at every step: bit-identical to Attend's.
+					var qStep []*dma.Tensor
+					var outStep []*dma.Result
+					for range seqs {
+						qt, err := d.NewTensor(dt, dma.Shape{B: 1, L: 1, H: h, D: dim}, dma.BLHD)
+						require.NoError(t, err)
+						defer qt.Close()
+						out, err := c.NewResult(qt)
+						require.NoError(t, err)
+						defer out.Close()
+						qStep, outStep = append(qStep, qt), append(outStep, out)
+					}
 					oTol, lseTol := 1e-5, 1e-5
 					if dt == dma.Float16 {
 						oTol = 2e-3 // O rounded to half on both sides, summed in another order
@@ -110,6 +132,14 @@ func TestKVCacheMatchesForward(t *testing.T) {
 							lse, err := res.LSE.Download(ctx)
 							require.NoError(t, err)
 							res.Close()
+							require.NoError(t, qStep[i].Upload(ctx, rows(s.q, h, dim, pos, pos+1)))
+							require.NoError(t, c.AttendInto(ctx, i, qStep[i], outStep[i], opt))
+							o2, err := outStep[i].O.Download(ctx)
+							require.NoError(t, err)
+							lse2, err := outStep[i].LSE.Download(ctx)
+							require.NoError(t, err)
+							require.Equal(t, bits(o), bits(o2), "seq %d pos %d: AttendInto's O", i, pos)
+							require.Equal(t, bits(lse), bits(lse2), "seq %d pos %d: AttendInto's LSE", i, pos)
 							wo := rows(want[i].o, h, dim, pos, pos+1)
 							maxAbs := 0.0
 							for _, x := range wo {
@@ -276,4 +306,56 @@ func TestKVCacheAttendBatch(t *testing.T) {
 	}
 	_, err = c.AttendBatch(ctx, []int{0, 1}, qs, opt)
 	require.ErrorContains(t, err, "sequences for")
+}
+
+// TestKVCacheAttendInto: more recorded steps than the cache keeps (query tensors taken
+// in turn, so recordings are dropped and made again) still give Attend's bits; bad
+// outputs get clear errors.
+func TestKVCacheAttendInto(t *testing.T) {
+	d := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	const h, hkv, dim, n = 4, 2, 32, 300
+	s := newSeqData(rng, n, h, hkv, hkv, dim)
+	c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 1, Capacity: n, KVHeads: hkv, HeadDim: dim, DType: dma.Float32})
+	require.NoError(t, err)
+	defer c.Close()
+	w, err := d.NewWeights(1, hkv, n)
+	require.NoError(t, err)
+	defer w.Close()
+	require.NoError(t, w.Upload(ctx, s.weightCols(0, n)))
+	require.NoError(t, c.Append(ctx, 0, tensor(t, d, dma.Float32, dma.Shape{B: 1, L: n, H: hkv, D: dim}, s.k),
+		tensor(t, d, dma.Float32, dma.Shape{B: 1, L: n, H: hkv, D: dim}, s.v), w))
+	opt := dma.Options{Mode: dma.ModeRow, Window: 40, Causal: true}
+	const tensors = 20 // more than the cache keeps recorded
+	var qs []*dma.Tensor
+	var outs []*dma.Result
+	for i := range tensors {
+		q := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 1 + i%2, H: h, D: dim}, rows(s.q, h, dim, 0, 1+i%2))
+		out, err := c.NewResult(q)
+		require.NoError(t, err)
+		defer out.Close()
+		qs, outs = append(qs, q), append(outs, out)
+	}
+	for round := range 3 {
+		for i, q := range qs {
+			want, err := c.Attend(ctx, 0, q, opt)
+			require.NoError(t, err)
+			wo, err := want.O.Download(ctx)
+			require.NoError(t, err)
+			want.Close()
+			require.NoError(t, c.AttendInto(ctx, 0, q, outs[i], opt))
+			o, err := outs[i].O.Download(ctx)
+			require.NoError(t, err)
+			require.Equal(t, bits(wo), bits(o), "round %d tensor %d", round, i)
+		}
+	}
+	err = c.AttendInto(ctx, 0, qs[0], outs[1], opt)
+	require.ErrorContains(t, err, "want q's")
+	err = c.AttendInto(ctx, 0, qs[0], &dma.Result{O: qs[0], LSE: outs[0].LSE}, opt)
+	require.ErrorContains(t, err, "out.O is q")
+	err = c.AttendInto(ctx, 0, qs[0], nil, opt)
+	require.ErrorContains(t, err, "nil result")
+	err = c.AttendInto(ctx, 1, qs[0], outs[0], opt)
+	require.ErrorContains(t, err, "sequence 1 of 1")
 }

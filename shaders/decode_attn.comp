@@ -5,15 +5,19 @@
 // section 3's scores: scale * q.k + weight, softcap; fp32, fp16 or bf16 storage.
 //
 // variant split: workgroup (slice s, group of GH query heads of one kv head, batch b)
-//   walks the keys [s*NSL, (s+1)*NSL); each subgroup takes every NSGW-th key, skips it
-//   unless some row keeps it (ord and tau only: a dropped key costs one 4-byte read per
-//   bias head), and for a kept key reads its K and V rows once for all GH heads (lanes
+//   walks the keys of slice s. Each subgroup takes chunks of SG consecutive keys: every
+//   lane tests one key for every row (ord and tau only, one coalesced 4-byte read per
+//   bias head: a dropped key costs nothing more), a ballot collects the chunk's kept
+//   keys, and for each the subgroup reads its K and V rows once for all GH heads (lanes
 //   over D), so the traffic is that of the kept keys. Per row (GH heads x Lq rows, at
 //   most NR) it keeps a running max m, sum l and o (lanes hold DPL = DH / SG elements),
 //   and each subgroup writes its (m, l, o) to part[b][h][i][s * NSGW + subgroup].
-// variant reduce: workgroup (row i, head h, batch b) merges the partials:
-//   O = sum_s o_s e^(m_s - M) / L, L = sum_s l_s e^(m_s - M), LSE = M + log L; a row
-//   with no kept key gets O = 0, LSE = -inf.
+// variant reduce: workgroup (row i, head h, batch b) merges the partials in a fixed
+//   order: O = sum_s o_s e^(m_s - M) / L, L = sum_s l_s e^(m_s - M), LSE = M + log L; a
+//   row with no kept key gets O = 0, LSE = -inf.
+// The slice length follows from P.Lk and the split grid (push constant slices): one
+// recorded grid serves every cache length up to the one it was sized for. ord of
+// (b, hb) starts at P.ordOff + (b * Hb + hb) * P.ordSL (P.ordSL 0: Lk).
 // A row only ever touches the keys it keeps, so a NaN or Inf in V reaches exactly the
 // rows that keep its key.
 //
@@ -21,13 +25,13 @@
 // variant: reduce
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_KHR_shader_subgroup_ballot : require
 
 layout(local_size_x_id = 2) in;  // split: NSGW subgroups (NT = NSGW * SG); reduce: any
 
 #include "dma_common.glsl"
 
 layout(constant_id = 0) const uint DH = 64;   // head dimension, a multiple of SG
-layout(constant_id = 1) const uint NSL = 1024; // keys per slice
 layout(constant_id = 3) const uint SG = 32;   // subgroup size (the pipeline pins it)
 layout(constant_id = 4) const uint NR = 4;    // most rows (query heads x rows) of a workgroup
 const uint DPL = DH / SG;
@@ -44,13 +48,20 @@ uint headsPerGroup() {
 layout(std430, binding = 1) readonly buffer BufQ { uint qbuf[]; };
 layout(std430, binding = 2) readonly buffer BufK { uint kbuf[]; };
 layout(std430, binding = 3) readonly buffer BufV { uint vbuf[]; };
-layout(std430, binding = 4) readonly buffer BufOrd { uint ordb[]; };   // [B*Hb][Lk]
+layout(std430, binding = 4) readonly buffer BufOrd { uint ordb[]; };   // rows of Lk keys, see above
 layout(std430, binding = 5) readonly buffer BufTau { uvec2 taub[]; };  // [B*Hb][Lq]
-layout(std430, binding = 6) buffer BufPart { float part[]; };          // [B][H][Lq][S][DH + 2]
+layout(std430, binding = 6) buffer BufPart { float part[]; };          // [B][H][Lq][slices][NSGW][DH + 2]
 layout(std430, binding = 7) buffer BufO { uint ob[]; };
 layout(std430, binding = 8) writeonly buffer BufLSE { float lseb[]; };
 
+layout(push_constant) uniform Push { uint slices; } pc;  // the split grid's x
+
 const float NEG_INF = -1.0 / 0.0;
+
+// Keys per slice: Lk over the slices, in whole subgroup chunks.
+uint sliceLength() { return ((P.Lk + pc.slices - 1u) / pc.slices + SG - 1u) / SG * SG; }
+
+uint ordBase(uint b, uint hb) { return P.ordOff + (b * P.Hb + hb) * (P.ordSL != 0u ? P.ordSL : P.Lk); }
 
 bool packed16, bf16;
 float loadQ(uint e) { return packed16 ? unpack16(qbuf[e >> 1], e, bf16) : uintBitsToFloat(qbuf[e]); }
@@ -65,28 +76,38 @@ float safeTanh(float x) {
 
 #ifdef SPLIT
 shared float Qs[NR * DH];
+shared uint keepS[NSGW * SG];  // a chunk's keep bits (bit r: row r keeps the key), per lane
+shared uint ordS[NSGW * SG];   // and its ord when the heads share one bias head
 
 void main() {
 	uint s = gl_WorkGroupID.x, hg = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
-	uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, nsg = gl_NumSubgroups;
+	uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
 	uint lid = gl_LocalInvocationID.x;
 	packed16 = P.storage != STORAGE_F32;
 	bf16 = P.storage == STORAGE_BF16;
-	uint n = P.Lq, S = (P.Lk + NSL - 1u) / NSL;
+	uint n = P.Lq, sliceLen = sliceLength();
+	uint j0 = s * sliceLen;
+	if (j0 >= P.Lk) return;  // past the keys: the merge reads no partial of this slice
+	uint jEnd = min(j0 + sliceLen, P.Lk);
+	bool causal = P.causal != 0u, rowCausal = P.mode == MODE_ROW && causal;
+	if (causal) jEnd = uint(clamp(int(n) + P.posOffset, int(j0), int(jEnd)));  // past every row
 	// The query heads of this workgroup: GH of one kv head's group (GH divides G, GH * n
 	// <= NR), so their K and V rows are read once for all of them.
 	uint GH = headsPerGroup();
 	uint h0 = hg * GH, kvh = h0 / P.G, R = GH * n;  // rows r = g * n + i, head h0 + g
-	bool causal = P.causal != 0u, rowCausal = P.mode == MODE_ROW && causal;
 	bool sharedBias = P.Hb != P.H;  // one bias head (the kv head's) for every head here
 	for (uint e = lid; e < R * DH; e += gl_WorkGroupSize.x) {
 		uint r = e / DH, g = r / n, i = r - g * n;
 		Qs[e] = loadQ(P.qOff + b * P.qSB + (h0 + g) * P.qSH + i * P.qSL + e % DH);
 	}
 	uvec2 tau[NR];
+	int pos[NR];
+	uint obase[NR];
 	for (uint r = 0u; r < NR; r++) {
-		uint g = r / max(n, 1u), i = r - g * n;
+		uint g = min(r, R - 1u) / n, i = min(r, R - 1u) - g * n;
 		uint hb = sharedBias ? kvh : h0 + g;
+		obase[r] = ordBase(b, hb);
+		pos[r] = int(i) + P.posOffset;
 		tau[r] = (r < R && rowCausal) ? taub[(b * P.Hb + hb) * P.Lq + i] : uvec2(0u);
 	}
 	barrier();
@@ -98,44 +119,57 @@ void main() {
 		for (uint x = 0u; x < DPL; x++) o[r][x] = 0.0;
 	}
 	uint kBase = P.kOff + b * P.kSB + kvh * P.kSH, vBase = P.vOff + b * P.vSB + kvh * P.vSH;
-	uint j1 = min((s + 1u) * NSL, P.Lk);
-	for (uint j = s * NSL + sg; j < j1; j += nsg) {
-		// Which rows keep key j (ord per bias head: one read when they share it).
-		uint keep = 0u;
-		uint ojShared = sharedBias ? ordb[(b * P.Hb + kvh) * P.Lk + j] : 0u;
-		for (uint r = 0u; r < R; r++) {
-			uint g = r / n, i = r - g * n;
-			uint oj = sharedBias ? ojShared : ordb[(b * P.Hb + h0 + g) * P.Lk + j];
-			int pi = int(i) + P.posOffset;
-			bool k = oj != 0u && (!causal || int(j) <= pi);
-			if (k && rowCausal) k = keyGE(uvec2(oj, j), tau[r]);
-			if (k) keep |= 1u << r;
+	uint me = sg * SG + lane;
+	for (uint c = j0 + sg * SG; c < jEnd; c += NSGW * SG) {
+		// Lane-parallel keep test of the chunk's keys: bit r set when row r keeps key j.
+		uint j = c + lane, keep = 0u, oj = 0u;
+		if (j < jEnd) {
+			if (sharedBias) oj = ordb[obase[0] + j];
+			for (uint r = 0u; r < NR; r++) {
+				if (r >= R) break;
+				uint ojr = sharedBias ? oj : ordb[obase[r] + j];
+				bool k = ojr != 0u && (!causal || int(j) <= pos[r]);
+				if (k && rowCausal) k = keyGE(uvec2(ojr, j), tau[r]);
+				if (k) keep |= 1u << r;
+			}
 		}
-		if (keep == 0u) continue;
-		float kv[DPL];
-		for (uint x = 0u; x < DPL; x++) kv[x] = loadK(kBase + j * P.kSL + lane + SG * x);
-		float vv[DPL];
-		for (uint x = 0u; x < DPL; x++) vv[x] = loadV(vBase + j * P.vSL + lane + SG * x);
-		for (uint r = 0u; r < R; r++) {
-			if ((keep & (1u << r)) == 0u) continue;
-			uint g = r / n;
-			float delta = unord(sharedBias ? ojShared : ordb[(b * P.Hb + h0 + g) * P.Lk + j]);
-			float acc = 0.0;
-			for (uint x = 0u; x < DPL; x++) acc = fma(Qs[r * DH + lane + SG * x], kv[x], acc);
-			float sc = P.scale * subgroupAdd(acc) + delta;
-			if (P.softcap > 0.0) sc = P.softcap * safeTanh(sc / P.softcap);
-			float mn = max(m[r], sc);
-			float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mn);
-			float pj = exp(sc - mn);
-			l[r] = l[r] * alpha + pj;
-			for (uint x = 0u; x < DPL; x++) o[r][x] = o[r][x] * alpha + pj * vv[x];
-			m[r] = mn;
+		keepS[me] = keep;
+		ordS[me] = oj;
+		subgroupMemoryBarrierShared();
+		subgroupBarrier();
+		uvec4 kept = subgroupBallot(keep != 0u);
+		for (uint wd = 0u; wd < (SG + 31u) / 32u; wd++) {
+			uint bits = kept[wd];
+			while (bits != 0u) {
+				uint at = wd * 32u + uint(findLSB(bits));
+				bits &= bits - 1u;
+				uint jj = c + at, kp = keepS[sg * SG + at];
+				float kv[DPL], vv[DPL];
+				for (uint x = 0u; x < DPL; x++) kv[x] = loadK(kBase + jj * P.kSL + lane + SG * x);
+				for (uint x = 0u; x < DPL; x++) vv[x] = loadV(vBase + jj * P.vSL + lane + SG * x);
+				for (uint r = 0u; r < NR; r++) {
+					if ((kp & (1u << r)) == 0u) continue;  // uniform: kp is the subgroup's
+					float delta = unord(sharedBias ? ordS[sg * SG + at] : ordb[obase[r] + jj]);
+					float acc = 0.0;
+					for (uint x = 0u; x < DPL; x++) acc = fma(Qs[r * DH + lane + SG * x], kv[x], acc);
+					float sc = P.scale * subgroupAdd(acc) + delta;
+					if (P.softcap > 0.0) sc = P.softcap * safeTanh(sc / P.softcap);
+					float mn = max(m[r], sc);
+					float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mn);
+					float pj = exp(sc - mn);
+					l[r] = l[r] * alpha + pj;
+					for (uint x = 0u; x < DPL; x++) o[r][x] = o[r][x] * alpha + pj * vv[x];
+					m[r] = mn;
+				}
+			}
 		}
+		subgroupBarrier();  // keepS is read before the next chunk overwrites it
 	}
-	// Every subgroup leaves its own partial: part[b][h][i][s * NSGW + sg].
-	for (uint r = 0u; r < R; r++) {
+	// Every subgroup leaves its own partial: part[b][h][i][s][sg].
+	for (uint r = 0u; r < NR; r++) {
+		if (r >= R) break;
 		uint g = r / n, i = r - g * n;
-		uint at = ((((b * P.H + h0 + g) * P.Lq + i) * S + s) * NSGW + sg) * (DH + 2u);
+		uint at = ((((b * P.H + h0 + g) * P.Lq + i) * pc.slices + s) * NSGW + sg) * (DH + 2u);
 		if (lane == 0u) {
 			part[at] = m[r];
 			part[at + 1u] = l[r];
@@ -144,36 +178,76 @@ void main() {
 	}
 }
 #else
+const uint RED = 64u;   // the merge's workgroup size (the pipeline's)
+const uint CHUNK = 512u;
+const uint NACC = 2u;    // pairs of O elements per invocation: DH <= 4 RED
+shared float red[RED];
+shared float fac[CHUNK];  // e^(m_s - M) of a chunk of partials
+
+// Workgroup-wide max (op 0) or sum (op 1) of x, in a fixed order.
+float reduce(float x, uint op) {
+	uint lid = gl_LocalInvocationID.x;
+	red[lid] = x;
+	barrier();
+	for (uint off = RED / 2u; off > 0u; off >>= 1u) {
+		if (lid < off) red[lid] = op == 0u ? max(red[lid], red[lid + off]) : red[lid] + red[lid + off];
+		barrier();
+	}
+	float r = red[0];
+	barrier();
+	return r;
+}
+
 void main() {
 	uint i = gl_WorkGroupID.x, h = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
 	uint lid = gl_LocalInvocationID.x;
 	packed16 = P.storage != STORAGE_F32;
 	bf16 = P.storage == STORAGE_BF16;
-	uint S = (P.Lk + NSL - 1u) / NSL * NSGW;  // partials: slices x subgroups
-	uint pBase = (((b * P.H + h) * P.Lq) + i) * S;
-	float M = NEG_INF;
-	for (uint s = 0u; s < S; s++) M = max(M, part[(pBase + s) * (DH + 2u)]);
-	float L = 0.0;
-	for (uint s = 0u; s < S; s++) {
-		float ms = part[(pBase + s) * (DH + 2u)];
-		if (ms != NEG_INF) L += exp(ms - M) * part[(pBase + s) * (DH + 2u) + 1u];
+	uint sliceLen = sliceLength();
+	uint np = (P.Lk + sliceLen - 1u) / sliceLen * NSGW;  // partials written: slices x subgroups
+	uint pBase = (((b * P.H + h) * P.Lq) + i) * pc.slices * NSGW;
+	const uint W = DH + 2u;
+	float mx = NEG_INF;
+	for (uint q = lid; q < np; q += RED) mx = max(mx, part[(pBase + q) * W]);
+	float M = reduce(mx, 0u);
+	float ls = 0.0;
+	for (uint q = lid; q < np; q += RED) {
+		float ms = part[(pBase + q) * W];
+		if (ms != NEG_INF) ls += exp(ms - M) * part[(pBase + q) * W + 1u];
 	}
+	float L = reduce(ls, 1u);
 	if (lid == 0u) lseb[(b * P.H + h) * P.Lq + i] = L > 0.0 ? M + log(L) : NEG_INF;
 	uint oBase = P.oOff + b * P.oSB + h * P.oSH + i * P.oSL;
 	// Pairs of elements per invocation, so 16-bit outputs leave as whole words.
-	for (uint d = 2u * lid; d < DH; d += 2u * gl_WorkGroupSize.x) {
-		vec2 acc = vec2(0.0);
-		for (uint s = 0u; s < S; s++) {
-			float ms = part[(pBase + s) * (DH + 2u)];
-			if (ms == NEG_INF) continue;
-			float f = exp(ms - M);
-			acc += f * vec2(part[(pBase + s) * (DH + 2u) + 2u + d], part[(pBase + s) * (DH + 2u) + 3u + d]);
+	vec2 acc[NACC];
+	for (uint x = 0u; x < NACC; x++) acc[x] = vec2(0.0);
+	for (uint q0 = 0u; q0 < np; q0 += CHUNK) {
+		uint nq = min(CHUNK, np - q0);
+		for (uint q = lid; q < nq; q += RED) {
+			float ms = part[(pBase + q0 + q) * W];
+			fac[q] = ms == NEG_INF ? -1.0 : exp(ms - M);
 		}
-		acc = L > 0.0 ? acc / L : vec2(0.0);
-		if (packed16) ob[(oBase + d) >> 1] = pack16(acc.x, acc.y, bf16);
+		barrier();
+		for (uint x = 0u; x < NACC; x++) {
+			uint d = 2u * (lid + RED * x);
+			if (d >= DH) break;
+			for (uint q = 0u; q < nq; q++) {
+				float f = fac[q];
+				if (f < 0.0) continue;  // no kept key there (its o is 0)
+				uint e = (pBase + q0 + q) * W + 2u + d;
+				acc[x] += f * vec2(part[e], part[e + 1u]);
+			}
+		}
+		barrier();
+	}
+	for (uint x = 0u; x < NACC; x++) {
+		uint d = 2u * (lid + RED * x);
+		if (d >= DH) break;
+		vec2 v = L > 0.0 ? acc[x] / L : vec2(0.0);
+		if (packed16) ob[(oBase + d) >> 1] = pack16(v.x, v.y, bf16);
 		else {
-			ob[oBase + d] = floatBitsToUint(acc.x);
-			ob[oBase + d + 1u] = floatBitsToUint(acc.y);
+			ob[oBase + d] = floatBitsToUint(v.x);
+			ob[oBase + d + 1u] = floatBitsToUint(v.y);
 		}
 	}
 }

@@ -17,7 +17,8 @@ layout(std430, binding = 0) readonly buffer ParamBlock {
 	uint oOff, oSB, oSL, oSH;
 	uint maskOff, maskSB, maskSH, maskSI, maskSJ, maskHDiv, hasMask;  // bytes (uint8 mask)
 	uint biasOff, biasSB, biasSH, biasSI, biasSJ, biasHDiv, hasBias;  // floats
-	uint form, hasBdt, pad0, pad1;             // dynamic weights: form 0 exp, 1 linear
+	uint form, hasBdt;                         // dynamic weights: form 0 exp, 1 linear
+	uint ordOff, ordSL;                        // decode kernels: ord at ordOff + bh * ordSL + j (ordSL 0: Lk)
 } P;
 
 const uint MODE_ROW = 0u, MODE_SHARED = 1u, MODE_NONE = 2u, MODE_EXPLICIT = 3u;

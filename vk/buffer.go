@@ -266,3 +266,26 @@ func (d *Device) stage(ctx context.Context, total int,
 	}
 	return nil
 }
+
+// NewMappedBuffer allocates a storage buffer in host-visible, coherent memory (device
+// local too where the device has such memory), so that Upload is a plain copy with no
+// submission. Meant for small parameter blocks that a recorded Program reads: write them
+// with Upload between submissions.
+func (d *Device) NewMappedBuffer(size int64) (*Buffer, error) {
+	if err := d.usable(); err != nil {
+		return nil, err
+	}
+	if size <= 0 {
+		return nil, fmt.Errorf("vk: NewMappedBuffer: size %d must be positive", size)
+	}
+	usage := vulkan.BufferUsageFlags(vulkan.BufferUsageStorageBufferBit | vulkan.BufferUsageTransferSrcBit | vulkan.BufferUsageTransferDstBit)
+	b, err := d.newBuffer(size, usage, []uint32{memDeviceLocal | memHostVisible | memHostCoherent, memHostVisible | memHostCoherent})
+	if err != nil {
+		return nil, err
+	}
+	if b.mapped == nil {
+		b.Close()
+		return nil, fmt.Errorf("vk: NewMappedBuffer: no host-visible, coherent memory for %d bytes", size)
+	}
+	return b, nil
+}

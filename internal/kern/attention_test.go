@@ -41,6 +41,7 @@ type attnCase struct {
 	wantPath              string // when set, AttentionPath must name this kernel
 	pairs                 int    // coopmat2 split tests: (batch, bias head) pairs per GK/GV buffer
 	decode                bool   // record RecordDecode instead of RecordAttention
+	maxLk                 uint32 // RecordDecode's grid sized for this many keys (0: Lk)
 }
 
 // storage is the case's storage type.
@@ -420,7 +421,7 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 		}
 		r.Barrier()
 		if c.decode {
-			return e.k.RecordDecode(r, p, params, bufs, e.buffer(t, make([]byte, kern.DecodePartSize(p))))
+			return e.k.RecordDecode(r, p, params, bufs, e.buffer(t, make([]byte, e.k.DecodePartSize(p, c.maxLk))), c.maxLk)
 		}
 		return e.k.RecordAttention(r, p, params, bufs)
 	})

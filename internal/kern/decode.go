@@ -1,6 +1,7 @@
 package kern
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/dmavk/dmavk/vk"
@@ -9,16 +10,27 @@ import (
 // DecodeMaxRows is the largest Lq RecordDecode takes (a decode step, a short draft).
 const DecodeMaxRows = 4
 
-// decodeSlice is the number of keys one workgroup of decode_attn's split pass walks.
-const decodeSlice = 1024
-
 // decodeSubgroups is the number of subgroups of a decode_attn split workgroup (NSGW).
 const decodeSubgroups = 4
 
-// DecodePartSize is the byte size of RecordDecode's scratch: one (max, sum, o[D]) per
-// (batch, head, row, slice of 1024 keys, subgroup).
-func DecodePartSize(p *Params) int64 {
-	s := (int64(p.Lk) + decodeSlice - 1) / decodeSlice * decodeSubgroups
+// decodeTargetGroups is about how many split workgroups fill a large GPU (an H200 has
+// 132 multiprocessors): the keys are cut into as many slices as that takes.
+const decodeTargetGroups = 512
+
+// decodeSlices is the number of slices (the split grid's x) RecordDecode cuts up to maxLk
+// keys into: enough for about decodeTargetGroups workgroups, none shorter than one chunk
+// per subgroup. The shader derives the slice length from the Lk of each run.
+func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
+	sg := max(k.d.Caps().SubgroupSize, 1)
+	groups := max(uint64(p.H/decodeHeads(p, decodeRows(sg)))*uint64(p.B), 1)
+	maxLk = max(maxLk, p.Lk)
+	return uint32(min(max(decodeTargetGroups/groups, 1), (uint64(maxLk)+uint64(decodeSubgroups*sg)-1)/uint64(decodeSubgroups*sg)))
+}
+
+// DecodePartSize is the byte size of RecordDecode's scratch for p and a grid sized for
+// maxLk keys (0: p.Lk): one (max, sum, o[D]) per (batch, head, row, slice, subgroup).
+func (k *Kernels) DecodePartSize(p *Params, maxLk uint32) int64 {
+	s := int64(k.decodeSlices(p, maxLk)) * decodeSubgroups
 	return max(int64(p.B)*int64(p.H)*int64(p.Lq)*s*(int64(p.D)+2)*4, 4)
 }
 
@@ -52,10 +64,14 @@ func decodeHeads(p *Params, rows uint32) uint32 {
 // RecordDecode records shaders/decode_attn.comp (the KV-cache decode path): O and LSE
 // of a few query rows (p.Lq <= DecodeMaxRows) over Lk keys, split over slices of the
 // keys and merged by a second pass, reading the K and V rows of the kept keys only, once
-// for the query heads of a kv head that one workgroup takes together (GQA). Modes row with causality (b.Tau from select_topw or the plan) and none;
-// fp32, fp16 or bf16; D a multiple of the subgroup size, at most AttnMaxD. part is
-// scratch of DecodePartSize(p) bytes. Same contract as RecordAttention otherwise.
-func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, part *vk.Buffer) error {
+// for the query heads of a kv head that one workgroup takes together (GQA). Modes row
+// with causality (b.Tau from select_topw or the plan) and none; fp32, fp16 or bf16; D a
+// multiple of the subgroup size, at most AttnMaxD. ord is read at p.OrdOff + bh*OrdSL
+// (OrdSL 0: Lk), as select_topw reads it. The grid is sized for maxLk keys (0: p.Lk); the
+// kernels take Lk from params at run time, so one recording serves every Lk up to maxLk
+// (as long as the other fields keep their values). part is scratch of
+// k.DecodePartSize(p, maxLk) bytes. Same contract as RecordAttention otherwise.
+func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, part *vk.Buffer, maxLk uint32) error {
 	const op = "kern: RecordDecode"
 	if params == nil || b == nil {
 		return fmt.Errorf("%s: nil params or buffers", op)
@@ -75,10 +91,22 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 	if sg == 0 || p.D%sg != 0 || p.D > AttnMaxD {
 		return fmt.Errorf("%s: D=%d must be a multiple of the subgroup size %d and at most %d", op, p.D, sg, AttnMaxD)
 	}
-	// The mode-none view of the checks (no U lists), then tau for mode row.
+	// The mode-none view of the checks (no U lists; ord as a cache lays it out checked
+	// below), then tau for mode row.
 	pc := *p
 	pc.Mode = ModeNone
+	ordBuf := b.Ord
 	if err := checkAttention(&pc, b); err != nil {
+		return err
+	}
+	rowLen := int64(p.OrdSL)
+	if rowLen == 0 {
+		rowLen = int64(p.Lk)
+	}
+	if rowLen < int64(p.Lk) {
+		return fmt.Errorf("%s: ord rows %d apart hold fewer than Lk = %d keys", op, rowLen, p.Lk)
+	}
+	if err := checkSizes(op[len("kern: "):], sizedBuf{"Ord", ordBuf, (int64(p.OrdOff) + int64(p.B)*int64(p.Hb)*rowLen) * 4}); err != nil {
 		return err
 	}
 	_, _, _, st := PlanSizes(p)
@@ -88,12 +116,12 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 			return err
 		}
 	} else {
-		tau = b.Ord // never read
+		tau = ordBuf // never read
 	}
-	if err := checkSizes(op[len("kern: "):], sizedBuf{"params", params, ParamsSize}, sizedBuf{"part", part, DecodePartSize(p)}); err != nil {
+	if err := checkSizes(op[len("kern: "):], sizedBuf{"params", params, ParamsSize}, sizedBuf{"part", part, k.DecodePartSize(p, maxLk)}); err != nil {
 		return err
 	}
-	slices := (p.Lk + decodeSlice - 1) / decodeSlice
+	slices := k.decodeSlices(p, maxLk)
 	rows := decodeRows(sg)
 	groups := p.H / decodeHeads(p, rows)
 	for _, g := range [][3]uint32{{slices, groups, p.B}, {p.Lq, p.H, p.B}} {
@@ -112,18 +140,19 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 		return err
 	}
 	binds := func() []vk.Binding {
-		return []vk.Binding{vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord), vk.Bind(tau),
+		return []vk.Binding{vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(ordBuf), vk.Bind(tau),
 			vk.Bind(part), vk.Bind(b.O), vk.Bind(b.LSE)}
 	}
-	if err := r.Dispatch(split, [3]uint32{slices, groups, p.B}, nil, binds()...); err != nil {
+	push := binary.LittleEndian.AppendUint32(nil, slices)
+	if err := r.Dispatch(split, [3]uint32{slices, groups, p.B}, push, binds()...); err != nil {
 		return err
 	}
 	r.Barrier()
-	return r.Dispatch(merge, [3]uint32{p.Lq, p.H, p.B}, nil, binds()...)
+	return r.Dispatch(merge, [3]uint32{p.Lq, p.H, p.B}, push, binds()...)
 }
 
 // decodePipeline returns a decode_attn variant for head dimension d and nt invocations,
 // the subgroup size pinned where the device lets it vary.
 func (k *Kernels) decodePipeline(name string, d, nt, sg, rows uint32) (*vk.Pipeline, error) {
-	return k.pipeline(pipeKey{name: name, bindings: 9, subgroup: k.pinnedSubgroup(sg)}, []uint32{d, decodeSlice, nt, sg, rows}, nil)
+	return k.pipeline(pipeKey{name: name, bindings: 9, push: 4, subgroup: k.pinnedSubgroup(sg)}, []uint32{d, 0, nt, sg, rows}, nil)
 }

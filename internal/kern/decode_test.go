@@ -38,6 +38,9 @@ func TestDecodeAttention(t *testing.T) {
 		attnCase{name: "none/gqa8/Lq3", B: 1, H: 8, Hkv: 1, Lq: 3, Lk: 900, mode: none, causal: true},
 		attnCase{name: "row/softcap/D128", Lq: 2, Lk: 600, D: 128, mode: row, causal: true, w: 32, softcap: 3},
 		attnCase{name: "row/f16", Lq: 3, Lk: 1100, mode: row, causal: true, w: 30, f16: true},
+		// Grids sized for longer caches (repeated steps reuse one recording as Lk grows).
+		attnCase{name: "row/f16/grid200K", Lq: 1, Lk: 1700, mode: row, causal: true, w: 300, f16: true, maxLk: 200000},
+		attnCase{name: "none/gqa/grid5K", H: 4, Hkv: 2, Lq: 2, Lk: 333, mode: none, causal: true, maxLk: 5000},
 		attnCase{name: "none/bf16/D96", Lq: 1, Lk: 1025, D: 96, mode: none, causal: true, bf16: true},
 		attnCase{name: "row/nan-v", Lq: 2, Lk: 200, mode: row, causal: true, w: 8, nanKey: 196, weights: "equal"},
 		attnCase{name: "err/explicit", Lq: 2, Lk: 20, mode: ref.ModeExplicit, causal: true, maskShape: []int{1, 1, 2, 20},

@@ -71,6 +71,9 @@ type Params struct {
 	Mask, Bias                   Broadcast
 	Form                         uint32 // 0 exp, 1 linear
 	HasBdt                       bool
+	// Where the decode kernels (select_topw, decode_attn) find ord: element OrdOff +
+	// bh*OrdSL + j, OrdSL 0 meaning Lk. A KV cache's ord rows are Capacity apart.
+	OrdOff, OrdSL uint32
 }
 
 // ParamsSize is the byte size of the encoded block.
@@ -95,7 +98,7 @@ func (p *Params) Bytes() []byte {
 	for _, m := range []Broadcast{p.Mask, p.Bias} {
 		w = append(w, m.Off, m.SB, m.SH, m.SI, m.SJ, m.HDiv, b2u(m.Present))
 	}
-	w = append(w, p.Form, b2u(p.HasBdt), 0, 0)
+	w = append(w, p.Form, b2u(p.HasBdt), p.OrdOff, p.OrdSL)
 	out := make([]byte, 4*len(w))
 	for i, v := range w {
 		binary.LittleEndian.PutUint32(out[4*i:], v)

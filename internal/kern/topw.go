@@ -1,20 +1,42 @@
 package kern
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/dmavk/dmavk/vk"
 )
 
+// topwPasses is the number of radix digits of select_topw (three of ord, three of idx).
+const topwPasses = 6
+
+// topwRecordWords is the size in 32-bit words of one row's record in select_topw's
+// scratch: its state and the histogram of the current digit.
+const topwRecordWords = 8 + 2048
+
+// TopWScratchSize is the byte size of RecordTopW's scratch for p.
+func TopWScratchSize(p *Params) int64 {
+	return int64(p.B) * int64(p.Hb) * int64(p.Lq) * topwRecordWords * 4
+}
+
+// topwTargetGroups is about how many workgroups a select_topw histogram pass should
+// have to fill a large GPU; the slices of a row are never shorter than 1024 keys.
+const topwTargetGroups = 512
+
 // RecordTopW records shaders/select_topw.comp: the thresholds tau of mode row, causal,
 // for the p.Lq query rows (row i at key position i + p.PosOffset), computed from ord
-// alone by a radix select per row, with select_tau's contract (bit-identical to the plan's
-// tau). It needs no block lists, so a decode step over a long key cache costs O(Lk) reads
-// per row and per (batch, bias head), every row in parallel: meant for a few rows (Lq of
-// a decode step), where RecordPlan's block lists would be rebuilt for every step.
-// params already holds p; ord is uint32 [B][Hb][Lk] as RecordPlan's ord pass leaves it
-// (a Barrier after it); tau receives uvec2 [B][Hb][Lq]. A Barrier follows the dispatch.
-func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau *vk.Buffer) error {
+// alone by a radix select per row spread over slices of the keys, with select_tau's
+// contract (bit-identical to the plan's tau). It needs no block lists, so a decode step
+// over a long key cache costs at most six reads of the prefix per row, in parallel over
+// the GPU: meant for a few rows (Lq of a decode step), where RecordPlan's block lists
+// would be rebuilt for every step.
+//
+// params already holds p; ord is uint32, the row of (b, hb) at element p.OrdOff +
+// (b*Hb + hb)*OrdSL (OrdSL 0: Lk); tau receives uvec2 [B][Hb][Lq]; sel is scratch of
+// TopWScratchSize(p) bytes, cleared here. The grid is sized for maxLk keys (0: p.Lk): the
+// kernels read Lk from params at run time, so the same recording serves any Lk up to
+// maxLk. A Barrier follows the dispatches.
+func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau, sel *vk.Buffer, maxLk uint32) error {
 	const op = "kern: RecordTopW"
 	if p.B == 0 || p.Hb == 0 || p.Lk == 0 || p.Lq == 0 {
 		return fmt.Errorf("%s: empty shape B=%d Hb=%d Lq=%d Lk=%d", op, p.B, p.Hb, p.Lq, p.Lk)
@@ -28,30 +50,57 @@ func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau *vk.Buf
 	if int64(p.PosOffset)+int64(p.Lq)-1 > int64(p.Lk)-1 {
 		return fmt.Errorf("%s: the last row sits at key position %d, past Lk-1 = %d", op, int64(p.PosOffset)+int64(p.Lq)-1, p.Lk-1)
 	}
+	maxLk = max(maxLk, p.Lk)
 	bh := uint64(p.B) * uint64(p.Hb)
-	if bh*uint64(p.Lk) >= 1<<32 || bh*uint64(p.Lq) >= 1<<32 {
+	rowLen := uint64(p.OrdSL)
+	if rowLen == 0 {
+		rowLen = uint64(p.Lk)
+	}
+	if rowLen < uint64(p.Lk) {
+		return fmt.Errorf("%s: ord rows %d apart hold fewer than Lk = %d keys", op, rowLen, p.Lk)
+	}
+	if uint64(p.OrdOff)+bh*rowLen >= 1<<32 || bh*uint64(p.Lq)*topwRecordWords >= 1<<32 {
 		return fmt.Errorf("%s: B*Hb*L over 2^32", op)
 	}
+	slices := uint32(min(max(topwTargetGroups/(bh*uint64(p.Lq)), 1), (uint64(maxLk)+1023)/1024))
 	caps := k.d.Caps()
-	if uint64(p.Lq) > uint64(caps.MaxWorkgroupCount[0]) || bh > uint64(caps.MaxWorkgroupCount[1]) {
-		return fmt.Errorf("%s: %d rows x %d (batch, bias head) pairs of workgroups, %s allows %d x %d",
-			op, p.Lq, bh, caps.Name, caps.MaxWorkgroupCount[0], caps.MaxWorkgroupCount[1])
+	for i, n := range []uint64{uint64(slices), uint64(p.Lq), bh} {
+		if n > uint64(caps.MaxWorkgroupCount[i]) {
+			return fmt.Errorf("%s: %d workgroups in dimension %d, %s allows %d", op, n, i, caps.Name, caps.MaxWorkgroupCount[i])
+		}
 	}
-	so, _, _, st := PlanSizes(p)
+	_, _, _, st := PlanSizes(p)
 	if err := checkSizes(op[len("kern: "):],
 		sizedBuf{"params", params, ParamsSize},
-		sizedBuf{"ord", ord, so},
+		sizedBuf{"ord", ord, (int64(p.OrdOff) + int64(bh*rowLen)) * 4},
 		sizedBuf{"tau", tau, st},
+		sizedBuf{"sel", sel, TopWScratchSize(p)},
 	); err != nil {
 		return err
 	}
-	pipe, err := k.Pipeline("select_topw", 3)
+	hist, err := k.pipelinePush("select_topw_hist", 4, 4)
 	if err != nil {
 		return err
 	}
-	if err := r.Dispatch(pipe, [3]uint32{p.Lq, uint32(bh), 1}, nil, vk.Bind(params), vk.Bind(ord), vk.Bind(tau)); err != nil {
+	choose, err := k.pipelinePush("select_topw_choose", 4, 4)
+	if err != nil {
+		return err
+	}
+	if err := r.Fill(sel, 0, TopWScratchSize(p), 0); err != nil {
 		return err
 	}
 	r.Barrier()
+	binds := []vk.Binding{vk.Bind(params), vk.Bind(ord), vk.Bind(tau), vk.Bind(sel)}
+	for pass := range uint32(topwPasses) {
+		push := binary.LittleEndian.AppendUint32(nil, pass)
+		if err := r.Dispatch(hist, [3]uint32{slices, p.Lq, uint32(bh)}, push, binds...); err != nil {
+			return err
+		}
+		r.Barrier()
+		if err := r.Dispatch(choose, [3]uint32{p.Lq, uint32(bh), 1}, push, binds...); err != nil {
+			return err
+		}
+		r.Barrier()
+	}
 	return nil
 }

@@ -11,32 +11,59 @@ import (
 	"github.com/dmavk/dmavk/vk"
 )
 
-// runTopW uploads ord ([B*Hb][Lk]), records select_topw for p and downloads tau, which
-// starts filled with poison.
-func runTopW(t *testing.T, k *Kernels, p *Params, ord []uint32) ([]Key, error) {
+// ordLayout places the ord rows in a larger buffer, as a KV cache holds them: row bh
+// at element off + bh*sl (sl 0: packed), the rest filled with valid-looking junk; the
+// grid sized for maxLk keys.
+type ordLayout struct{ off, sl, maxLk uint32 }
+
+// runTopW uploads ord ([B*Hb][Lk]) in layout l, records select_topw for p and downloads
+// tau, which starts filled with poison.
+func runTopW(t *testing.T, k *Kernels, p *Params, ord []uint32, l ordLayout) ([]Key, error) {
 	t.Helper()
 	d := k.Device()
 	ctx := context.Background()
 	params := newBuf(t, d, ParamsSize)
-	ob := make([]byte, 4*len(ord))
-	for i, x := range ord {
+	rows := int(p.B * p.Hb)
+	sl := int(l.sl)
+	if sl == 0 {
+		sl = int(p.Lk)
+	}
+	words := make([]uint32, int(l.off)+rows*sl)
+	for i := range words {
+		words[i] = 0x9e3779b9 ^ uint32(i)*2654435761 | 1
+	}
+	lk := int(p.Lk)
+	for r := range rows {
+		if len(ord) >= (r+1)*lk {
+			copy(words[int(l.off)+r*sl:], ord[r*lk:(r+1)*lk])
+		}
+	}
+	ob := make([]byte, 4*len(words))
+	for i, x := range words {
 		binary.LittleEndian.PutUint32(ob[4*i:], x)
 	}
 	obuf := newBuf(t, d, int64(len(ob)))
 	if err := obuf.Upload(ctx, 0, ob); err != nil {
 		t.Fatal(err)
 	}
+	q := *p
+	q.OrdOff, q.OrdSL = l.off, l.sl
 	_, _, _, st := PlanSizes(p)
 	tbuf := newBuf(t, d, st)
+	sel := newBuf(t, d, max(TopWScratchSize(p), 4))
 	err := d.Run(ctx, func(r *vk.Recorder) error {
 		if err := r.Fill(tbuf, 0, tbuf.Size(), poison); err != nil {
 			return err
 		}
-		if err := r.Update(params, 0, p.Bytes()); err != nil {
+		// Junk in the scratch: RecordTopW must clear it.
+		if err := r.Fill(sel, 0, sel.Size(), 7); err != nil {
+			return err
+		}
+		if err := r.Update(params, 0, q.Bytes()); err != nil {
 			return err
 		}
 		r.Barrier()
-		return k.RecordTopW(r, p, params, obuf, tbuf)
+		return k.RecordTopW(r, &q, params, obuf, tbuf, sel, l.maxLk)
 	})
 	if err != nil {
 		return nil, err
@@ -88,7 +115,12 @@ func TestSelectTopW(t *testing.T) {
 			w = max(n, 1)
 		}
 		p := planParams(b, hb, lq, lk, w, ModeRow, true)
-		got, err := runTopW(t, k, p, ord)
+		var l ordLayout
+		if it%3 == 1 {
+			// A cache's layout: rows further apart, an offset, a grid for longer rows.
+			l = ordLayout{off: uint32(rng.IntN(50)), sl: uint32(lk + rng.IntN(3000)), maxLk: uint32(lk + rng.IntN(200000))}
+		}
+		got, err := runTopW(t, k, p, ord, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +149,7 @@ func TestSelectTopWErrors(t *testing.T) {
 		{"rows past the keys", func() *Params { p := planParams(1, 2, 2, 10, 3, ModeRow, true); p.PosOffset = 9; return p }(), "past Lk-1"},
 		{"empty", planParams(1, 2, 0, 10, 3, ModeRow, true), "empty shape"},
 	} {
-		_, err := runTopW(t, k, c.p, ord)
+		_, err := runTopW(t, k, c.p, ord, ordLayout{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.want)
 		}
