@@ -42,67 +42,68 @@ type problem struct {
 	hb      int
 }
 
-func (d *Device) check(q, k, v *Tensor, opt *Options) (*problem, error) {
+// check validates a call of op ("Forward", "Backward") and builds its kernel parameters.
+func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, error) {
 	for _, t := range []struct {
 		name string
 		t    *Tensor
 	}{{"q", q}, {"k", k}, {"v", v}} {
 		if t.t == nil {
-			return nil, fmt.Errorf("dma: Forward: %s is nil", t.name)
+			return nil, fmt.Errorf("dma: %s: %s is nil", op, t.name)
 		}
 		if t.t.d != d {
-			return nil, fmt.Errorf("dma: Forward: %s lives on another device", t.name)
+			return nil, fmt.Errorf("dma: %s: %s lives on another device", op, t.name)
 		}
 	}
 	qs, ks, vs := q.shape, k.shape, v.shape
 	if q.dtype != k.dtype || q.dtype != v.dtype {
-		return nil, fmt.Errorf("dma: Forward: dtypes differ: q %v, k %v, v %v", q.dtype, k.dtype, v.dtype)
+		return nil, fmt.Errorf("dma: %s: dtypes differ: q %v, k %v, v %v", op, q.dtype, k.dtype, v.dtype)
 	}
 	if ks != vs {
-		return nil, fmt.Errorf("dma: Forward: k %v and v %v must have the same shape", ks, vs)
+		return nil, fmt.Errorf("dma: %s: k %v and v %v must have the same shape", op, ks, vs)
 	}
 	if qs.B != ks.B {
-		return nil, fmt.Errorf("dma: Forward: batch sizes differ: q %d, k %d", qs.B, ks.B)
+		return nil, fmt.Errorf("dma: %s: batch sizes differ: q %d, k %d", op, qs.B, ks.B)
 	}
 	if qs.D != ks.D {
-		return nil, fmt.Errorf("dma: Forward: head dims differ: q %d, k %d", qs.D, ks.D)
+		return nil, fmt.Errorf("dma: %s: head dims differ: q %d, k %d", op, qs.D, ks.D)
 	}
 	if qs.H%ks.H != 0 {
-		return nil, fmt.Errorf("dma: Forward: H %% Hkv != 0 (H=%d, Hkv=%d)", qs.H, ks.H)
+		return nil, fmt.Errorf("dma: %s: H %% Hkv != 0 (H=%d, Hkv=%d)", op, qs.H, ks.H)
 	}
 	if qs.D%8 != 0 || qs.D > MaxHeadDim {
-		return nil, fmt.Errorf("dma: Forward: head dim %d unsupported (a multiple of 8 up to %d)", qs.D, MaxHeadDim)
+		return nil, fmt.Errorf("dma: %s: head dim %d unsupported (a multiple of 8 up to %d)", op, qs.D, MaxHeadDim)
 	}
 	if math.IsNaN(float64(opt.Scale)) || math.IsInf(float64(opt.Scale), 0) {
-		return nil, fmt.Errorf("dma: Forward: scale %v is not finite", opt.Scale)
+		return nil, fmt.Errorf("dma: %s: scale %v is not finite", op, opt.Scale)
 	}
 	if !(opt.Softcap >= 0) || math.IsInf(float64(opt.Softcap), 0) {
-		return nil, fmt.Errorf("dma: Forward: softcap %v must be finite and >= 0", opt.Softcap)
+		return nil, fmt.Errorf("dma: %s: softcap %v must be finite and >= 0", op, opt.Softcap)
 	}
 	pr := &problem{q: q, k: k, v: v, opt: *opt}
 	mode := opt.Mode
 	switch mode {
 	case ModeRow, ModeShared:
 		if opt.Window < 1 {
-			return nil, fmt.Errorf("dma: Forward: window %d must be at least 1 in mode %v", opt.Window, mode)
+			return nil, fmt.Errorf("dma: %s: window %d must be at least 1 in mode %v", op, opt.Window, mode)
 		}
 		if opt.Weights == nil && opt.WeightParams == nil {
-			return nil, fmt.Errorf("dma: Forward: mode %v needs Weights or WeightParams", mode)
+			return nil, fmt.Errorf("dma: %s: mode %v needs Weights or WeightParams", op, mode)
 		}
 	case ModeNone, ModeExplicit:
 	default:
-		return nil, fmt.Errorf("dma: Forward: unknown mode %v", mode)
+		return nil, fmt.Errorf("dma: %s: unknown mode %v", op, mode)
 	}
 	if mode != ModeExplicit && (opt.Mask != nil || opt.Bias != nil) {
-		return nil, fmt.Errorf("dma: Forward: Mask and Bias need ModeExplicit (mode is %v)", mode)
+		return nil, fmt.Errorf("dma: %s: Mask and Bias need ModeExplicit (mode is %v)", op, mode)
 	}
 	if opt.Weights != nil && opt.WeightParams != nil {
-		return nil, fmt.Errorf("dma: Forward: give Weights or WeightParams, not both")
+		return nil, fmt.Errorf("dma: %s: give Weights or WeightParams, not both", op)
 	}
 	hb := ks.H
 	if w := opt.Weights; w != nil {
 		if w.B != qs.B || w.Lk != ks.L || (w.Hb != qs.H && w.Hb != ks.H) {
-			return nil, fmt.Errorf("dma: Forward: weights [%d %d %d] do not fit: want [B=%d, H=%d or Hkv=%d, Lk=%d]", w.B, w.Hb, w.Lk, qs.B, qs.H, ks.H, ks.L)
+			return nil, fmt.Errorf("dma: %s: weights [%d %d %d] do not fit: want [B=%d, H=%d or Hkv=%d, Lk=%d]", op, w.B, w.Hb, w.Lk, qs.B, qs.H, ks.H, ks.L)
 		}
 		hb = w.Hb
 	}
@@ -113,7 +114,7 @@ func (d *Device) check(q, k, v *Tensor, opt *Options) (*problem, error) {
 		hb = wp.Hb
 	}
 	if kp := opt.KeyPadding; kp != nil && (kp.B != qs.B || kp.Lk != ks.L) {
-		return nil, fmt.Errorf("dma: Forward: key padding [%d %d] does not fit [B=%d, Lk=%d]", kp.B, kp.Lk, qs.B, ks.L)
+		return nil, fmt.Errorf("dma: %s: key padding [%d %d] does not fit [B=%d, Lk=%d]", op, kp.B, kp.Lk, qs.B, ks.L)
 	}
 	pr.hb = hb
 
@@ -140,14 +141,14 @@ func (d *Device) check(q, k, v *Tensor, opt *Options) (*problem, error) {
 		Q: view(q), K: view(k), V: view(v),
 	}
 	if opt.Mask != nil {
-		m, err := broadcast("mask", opt.Mask.Shape, qs, ks)
+		m, err := broadcast(op, "mask", opt.Mask.Shape, qs, ks)
 		if err != nil {
 			return nil, err
 		}
 		p.Mask = m
 	}
 	if opt.Bias != nil {
-		b, err := broadcast("bias", opt.Bias.Shape, qs, ks)
+		b, err := broadcast(op, "bias", opt.Bias.Shape, qs, ks)
 		if err != nil {
 			return nil, err
 		}
@@ -176,9 +177,9 @@ func view(t *Tensor) kern.View {
 }
 
 // broadcast checks a mask or bias shape against the problem and gives its strides.
-func broadcast(name string, s MaskShape, q, k Shape) (kern.Broadcast, error) {
+func broadcast(op, name string, s MaskShape, q, k Shape) (kern.Broadcast, error) {
 	bad := func(dim string, got, want string) (kern.Broadcast, error) {
-		return kern.Broadcast{}, fmt.Errorf("dma: Forward: %s %s is %s, want %s", name, dim, got, want)
+		return kern.Broadcast{}, fmt.Errorf("dma: %s: %s %s is %s, want %s", op, name, dim, got, want)
 	}
 	if s.B != 1 && s.B != q.B {
 		return bad("batch", fmt.Sprint(s.B), fmt.Sprintf("1 or %d", q.B))
@@ -274,7 +275,7 @@ func (d *Device) ForwardProfiled(ctx context.Context, q, k, v *Tensor, opt Optio
 
 func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, timed bool) (*Result, Profile, error) {
 	var prof Profile
-	pr, err := d.check(q, k, v, &opt)
+	pr, err := d.check("Forward", q, k, v, &opt)
 	if err != nil {
 		return nil, prof, err
 	}
@@ -307,17 +308,6 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	}
 	res.LSE = &LSE{buf: lseBuf, B: int(p.B), H: int(p.H), Lq: int(p.Lq)}
 
-	params, err := d.vd.NewBuffer(kern.ParamsSize)
-	if err != nil {
-		return fail(err)
-	}
-	tmp = append(tmp, params)
-	plan, err := kern.NewPlanBuffers(d.vd, p)
-	if err != nil {
-		return fail(err)
-	}
-	tmp = append(tmp, plan)
-
 	weights := opt.Weights
 	var wdt, bdt, a *vk.Buffer
 	if wp := opt.WeightParams; wp != nil {
@@ -330,17 +320,12 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		}
 		tmp = append(tmp, wdt, bdt, a)
 	}
-	zeroWeights := weights == nil
-	if zeroWeights { // no weights: a zero bias, bias head = kv head
-		if weights, err = d.NewWeights(int(p.B), int(p.Hkv), int(p.Lk)); err != nil {
-			return fail(err)
-		}
-		tmp = append(tmp, weights)
+	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp)
+	if err != nil {
+		return fail(err)
 	}
-	var padding *vk.Buffer
-	if opt.KeyPadding != nil {
-		padding = opt.KeyPadding.buf
-	}
+	params, plan := cp.params, cp.plan
+	weights = cp.weights
 	ab := &kern.AttnBuffers{Q: q.buf, K: k.buf, V: v.buf, O: res.O.buf, LSE: lseBuf,
 		Ord: plan.Ord, U: plan.U, UCount: plan.UCount, Tau: plan.Tau}
 	if d.kern.AttentionPath(p) == kern.PathCoopMat2 {
@@ -364,15 +349,9 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		return r.Timestamp(label)
 	}
 	ts, err := d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
-		if err := r.Update(params, 0, p.Bytes()); err != nil {
+		if err := cp.recordParams(r, p); err != nil {
 			return err
 		}
-		if zeroWeights {
-			if err := r.Fill(weights.buf, 0, weights.buf.Size(), 0); err != nil {
-				return err
-			}
-		}
-		r.Barrier()
 		if err := stamp(r, "start"); err != nil {
 			return err
 		}
@@ -385,7 +364,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		if err := stamp(r, "weights"); err != nil {
 			return err
 		}
-		if err := d.kern.RecordPlan(r, p, params, weights.buf, padding, plan, func(pass string) error { return stamp(r, pass) }); err != nil {
+		if err := d.kern.RecordPlan(r, p, params, weights.buf, cp.padding, plan, func(pass string) error { return stamp(r, pass) }); err != nil {
 			return err
 		}
 		r.Barrier()
@@ -428,6 +407,57 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		}
 	}
 	return res, prof, nil
+}
+
+// callPlan is what Forward and Backward record the selection plan with: the parameter
+// block, the plan's buffers, and the weights and key padding the plan reads.
+type callPlan struct {
+	params  *vk.Buffer
+	plan    *kern.PlanBuffers
+	weights *Weights // given, computed by the call, or zero (zero is set)
+	zero    bool     // the call has no weights: a zero bias, bias head = kv head
+	padding *vk.Buffer
+}
+
+// newCallPlan allocates the parameter block and plan buffers of p; weights nil means
+// none (zero weights, allocated here). Everything allocated is appended to tmp.
+func (d *Device) newCallPlan(p *kern.Params, weights *Weights, kp *KeyPadding, tmp *[]interface{ Close() error }) (*callPlan, error) {
+	cp := &callPlan{weights: weights}
+	var err error
+	if cp.params, err = d.vd.NewBuffer(kern.ParamsSize); err != nil {
+		return nil, err
+	}
+	*tmp = append(*tmp, cp.params)
+	if cp.plan, err = kern.NewPlanBuffers(d.vd, p); err != nil {
+		return nil, err
+	}
+	*tmp = append(*tmp, cp.plan)
+	if weights == nil {
+		if cp.weights, err = d.NewWeights(int(p.B), int(p.Hkv), int(p.Lk)); err != nil {
+			return nil, err
+		}
+		*tmp = append(*tmp, cp.weights)
+		cp.zero = true
+	}
+	if kp != nil {
+		cp.padding = kp.buf
+	}
+	return cp, nil
+}
+
+// recordParams writes p into the parameter block, zeroes the weights of a call without
+// any, and ends with a barrier.
+func (cp *callPlan) recordParams(r *vk.Recorder, p *kern.Params) error {
+	if err := r.Update(cp.params, 0, p.Bytes()); err != nil {
+		return err
+	}
+	if cp.zero {
+		if err := r.Fill(cp.weights.buf, 0, cp.weights.buf.Size(), 0); err != nil {
+			return err
+		}
+	}
+	r.Barrier()
+	return nil
 }
 
 func (r *Result) closePartial() {

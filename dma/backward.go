@@ -1,0 +1,208 @@
+package dma
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dmavk/dmavk/internal/kern"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// BackwardOptions configures Backward beyond the forward's Options.
+type BackwardOptions struct {
+	// Deterministic makes every gradient bit-identical from run to run (on one device
+	// and driver): dK, dV and dDelta are then summed by a second, key-major pass in a
+	// fixed order instead of being added with atomics by the query pass, at a higher
+	// cost. dQ and the weight-parameter gradients are deterministic in both modes.
+	Deterministic bool
+}
+
+// Grads are the gradients Backward returns. Close them when done.
+//
+// DQ, DK and DV are Float32 tensors whatever the dtype of q, k and v, in their shapes
+// and layouts: gradients are accumulated in float32 and left there, for the optimiser
+// to use or round. DK and DV are summed over the query heads of each kv head (GQA).
+type Grads struct {
+	DQ, DK, DV *Tensor
+	// DDelta is the gradient of the weights the call used ([B, Hb, Lk], float32): each
+	// key's dS summed over the rows and the query heads that read its bias head. Nil
+	// when the call had no weights (modes none and explicit without Weights or
+	// WeightParams).
+	DDelta *Weights
+	// With Options.WeightParams, the gradients of its parameters (layouts as there; DBdt
+	// nil when Bdt is), and DV also holds the term that flows through the weights:
+	// DV is the total gradient of v.
+	DA, DWdt, DBdt []float32
+}
+
+// Close frees the gradients.
+func (g *Grads) Close() error {
+	for _, t := range []*Tensor{g.DQ, g.DK, g.DV} {
+		if t != nil {
+			t.Close()
+		}
+	}
+	if g.DDelta != nil {
+		g.DDelta.Close()
+	}
+	return nil
+}
+
+// Backward computes the gradients of the attention that Forward computed (spec section
+// 4): given q, k, v and opt exactly as Forward got them, its Result res (O, LSE, and the
+// weights it computed from WeightParams) and dO, the gradient of the loss with respect
+// to res.O (q's shape and dtype, either layout), it returns dQ, dK, dV, the gradient of
+// the weights and, when opt.WeightParams is set, those of A, Wdt and Bdt.
+//
+// The selection is a constant (it has no gradient), as are an explicit Mask and Bias.
+// The selection plan is rebuilt from the same weights, so each row sees exactly the keys
+// it kept in the forward; the work is proportional to the kept (row, key) pairs, as in
+// Forward. Rows that kept no key contribute nothing.
+//
+// Backward runs the portable kernels, whatever path Forward took.
+func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO *Tensor, opt Options, bo BackwardOptions) (*Grads, error) {
+	pr, err := d.check("Backward", q, k, v, &opt)
+	if err != nil {
+		return nil, err
+	}
+	p := &pr.p
+	if res == nil || res.O == nil || res.LSE == nil {
+		return nil, fmt.Errorf("dma: Backward: res must be the Result of Forward (with O and LSE)")
+	}
+	if res.O.d != d || dO == nil || dO.d != d {
+		return nil, fmt.Errorf("dma: Backward: res.O and dO must be tensors of this device")
+	}
+	if res.O.shape != q.shape || res.O.dtype != q.dtype {
+		return nil, fmt.Errorf("dma: Backward: res.O is %v %v, want q's %v %v", res.O.dtype, res.O.shape, q.dtype, q.shape)
+	}
+	if dO.shape != q.shape || dO.dtype != q.dtype {
+		return nil, fmt.Errorf("dma: Backward: dO is %v %v, want q's %v %v", dO.dtype, dO.shape, q.dtype, q.shape)
+	}
+	if l := res.LSE; l.B != int(p.B) || l.H != int(p.H) || l.Lq != int(p.Lq) {
+		return nil, fmt.Errorf("dma: Backward: res.LSE is [%d %d %d], want [B=%d H=%d Lq=%d]", l.B, l.H, l.Lq, p.B, p.H, p.Lq)
+	}
+	weights := opt.Weights
+	wp := opt.WeightParams
+	if wp != nil {
+		// The weights Forward computed: the plan and the scores use those.
+		if res.Weights == nil || res.Weights.B != int(p.B) || res.Weights.Hb != pr.hb || res.Weights.Lk != int(p.Lk) {
+			return nil, fmt.Errorf("dma: Backward: opt.WeightParams is set but res.Weights is missing or not [B=%d Hb=%d Lk=%d]", p.B, pr.hb, p.Lk)
+		}
+		weights = res.Weights
+	}
+	p.O = view(res.O)
+	ordN, uN, ucN, tauN := kern.PlanSizes(p)
+	if err := d.limits(map[string]int64{
+		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(), "selection plan": uN, "ord": ordN, "tau": tauN, "ucount": ucN,
+		"dq": 4 * int64(q.shape.Elems()), "dk": 4 * int64(k.shape.Elems()), "dv": 4 * int64(v.shape.Elems()),
+		"weights": kern.BwdDDeltaSize(p), "dsum": kern.BwdDSumSize(p), "weights scratch": kern.WeightsBwdScratchSize(p),
+	}); err != nil {
+		return nil, err
+	}
+
+	var tmp []interface{ Close() error }
+	defer func() {
+		for _, t := range tmp {
+			t.Close()
+		}
+	}()
+	g := &Grads{}
+	fail := func(err error) (*Grads, error) {
+		g.Close()
+		return nil, err
+	}
+	for _, x := range []struct {
+		dst **Tensor
+		t   *Tensor
+	}{{&g.DQ, q}, {&g.DK, k}, {&g.DV, v}} {
+		if *x.dst, err = d.NewTensor(Float32, x.t.shape, x.t.layout); err != nil {
+			return fail(err)
+		}
+	}
+	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp)
+	if err != nil {
+		return fail(err)
+	}
+	// dDelta: returned when the call has weights, else a temporary the kernel writes.
+	dDelta, err := d.NewWeights(int(p.B), int(p.Hb), int(p.Lk))
+	if err != nil {
+		return fail(err)
+	}
+	if cp.zero {
+		tmp = append(tmp, dDelta)
+	} else {
+		g.DDelta = dDelta
+	}
+	dsum, err := d.vd.NewBuffer(kern.BwdDSumSize(p))
+	if err != nil {
+		return fail(err)
+	}
+	tmp = append(tmp, dsum)
+	bb := &kern.BwdBuffers{
+		AttnBuffers: kern.AttnBuffers{Q: q.buf, K: k.buf, V: v.buf, O: res.O.buf, LSE: res.LSE.buf,
+			Ord: cp.plan.Ord, U: cp.plan.U, UCount: cp.plan.UCount, Tau: cp.plan.Tau},
+		DO: dO.buf, DOView: view(dO),
+		DQ: g.DQ.buf, DK: g.DK.buf, DV: g.DV.buf, DQView: view(g.DQ), DKView: view(g.DK), DVView: view(g.DV),
+		DDelta: dDelta.buf, DSum: dsum,
+	}
+	if opt.Mask != nil {
+		bb.Mask = opt.Mask.buf
+	}
+	if opt.Bias != nil {
+		bb.Bias = opt.Bias.buf
+	}
+	var wb *kern.WeightsBwdBuffers
+	var dA, dW, dB *vk.Buffer
+	if wp != nil {
+		wdt, bdt, a, err := d.uploadWeightParams(ctx, wp)
+		if err != nil {
+			return fail(err)
+		}
+		tmp = append(tmp, wdt, bdt, a)
+		wb = &kern.WeightsBwdBuffers{V: v.buf, Wdt: wdt, Bdt: bdt, A: a, DDelta: dDelta.buf, DV: g.DV.buf, DVView: view(g.DV)}
+		for _, x := range []struct {
+			dst **vk.Buffer
+			n   int64
+		}{{&dA, int64(len(wp.A))}, {&dW, int64(len(wp.Wdt))}, {&dB, int64(max(len(wp.Bdt), 1))}, {&wb.Scratch, kern.WeightsBwdScratchSize(p) / 4}} {
+			if *x.dst, err = d.vd.NewBuffer(4 * x.n); err != nil {
+				return fail(err)
+			}
+			tmp = append(tmp, *x.dst)
+		}
+		wb.DA, wb.DWdt, wb.DBdt = dA, dW, dB
+	}
+	err = d.vd.Run(ctx, func(r *vk.Recorder) error {
+		if err := cp.recordParams(r, p); err != nil {
+			return err
+		}
+		if err := d.kern.RecordPlan(r, p, cp.params, cp.weights.buf, cp.padding, cp.plan); err != nil {
+			return err
+		}
+		r.Barrier()
+		if err := d.kern.RecordBackward(r, p, cp.params, bb, bo.Deterministic); err != nil {
+			return err
+		}
+		if wb != nil {
+			return d.kern.RecordWeightsBackward(r, p, cp.params, wb)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(fmt.Errorf("dma: Backward: %w", err))
+	}
+	if wp != nil {
+		for _, x := range []struct {
+			dst *[]float32
+			buf *vk.Buffer
+			n   int
+		}{{&g.DA, dA, len(wp.A)}, {&g.DWdt, dW, len(wp.Wdt)}, {&g.DBdt, dB, len(wp.Bdt)}} {
+			if x.n == 0 {
+				continue // no Bdt
+			}
+			if *x.dst, err = downloadF32(ctx, x.buf, x.n); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	return g, nil
+}
