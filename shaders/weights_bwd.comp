@@ -9,18 +9,23 @@
 //       exp form:    delta = exp(A sp),  ddt = dDelta delta A sg,  dA term = dDelta delta sp
 //       linear form:                     ddt = dDelta A sg,        dA term = dDelta sp
 //     into scratch: ddt at [n][c], the dA term at N*Hb + [n][c].
-//   PASS 1, one invocation per (k, c), k < K + 2: dWdt[k][c] = sum_n Vf[n][k] ddt[n][c]
-//     (k < K), dbdt[c] = sum_n ddt[n][c] (k = K), dA[c] = sum_n term[n][c] (k = K + 1).
+//   PASS 1, one invocation per (segment s, k, c), k < K + 2: the partial sums over the
+//     rows n of segment s (SEG consecutive rows) of Vf[n][k] ddt[n][c] (k < K), ddt[n][c]
+//     (k = K, for dbdt) and term[n][c] (k = K + 1, for dA), into scratch after the above:
+//     [S][K + 2][Hb], S = ceil(N / SEG). Segments keep every invocation's loop short
+//     (SEG rows) whatever the sequence length, and the scratch linear in it.
+//   PASS 3, one invocation per (k, c): dWdt[k][c] (k < K), dbdt[c] (k = K), dA[c]
+//     (k = K + 1) = the S partial sums, added in segment order.
 //   PASS 2, one invocation per (n, k): dV[b, j, h, d] += sum_c ddt[n][c] Wdt[k][c]
 //     (k = h * D + d), through the float32 view in the push constants: the caller's
 //     dV buffer may already hold the attention's dV, and then holds the total.
 // Every sum runs in a fixed order in one invocation: results are bit-identical run to
-// run. Plain loops, no shared memory or subgroup operation: any device. PASS 1 walks
-// all N rows per output (K * Hb of them), correct but not tuned for long sequences.
+// run. Plain loops, no shared memory or subgroup operation: any device.
 
 #include "dma_common.glsl"
 
 layout(constant_id = 0) const uint PASS = 0;
+const uint SEG = 256;  // rows per segment of PASS 1 (kern.weightsBwdSeg)
 layout(local_size_x = 64) in;
 
 layout(std430, binding = 1) readonly buffer BufV { uint vbuf[]; };
@@ -28,7 +33,7 @@ layout(std430, binding = 2) readonly buffer BufW { float wdt[]; };     // [K][Hb
 layout(std430, binding = 3) readonly buffer BufBdt { float bdt[]; };   // [Hb]
 layout(std430, binding = 4) readonly buffer BufA { float aw[]; };      // [Hb]
 layout(std430, binding = 5) readonly buffer BufDD { float ddelta[]; }; // [B][Hb][Lk]
-layout(std430, binding = 6) buffer BufS { float scr[]; };              // [2][N][Hb]
+layout(std430, binding = 6) buffer BufS { float scr[]; };              // [2][N][Hb], then [S][K+2][Hb]
 layout(std430, binding = 7) writeonly buffer BufDW { float dwdt[]; };  // [K][Hb]
 layout(std430, binding = 8) writeonly buffer BufDA { float da[]; };    // [Hb]
 layout(std430, binding = 9) writeonly buffer BufDB { float dbdt[]; };  // [Hb]
@@ -74,7 +79,8 @@ void main() {
 	uint Hb = P.Hb, K = P.Hkv * P.D, N = P.B * P.Lk;
 	// Items are walked grid-stride (the host caps the workgroup count at the device's).
 	uint stride = gl_NumWorkGroups.x * 64u;
-	uint items = PASS == 0u ? N * Hb : PASS == 1u ? (K + 2u) * Hb : N * K;
+	uint S = (N + SEG - 1u) / SEG, KP = (K + 2u) * Hb, part = 2u * N * Hb;
+	uint items = PASS == 0u ? N * Hb : PASS == 1u ? S * KP : PASS == 3u ? KP : N * K;
 	for (uint it = gl_GlobalInvocationID.x; it < items; it += stride) {
 		if (PASS == 0u) {
 			uint n = it / Hb, c = it - n * Hb;
@@ -96,19 +102,24 @@ void main() {
 			scr[n * Hb + c] = ddt;
 			scr[N * Hb + n * Hb + c] = term;
 		} else if (PASS == 1u) {
-			uint k = it / Hb, c = it - k * Hb;
+			uint sg = it / KP, r = it - sg * KP, k = r / Hb, c = r - k * Hb;
+			uint n0 = sg * SEG, n1 = min(n0 + SEG, N);
 			float acc = 0.0;
 			if (k < K) {
-				for (uint n = 0u; n < N; n++) acc = fma(vf(n, k), scr[n * Hb + c], acc);
-				dwdt[k * Hb + c] = acc;
-			} else if (k == K) {
-				if (P.hasBdt == 0u) continue;  // no bdt: its binding may alias dA
-				for (uint n = 0u; n < N; n++) acc += scr[n * Hb + c];
-				dbdt[c] = acc;
+				for (uint n = n0; n < n1; n++) acc = fma(vf(n, k), scr[n * Hb + c], acc);
 			} else {
-				for (uint n = 0u; n < N; n++) acc += scr[N * Hb + n * Hb + c];
-				da[c] = acc;
+				uint at = k == K ? c : N * Hb + c;  // ddt (for dbdt) or the dA terms
+				for (uint n = n0; n < n1; n++) acc += scr[at + n * Hb];
 			}
+			scr[part + it] = acc;
+		} else if (PASS == 3u) {
+			uint k = it / Hb, c = it - k * Hb;
+			float acc = 0.0;
+			for (uint sg = 0u; sg < S; sg++) acc += scr[part + sg * KP + it];
+			if (k < K) dwdt[it] = acc;
+			else if (k == K) {
+				if (P.hasBdt != 0u) dbdt[c] = acc;  // no bdt: its binding may alias dA
+			} else da[c] = acc;
 		} else {
 			uint n = it / K, k = it - n * K;
 			float acc = 0.0;

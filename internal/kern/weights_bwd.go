@@ -24,17 +24,23 @@ type WeightsBwdBuffers struct {
 }
 
 // WeightsBwdScratchSize is the byte size of WeightsBwdBuffers.Scratch for p: ddt and
-// the terms of dA, float32 [2][B*Lk][Hb].
-func WeightsBwdScratchSize(p *Params) int64 { return 2 * int64(p.B) * int64(p.Lk) * int64(p.Hb) * 4 }
+// the terms of dA, float32 [2][B*Lk][Hb], then the partial sums of the parameter
+// gradients per segment of weightsBwdSeg rows, [S][Hkv*D + 2][Hb]: linear in B*Lk.
+func WeightsBwdScratchSize(p *Params) int64 {
+	n, kk, hb := int64(p.B)*int64(p.Lk), int64(p.Hkv)*int64(p.D), int64(p.Hb)
+	s := (n + weightsBwdSeg - 1) / weightsBwdSeg
+	return 4 * (2*n*hb + s*(kk+2)*hb)
+}
 
 const (
 	weightsBwdBindings = 11
-	weightsBwdWG       = 64 // local_size_x of weights_bwd.comp
+	weightsBwdWG       = 64  // local_size_x of weights_bwd.comp
+	weightsBwdSeg      = 256 // its SEG: rows per partial sum of the parameter gradients
 )
 
 // RecordWeightsBackward records the backward of the dynamic weights (spec section 1,
 // ref.WeightsBackward): from dDelta to dA, dWdt, dBdt and the term of dV through Vf,
-// in three passes of shaders/weights_bwd.comp, each sum in a fixed order (results are
+// in four passes of shaders/weights_bwd.comp, each sum in a fixed order (results are
 // bit-identical run to run). params already holds p; the fields read are B, Lk, Hkv, Hb,
 // D, Storage, V, Form and HasBdt. The recording ends with a barrier.
 func (k *Kernels) RecordWeightsBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b *WeightsBwdBuffers) error {
@@ -62,7 +68,8 @@ func (k *Kernels) RecordWeightsBackward(r *vk.Recorder, p *Params, params *vk.Bu
 	}
 	n, kk, hb := int64(p.B)*int64(p.Lk), int64(p.Hkv)*int64(p.D), int64(p.Hb)
 	// The shader counts items in 32-bit integers, grid-stride.
-	if n*hb >= 1<<31 || n*kk >= 1<<31 || (kk+2)*hb >= 1<<31 || weightsLastV(p) >= 1<<32 ||
+	segs := (n + weightsBwdSeg - 1) / weightsBwdSeg
+	if n*hb >= 1<<30 || n*kk >= 1<<31 || segs*(kk+2)*hb >= 1<<30 || weightsLastV(p) >= 1<<32 ||
 		viewElems(b.DVView, p.B, p.Lk, p.Hkv, p.D) > 1<<32 {
 		return fmt.Errorf("kern: weights backward: shape B=%d Lk=%d Hkv=%d D=%d Hb=%d overflows 32-bit indices", p.B, p.Lk, p.Hkv, p.D, p.Hb)
 	}
@@ -89,8 +96,13 @@ func (k *Kernels) RecordWeightsBackward(r *vk.Recorder, p *Params, params *vk.Bu
 		push = binary.LittleEndian.AppendUint32(push, x)
 	}
 	maxX := int64(k.d.Caps().MaxWorkgroupCount[0])
-	for pass, items := range []int64{n * hb, (kk + 2) * hb, n * kk} {
-		pipe, err := k.pipelinePush("weights_bwd", weightsBwdBindings, len(push), uint32(pass))
+	// Passes in order: ddt, partial sums, their reduction, dV (the shader's numbering).
+	for _, x := range []struct {
+		pass  uint32
+		items int64
+	}{{0, n * hb}, {1, segs * (kk + 2) * hb}, {3, (kk + 2) * hb}, {2, n * kk}} {
+		pass, items := x.pass, x.items
+		pipe, err := k.pipelinePush("weights_bwd", weightsBwdBindings, len(push), pass)
 		if err != nil {
 			return err
 		}

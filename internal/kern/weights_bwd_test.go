@@ -36,6 +36,8 @@ func TestWeightsBackward(t *testing.T) {
 			weightsBwdCase{B: 1, Lk: 70, Hkv: 2, D: 32, Hb: 8, st: kern.StorageF32, form: form, bhld: true, accumulate: true},
 			weightsBwdCase{B: 2, Lk: 5, Hkv: 1, D: 8, Hb: 1, st: kern.StorageF16, bdt: true, form: form},
 			weightsBwdCase{B: 2, Lk: 65, Hkv: 4, D: 8, Hb: 4, st: kern.StorageBF16, bdt: true, form: form, accumulate: true},
+			// B*Lk = 600: three segments of partial sums.
+			weightsBwdCase{B: 2, Lk: 300, Hkv: 2, D: 8, Hb: 2, st: kern.StorageF32, bdt: true, form: form},
 		)
 	}
 	for _, c := range cases {
