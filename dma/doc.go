@@ -18,6 +18,11 @@
 //	res, err := dev.Forward(ctx, q, k, v, dma.Options{Window: 2048, Mode: dma.ModeRow, Causal: true, Weights: w})
 //	out, err := res.O.Download(ctx)
 //
+// For training, Backward takes the arguments and Result of a Forward call and dO, and
+// returns the gradients of q, k, v, of the weights and of WeightParams (float32,
+// whatever the storage dtype), optionally bit-identical from run to run
+// (BackwardOptions.Deterministic).
+//
 // For generation one token at a time, a KVCache keeps the keys, values and weights of a
 // few sequences on the device: Append adds the new keys (their weights computed once),
 // Attend runs the new query rows over the cache, reading every cached weight but the K

@@ -95,4 +95,20 @@
 // Work and memory: both passes are copies, O(R * NP * D) for the pack (2 R NP D bytes
 // each for GK and GV: in mode row, causal, about 2 (L + nb w) D bytes per (batch, bias
 // head), since R NP ~ nb (w + C)) and O(B Lk Hkv D) reads for the check.
+//
+// # Backward
+//
+// RecordBackward (attention_bwd.comp, attention_bwd_kv.comp) reads the plan that
+// RecordPlan makes for the forward's Params (package dma rebuilds it from the same
+// weights), with O, LSE and dO. The query
+// pass owns the forward's query tiles and walks the same candidates with the same
+// gather, so its work is proportional to the kept pairs; it recomputes P and dS, keeps
+// dQ in registers, and in the fast mode adds the tile's sums into dK, dV and dDelta
+// (float32 [B][Hb][Lk]) with compare-and-swap loops. The deterministic mode leaves those
+// to the key pass: one workgroup per tile of consecutive keys and kv head, which finds
+// the rows that keep each key from the plan alone (mode row, causal: from position j up
+// to the first row whose tau is above kappa_j, a binary search since tau never
+// decreases; shared: the keys of S_final; none, explicit: every candidate row) and sums
+// over them in row order. RecordWeightsBackward (weights_bwd.comp) carries dDelta back
+// to A, Wdt, bdt and V, every sum in a fixed order.
 package kern
