@@ -11,7 +11,7 @@
 //   keys, and for each the subgroup reads its K and V rows once for all GH heads (lanes
 //   over D), so the traffic is that of the kept keys. Per row (GH heads x Lq rows, at
 //   most NR) it keeps a running max m, sum l and o (lanes hold DPL = DH / SG elements),
-//   and each subgroup writes its (m, l, o) to part[b][h][i][s * NSGW + subgroup].
+//   and the subgroups merge theirs into one (m, l, o) per slice, part[b][h][i][s].
 // variant reduce: workgroup (row i, head h, batch b) merges the partials in a fixed
 //   order: O = sum_s o_s e^(m_s - M) / L, L = sum_s l_s e^(m_s - M), LSE = M + log L; a
 //   row with no kept key gets O = 0, LSE = -inf.
@@ -50,7 +50,7 @@ layout(std430, binding = 2) readonly buffer BufK { uint kbuf[]; };
 layout(std430, binding = 3) readonly buffer BufV { uint vbuf[]; };
 layout(std430, binding = 4) readonly buffer BufOrd { uint ordb[]; };   // rows of Lk keys, see above
 layout(std430, binding = 5) readonly buffer BufTau { uvec2 taub[]; };  // [B*Hb][Lq]
-layout(std430, binding = 6) buffer BufPart { float part[]; };          // [B][H][Lq][slices][NSGW][DH + 2]
+layout(std430, binding = 6) buffer BufPart { float part[]; };          // [B][H][Lq][slices][DH + 2]
 layout(std430, binding = 7) buffer BufO { uint ob[]; };
 layout(std430, binding = 8) writeonly buffer BufLSE { float lseb[]; };
 
@@ -76,8 +76,10 @@ float safeTanh(float x) {
 
 #ifdef SPLIT
 shared float Qs[NR * DH];
-shared uint keepS[NSGW * SG];  // a chunk's keep bits (bit r: row r keeps the key), per lane
-shared uint ordS[NSGW * SG];   // and its ord when the heads share one bias head
+const uint UNR = 4u;           // chunks of SG keys a subgroup tests at once
+shared uint keepS[NSGW * UNR * SG];  // the chunks' keep bits (bit r: row r keeps the key)
+shared uint ordS[NSGW * UNR * SG];   // and their ord when the heads share one bias head
+shared float Ms[NSGW * NR], Ls[NSGW * NR];  // each subgroup's running max and sum
 
 void main() {
 	uint s = gl_WorkGroupID.x, hg = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
@@ -119,70 +121,105 @@ void main() {
 		for (uint x = 0u; x < DPL; x++) o[r][x] = 0.0;
 	}
 	uint kBase = P.kOff + b * P.kSB + kvh * P.kSH, vBase = P.vOff + b * P.vSB + kvh * P.vSH;
-	uint me = sg * SG + lane;
-	for (uint c = j0 + sg * SG; c < jEnd; c += NSGW * SG) {
-		// Lane-parallel keep test of the chunk's keys: bit r set when row r keeps key j.
-		uint j = c + lane, keep = 0u, oj = 0u;
-		if (j < jEnd) {
-			if (sharedBias) oj = ordb[obase[0] + j];
-			for (uint r = 0u; r < NR; r++) {
-				if (r >= R) break;
-				uint ojr = sharedBias ? oj : ordb[obase[r] + j];
-				bool k = ojr != 0u && (!causal || int(j) <= pos[r]);
-				if (k && rowCausal) k = keyGE(uvec2(ojr, j), tau[r]);
-				if (k) keep |= 1u << r;
-			}
+	// Each subgroup takes UNR chunks of SG keys at a time: their ord loads are
+	// independent, so several are in flight (the walk over dropped keys is latency-bound).
+	for (uint c = j0 + sg * UNR * SG; c < jEnd; c += NSGW * UNR * SG) {
+		uint ojs[UNR];
+		for (uint u = 0u; u < UNR; u++) {
+			uint j = c + u * SG + lane;
+			ojs[u] = (sharedBias && j < jEnd) ? ordb[obase[0] + j] : 0u;
 		}
-		keepS[me] = keep;
-		ordS[me] = oj;
+		uvec4 kept[UNR];
+		for (uint u = 0u; u < UNR; u++) {
+			// Lane-parallel keep test: bit r set when row r keeps key j.
+			uint j = c + u * SG + lane, keep = 0u;
+			if (j < jEnd) {
+				for (uint r = 0u; r < NR; r++) {
+					if (r >= R) break;
+					uint ojr = sharedBias ? ojs[u] : ordb[obase[r] + j];
+					bool k = ojr != 0u && (!causal || int(j) <= pos[r]);
+					if (k && rowCausal) k = keyGE(uvec2(ojr, j), tau[r]);
+					if (k) keep |= 1u << r;
+				}
+			}
+			keepS[(sg * UNR + u) * SG + lane] = keep;
+			ordS[(sg * UNR + u) * SG + lane] = ojs[u];
+			kept[u] = subgroupBallot(keep != 0u);
+		}
 		subgroupMemoryBarrierShared();
 		subgroupBarrier();
-		uvec4 kept = subgroupBallot(keep != 0u);
-		for (uint wd = 0u; wd < (SG + 31u) / 32u; wd++) {
-			uint bits = kept[wd];
-			while (bits != 0u) {
-				uint at = wd * 32u + uint(findLSB(bits));
-				bits &= bits - 1u;
-				uint jj = c + at, kp = keepS[sg * SG + at];
-				float kv[DPL], vv[DPL];
-				for (uint x = 0u; x < DPL; x++) kv[x] = loadK(kBase + jj * P.kSL + lane + SG * x);
-				for (uint x = 0u; x < DPL; x++) vv[x] = loadV(vBase + jj * P.vSL + lane + SG * x);
-				for (uint r = 0u; r < NR; r++) {
-					if ((kp & (1u << r)) == 0u) continue;  // uniform: kp is the subgroup's
-					float delta = unord(sharedBias ? ordS[sg * SG + at] : ordb[obase[r] + jj]);
-					float acc = 0.0;
-					for (uint x = 0u; x < DPL; x++) acc = fma(Qs[r * DH + lane + SG * x], kv[x], acc);
-					float sc = P.scale * subgroupAdd(acc) + delta;
-					if (P.softcap > 0.0) sc = P.softcap * safeTanh(sc / P.softcap);
-					float mn = max(m[r], sc);
-					float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mn);
-					float pj = exp(sc - mn);
-					l[r] = l[r] * alpha + pj;
-					for (uint x = 0u; x < DPL; x++) o[r][x] = o[r][x] * alpha + pj * vv[x];
-					m[r] = mn;
+		for (uint u = 0u; u < UNR; u++) {
+			for (uint wd = 0u; wd < (SG + 31u) / 32u; wd++) {
+				uint bits = kept[u][wd];
+				while (bits != 0u) {
+					uint off = u * SG + wd * 32u + uint(findLSB(bits));
+					bits &= bits - 1u;
+					uint at = sg * UNR * SG + off, jj = c + off, kp = keepS[at];
+					float kv[DPL], vv[DPL];
+					for (uint x = 0u; x < DPL; x++) kv[x] = loadK(kBase + jj * P.kSL + lane + SG * x);
+					for (uint x = 0u; x < DPL; x++) vv[x] = loadV(vBase + jj * P.vSL + lane + SG * x);
+					for (uint r = 0u; r < NR; r++) {
+						if ((kp & (1u << r)) == 0u) continue;  // uniform: kp is the subgroup's
+						float delta = unord(sharedBias ? ordS[at] : ordb[obase[r] + jj]);
+						float acc = 0.0;
+						for (uint x = 0u; x < DPL; x++) acc = fma(Qs[r * DH + lane + SG * x], kv[x], acc);
+						float sc = P.scale * subgroupAdd(acc) + delta;
+						if (P.softcap > 0.0) sc = P.softcap * safeTanh(sc / P.softcap);
+						float mn = max(m[r], sc);
+						float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mn);
+						float pj = exp(sc - mn);
+						l[r] = l[r] * alpha + pj;
+						for (uint x = 0u; x < DPL; x++) o[r][x] = o[r][x] * alpha + pj * vv[x];
+						m[r] = mn;
+					}
 				}
 			}
 		}
-		subgroupBarrier();  // keepS is read before the next chunk overwrites it
+		subgroupBarrier();  // keepS is read before the next chunks overwrite it
 	}
-	// Every subgroup leaves its own partial: part[b][h][i][s][sg].
-	for (uint r = 0u; r < NR; r++) {
-		if (r >= R) break;
-		uint g = r / n, i = r - g * n;
-		uint at = ((((b * P.H + h0 + g) * P.Lq + i) * pc.slices + s) * NSGW + sg) * (DH + 2u);
-		if (lane == 0u) {
-			part[at] = m[r];
-			part[at + 1u] = l[r];
+	// Merge the subgroups' partials in shared memory (Qs, done with, holds the sum), in
+	// subgroup order, and leave one partial per slice: part[b][h][i][s].
+	if (lane == 0u) {
+		for (uint r = 0u; r < NR; r++) {
+			Ms[sg * NR + r] = m[r];
+			Ls[sg * NR + r] = l[r];
 		}
-		for (uint x = 0u; x < DPL; x++) part[at + 2u + lane + SG * x] = o[r][x];
+	}
+	barrier();
+	for (uint u = 0u; u < NSGW; u++) {
+		if (sg == u) {
+			for (uint r = 0u; r < NR; r++) {
+				if (r >= R) break;
+				float M = NEG_INF;
+				for (uint z = 0u; z < NSGW; z++) M = max(M, Ms[z * NR + r]);
+				float f = m[r] == NEG_INF ? 0.0 : exp(m[r] - M);
+				for (uint x = 0u; x < DPL; x++) {
+					uint e = r * DH + lane + SG * x;
+					Qs[e] = (u == 0u ? 0.0 : Qs[e]) + f * o[r][x];
+				}
+			}
+		}
+		barrier();
+	}
+	for (uint e = lid; e < R * DH; e += gl_WorkGroupSize.x) {
+		uint r = e / DH, d = e - r * DH, g = r / n, i = r - g * n;
+		uint at = (((b * P.H + h0 + g) * P.Lq + i) * pc.slices + s) * (DH + 2u);
+		if (d == 0u) {
+			float M = NEG_INF, L = 0.0;
+			for (uint z = 0u; z < NSGW; z++) M = max(M, Ms[z * NR + r]);
+			for (uint z = 0u; z < NSGW; z++)
+				if (Ms[z * NR + r] != NEG_INF) L += exp(Ms[z * NR + r] - M) * Ls[z * NR + r];
+			part[at] = M;
+			part[at + 1u] = L;
+		}
+		part[at + 2u + d] = Qs[e];
 	}
 }
 #else
-const uint RED = 64u;   // the merge's workgroup size (the pipeline's)
-const uint CHUNK = 512u;
-const uint NACC = 2u;    // pairs of O elements per invocation: DH <= 4 RED
+const uint RED = 256u;    // the merge's workgroup size (the pipeline's)
+const uint NPAIR = DH / 2u, NGR = RED / NPAIR;  // O pairs; groups of partials summed apart
 shared float red[RED];
-shared float fac[CHUNK];  // e^(m_s - M) of a chunk of partials
+shared vec2 accS[RED];
 
 // Workgroup-wide max (op 0) or sum (op 1) of x, in a fixed order.
 float reduce(float x, uint op) {
@@ -204,8 +241,8 @@ void main() {
 	packed16 = P.storage != STORAGE_F32;
 	bf16 = P.storage == STORAGE_BF16;
 	uint sliceLen = sliceLength();
-	uint np = (P.Lk + sliceLen - 1u) / sliceLen * NSGW;  // partials written: slices x subgroups
-	uint pBase = (((b * P.H + h) * P.Lq) + i) * pc.slices * NSGW;
+	uint np = (P.Lk + sliceLen - 1u) / sliceLen;  // partials written: one per slice
+	uint pBase = (((b * P.H + h) * P.Lq) + i) * pc.slices;
 	const uint W = DH + 2u;
 	float mx = NEG_INF;
 	for (uint q = lid; q < np; q += RED) mx = max(mx, part[(pBase + q) * W]);
@@ -217,38 +254,29 @@ void main() {
 	}
 	float L = reduce(ls, 1u);
 	if (lid == 0u) lseb[(b * P.H + h) * P.Lq + i] = L > 0.0 ? M + log(L) : NEG_INF;
-	uint oBase = P.oOff + b * P.oSB + h * P.oSH + i * P.oSL;
-	// Pairs of elements per invocation, so 16-bit outputs leave as whole words.
-	vec2 acc[NACC];
-	for (uint x = 0u; x < NACC; x++) acc[x] = vec2(0.0);
-	for (uint q0 = 0u; q0 < np; q0 += CHUNK) {
-		uint nq = min(CHUNK, np - q0);
-		for (uint q = lid; q < nq; q += RED) {
-			float ms = part[(pBase + q0 + q) * W];
-			fac[q] = ms == NEG_INF ? -1.0 : exp(ms - M);
+	// Invocation (group gi, pair dp) sums the partials gi, gi + NGR, ... of elements
+	// 2dp, 2dp + 1; then group 0 adds the groups up in order.
+	uint gi = lid / NPAIR, dp = lid - gi * NPAIR;
+	vec2 acc = vec2(0.0);
+	if (gi < NGR) {
+		for (uint q = gi; q < np; q += NGR) {
+			float ms = part[(pBase + q) * W];
+			if (ms == NEG_INF) continue;  // no kept key there (its o is 0)
+			uint e = (pBase + q) * W + 2u + 2u * dp;
+			acc += exp(ms - M) * vec2(part[e], part[e + 1u]);
 		}
-		barrier();
-		for (uint x = 0u; x < NACC; x++) {
-			uint d = 2u * (lid + RED * x);
-			if (d >= DH) break;
-			for (uint q = 0u; q < nq; q++) {
-				float f = fac[q];
-				if (f < 0.0) continue;  // no kept key there (its o is 0)
-				uint e = (pBase + q0 + q) * W + 2u + d;
-				acc[x] += f * vec2(part[e], part[e + 1u]);
-			}
-		}
-		barrier();
 	}
-	for (uint x = 0u; x < NACC; x++) {
-		uint d = 2u * (lid + RED * x);
-		if (d >= DH) break;
-		vec2 v = L > 0.0 ? acc[x] / L : vec2(0.0);
-		if (packed16) ob[(oBase + d) >> 1] = pack16(v.x, v.y, bf16);
-		else {
-			ob[oBase + d] = floatBitsToUint(v.x);
-			ob[oBase + d + 1u] = floatBitsToUint(v.y);
-		}
+	accS[lid] = acc;
+	barrier();
+	if (gi != 0u) return;
+	for (uint z = 1u; z < NGR; z++) acc += accS[z * NPAIR + dp];
+	vec2 v = L > 0.0 ? acc / L : vec2(0.0);
+	uint d = 2u * dp;
+	uint oBase = P.oOff + b * P.oSB + h * P.oSH + i * P.oSL;
+	if (packed16) ob[(oBase + d) >> 1] = pack16(v.x, v.y, bf16);
+	else {
+		ob[oBase + d] = floatBitsToUint(v.x);
+		ob[oBase + d + 1u] = floatBitsToUint(v.y);
 	}
 }
 #endif

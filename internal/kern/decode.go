@@ -15,7 +15,7 @@ const decodeSubgroups = 4
 
 // decodeTargetGroups is about how many split workgroups fill a large GPU (an H200 has
 // 132 multiprocessors): the keys are cut into as many slices as that takes.
-const decodeTargetGroups = 512
+const decodeTargetGroups = 1024
 
 // decodeSlices is the number of slices (the split grid's x) RecordDecode cuts up to maxLk
 // keys into: enough for about decodeTargetGroups workgroups, none shorter than one chunk
@@ -28,9 +28,9 @@ func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
 }
 
 // DecodePartSize is the byte size of RecordDecode's scratch for p and a grid sized for
-// maxLk keys (0: p.Lk): one (max, sum, o[D]) per (batch, head, row, slice, subgroup).
+// maxLk keys (0: p.Lk): one (max, sum, o[D]) per (batch, head, row, slice).
 func (k *Kernels) DecodePartSize(p *Params, maxLk uint32) int64 {
-	s := int64(k.decodeSlices(p, maxLk)) * decodeSubgroups
+	s := int64(k.decodeSlices(p, maxLk))
 	return max(int64(p.B)*int64(p.H)*int64(p.Lq)*s*(int64(p.D)+2)*4, 4)
 }
 
@@ -135,7 +135,7 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 	if err != nil {
 		return err
 	}
-	merge, err := k.decodePipeline("decode_attn_reduce", p.D, 64, sg, rows)
+	merge, err := k.decodePipeline("decode_attn_reduce", p.D, 256, sg, rows)
 	if err != nil {
 		return err
 	}
