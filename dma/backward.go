@@ -92,11 +92,15 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 	}
 	p.O = view(res.O)
 	ordN, uN, ucN, tauN := kern.PlanSizes(p)
-	if err := d.limits(map[string]int64{
+	sizes := map[string]int64{
 		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(), "selection plan": uN, "ord": ordN, "tau": tauN, "ucount": ucN,
 		"dq": 4 * int64(q.shape.Elems()), "dk": 4 * int64(k.shape.Elems()), "dv": 4 * int64(v.shape.Elems()),
-		"weights": kern.BwdDDeltaSize(p), "dsum": kern.BwdDSumSize(p), "weights scratch": kern.WeightsBwdScratchSize(p),
-	}); err != nil {
+		"weights": kern.BwdDDeltaSize(p), "dsum": kern.BwdDSumSize(p),
+	}
+	if wp != nil {
+		sizes["weights scratch"] = kern.WeightsBwdScratchSize(p)
+	}
+	if err := d.limits(sizes); err != nil {
 		return nil, err
 	}
 
