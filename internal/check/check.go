@@ -51,6 +51,9 @@ type Case struct {
 	// each batch (a sequence) appended, then the Lq <= 4 query rows attended (BLHD,
 	// modes row or none, weights given, no padding, masks or biases).
 	KVCache bool
+	// Backward also checks Device.Backward after the forward (both modes, every
+	// gradient; not with KVCache).
+	Backward bool
 }
 
 // Name is a short description for tables.
@@ -87,6 +90,9 @@ func (c Case) Name() string {
 	}
 	if c.InputScale > 1 {
 		s += fmt.Sprintf(" x%g", c.InputScale)
+	}
+	if c.Backward {
+		s += " +backward"
 	}
 	return s
 }
@@ -313,7 +319,18 @@ func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outc
 	if err != nil {
 		return fail(fmt.Errorf("reference: %w", err))
 	}
-	return compare(out, c, o, lse, ro.Data, rlse, delta, scoreBound(qr, kr, c))
+	out = compare(out, c, o, lse, ro.Data, rlse, delta, scoreBound(qr, kr, c))
+	if c.Backward && out.Err == nil && res != nil {
+		maxDelta := 0.0
+		for _, x := range delta {
+			maxDelta = max(maxDelta, math.Abs(x))
+		}
+		const eps32 = 1.0 / (1 << 24)
+		out = checkBackward(ctx, dev, c, out, &bwdInputs{q: q, k: k, v: v, res: res, opt: opt, ropt: ropt,
+			qr: qr, kr: kr, vr: vr, delta: delta, hb: hb, o: o, lse: lse,
+			scoreErr: 4 * eps32 * (maxDelta + scoreBound(qr, kr, c))}, rng)
+	}
+	return out
 }
 
 // scoreBound bounds |scale * q.k| over all rows and keys (Cauchy-Schwarz), the size

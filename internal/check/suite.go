@@ -60,6 +60,22 @@ func Suite(long bool) []Case {
 				KVCache: true})
 		}
 	}
+	// Backward (after the forward, both modes): every mode and dtype, GQA with both
+	// bias-head counts, weights given and from V (both forms), Lq != Lk, padding,
+	// softcap, mask and bias, both layouts, the largest head dim.
+	for _, dt := range []dma.DType{dma.Float32, dma.Float16, dma.BFloat16} {
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 77, Lk: 77, H: 4, Hkv: 2, D: 64, Window: 9,
+			Weights: WeightsParams, Form: dma.FormExp, Backward: true})
+		add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 2, Lq: 70, Lk: 40, H: 4, Hkv: 2, D: 32, Window: 6,
+			Padding: true, HbIsH: true, Layout: dma.BHLD, Backward: true})
+		add(Case{DType: dt, Mode: dma.ModeNone, B: 1, Lq: 33, Lk: 65, H: 4, Hkv: 1, D: 128, Softcap: 30,
+			Weights: WeightsParams, Form: dma.FormLinear, HbIsH: true, Backward: true})
+		add(Case{DType: dt, Mode: dma.ModeExplicit, Causal: true, B: 1, Lq: 40, Lk: 40, H: 2, Hkv: 2, D: 256,
+			Weights: WeightsNone, Mask: true, Bias: true, Backward: true})
+	}
+	if long {
+		add(Case{DType: dma.Float16, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1000, Lk: 1000, H: 4, Hkv: 2, D: 128, Window: 128, Backward: true})
+	}
 	// bfloat16: the conversions are the only code of its own (the math is the float32
 	// path's, exercised above), so a few representative cases rather than the matrix:
 	// every mode, both layouts, GQA and MQA, Lq != Lk both ways, padding, softcap, the

@@ -1,0 +1,144 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/ref"
+)
+
+// bwdInputs is what a case's forward leaves for its backward check.
+type bwdInputs struct {
+	q, k, v    *dma.Tensor
+	res        *dma.Result
+	opt        dma.Options
+	ropt       ref.Options
+	qr, kr, vr *ref.Tensor4
+	delta      []float64 // the weights the forward used (nil: none)
+	hb         int
+	o, lse     []float32 // the forward's outputs, which the backward reads
+	scoreErr   float64   // float32 rounding of the scores, as compare's
+}
+
+// checkBackward runs Backward after the case's forward, in both modes (atomic and
+// deterministic), and compares every gradient with ref.Backward (and
+// ref.WeightsBackward with WeightParams) at the inputs the device holds, its O and
+// LSE included. Out keeps the forward's verdict unless the backward fails; Rel and
+// MaxAbs become the worst gradient's.
+//
+// Tolerance: the reference sees exactly what the device reads, so what is left is
+// float32 arithmetic, whatever the storage dtype: 2e-5 of the largest entry of each
+// gradient, plus the scores' rounding (which moves P relatively as in compare).
+// dA and dBdt are sums over every key of terms of one sign per head (that of dDelta),
+// so they are measured against the sum of the terms' magnitudes.
+func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in *bwdInputs, rng *rand.Rand) Outcome {
+	fail := func(err error) Outcome { out.Err = fmt.Errorf("backward: %w", err); out.Pass = false; return out }
+	qs := dma.Shape{B: c.B, L: c.Lq, H: c.H, D: c.D}
+	dOd, dOr := randTensor(rng, c.DType, qs, 1)
+	dO, err := dev.NewTensor(c.DType, qs, c.Layout)
+	if err != nil {
+		return fail(err)
+	}
+	defer dO.Close()
+	if err := dO.Upload(ctx, dOd); err != nil {
+		return fail(err)
+	}
+	ro := ref.NewTensor4(c.B, c.Lq, c.H, c.D)
+	ro.Data = f64(in.o)
+	want, err := ref.Backward(in.qr, in.kr, in.vr, in.delta, in.hb, in.ropt, ro, f64(in.lse), dOr)
+	if err != nil {
+		return fail(fmt.Errorf("reference: %w", err))
+	}
+	wantDV := want.DV.Data
+	wp := in.opt.WeightParams
+	var wA, wW, wB, absA, absB []float64
+	if wp != nil {
+		rwp := ref.WeightParams{Wdt: f64(wp.Wdt), Bdt: f64(wp.Bdt), A: f64(wp.A), Hb: in.hb, Form: ref.WeightForm(wp.Form)}
+		var term *ref.Tensor4
+		wA, wW, wB, term = ref.WeightsBackward(in.vr, rwp, want.DDelta)
+		wantDV = make([]float64, len(term.Data))
+		for i := range wantDV {
+			wantDV[i] = want.DV.Data[i] + term.Data[i]
+		}
+		abs := make([]float64, len(want.DDelta))
+		for i, x := range want.DDelta {
+			abs[i] = math.Abs(x)
+		}
+		absA, _, absB, _ = ref.WeightsBackward(in.vr, rwp, abs)
+	}
+	tol := 2e-5 + 4*in.scoreErr
+	out.Tol = tol
+	out.Rel, out.MaxAbs = 0, 0
+	for _, det := range []bool{false, true} {
+		g, err := dev.Backward(ctx, in.q, in.k, in.v, in.res, dO, in.opt, dma.BackwardOptions{Deterministic: det})
+		if err != nil {
+			return fail(err)
+		}
+		cmp := func(name string, got []float32, want, scale []float64) error {
+			if len(got) != len(want) {
+				return fmt.Errorf("%s has %d values, want %d", name, len(got), len(want))
+			}
+			m, d := 0.0, 0.0
+			for i, x := range got {
+				if math.IsNaN(float64(x)) {
+					return fmt.Errorf("%s[%d] is NaN (reference %g)", name, i, want[i])
+				}
+				d = max(d, math.Abs(float64(x)-want[i]))
+				m = max(m, math.Abs(want[i]))
+			}
+			for _, x := range scale {
+				m = max(m, math.Abs(x))
+			}
+			if rel := d / max(m, 1e-30); rel > out.Rel {
+				out.Rel, out.MaxAbs = rel, d
+			}
+			return nil
+		}
+		err = func() error {
+			defer g.Close()
+			for _, x := range []struct {
+				name string
+				t    *dma.Tensor
+				want []float64
+			}{{"dQ", g.DQ, want.DQ.Data}, {"dK", g.DK, want.DK.Data}, {"dV", g.DV, wantDV}} {
+				got, err := x.t.Download(ctx)
+				if err != nil {
+					return err
+				}
+				if err := cmp(x.name, got, x.want, nil); err != nil {
+					return err
+				}
+			}
+			if in.delta != nil {
+				got, err := g.DDelta.Download(ctx)
+				if err != nil {
+					return err
+				}
+				if err := cmp("dDelta", got, want.DDelta, nil); err != nil {
+					return err
+				}
+			}
+			if wp != nil {
+				if err := cmp("dA", g.DA, wA, absA); err != nil {
+					return err
+				}
+				if err := cmp("dWdt", g.DWdt, wW, nil); err != nil {
+					return err
+				}
+				if err := cmp("dBdt", g.DBdt, wB, absB); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			return fail(err)
+		}
+	}
+	out.Path += "+bwd"
+	out.Pass = out.Pass && out.Rel <= tol
+	return out
+}
