@@ -137,6 +137,7 @@ func runBench(args []string, stdout io.Writer) error {
 	mode := fs.String("mode", "row", "row, shared or none")
 	dtype := fs.String("dtype", "float16", "float16, bfloat16 or float32")
 	reps := fs.Int("reps", 10, "timed repetitions per configuration (after 2 warm-ups)")
+	warmup := fs.Duration("warmup", 300*time.Millisecond, "keep warming up (untimed repetitions) at least this long: GPUs raise their clocks only under sustained load")
 	asJSON := fs.Bool("json", false, "print JSON rows")
 	peak := fs.Bool("peak", false, "first measure the device's matrix peak (dmavk peak) and report each row's share of it")
 	profile := fs.Bool("profile", false, "also print the GPU time of every kernel (the selection plan pass by pass)")
@@ -204,7 +205,7 @@ func runBench(args []string, stdout io.Writer) error {
 	var rows []benchRow
 	for i, cfg := range cfgs {
 		fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d ...\n", i+1, len(cfgs), cfg.Section, cfg.B, cfg.Lq, cfg.Lk, cfg.H, cfg.Hkv, cfg.D, cfg.Window)
-		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps, *cache)
+		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps, *warmup, *cache)
 		if err != nil {
 			return fmt.Errorf("%+v: %w", cfg, err)
 		}
@@ -251,7 +252,7 @@ func runBench(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int, useCache bool) (benchRow, error) {
+func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int, warmup time.Duration, useCache bool) (benchRow, error) {
 	row := benchRow{benchConfig: cfg, Device: dev.Name(), Mode: m.String(), DType: dt.String(), Repetitions: reps}
 	// Uniform in [-1, 1) from a xorshift generator: fast enough for 1M-token tensors,
 	// and never zeros (which would flatter the arithmetic).
@@ -366,7 +367,11 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 	}
 	var gpu, sel, attn, wall []float64
 	passes := map[string][]float64{}
+	warmStart := time.Now()
 	for i := 0; i < reps+2; i++ {
+		if i == 2 && time.Since(warmStart) < warmup {
+			i-- // still warming up
+		}
 		start := time.Now()
 		res, prof, err := run()
 		if err != nil {

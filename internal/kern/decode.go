@@ -24,7 +24,11 @@ func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
 	sg := max(k.d.Caps().SubgroupSize, 1)
 	groups := max(uint64(p.H/decodeHeads(p, decodeRows(sg)))*uint64(p.B), 1)
 	maxLk = max(maxLk, p.Lk)
-	return uint32(min(max(decodeTargetGroups/groups, 1), (uint64(maxLk)+uint64(decodeSubgroups*sg)-1)/uint64(decodeSubgroups*sg)))
+	target := uint64(decodeTargetGroups)
+	if k.d.Caps().Type == vk.DeviceCPU {
+		target = 64 // a CPU runs a few workgroups at a time: fewer, longer slices
+	}
+	return uint32(min(max(target/groups, 1), (uint64(maxLk)+uint64(decodeSubgroups*sg)-1)/uint64(decodeSubgroups*sg)))
 }
 
 // DecodePartSize is the byte size of RecordDecode's scratch for p and a grid sized for
