@@ -95,7 +95,7 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 	sizes := map[string]int64{
 		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(), "selection plan": uN, "ord": ordN, "tau": tauN, "ucount": ucN,
 		"dq": 4 * int64(q.shape.Elems()), "dk": 4 * int64(k.shape.Elems()), "dv": 4 * int64(v.shape.Elems()),
-		"weights": kern.BwdDDeltaSize(p), "dsum": kern.BwdDSumSize(p),
+		"weights": kern.BwdDDeltaSize(p), "dsum": kern.BwdDSumSize(p), "key order": kern.BwdPermSize(p),
 	}
 	if wp != nil {
 		sizes["weights scratch"] = kern.WeightsBwdScratchSize(p)
@@ -142,12 +142,19 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 		return fail(err)
 	}
 	tmp = append(tmp, dsum)
+	var perm *vk.Buffer
+	if bo.Deterministic {
+		if perm, err = d.vd.NewBuffer(kern.BwdPermSize(p)); err != nil {
+			return fail(err)
+		}
+		tmp = append(tmp, perm)
+	}
 	bb := &kern.BwdBuffers{
 		AttnBuffers: kern.AttnBuffers{Q: q.buf, K: k.buf, V: v.buf, O: res.O.buf, LSE: res.LSE.buf,
 			Ord: cp.plan.Ord, U: cp.plan.U, UCount: cp.plan.UCount, Tau: cp.plan.Tau},
 		DO: dO.buf, DOView: view(dO),
 		DQ: g.DQ.buf, DK: g.DK.buf, DV: g.DV.buf, DQView: view(g.DQ), DKView: view(g.DK), DVView: view(g.DV),
-		DDelta: dDelta.buf, DSum: dsum,
+		DDelta: dDelta.buf, DSum: dsum, Perm: perm,
 	}
 	if opt.Mask != nil {
 		bb.Mask = opt.Mask.buf

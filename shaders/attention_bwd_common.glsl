@@ -23,6 +23,8 @@ layout(std430, binding = 14) buffer BufDK { uint dkb[]; };
 layout(std430, binding = 15) buffer BufDV { uint dvb[]; };
 layout(std430, binding = 16) buffer BufDDelta { uint ddb[]; };   // [B][Hb][Lk]
 layout(std430, binding = 17) buffer BufDsum { float dsumb[]; };  // [B][H][Lq], dot(dO_i, O_i)
+// The key pass's order of the keys, uint32 [B][Hkv][Lk] (attention_bwd_order.comp).
+layout(std430, binding = 18) buffer BufPerm { uint permb[]; };
 
 // Views (element offset, batch, sequence and head strides) of dO (Q's storage) and of
 // the float32 gradients dQ, dK, dV.
@@ -100,5 +102,39 @@ void atomicAddDD(uint e, float x) {
 		uint prev = atomicCompSwap(ddb[e], old, floatBitsToUint(uintBitsToFloat(old) + x));
 		if (prev == old) break;
 		old = prev;
+	}
+}
+
+// keyRows gives the rows [lo, hi) of the plan of (batch, bias head) bhPlan that keep key j
+// (lo = hi: none) and j's ord, from the plan alone:
+//   row, causal:      rows from position j on while kappa_j >= tau_i: tau never decreases
+//                     down the rows, so that is a contiguous range, its end found by a
+//                     binary search over tau;
+//   shared (or row, not causal): keys of S_final (kappa_j >= its last entry), rows at
+//                     positions >= j when causal, else every row;
+//   none, explicit:   valid keys, rows at positions >= j when causal, else every row
+//                     (explicit then tests the mask per pair).
+void keyRows(uint j, uint bhPlan, out uint lo, out uint hi, out uint o) {
+	bool causal = P.causal != 0u;
+	lo = 0u;
+	hi = 0u;
+	o = ordb[bhPlan * P.Lk + j];
+	int first = causal ? max(int(j) - P.posOffset, 0) : 0;
+	if (o == 0u || first >= int(P.Lq)) return;
+	lo = uint(first);
+	hi = P.Lq;
+	uvec2 kap = uvec2(o, j);
+	if (P.mode == MODE_ROW && causal) {
+		// First row at or after lo whose threshold is above kappa_j.
+		uint a = lo, b = P.Lq;
+		while (a < b) {
+			uint m = (a + b) >> 1;
+			if (keyGE(kap, taub[bhPlan * P.Lq + m])) a = m + 1u; else b = m;
+		}
+		hi = a;
+	} else if (P.mode == MODE_SHARED || P.mode == MODE_ROW) {
+		uint at = bhPlan * (P.nblocks + 1u) + P.nblocks;
+		uint cnt = ucount[at];
+		if (cnt == 0u || !keyGE(kap, ub[at * P.ncap + cnt - 1u])) hi = lo;
 	}
 }

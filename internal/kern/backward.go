@@ -18,18 +18,24 @@ import (
 // elements): DQ ([B, Lq, H, D], DQView), DK and DV ([B, Lk, Hkv, D], summed over each
 // GQA group; DKView, DVView) and DDelta, float32 [B][Hb][Lk] (index (b*Hb+c)*Lk+j: the
 // gradient of the weights, summed over rows and over the query heads of bias head c).
-// DSum is scratch, float32 [B][H][Lq] (dot(dO_i, O_i)).
+// DSum is scratch, float32 [B][H][Lq] (dot(dO_i, O_i)); Perm is scratch of the
+// deterministic mode only (BwdPermSize bytes: the key pass's order of the keys).
 type BwdBuffers struct {
 	AttnBuffers
 	DO                     *vk.Buffer
 	DOView                 View
 	DQ, DK, DV             *vk.Buffer
 	DQView, DKView, DVView View
-	DDelta, DSum           *vk.Buffer
+	DDelta, DSum, Perm     *vk.Buffer
 }
 
-// bwdBindings is the binding count of attention_bwd.comp and attention_bwd_kv.comp.
-const bwdBindings = 18
+// bwdBindings is the binding count of attention_bwd.comp, attention_bwd_kv.comp and
+// attention_bwd_order.comp (one list).
+const bwdBindings = 19
+
+// bwdOrderRun is the run of consecutive keys attention_bwd_order.comp sorts (its
+// workgroup size).
+const bwdOrderRun = 256
 
 // bwdPush is the size of their push-constant block: four views.
 const bwdPush = 64
@@ -90,11 +96,17 @@ func BwdTiling(caps *vk.Caps, d int) (BwdTile, error) {
 // BwdDSumSize is the byte size of BwdBuffers.DSum for p.
 func BwdDSumSize(p *Params) int64 { return int64(p.B) * int64(p.H) * int64(p.Lq) * 4 }
 
+// BwdPermSize is the byte size of BwdBuffers.Perm for p: uint32 [B][Hkv][Lk].
+func BwdPermSize(p *Params) int64 { return int64(p.B) * int64(p.Hkv) * int64(p.Lk) * 4 }
+
 // BwdDDeltaSize is the byte size of BwdBuffers.DDelta for p.
 func BwdDDeltaSize(p *Params) int64 { return int64(p.B) * int64(p.Hb) * int64(p.Lk) * 4 }
 
 // checkBackward validates the buffers of b that RecordAttention does not know.
-func checkBackward(p *Params, b *BwdBuffers) error {
+func checkBackward(p *Params, b *BwdBuffers, deterministic bool) error {
+	if deterministic && (b.Perm == nil || b.Perm.Size() < BwdPermSize(p)) {
+		return fmt.Errorf("kern: backward: the deterministic mode needs a Perm buffer of %d bytes", BwdPermSize(p))
+	}
 	f32 := func(v View, l, h uint32) uint64 { return viewElems(v, p.B, l, h, p.D) * 4 }
 	tensorBytes := func(elems uint64) uint64 {
 		if p.Storage.Packed() {
@@ -123,6 +135,9 @@ func checkBackward(p *Params, b *BwdBuffers) error {
 	}
 	// The gradients are distinct buffers: the fast mode zeroes each one whole.
 	outs := []*vk.Buffer{b.DQ, b.DK, b.DV, b.DDelta, b.DSum}
+	if deterministic {
+		outs = append(outs, b.Perm)
+	}
 	for i := range outs {
 		for j := range i {
 			if outs[i] == outs[j] {
@@ -148,8 +163,10 @@ func checkBackward(p *Params, b *BwdBuffers) error {
 //   - deterministic true: the query pass writes dQ only; a key pass
 //     (attention_bwd_kv.comp) then computes dK, dV and dDelta with one invocation per
 //     output element summing in a fixed order: results are bit-identical run to run.
-//     No scratch beyond DSum. Its work is at most a small factor (the key tile) above
-//     the kept pairs in mode row.
+//     Its keys are ordered first (attention_bwd_order.comp, into Perm) so that a tile's
+//     keys are kept by about the same rows: it computes scores for the kept pairs only,
+//     and loads 1.15 to 1.4 times as many rows as there are kept pairs (mode row,
+//     random weights; see the shader).
 //
 // The recording ends with a barrier: the gradients are ready for later commands.
 func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b *BwdBuffers, deterministic bool) error {
@@ -167,7 +184,7 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 	if err := checkAttention(p, &b.AttnBuffers); err != nil {
 		return err
 	}
-	if err := checkBackward(p, b); err != nil {
+	if err := checkBackward(p, b, deterministic); err != nil {
 		return err
 	}
 	// Indices are 32-bit in the shaders.
@@ -188,9 +205,12 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 	if err != nil {
 		return err
 	}
-	var kpipe *vk.Pipeline
+	var kpipe, opipe *vk.Pipeline
 	if deterministic {
 		if kpipe, err = k.pipelinePush("attention_bwd_kv", bwdBindings, bwdPush, p.D, uint32(tile.BK), uint32(tile.BRK), uint32(8*tile.BK)); err != nil {
+			return err
+		}
+		if opipe, err = k.pipelinePush("attention_bwd_order", bwdBindings, bwdPush); err != nil {
 			return err
 		}
 	}
@@ -209,7 +229,10 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 	binds := []vk.Binding{vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord),
 		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(or(b.Mask)), vk.Bind(or(b.Bias)),
 		vk.Bind(b.O), vk.Bind(b.LSE), vk.Bind(b.DO), vk.Bind(b.DQ), vk.Bind(b.DK), vk.Bind(b.DV),
-		vk.Bind(b.DDelta), vk.Bind(b.DSum)}
+		vk.Bind(b.DDelta), vk.Bind(b.DSum), vk.Bind(b.DSum)}
+	if deterministic {
+		binds[18] = vk.Bind(b.Perm) // else unused: any buffer
+	}
 
 	if !deterministic {
 		for _, buf := range []*vk.Buffer{b.DK, b.DV, b.DDelta} {
@@ -226,6 +249,19 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 			return fmt.Errorf("kern: backward: %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
 		}
 	}
+	kgroups := [3]uint32{Groups(int(p.Lk), tile.BK), p.Hkv, p.B}
+	ogroups := [3]uint32{Groups(int(p.Lk), bwdOrderRun), p.Hkv, p.B}
+	if deterministic {
+		for i, g := range kgroups {
+			if g > caps.MaxWorkgroupCount[i] {
+				return fmt.Errorf("kern: backward: %d key-pass workgroups in dimension %d, %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
+			}
+		}
+		// The keys' order for the key pass; independent of the query pass.
+		if err := r.Dispatch(opipe, ogroups, push, binds...); err != nil {
+			return err
+		}
+	}
 	if err := r.Dispatch(qpipe, groups, push, binds...); err != nil {
 		return err
 	}
@@ -233,13 +269,7 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 	if !deterministic {
 		return nil
 	}
-	groups = [3]uint32{Groups(int(p.Lk), tile.BK), p.Hkv, p.B}
-	for i, g := range groups {
-		if g > caps.MaxWorkgroupCount[i] {
-			return fmt.Errorf("kern: backward: %d key-pass workgroups in dimension %d, %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
-		}
-	}
-	if err := r.Dispatch(kpipe, groups, push, binds...); err != nil {
+	if err := r.Dispatch(kpipe, kgroups, push, binds...); err != nil {
 		return err
 	}
 	r.Barrier()

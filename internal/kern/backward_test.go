@@ -175,6 +175,7 @@ func newBwdProblem(t *testing.T, e *attnEnv, c attnCase) *bwdProblem {
 	b.DV = e.buffer(t, make([]byte, f32Bytes(b.DVView, c.Lk, c.Hkv)))
 	b.DDelta = e.buffer(t, make([]byte, kern.BwdDDeltaSize(p)))
 	b.DSum = e.buffer(t, make([]byte, kern.BwdDSumSize(p)))
+	b.Perm = e.buffer(t, make([]byte, kern.BwdPermSize(p)))
 	pr.bufs = b
 
 	// Forward on the device: the plan and O, LSE, as package dma makes them (portable
@@ -489,7 +490,7 @@ func TestBackwardErrors(t *testing.T) {
 		p := *pr.p
 		edit(&b, &p)
 		err := e.d.Run(context.Background(), func(r *vk.Recorder) error {
-			return e.k.RecordBackward(r, &p, pr.params, &b, false)
+			return e.k.RecordBackward(r, &p, pr.params, &b, true)
 		})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want one mentioning %q", name, err, want)
@@ -498,5 +499,6 @@ func TestBackwardErrors(t *testing.T) {
 	try("nil dO", "DO", func(b *kern.BwdBuffers, p *kern.Params) { b.DO = nil })
 	try("small dK", "DK", func(b *kern.BwdBuffers, p *kern.Params) { b.DK = e.buffer(t, make([]byte, 16)) })
 	try("shared outputs", "distinct", func(b *kern.BwdBuffers, p *kern.Params) { b.DV = b.DK })
+	try("no perm", "Perm", func(b *kern.BwdBuffers, p *kern.Params) { b.Perm = nil })
 	try("D", "D=12", func(b *kern.BwdBuffers, p *kern.Params) { p.D = 12 })
 }
