@@ -105,7 +105,8 @@
 // gather, so its work is proportional to the kept pairs; it recomputes P and dS, keeps
 // dQ in registers, and in the fast mode adds the tile's sums into dK, dV and dDelta
 // (float32 [B][Hb][Lk]) with compare-and-swap loops. The deterministic mode leaves those
-// to the key pass: one workgroup per tile of consecutive keys and kv head, which finds
+// to the key pass: one workgroup per tile of keys and kv head (keys sorted by the end of
+// their rows within runs of 256 by attention_bwd_order.comp), which finds
 // the rows that keep each key from the plan alone (mode row, causal: from position j up
 // to the first row whose tau is above kappa_j, a binary search since tau never
 // decreases; shared: the keys of S_final; none, explicit: every candidate row) and sums
