@@ -312,3 +312,34 @@ func TestBackwardBadInput(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkBackward times Backward (both modes) after one Forward: mode row, causal,
+// fp16, L = 2048, w = 256, H = 8, Hkv = 2, D = 64 (the plan is rebuilt in every call).
+func BenchmarkBackward(b *testing.B) {
+	d := open(b)
+	ctx := context.Background()
+	qs := dma.Shape{B: 1, L: 2048, H: 8, D: 64}
+	ks := dma.Shape{B: 1, L: 2048, H: 2, D: 64}
+	q, k, v, dO := tensor(b, d, dma.Float16, qs, nil), tensor(b, d, dma.Float16, ks, nil), tensor(b, d, dma.Float16, ks, nil), tensor(b, d, dma.Float16, qs, nil)
+	w, err := d.NewWeights(1, 2, ks.L)
+	require.NoError(b, err)
+	defer w.Close()
+	vals := make([]float32, 2*ks.L)
+	for i := range vals {
+		vals[i] = float32(math.Sin(float64(i) * 1.7))
+	}
+	require.NoError(b, w.Upload(ctx, vals))
+	opt := dma.Options{Mode: dma.ModeRow, Window: 256, Causal: true, Weights: w}
+	res, err := d.Forward(ctx, q, k, v, opt)
+	require.NoError(b, err)
+	defer res.Close()
+	for _, det := range []bool{false, true} {
+		b.Run(fmt.Sprintf("deterministic=%v", det), func(b *testing.B) {
+			for b.Loop() {
+				g, err := d.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{Deterministic: det})
+				require.NoError(b, err)
+				g.Close()
+			}
+		})
+	}
+}
