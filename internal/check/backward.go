@@ -24,16 +24,15 @@ type bwdInputs struct {
 }
 
 // checkBackward runs Backward after the case's forward, in both modes (atomic and
-// deterministic), and compares every gradient with ref.Backward (and
-// ref.WeightsBackward with WeightParams) at the inputs the device holds, its O and
-// LSE included. Out keeps the forward's verdict unless the backward fails; Rel and
+// deterministic), and compares every gradient with ref.Backward at the inputs the
+// device holds, its O and LSE included, and with WeightParams the parameters'
+// gradients (and dV's term through the weights) with ref.WeightsBackward of the
+// device's dDelta. Out keeps the forward's verdict unless the backward fails; Rel and
 // MaxAbs become the worst gradient's.
 //
 // Tolerance: the reference sees exactly what the device reads, so what is left is
 // float32 arithmetic, whatever the storage dtype: 2e-5 of the largest entry of each
 // gradient, plus the scores' rounding (which moves P relatively as in compare).
-// dA and dBdt are sums over every key of terms of one sign per head (that of dDelta),
-// so they are measured against the sum of the terms' magnitudes.
 func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in *bwdInputs, rng *rand.Rand) Outcome {
 	fail := func(err error) Outcome { out.Err = fmt.Errorf("backward: %w", err); out.Pass = false; return out }
 	qs := dma.Shape{B: c.B, L: c.Lq, H: c.H, D: c.D}
@@ -52,23 +51,15 @@ func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in
 	if err != nil {
 		return fail(fmt.Errorf("reference: %w", err))
 	}
-	wantDV := want.DV.Data
 	wp := in.opt.WeightParams
-	var wA, wW, wB, absA, absB []float64
-	if wp != nil {
-		rwp := ref.WeightParams{Wdt: f64(wp.Wdt), Bdt: f64(wp.Bdt), A: f64(wp.A), Hb: in.hb, Form: ref.WeightForm(wp.Form)}
-		var term *ref.Tensor4
-		wA, wW, wB, term = ref.WeightsBackward(in.vr, rwp, want.DDelta)
-		wantDV = make([]float64, len(term.Data))
-		for i := range wantDV {
-			wantDV[i] = want.DV.Data[i] + term.Data[i]
-		}
-		abs := make([]float64, len(want.DDelta))
-		for i, x := range want.DDelta {
-			abs[i] = math.Abs(x)
-		}
-		absA, _, absB, _ = ref.WeightsBackward(in.vr, rwp, abs)
-	}
+	// The size of one term of each attention gradient: |dS| <= max |dO_i| max |v_j|
+	// (P <= 1), times scale max |k_j| (dQ) or max |q_i| (dK). A reference that is
+	// exactly zero (every row keeps one key, whose v is o: dP = Dsum) leaves float32's
+	// cancellation of such terms: the error is measured against this size then.
+	sc := 1 / math.Sqrt(float64(c.D))
+	dsTerm := maxRowNorm(dOr) * maxRowNorm(in.vr)
+	termScale := map[string]float64{"dQ": dsTerm * sc * maxRowNorm(in.kr), "dK": dsTerm * sc * maxRowNorm(in.qr),
+		"dV": maxRowNorm(dOr), "dDelta": dsTerm}
 	tol := 2e-5 + 4*in.scoreErr
 	out.Tol = tol
 	out.Rel, out.MaxAbs = 0, 0
@@ -92,6 +83,9 @@ func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in
 			for _, x := range scale {
 				m = max(m, math.Abs(x))
 			}
+			if m == 0 {
+				m = termScale[name]
+			}
 			if rel := d / max(m, 1e-30); rel > out.Rel {
 				out.Rel, out.MaxAbs = rel, d
 			}
@@ -99,6 +93,31 @@ func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in
 		}
 		err = func() error {
 			defer g.Close()
+			wantDV := want.DV.Data
+			var wA, wW, wB, absA, absB []float64
+			if wp != nil {
+				// The weights' backward from this run's dDelta (checked against the
+				// reference's on its own below): the stage is checked alone, and
+				// dDelta's own rounding does not count twice.
+				gotDD, err := g.DDelta.Download(ctx)
+				if err != nil {
+					return err
+				}
+				dd := f64(gotDD)
+				rwp := ref.WeightParams{Wdt: f64(wp.Wdt), Bdt: f64(wp.Bdt), A: f64(wp.A), Hb: in.hb, Form: ref.WeightForm(wp.Form)}
+				var term *ref.Tensor4
+				wA, wW, wB, term = ref.WeightsBackward(in.vr, rwp, dd)
+				wantDV = make([]float64, len(term.Data))
+				for i := range wantDV {
+					wantDV[i] = want.DV.Data[i] + term.Data[i]
+				}
+				// dA and dBdt sum terms of dDelta's sign (one A per head): measured
+				// against the sum of their magnitudes.
+				for i, x := range dd {
+					dd[i] = math.Abs(x)
+				}
+				absA, _, absB, _ = ref.WeightsBackward(in.vr, rwp, dd)
+			}
 			for _, x := range []struct {
 				name string
 				t    *dma.Tensor
@@ -141,4 +160,17 @@ func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in
 	out.Path += "+bwd"
 	out.Pass = out.Pass && out.Rel <= tol
 	return out
+}
+
+// maxRowNorm is the largest Euclidean norm of a row (the last dimension) of t.
+func maxRowNorm(t *ref.Tensor4) float64 {
+	m := 0.0
+	for i := 0; i < len(t.Data); i += t.D {
+		n := 0.0
+		for _, x := range t.Data[i : i+t.D] {
+			n += x * x
+		}
+		m = max(m, n)
+	}
+	return math.Sqrt(m)
 }
