@@ -123,16 +123,18 @@ void main() {
 	uint kBase = P.kOff + b * P.kSB + kvh * P.kSH, vBase = P.vOff + b * P.vSB + kvh * P.vSH;
 	// Each subgroup takes UNR chunks of SG keys at a time: their ord loads are
 	// independent, so several are in flight (the walk over dropped keys is latency-bound).
-	for (uint c = j0 + sg * UNR * SG; c < jEnd; c += NSGW * UNR * SG) {
+	// Chunk t of the slice (keys j0 + t*SG ...) belongs to subgroup t % NSGW, so short
+	// slices still spread over every subgroup; a round takes UNR chunks of each subgroup.
+	for (uint c = j0 + sg * SG; c < jEnd; c += NSGW * UNR * SG) {
 		uint ojs[UNR];
 		for (uint u = 0u; u < UNR; u++) {
-			uint j = c + u * SG + lane;
+			uint j = c + u * NSGW * SG + lane;
 			ojs[u] = (sharedBias && j < jEnd) ? ordb[obase[0] + j] : 0u;
 		}
 		uvec4 kept[UNR];
 		for (uint u = 0u; u < UNR; u++) {
 			// Lane-parallel keep test: bit r set when row r keeps key j.
-			uint j = c + u * SG + lane, keep = 0u;
+			uint j = c + u * NSGW * SG + lane, keep = 0u;
 			if (j < jEnd) {
 				for (uint r = 0u; r < NR; r++) {
 					if (r >= R) break;
@@ -152,9 +154,9 @@ void main() {
 			for (uint wd = 0u; wd < (SG + 31u) / 32u; wd++) {
 				uint bits = kept[u][wd];
 				while (bits != 0u) {
-					uint off = u * SG + wd * 32u + uint(findLSB(bits));
+					uint bit = wd * 32u + uint(findLSB(bits));
 					bits &= bits - 1u;
-					uint at = sg * UNR * SG + off, jj = c + off, kp = keepS[at];
+					uint at = (sg * UNR + u) * SG + bit, jj = c + u * NSGW * SG + bit, kp = keepS[at];
 					float kv[DPL], vv[DPL];
 					for (uint x = 0u; x < DPL; x++) kv[x] = loadK(kBase + jj * P.kSL + lane + SG * x);
 					for (uint x = 0u; x < DPL; x++) vv[x] = loadV(vBase + jj * P.vSL + lane + SG * x);
