@@ -16,6 +16,8 @@ func FuzzBackward(f *testing.F) {
 	f.Add(uint8(2), uint8(3), uint8(20), uint8(4), uint8(2), uint8(1), uint8(1), uint8(5), uint8(1), false, true, uint64(2))
 	f.Add(uint8(1), uint8(30), uint8(7), uint8(3), uint8(3), uint8(2), uint8(2), uint8(40), uint8(2), true, true, uint64(3))
 	f.Add(uint8(2), uint8(70), uint8(75), uint8(4), uint8(1), uint8(3), uint8(3), uint8(12), uint8(3), true, true, uint64(4))
+	// Weights from V far apart (one key takes each row): gradients near zero.
+	f.Add(uint8(1), uint8(20), uint8(75), uint8(4), uint8(0), uint8(3), uint8(97), uint8(12), uint8(1), true, true, uint64(43))
 	f.Fuzz(func(t *testing.T, b, lq, lk, h, hkv, dsel, mode, w, wsel uint8, causal, half bool, seed uint64) {
 		d := open(t)
 		ds := []int{8, 32, 64, 96, 128, 256}
