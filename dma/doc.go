@@ -27,7 +27,8 @@
 // few sequences on the device: Append adds the new keys (their weights computed once),
 // Attend runs the new query rows over the cache, reading every cached weight but the K
 // and V rows of the kept keys only. Each step gives the rows a Forward over all the
-// tokens would.
+// tokens would. AttendInto, with a query tensor and a Result (NewResult) kept from step
+// to step, submits one recorded step again instead of recording it anew.
 //
 // All methods are safe for concurrent use by several goroutines.
 package dma

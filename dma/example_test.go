@@ -111,6 +111,15 @@ func ExampleKVCache() {
 		t.Upload(ctx, vals)
 		return t
 	}
+	// One query tensor and one result for every step: the cache records the step once
+	// and submits the recording again at each AttendInto.
+	q := row(0)
+	defer q.Close()
+	res, err := cache.NewResult(q)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer res.Close()
 	for step, weight := range []float32{0.5, 0.1, 0.9, 0.3} {
 		k, v := row(0), row(float32(10*step))
 		w, _ := dev.NewWeights(1, 1, 1)
@@ -118,14 +127,12 @@ func ExampleKVCache() {
 		if err := cache.Append(ctx, 0, k, v, w); err != nil {
 			log.Fatal(err)
 		}
-		q := row(0)
-		res, err := cache.Attend(ctx, 0, q, dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true})
-		if err != nil {
+		if err := cache.AttendInto(ctx, 0, q, res, dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true}); err != nil {
 			log.Fatal(err)
 		}
 		o, _ := res.O.Download(ctx)
 		fmt.Printf("step %d reads key %.0f of %d\n", step, o[0]/10, cache.Len(0))
-		for _, x := range []interface{ Close() error }{k, v, w, q, res} {
+		for _, x := range []interface{ Close() error }{k, v, w} {
 			x.Close()
 		}
 	}
