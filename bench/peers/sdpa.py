@@ -33,17 +33,26 @@ def timed(fn, reps):
     return statistics.median(out)
 
 
-def run(cfg, reps):
+def run(cfg, reps, backward=False):
     B, Lq, Lk, H, Hkv, D, w = (cfg[k] for k in ("b", "lq", "lk", "h", "hkv", "d", "window"))
-    q = torch.randn(B, H, Lq, D, device="cuda", dtype=torch.float16)
-    k = torch.randn(B, Hkv, Lk, D, device="cuda", dtype=torch.float16)
-    v = torch.randn_like(k)
+    q = torch.randn(B, H, Lq, D, device="cuda", dtype=torch.float16, requires_grad=backward)
+    k = torch.randn(B, Hkv, Lk, D, device="cuda", dtype=torch.float16, requires_grad=backward)
+    v = torch.randn(B, Hkv, Lk, D, device="cuda", dtype=torch.float16, requires_grad=backward)
     gqa = Hkv != H
     causal = Lq == Lk and Lq > 1
-    dense = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa), reps)
+    dO = torch.randn(B, H, Lq, D, device="cuda", dtype=torch.float16)
+
+    def step(kk, vv, is_causal):
+        # Forward alone, or forward + backward (gradients of q, k, v) with --backward.
+        out = F.scaled_dot_product_attention(q, kk, vv, is_causal=is_causal, enable_gqa=gqa)
+        if backward:
+            out.backward(dO)
+
+    dense = timed(lambda: step(k, v, causal), reps)
     n = min(w, Lk)
-    kw, vw = k[:, :, :n].contiguous(), v[:, :, :n].contiguous()
-    floor = timed(lambda: F.scaled_dot_product_attention(q, kw, vw, enable_gqa=gqa), reps)
+    kw = k.detach()[:, :, :n].contiguous().requires_grad_(backward)
+    vw = v.detach()[:, :, :n].contiguous().requires_grad_(backward)
+    floor = timed(lambda: step(kw, vw, False), reps)
     return dict(cfg, device=torch.cuda.get_device_name(), dense_causal_ms=dense, wkeys_ms=floor, torch=torch.__version__)
 
 
@@ -58,6 +67,7 @@ def main():
     p.add_argument("--window", type=int, default=2048)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--json", default="")
+    p.add_argument("--backward", action="store_true", help="time forward + backward")
     a = p.parse_args()
     if a.configs:
         cfgs = json.load(open(a.configs))
@@ -66,7 +76,7 @@ def main():
                 for L in (int(x) for x in a.lengths.split(","))]
     rows = []
     for cfg in cfgs:
-        r = run(cfg, a.reps)
+        r = run(cfg, a.reps, a.backward)
         rows.append(r)
         print(f"{r['section']:>9} B={r['b']} Lq={r['lq']:6d} Lk={r['lk']:7d} H={r['h']}/{r['hkv']} D={r['d']}: "
               f"SDPA dense {r['dense_causal_ms']:.3f} ms, SDPA over w keys {r['wkeys_ms']:.3f} ms")

@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:  "bench",
 		short: "time DMA forward passes (GPU timestamps per stage) over sweeps of shapes",
-		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--cache] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
+		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--cache] [--backward] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
 		run:   runBench,
 	})
 }
@@ -129,6 +129,7 @@ func runBench(args []string, stdout io.Writer) error {
 	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
 	cache := fs.Bool("cache", false, "rows of at most 4 queries go through a dma.KVCache (the decode kernels) instead of Forward")
+	backward := fs.Bool("backward", false, "time Forward + Backward (fast mode; wall time of both calls) instead of Forward")
 	b := fs.Int("b", 1, "batch")
 	h := fs.Int("h", 8, "query heads")
 	hkv := fs.Int("hkv", 0, "kv heads (0: same as --h)")
@@ -205,7 +206,7 @@ func runBench(args []string, stdout io.Writer) error {
 	var rows []benchRow
 	for i, cfg := range cfgs {
 		fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d ...\n", i+1, len(cfgs), cfg.Section, cfg.B, cfg.Lq, cfg.Lk, cfg.H, cfg.Hkv, cfg.D, cfg.Window)
-		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps, *warmup, *cache)
+		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps, *warmup, *cache, *backward)
 		if err != nil {
 			return fmt.Errorf("%+v: %w", cfg, err)
 		}
@@ -252,7 +253,7 @@ func runBench(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int, warmup time.Duration, useCache bool) (benchRow, error) {
+func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int, warmup time.Duration, useCache, backward bool) (benchRow, error) {
 	row := benchRow{benchConfig: cfg, Device: dev.Name(), Mode: m.String(), DType: dt.String(), Repetitions: reps}
 	// Uniform in [-1, 1) from a xorshift generator: fast enough for 1M-token tensors,
 	// and never zeros (which would flatter the arithmetic).
@@ -347,7 +348,28 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 			qs, outs = append(qs, qb), append(outs, out)
 		}
 	}
+	var dO *dma.Tensor
+	if backward {
+		if dO, err = mk(dma.Shape{B: cfg.B, L: cfg.Lq, H: cfg.H, D: cfg.D}); err != nil {
+			return row, err
+		}
+	}
 	run := func() (*dma.Result, dma.Profile, error) {
+		if backward {
+			// Forward + Backward as a training step runs them; timed by the wall clock.
+			res, err := dev.Forward(ctx, q, k, v, opt)
+			if err != nil {
+				return nil, dma.Profile{}, err
+			}
+			g, err := dev.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{})
+			if err != nil {
+				res.Close()
+				return nil, dma.Profile{}, err
+			}
+			g.Close()
+			res.Path += "+bwd"
+			return res, dma.Profile{}, nil
+		}
 		if kv == nil {
 			return dev.ForwardProfiled(ctx, q, k, v, opt)
 		}
@@ -398,6 +420,9 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		row.PassMillis[name] = median(t)
 	}
 	row.GPUMillis, row.SelMillis, row.AttnMillis, row.WallMillis = median(gpu), median(sel), median(attn), median(wall)
+	if backward {
+		row.GPUMillis = row.WallMillis // no GPU profile of the backward: the wall clock, host included
+	}
 	if row.GPUMillis > 0 {
 		row.SelShare = row.SelMillis / row.GPUMillis
 	}
@@ -411,7 +436,7 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		row.KeptPairs += int64(max(kept, 0))
 	}
 	row.KeptPairs *= int64(cfg.B * cfg.H)
-	if row.GPUMillis > 0 {
+	if row.GPUMillis > 0 && !backward {
 		row.KeptTFLOPs = 4 * float64(cfg.D) * float64(row.KeptPairs) / (row.GPUMillis * 1e-3) / 1e12
 	}
 	return row, nil
