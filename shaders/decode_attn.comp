@@ -25,7 +25,6 @@
 // variant: reduce
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
-#extension GL_KHR_shader_subgroup_ballot : require
 
 layout(local_size_x_id = 2) in;  // split: NSGW subgroups (NT = NSGW * SG); reduce: any
 
@@ -77,6 +76,7 @@ float safeTanh(float x) {
 #ifdef SPLIT
 shared float Qs[NR * DH];
 const uint UNR = 4u;           // chunks of SG keys a subgroup tests at once
+const uint KW = (SG + 31u) / 32u;
 shared uint keepS[NSGW * UNR * SG];  // the chunks' keep bits (bit r: row r keeps the key)
 shared uint ordS[NSGW * UNR * SG];   // and their ord when the heads share one bias head
 shared float Ms[NSGW * NR], Ls[NSGW * NR];  // each subgroup's running max and sum
@@ -125,13 +125,16 @@ void main() {
 	// independent, so several are in flight (the walk over dropped keys is latency-bound).
 	// Chunk t of the slice (keys j0 + t*SG ...) belongs to subgroup t % NSGW, so short
 	// slices still spread over every subgroup; a round takes UNR chunks of each subgroup.
-	for (uint c = j0 + sg * SG; c < jEnd; c += NSGW * UNR * SG) {
+	// Every subgroup runs every round (keys past jEnd are masked): the subgroup barriers
+	// stay in workgroup-uniform control flow, which Mesa 26's lavapipe needs.
+	for (uint c0 = j0; c0 < jEnd; c0 += NSGW * UNR * SG) {
+		uint c = c0 + sg * SG;
 		uint ojs[UNR];
 		for (uint u = 0u; u < UNR; u++) {
 			uint j = c + u * NSGW * SG + lane;
 			ojs[u] = (sharedBias && j < jEnd) ? ordb[obase[0] + j] : 0u;
 		}
-		uvec4 kept[UNR];
+		uint kept[UNR * KW];  // which lanes' keys some row keeps: KW words per chunk
 		for (uint u = 0u; u < UNR; u++) {
 			// Lane-parallel keep test: bit r set when row r keeps key j.
 			uint j = c + u * NSGW * SG + lane, keep = 0u;
@@ -146,13 +149,14 @@ void main() {
 			}
 			keepS[(sg * UNR + u) * SG + lane] = keep;
 			ordS[(sg * UNR + u) * SG + lane] = ojs[u];
-			kept[u] = subgroupBallot(keep != 0u);
+			for (uint wd = 0u; wd < KW; wd++)
+				kept[u * KW + wd] = subgroupOr((keep != 0u && lane / 32u == wd) ? 1u << (lane % 32u) : 0u);
 		}
 		subgroupMemoryBarrierShared();
 		subgroupBarrier();
 		for (uint u = 0u; u < UNR; u++) {
-			for (uint wd = 0u; wd < (SG + 31u) / 32u; wd++) {
-				uint bits = kept[u][wd];
+			for (uint wd = 0u; wd < KW; wd++) {
+				uint bits = kept[u * KW + wd];
 				while (bits != 0u) {
 					uint bit = wd * 32u + uint(findLSB(bits));
 					bits &= bits - 1u;
