@@ -240,6 +240,12 @@ func (c *KVCache) AttendBatch(ctx context.Context, seqs []int, qs []*Tensor, opt
 	return rs, err
 }
 
+// AttendBatchProfiled is AttendBatch that also returns where the GPU time went, summed
+// over the steps (as AttendProfiled).
+func (c *KVCache) AttendBatchProfiled(ctx context.Context, seqs []int, qs []*Tensor, opt Options) ([]*Result, Profile, error) {
+	return c.attend(ctx, seqs, qs, opt, true)
+}
+
 // attendStep is one sequence's share of an attend call.
 type attendStep struct {
 	seq  int

@@ -48,10 +48,13 @@ type benchRow struct {
 	SelMillis  float64 `json:"selection_ms"` // median
 	AttnMillis float64 `json:"attention_ms"` // median
 	WallMillis float64 `json:"wall_ms"`      // median, host view of the whole call
-	SelShare   float64 `json:"selection_share"`
-	KeptTFLOPs float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
-	KeptPairs  int64   `json:"kept_pairs"`
-	PeakShare  float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
+	// BackToBackMillis (KV-cache rows): GPU time per step when 16 steps run in one
+	// submission, the GPU never idle between them (median of 5 submissions).
+	BackToBackMillis float64 `json:"back_to_back_ms,omitempty"`
+	SelShare         float64 `json:"selection_share"`
+	KeptTFLOPs       float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
+	KeptPairs        int64   `json:"kept_pairs"`
+	PeakShare        float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
 	// PassMillis is the median GPU time of every kernel: weights, ord, sort, blocks, tau, attention.
 	PassMillis  map[string]float64 `json:"pass_ms"`
 	Repetitions int                `json:"reps"`
@@ -247,6 +250,9 @@ func runBench(args []string, stdout io.Writer) error {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}
 			}
+			if r.BackToBackMillis > 0 {
+				fmt.Fprintf(stdout, " (16 steps back to back: %.3f per step)", r.BackToBackMillis)
+			}
 			fmt.Fprintln(stdout)
 		}
 	}
@@ -414,6 +420,25 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		for _, p := range prof.Passes {
 			passes[p.Name] = append(passes[p.Name], ms(p.Time))
 		}
+	}
+	if kv != nil {
+		const n = 16
+		var per []float64
+		for range 5 {
+			seqs, qn := make([]int, n), make([]*dma.Tensor, n)
+			for i := range qn {
+				qn[i] = qs[0]
+			}
+			rs, prof, err := kv.AttendBatchProfiled(ctx, seqs, qn, dma.Options{Mode: opt.Mode, Window: opt.Window, Causal: true})
+			if err != nil {
+				return row, err
+			}
+			for _, r := range rs {
+				r.Close()
+			}
+			per = append(per, ms(prof.Total())/n)
+		}
+		row.BackToBackMillis = median(per)
 	}
 	row.PassMillis = map[string]float64{}
 	for name, t := range passes {
