@@ -25,6 +25,7 @@
 // variant: reduce
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_KHR_shader_subgroup_ballot : require
 
 layout(local_size_x_id = 2) in;  // split: NSGW subgroups (NT = NSGW * SG); reduce: any
 
@@ -134,7 +135,7 @@ void main() {
 			uint j = c + u * NSGW * SG + lane;
 			ojs[u] = (sharedBias && j < jEnd) ? ordb[obase[0] + j] : 0u;
 		}
-		uint kept[UNR * KW];  // which lanes' keys some row keeps: KW words per chunk
+		uvec4 kept[UNR];  // which lanes' keys some row keeps
 		for (uint u = 0u; u < UNR; u++) {
 			// Lane-parallel keep test: bit r set when row r keeps key j.
 			uint j = c + u * NSGW * SG + lane, keep = 0u;
@@ -149,14 +150,13 @@ void main() {
 			}
 			keepS[(sg * UNR + u) * SG + lane] = keep;
 			ordS[(sg * UNR + u) * SG + lane] = ojs[u];
-			for (uint wd = 0u; wd < KW; wd++)
-				kept[u * KW + wd] = subgroupOr((keep != 0u && lane / 32u == wd) ? 1u << (lane % 32u) : 0u);
+			kept[u] = subgroupBallot(keep != 0u);
 		}
 		subgroupMemoryBarrierShared();
 		subgroupBarrier();
 		for (uint u = 0u; u < UNR; u++) {
 			for (uint wd = 0u; wd < KW; wd++) {
-				uint bits = kept[u * KW + wd];
+				uint bits = kept[u][wd];
 				while (bits != 0u) {
 					uint bit = wd * 32u + uint(findLSB(bits));
 					bits &= bits - 1u;

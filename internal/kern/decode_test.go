@@ -36,6 +36,7 @@ func TestDecodeAttention(t *testing.T) {
 		attnCase{name: "row/mqa-hb-h/bhld", B: 1, H: 4, Hkv: 1, Lq: 1, Lk: 1300, mode: row, causal: true, w: 64, bhld: true},
 		attnCase{name: "row/gqa8-hbkv/Lq2", B: 1, H: 16, Hkv: 2, hbKV: true, Lq: 2, Lk: 1100, mode: row, causal: true, w: 30},
 		attnCase{name: "none/gqa8/Lq3", B: 1, H: 8, Hkv: 1, Lq: 3, Lk: 900, mode: none, causal: true},
+		attnCase{name: "none/mqa4/Lq3/D32", B: 1, H: 4, Hkv: 1, Lq: 3, Lk: 700, D: 32, mode: none, causal: true},
 		attnCase{name: "row/softcap/D128", Lq: 2, Lk: 600, D: 128, mode: row, causal: true, w: 32, softcap: 3},
 		attnCase{name: "row/f16", Lq: 3, Lk: 1100, mode: row, causal: true, w: 30, f16: true},
 		// Grids sized for longer caches (repeated steps reuse one recording as Lk grows).
