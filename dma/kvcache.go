@@ -223,7 +223,7 @@ func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (
 
 // AttendProfiled is Attend that also returns where the GPU time went: Selection (the
 // thresholds, from the ord of the cached weights), Attention (the split-K pass and its
-// merge), and Passes "tau", "attention" (zero on devices without timestamps).
+// merge), and Passes "tau", "split", "merge" (zero on devices without timestamps).
 func (c *KVCache) AttendProfiled(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, Profile, error) {
 	rs, prof, err := c.attend(ctx, []int{seq}, []*Tensor{q}, opt, true)
 	if err != nil {
@@ -343,7 +343,8 @@ func (c *KVCache) stepSizes(p *kern.Params) [4]int64 {
 
 // recordStep records one step: the thresholds (mode row) and the split-K attention. The
 // grids are sized for the cache's capacity, so the recording stays valid as the
-// sequence grows (only the parameters in b.params change). Stamps: "tau", "attention".
+// sequence grows (only the parameters in b.params change). Stamps: "tau", "split",
+// "merge".
 func (c *KVCache) recordStep(r *vk.Recorder, st *attendStep, b stepBuffers, stamp func(string) error) error {
 	capacity := u32(c.cfg.Capacity)
 	if st.mode == ModeRow {
@@ -355,11 +356,11 @@ func (c *KVCache) recordStep(r *vk.Recorder, st *attendStep, b stepBuffers, stam
 		return err
 	}
 	if err := c.d.kern.RecordDecode(r, &st.p, b.params, &kern.AttnBuffers{Q: st.q.buf, K: c.k, V: c.v, O: st.o.buf,
-		LSE: st.lse, Ord: c.ord, Tau: b.tau}, b.part, capacity); err != nil {
+		LSE: st.lse, Ord: c.ord, Tau: b.tau}, b.part, capacity, stamp); err != nil {
 		return err
 	}
 	r.Barrier()
-	return stamp("attention")
+	return stamp("merge")
 }
 
 func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Options, timed bool) (rs []*Result, prof Profile, err error) {
@@ -457,15 +458,21 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 	return results, prof, nil
 }
 
-// stepProfile adds up the stamps of recordStep's steps (start, tau, attention each).
+// stepProfile adds up the stamps of recordStep's steps ("start", "tau", "split",
+// "merge" each; a step's attention is its split and merge passes).
 func stepProfile(ts []vk.Timestamp) Profile {
 	var prof Profile
-	for i := 0; i+2 < len(ts); i += 3 {
-		prof.Selection += time.Duration(ts[i+1].Nanos - ts[i].Nanos)
-		prof.Attention += time.Duration(ts[i+2].Nanos - ts[i+1].Nanos)
-		for j := i + 1; j <= i+2; j++ {
-			prof.Passes = append(prof.Passes, Pass{Name: ts[j].Label, Time: time.Duration(ts[j].Nanos - ts[j-1].Nanos)})
+	for i := 1; i < len(ts); i++ {
+		if ts[i].Label == "start" {
+			continue
 		}
+		d := time.Duration(ts[i].Nanos - ts[i-1].Nanos)
+		if ts[i].Label == "tau" {
+			prof.Selection += d
+		} else {
+			prof.Attention += d
+		}
+		prof.Passes = append(prof.Passes, Pass{Name: ts[i].Label, Time: d})
 	}
 	return prof
 }

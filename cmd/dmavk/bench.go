@@ -245,7 +245,7 @@ func runBench(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "\nper kernel, median ms:")
 		for _, r := range rows {
 			fmt.Fprintf(stdout, "  %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d:", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window)
-			for _, name := range []string{"weights", "ord", "sort", "blocks", "tau", "pack", "attention"} {
+			for _, name := range []string{"weights", "ord", "sort", "blocks", "tau", "pack", "split", "merge", "attention"} {
 				if t, ok := r.PassMillis[name]; ok {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}

@@ -3,6 +3,8 @@ package kern
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/dmavk/dmavk/vk"
 )
@@ -13,20 +15,23 @@ const DecodeMaxRows = 4
 // decodeSubgroups is the number of subgroups of a decode_attn split workgroup (NSGW).
 const decodeSubgroups = 4
 
-// decodeTargetGroups is about how many split workgroups fill a large GPU (an H200 has
-// 132 multiprocessors): the keys are cut into as many slices as that takes.
-const decodeTargetGroups = 1024
+// decodeTargetGroups is about how many split workgroups a step should have: on the H200
+// (132 multiprocessors) 512 beat 256, 1024 and 2048 at 64K and 256K keys (NOTES.md).
+const decodeTargetGroups = 512
 
 // decodeSlices is the number of slices (the split grid's x) RecordDecode cuts up to maxLk
 // keys into: enough for about decodeTargetGroups workgroups, none shorter than one chunk
 // per subgroup. The shader derives the slice length from the Lk of each run.
 func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
 	sg := max(k.d.Caps().SubgroupSize, 1)
-	groups := max(uint64(p.H/decodeHeads(p, decodeRows(sg)))*uint64(p.B), 1)
+	groups := max(uint64(p.H/decodeHeads(p, decodeRows(p, sg)))*uint64(p.B), 1)
 	maxLk = max(maxLk, p.Lk)
 	target := uint64(decodeTargetGroups)
 	if k.d.Caps().Type == vk.DeviceCPU {
 		target = 64 // a CPU runs a few workgroups at a time: fewer, longer slices
+	}
+	if n, err := strconv.Atoi(os.Getenv("DMAVK_DECODE_GROUPS")); err == nil && n >= 1 {
+		target = uint64(n) // tuning
 	}
 	return uint32(min(max(target/groups, 1), (uint64(maxLk)+uint64(decodeSubgroups*sg)-1)/uint64(decodeSubgroups*sg)))
 }
@@ -38,16 +43,28 @@ func (k *Kernels) DecodePartSize(p *Params, maxLk uint32) int64 {
 	return max(int64(p.B)*int64(p.H)*int64(p.Lq)*s*(int64(p.D)+2)*4, 4)
 }
 
-// decodeRows is the most rows (query heads x query rows) one split workgroup handles:
-// the per-invocation registers hold rows x D / subgroup size partial sums.
-func decodeRows(sg uint32) uint32 {
+// decodeRows is the most rows (query heads x query rows) one split workgroup of p
+// handles: each invocation holds rows x D / subgroup size partial sums in registers, so
+// no more than the rows of one kv head's query heads (G x Lq) need, rounded up to 4, 8
+// or 16 on 32-wide or wider subgroups (4 on narrower ones). Registers matter: 16 rows
+// where 4 do made the split pass 1.5-2x slower on the H200.
+func decodeRows(p *Params, sg uint32) uint32 {
 	if decodeRowsOverride != 0 {
 		return decodeRowsOverride
 	}
-	if sg >= 32 {
-		return 16
+	if n, err := strconv.Atoi(os.Getenv("DMAVK_DECODE_ROWS")); err == nil && n >= 1 && n <= 32 {
+		return uint32(n) // tuning
 	}
-	return 4
+	if sg < 32 {
+		return 4
+	}
+	need := uint64(p.G) * uint64(p.Lq)
+	for _, rows := range []uint32{4, 8} {
+		if need <= uint64(rows) {
+			return rows
+		}
+	}
+	return 16
 }
 
 // decodeRowsOverride replaces decodeRows when set (tests: the GPU's 16 rows on lavapipe).
@@ -75,7 +92,9 @@ func decodeHeads(p *Params, rows uint32) uint32 {
 // kernels take Lk from params at run time, so one recording serves every Lk up to maxLk
 // (as long as the other fields keep their values). part is scratch of
 // k.DecodePartSize(p, maxLk) bytes. Same contract as RecordAttention otherwise.
-func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, part *vk.Buffer, maxLk uint32) error {
+//
+// stamp, if given, is called between the split pass and the merge with "split".
+func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, part *vk.Buffer, maxLk uint32, stamp ...func(string) error) error {
 	const op = "kern: RecordDecode"
 	if params == nil || b == nil {
 		return fmt.Errorf("%s: nil params or buffers", op)
@@ -126,7 +145,7 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 		return err
 	}
 	slices := k.decodeSlices(p, maxLk)
-	rows := decodeRows(sg)
+	rows := decodeRows(p, sg)
 	groups := p.H / decodeHeads(p, rows)
 	for _, g := range [][3]uint32{{slices, groups, p.B}, {p.Lq, p.H, p.B}} {
 		for i := range g {
@@ -152,6 +171,11 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 		return err
 	}
 	r.Barrier()
+	for _, s := range stamp {
+		if err := s("split"); err != nil {
+			return err
+		}
+	}
 	return r.Dispatch(merge, [3]uint32{p.Lq, p.H, p.B}, push, binds()...)
 }
 

@@ -3,6 +3,8 @@ package kern
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/dmavk/dmavk/vk"
 )
@@ -62,7 +64,11 @@ func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau, sel *v
 	if uint64(p.OrdOff)+bh*rowLen >= 1<<32 || bh*uint64(p.Lq)*topwRecordWords >= 1<<32 {
 		return fmt.Errorf("%s: B*Hb*L over 2^32", op)
 	}
-	slices := uint32(min(max(topwTargetGroups/(bh*uint64(p.Lq)), 1), (uint64(maxLk)+1023)/1024))
+	target := uint64(topwTargetGroups)
+	if n, err := strconv.Atoi(os.Getenv("DMAVK_TOPW_GROUPS")); err == nil && n >= 1 {
+		target = uint64(n) // tuning
+	}
+	slices := uint32(min(max(target/(bh*uint64(p.Lq)), 1), (uint64(maxLk)+1023)/1024))
 	caps := k.d.Caps()
 	for i, n := range []uint64{uint64(slices), uint64(p.Lq), bh} {
 		if n > uint64(caps.MaxWorkgroupCount[i]) {
