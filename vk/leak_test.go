@@ -1,6 +1,8 @@
 package vk_test
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -105,6 +107,31 @@ func TestLeaks(t *testing.T) {
 		after := settledRSS(t)
 		report(t, "buffer+run cycles", cycles-warm, before, after, time.Since(start))
 	})
+	t.Run("programs", func(t *testing.T) {
+		d, err := in.Open(pd, vk.Features{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		pipe, err := d.NewPipeline(matmulDesc(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pipe.Close()
+		const cycles, warm = 5000, 500
+		var before int64
+		start := time.Now()
+		for i := range cycles {
+			if i == warm {
+				before = settledRSS(t)
+			}
+			if err := programCycle(d, pipe); err != nil {
+				t.Fatalf("cycle %d: %v", i, err)
+			}
+		}
+		after := settledRSS(t)
+		report(t, "program cycles", cycles-warm, before, after, time.Since(start))
+	})
 	t.Run("devices", func(t *testing.T) {
 		budget := 20 * time.Second
 		const warm = 5
@@ -181,4 +208,40 @@ func report(t *testing.T, what string, cycles int, before, after int64, took tim
 // leakCycle is one small round: three buffers, an upload, a product, a download.
 func leakCycle(d *vk.Device, p *vk.Pipeline, rng *rand.Rand) error {
 	return concurrentProduct(d, p, rng, 1+rng.IntN(32), 1+rng.IntN(32), 1+rng.IntN(32))
+}
+
+// programCycle records a small product into a Program (one operand in a mapped buffer),
+// submits it three times with new data and frees everything.
+func programCycle(d *vk.Device, p *vk.Pipeline) error {
+	const m, n, k = 8, 8, 8
+	a, err := d.NewMappedBuffer(4 * m * k)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	b, err := d.NewBuffer(4 * k * n)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	c, err := d.NewBuffer(4 * m * n)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	prog, err := d.Record(func(r *vk.Recorder) error { return dispatchMatmul(r, p, a, b, c, m, n, k) })
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		if err := a.Upload(ctx, 0, make([]byte, 4*m*k)); err != nil {
+			return fmt.Errorf("upload %d: %w", i, err)
+		}
+		if err := prog.Submit(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
