@@ -217,6 +217,18 @@ func TestKVCacheConcurrent(t *testing.T) {
 	for s := range seqs {
 		go func() {
 			errs <- func() error {
+				// Odd sequences decode through recorded steps (AttendInto), even ones
+				// through Attend: both kinds run at once on one cache.
+				qStep, err := d.NewTensor(dma.Float16, dma.Shape{B: 1, L: 1, H: 2, D: dim}, dma.BLHD)
+				if err != nil {
+					return err
+				}
+				defer qStep.Close()
+				out, err := c.NewResult(qStep)
+				if err != nil {
+					return err
+				}
+				defer out.Close()
 				for range steps {
 					k, err := d.NewTensor(dma.Float16, dma.Shape{B: 1, L: 1, H: 1, D: dim}, dma.BLHD)
 					if err != nil {
@@ -245,7 +257,17 @@ func TestKVCacheConcurrent(t *testing.T) {
 					if err := q.Upload(ctx, make([]float32, 2*dim)); err != nil {
 						return err
 					}
-					res, err := c.Attend(ctx, s, q, dma.Options{Mode: dma.ModeRow, Window: 4, Causal: true})
+					opt := dma.Options{Mode: dma.ModeRow, Window: 4, Causal: true}
+					if s%2 == 1 {
+						if err := qStep.Upload(ctx, make([]float32, 2*dim)); err != nil {
+							return err
+						}
+						if err := c.AttendInto(ctx, s, qStep, out, opt); err != nil {
+							return err
+						}
+						continue
+					}
+					res, err := c.Attend(ctx, s, q, opt)
 					if err != nil {
 						return err
 					}
