@@ -258,3 +258,24 @@ func TestTensorDTypes(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }
+
+// TestForwardDecodeRoute: a few query rows over many keys take the decode kernels and
+// match the reference; many rows do not.
+func TestForwardDecodeRoute(t *testing.T) {
+	d := open(t)
+	rng := seed(t)
+	for _, c := range []check.Case{
+		{DType: dma.Float16, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 2, Lk: 4200, H: 4, Hkv: 2, D: 64, Window: 50, Padding: true},
+		{DType: dma.Float32, Mode: dma.ModeNone, Causal: true, B: 2, Lq: 1, Lk: 4096, H: 2, Hkv: 2, D: 32},
+	} {
+		o := check.Run(context.Background(), d, c, rng)
+		require.NoError(t, o.Err)
+		require.Truef(t, o.Pass, "%s: rel err %.3g (tol %.3g)", c.Name(), o.Rel, o.Tol)
+		require.Equal(t, "decode", o.Path, c.Name())
+	}
+	c := check.Case{DType: dma.Float32, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 5, Lk: 4096, H: 2, Hkv: 2, D: 32, Window: 40}
+	o := check.Run(context.Background(), d, c, rng)
+	require.NoError(t, o.Err)
+	require.True(t, o.Pass)
+	require.NotEqual(t, "decode", o.Path, "5 rows take the prefill kernels")
+}

@@ -16,7 +16,9 @@ type Result struct {
 	LSE     *LSE     // [B, H, Lq]
 	Weights *Weights // the weights used, when Forward computed them from WeightParams
 	// Path names the attention kernel that ran: "coopmat2" (tensor cores through
-	// VK_NV_cooperative_matrix2), "coopmat" (VK_KHR_cooperative_matrix) or "portable".
+	// VK_NV_cooperative_matrix2), "coopmat" (VK_KHR_cooperative_matrix), "portable", or
+	// "decode" (the KV-cache kernels, which Forward also takes for a few query rows over
+	// many keys).
 	Path string
 }
 
@@ -328,7 +330,20 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	weights = cp.weights
 	ab := &kern.AttnBuffers{Q: q.buf, K: k.buf, V: v.buf, O: res.O.buf, LSE: lseBuf,
 		Ord: plan.Ord, U: plan.U, UCount: plan.UCount, Tau: plan.Tau}
-	if d.kern.AttentionPath(p) == kern.PathCoopMat2 {
+	decode := d.forwardDecodes(p, &opt)
+	var sel, part *vk.Buffer
+	switch {
+	case decode:
+		for _, x := range []struct {
+			dst  **vk.Buffer
+			size int64
+		}{{&sel, kern.TopWScratchSize(p)}, {&part, d.kern.DecodePartSize(p, 0)}} {
+			if *x.dst, err = d.vd.NewBuffer(max(x.size, 4)); err != nil {
+				return fail(fmt.Errorf("dma: Forward: %w", err))
+			}
+			tmp = append(tmp, *x.dst)
+		}
+	case d.kern.AttentionPath(p) == kern.PathCoopMat2:
 		cm2, err := kern.NewCM2Buffers(d.vd, p)
 		if err != nil {
 			return fail(err)
@@ -364,14 +379,40 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		if err := stamp(r, "weights"); err != nil {
 			return err
 		}
-		if err := d.kern.RecordPlan(r, p, params, weights.buf, cp.padding, plan, func(pass string) error { return stamp(r, pass) }); err != nil {
+		mark := func(pass string) error { return stamp(r, pass) }
+		if decode {
+			// A few rows over many keys: ord, each row's threshold straight from it, and
+			// the split-K kernel (the KV cache's path), no block lists.
+			pOrd := *p
+			pOrd.Mode = kern.ModeNone
+			if err := d.kern.RecordPlan(r, &pOrd, params, weights.buf, cp.padding, &kern.PlanBuffers{Ord: plan.Ord}, mark); err != nil {
+				return err
+			}
+			r.Barrier()
+			if p.Mode == kern.ModeRow {
+				if err := d.kern.RecordTopW(r, p, params, plan.Ord, plan.Tau, sel, 0); err != nil {
+					return err
+				}
+				if err := stamp(r, "tau"); err != nil {
+					return err
+				}
+			}
+			if err := stamp(r, "selection"); err != nil {
+				return err
+			}
+			if err := d.kern.RecordDecode(r, p, params, ab, part, 0, mark); err != nil {
+				return err
+			}
+			return stamp(r, "attention")
+		}
+		if err := d.kern.RecordPlan(r, p, params, weights.buf, cp.padding, plan, mark); err != nil {
 			return err
 		}
 		r.Barrier()
 		if err := stamp(r, "selection"); err != nil {
 			return err
 		}
-		if err := d.kern.RecordAttention(r, p, params, ab, func(pass string) error { return stamp(r, pass) }); err != nil {
+		if err := d.kern.RecordAttention(r, p, params, ab, mark); err != nil {
 			return err
 		}
 		return stamp(r, "attention")
@@ -380,6 +421,9 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		return fail(err)
 	}
 	res.Path = d.kern.AttentionPath(p)
+	if decode {
+		res.Path = "decode"
+	}
 	// Stamps: start, weights, the plan's passes..., selection, attention.
 	if n := len(ts); n >= 4 {
 		at := func(label string) float64 {
@@ -407,6 +451,30 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		}
 	}
 	return res, prof, nil
+}
+
+// forwardDecodeMinKeys is the fewest keys for which Forward sends a few query rows to the
+// decode kernels: below it one prefill tile does as well, and the prefill kernels keep
+// their coverage of short rows.
+const forwardDecodeMinKeys = 4096
+
+// forwardDecodes reports whether Forward takes the decode kernels for p: at most
+// kern.DecodeMaxRows query rows over at least forwardDecodeMinKeys keys, mode row with
+// causality or mode none, no explicit mask or bias, and a head dimension the decode
+// kernel takes on this device.
+func (d *Device) forwardDecodes(p *kern.Params, opt *Options) bool {
+	if p.Lq > kern.DecodeMaxRows || p.Lk < forwardDecodeMinKeys || opt.Mask != nil || opt.Bias != nil {
+		return false
+	}
+	if !(p.Mode == kern.ModeRow && p.Causal == 1) && p.Mode != kern.ModeNone {
+		return false
+	}
+	caps := d.vd.Caps()
+	sg := caps.SubgroupSize
+	if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
+		return false
+	}
+	return sg != 0 && p.D%sg == 0 && p.D <= kern.AttnMaxD
 }
 
 // callPlan is what Forward and Backward record the selection plan with: the parameter

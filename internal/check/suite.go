@@ -41,6 +41,12 @@ func Suite(long bool) []Case {
 		add(Case{DType: dt, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 3, Lk: 700, H: 4, Hkv: 1, D: 32, KVCache: true})
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 4, Lk: 2100, H: 4, Hkv: 2, D: 128, Window: 64,
 			HbIsH: true, Softcap: 20, KVCache: true})
+		// Forward with a few rows over many keys: the decode kernels (Path "decode").
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 3, Lk: 4500, H: 4, Hkv: 2, D: 64, Window: 100,
+			Padding: true, Weights: WeightsParams, Form: dma.FormExp})
+		add(Case{DType: dt, Mode: dma.ModeNone, B: 1, Lq: 2, Lk: 4097, H: 4, Hkv: 1, D: 32, Layout: dma.BHLD})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 4, Lk: 5000, H: 4, Hkv: 2, D: 128, Window: 4096,
+			HbIsH: true, Softcap: 20})
 		// Selection corner cases.
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 50, Lk: 50, H: 2, Hkv: 2, D: 32, Window: 1})
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 50, Lk: 50, H: 2, Hkv: 1, D: 32, Window: 50})
