@@ -19,16 +19,9 @@ func (c *KVCache) SustainedSteps(seq int, q *Tensor, out *Result, opt Options, n
 	}
 	st.o, st.lse = out.O, out.LSE.buf
 	st.p.O = view(out.O)
-	sp := &stepProgram{}
-	sizes := c.stepSizes(&st.p)
-	if sp.bufs.params, err = c.d.vd.NewMappedBuffer(sizes[0]); err != nil {
+	sp, err := c.newStepProgram(st)
+	if err != nil {
 		return nil, nil, err
-	}
-	for i, dst := range []**vk.Buffer{&sp.bufs.tau, &sp.bufs.sel, &sp.bufs.part} {
-		if *dst, err = c.d.vd.NewBuffer(max(sizes[i+1], 4)); err != nil {
-			sp.close()
-			return nil, nil, err
-		}
 	}
 	if err := sp.bufs.params.Upload(context.Background(), 0, st.p.Bytes()); err != nil {
 		sp.close()

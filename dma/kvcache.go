@@ -512,6 +512,24 @@ type stepProgram struct {
 	bufs stepBuffers
 }
 
+// newStepProgram allocates the scratch of a recorded step of st: parameters in mapped
+// memory (written before each submission), the rest on the device. Nothing is recorded.
+func (c *KVCache) newStepProgram(st *attendStep) (*stepProgram, error) {
+	sp := &stepProgram{}
+	sizes := c.stepSizes(&st.p)
+	var err error
+	if sp.bufs.params, err = c.d.vd.NewMappedBuffer(sizes[0]); err != nil {
+		return nil, err
+	}
+	for i, dst := range []**vk.Buffer{&sp.bufs.tau, &sp.bufs.sel, &sp.bufs.part} {
+		if *dst, err = c.d.vd.NewBuffer(max(sizes[i+1], 4)); err != nil {
+			sp.close()
+			return nil, err
+		}
+	}
+	return sp, nil
+}
+
 func (sp *stepProgram) close() {
 	if sp.prog != nil {
 		sp.prog.Close()
@@ -600,18 +618,11 @@ func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepPro
 			return sp, nil
 		}
 	}
-	sp := &stepProgram{key: key}
-	sizes := c.stepSizes(&st.p)
-	var err error
-	if sp.bufs.params, err = c.d.vd.NewMappedBuffer(sizes[0]); err != nil {
+	sp, err := c.newStepProgram(st)
+	if err != nil {
 		return nil, err
 	}
-	for i, dst := range []**vk.Buffer{&sp.bufs.tau, &sp.bufs.sel, &sp.bufs.part} {
-		if *dst, err = c.d.vd.NewBuffer(max(sizes[i+1], 4)); err != nil {
-			sp.close()
-			return nil, err
-		}
-	}
+	sp.key = key
 	sp.prog, err = c.d.vd.Record(func(r *vk.Recorder) error {
 		stamp := func(label string) error {
 			if !timed {

@@ -38,26 +38,12 @@ func (d *Device) Record(record func(*Recorder) error) (*Program, error) {
 	if err != nil {
 		return nil, d.noteErr(err)
 	}
-	rec := &Recorder{rc: rc}
-	bi := vulkan.CommandBufferBeginInfo{SType: vulkan.StructureTypeCommandBufferBeginInfo}
-	r := vulkan.BeginCommandBuffer(rc.cmd, &bi)
-	bi.Free()
-	if err := check("vkBeginCommandBuffer", int32(r)); err != nil {
+	// No one-time-submit flag: the recording is submitted again and again.
+	rec, err := d.recordInto(rc, 0, record)
+	if err != nil {
 		rc.reset()
 		rc.destroy()
-		return nil, d.noteErr(err)
-	}
-	if rc.query != vulkan.NullQueryPool {
-		vulkan.CmdResetQueryPool(rc.cmd, rc.query, 0, maxTimestamps)
-	}
-	recErr := record(rec)
-	if err := check("vkEndCommandBuffer", int32(vulkan.EndCommandBuffer(rc.cmd))); err != nil && recErr == nil {
-		recErr = d.noteErr(err)
-	}
-	if recErr != nil {
-		rc.reset()
-		rc.destroy()
-		return nil, recErr
+		return nil, err
 	}
 	return &Program{d: d, rc: rc, labels: rec.labels}, nil
 }

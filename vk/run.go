@@ -361,24 +361,7 @@ func (d *Device) run(ctx context.Context, record func(*Recorder) error, timed bo
 	if err != nil {
 		return nil, d.noteErr(err)
 	}
-	rec := &Recorder{rc: rc}
-	bi := vulkan.CommandBufferBeginInfo{
-		SType: vulkan.StructureTypeCommandBufferBeginInfo,
-		Flags: vulkan.CommandBufferUsageFlags(vulkan.CommandBufferUsageOneTimeSubmitBit),
-	}
-	r := vulkan.BeginCommandBuffer(rc.cmd, &bi)
-	bi.Free()
-	if err := check("vkBeginCommandBuffer", int32(r)); err != nil {
-		d.giveBack(rc)
-		return nil, d.noteErr(err)
-	}
-	if rc.query != vulkan.NullQueryPool {
-		vulkan.CmdResetQueryPool(rc.cmd, rc.query, 0, maxTimestamps)
-	}
-	recErr := record(rec)
-	if err := check("vkEndCommandBuffer", int32(vulkan.EndCommandBuffer(rc.cmd))); err != nil && recErr == nil {
-		recErr = d.noteErr(err)
-	}
+	rec, recErr := d.recordInto(rc, vulkan.CommandBufferUsageFlags(vulkan.CommandBufferUsageOneTimeSubmitBit), record)
 	if recErr != nil {
 		d.giveBack(rc)
 		return nil, recErr
@@ -404,6 +387,26 @@ func (d *Device) run(ctx context.Context, record func(*Recorder) error, timed bo
 		return nil, nil
 	}
 	return rec.timestamps()
+}
+
+// recordInto begins rc's command buffer with flags, resets its timestamps, records with
+// record and ends it. On an error the caller recycles or destroys rc.
+func (d *Device) recordInto(rc *runContext, flags vulkan.CommandBufferUsageFlags, record func(*Recorder) error) (*Recorder, error) {
+	rec := &Recorder{rc: rc}
+	bi := vulkan.CommandBufferBeginInfo{SType: vulkan.StructureTypeCommandBufferBeginInfo, Flags: flags}
+	r := vulkan.BeginCommandBuffer(rc.cmd, &bi)
+	bi.Free()
+	if err := check("vkBeginCommandBuffer", int32(r)); err != nil {
+		return nil, d.noteErr(err)
+	}
+	if rc.query != vulkan.NullQueryPool {
+		vulkan.CmdResetQueryPool(rc.cmd, rc.query, 0, maxTimestamps)
+	}
+	recErr := record(rec)
+	if err := check("vkEndCommandBuffer", int32(vulkan.EndCommandBuffer(rc.cmd))); err != nil && recErr == nil {
+		recErr = d.noteErr(err)
+	}
+	return rec, recErr
 }
 
 // wait blocks until rc's fence signals or ctx ends. On ctx's end the context is handed to
