@@ -123,7 +123,7 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 			return fail(err)
 		}
 	}
-	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp)
+	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp, false)
 	if err != nil {
 		return fail(err)
 	}

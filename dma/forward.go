@@ -282,11 +282,16 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		return nil, prof, err
 	}
 	p := &pr.p
+	decode := d.forwardDecodes(p, &opt)
 	ordN, uN, ucN, tauN := kern.PlanSizes(p)
-	if err := d.limits(map[string]int64{
-		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(), "selection plan": uN,
-		"weights": int64(p.B) * int64(p.Hb) * int64(p.Lk) * 4, "ord": ordN, "tau": tauN, "ucount": ucN,
-	}); err != nil {
+	sizes := map[string]int64{
+		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(),
+		"weights": int64(p.B) * int64(p.Hb) * int64(p.Lk) * 4, "ord": ordN, "tau": tauN,
+	}
+	if !decode { // the decode kernels need no block lists
+		sizes["selection plan"], sizes["ucount"] = uN, ucN
+	}
+	if err := d.limits(sizes); err != nil {
 		return nil, prof, err
 	}
 	var tmp []interface{ Close() error }
@@ -322,7 +327,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		}
 		tmp = append(tmp, wdt, bdt, a)
 	}
-	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp)
+	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp, decode)
 	if err != nil {
 		return fail(err)
 	}
@@ -330,7 +335,6 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	weights = cp.weights
 	ab := &kern.AttnBuffers{Q: q.buf, K: k.buf, V: v.buf, O: res.O.buf, LSE: lseBuf,
 		Ord: plan.Ord, U: plan.U, UCount: plan.UCount, Tau: plan.Tau}
-	decode := d.forwardDecodes(p, &opt)
 	var sel, part *vk.Buffer
 	switch {
 	case decode:
@@ -487,16 +491,21 @@ type callPlan struct {
 	padding *vk.Buffer
 }
 
-// newCallPlan allocates the parameter block and plan buffers of p; weights nil means
-// none (zero weights, allocated here). Everything allocated is appended to tmp.
-func (d *Device) newCallPlan(p *kern.Params, weights *Weights, kp *KeyPadding, tmp *[]interface{ Close() error }) (*callPlan, error) {
+// newCallPlan allocates the parameter block and plan buffers of p (ord and tau only for
+// the decode kernels); weights nil means none (zero weights, allocated here). Everything
+// allocated is appended to tmp.
+func (d *Device) newCallPlan(p *kern.Params, weights *Weights, kp *KeyPadding, tmp *[]interface{ Close() error }, decode bool) (*callPlan, error) {
 	cp := &callPlan{weights: weights}
 	var err error
 	if cp.params, err = d.vd.NewBuffer(kern.ParamsSize); err != nil {
 		return nil, err
 	}
 	*tmp = append(*tmp, cp.params)
-	if cp.plan, err = kern.NewPlanBuffers(d.vd, p); err != nil {
+	newPlan := kern.NewPlanBuffers
+	if decode {
+		newPlan = kern.NewDecodePlanBuffers
+	}
+	if cp.plan, err = newPlan(d.vd, p); err != nil {
 		return nil, err
 	}
 	*tmp = append(*tmp, cp.plan)

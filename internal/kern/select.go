@@ -43,6 +43,22 @@ func NewPlanBuffers(d *vk.Device, p *Params) (*PlanBuffers, error) {
 	return pb, nil
 }
 
+// NewDecodePlanBuffers allocates what the decode kernels need of p's plan: ord and tau
+// (RecordPlan's ord pass in mode none, RecordTopW, RecordDecode); no block lists.
+func NewDecodePlanBuffers(d *vk.Device, p *Params) (*PlanBuffers, error) {
+	so, _, _, st := PlanSizes(p)
+	pb := &PlanBuffers{}
+	var err error
+	if pb.Ord, err = d.NewBuffer(so); err == nil {
+		pb.Tau, err = d.NewBuffer(st)
+	}
+	if err != nil {
+		pb.Close()
+		return nil, fmt.Errorf("kern: plan buffers: %w", err)
+	}
+	return pb, nil
+}
+
 // Close releases the buffers.
 func (pb *PlanBuffers) Close() error {
 	for _, b := range []**vk.Buffer{&pb.Ord, &pb.U, &pb.UCount, &pb.Tau, &pb.Scratch} {
