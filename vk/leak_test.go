@@ -84,28 +84,16 @@ func TestLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pipe.Close()
-		const cycles, warm = 10000, 1000
-		var before int64
-		start := time.Now()
-		for i := range cycles {
-			if i == warm {
-				before = settledRSS(t)
-			}
+		cycleLeaks(t, "buffer+run cycles", 10000, 1000, func(i int) error {
 			p := pipe
 			if i%20 == 0 { // a pipeline of its own every 20 cycles: 500 in all
 				if p, err = d.NewPipeline(desc); err != nil {
-					t.Fatal(err)
+					return err
 				}
+				defer p.Close()
 			}
-			if err := leakCycle(d, p, rng); err != nil {
-				t.Fatalf("cycle %d: %v", i, err)
-			}
-			if p != pipe {
-				p.Close()
-			}
-		}
-		after := settledRSS(t)
-		report(t, "buffer+run cycles", cycles-warm, before, after, time.Since(start))
+			return leakCycle(d, p, rng)
+		})
 	})
 	t.Run("programs", func(t *testing.T) {
 		d, err := in.Open(pd, vk.Features{})
@@ -118,19 +106,7 @@ func TestLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pipe.Close()
-		const cycles, warm = 5000, 500
-		var before int64
-		start := time.Now()
-		for i := range cycles {
-			if i == warm {
-				before = settledRSS(t)
-			}
-			if err := programCycle(d, pipe); err != nil {
-				t.Fatalf("cycle %d: %v", i, err)
-			}
-		}
-		after := settledRSS(t)
-		report(t, "program cycles", cycles-warm, before, after, time.Since(start))
+		cycleLeaks(t, "program cycles", 5000, 500, func(int) error { return programCycle(d, pipe) })
 	})
 	t.Run("devices", func(t *testing.T) {
 		budget := 20 * time.Second
@@ -203,6 +179,23 @@ func report(t *testing.T, what string, cycles int, before, after int64, took tim
 	if growth > leakBound {
 		t.Errorf("RSS grew by %.1f MiB over %d %s, bound %d MiB", float64(growth)/(1<<20), cycles, what, leakBound>>20)
 	}
+}
+
+// cycleLeaks runs cycle cycles times and fails t if the process grew by more than
+// leakBound after the first warm cycles.
+func cycleLeaks(t *testing.T, what string, cycles, warm int, cycle func(i int) error) {
+	t.Helper()
+	var before int64
+	start := time.Now()
+	for i := range cycles {
+		if i == warm {
+			before = settledRSS(t)
+		}
+		if err := cycle(i); err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+	}
+	report(t, what, cycles-warm, before, settledRSS(t), time.Since(start))
 }
 
 // leakCycle is one small round: three buffers, an upload, a product, a download.
