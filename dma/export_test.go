@@ -13,12 +13,10 @@ import (
 func (c *KVCache) SustainedSteps(seq int, q *Tensor, out *Result, opt Options, n int) (run func(context.Context) (time.Duration, error), free func(), err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.newStep(seq, q, opt)
+	st, err := c.newStepInto(seq, q, out, opt)
 	if err != nil {
 		return nil, nil, err
 	}
-	st.o, st.lse = out.O, out.LSE.buf
-	st.p.O = view(out.O)
 	sp, err := c.newStepProgram(st)
 	if err != nil {
 		return nil, nil, err
@@ -27,10 +25,9 @@ func (c *KVCache) SustainedSteps(seq int, q *Tensor, out *Result, opt Options, n
 		sp.close()
 		return nil, nil, err
 	}
-	noStamp := func(string) error { return nil }
 	sp.prog, err = c.d.vd.Record(func(r *vk.Recorder) error {
 		for range n {
-			if err := c.recordStep(r, st, sp.bufs, noStamp); err != nil {
+			if err := c.recordStep(r, st, sp.bufs, stamper(r, false)); err != nil {
 				return err
 			}
 		}

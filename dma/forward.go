@@ -361,17 +361,12 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	if opt.Bias != nil {
 		ab.Bias = opt.Bias.buf
 	}
-	stamp := func(r *vk.Recorder, label string) error {
-		if !timed {
-			return nil
-		}
-		return r.Timestamp(label)
-	}
 	ts, err := d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
+		stamp := stamper(r, timed)
 		if err := cp.recordParams(r, p); err != nil {
 			return err
 		}
-		if err := stamp(r, "start"); err != nil {
+		if err := stamp("start"); err != nil {
 			return err
 		}
 		if opt.WeightParams != nil {
@@ -380,16 +375,15 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 			}
 			r.Barrier()
 		}
-		if err := stamp(r, "weights"); err != nil {
+		if err := stamp("weights"); err != nil {
 			return err
 		}
-		mark := func(pass string) error { return stamp(r, pass) }
 		if decode {
 			// A few rows over many keys: ord, each row's threshold straight from it, and
 			// the split-K kernel (the KV cache's path), no block lists.
 			pOrd := *p
 			pOrd.Mode = kern.ModeNone
-			if err := d.kern.RecordPlan(r, &pOrd, params, weights.buf, cp.padding, &kern.PlanBuffers{Ord: plan.Ord}, mark); err != nil {
+			if err := d.kern.RecordPlan(r, &pOrd, params, weights.buf, cp.padding, &kern.PlanBuffers{Ord: plan.Ord}, stamp); err != nil {
 				return err
 			}
 			r.Barrier()
@@ -397,29 +391,29 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 				if err := d.kern.RecordTopW(r, p, params, plan.Ord, plan.Tau, sel, 0); err != nil {
 					return err
 				}
-				if err := stamp(r, "tau"); err != nil {
+				if err := stamp("tau"); err != nil {
 					return err
 				}
 			}
-			if err := stamp(r, "selection"); err != nil {
+			if err := stamp("selection"); err != nil {
 				return err
 			}
-			if err := d.kern.RecordDecode(r, p, params, ab, part, 0, mark); err != nil {
+			if err := d.kern.RecordDecode(r, p, params, ab, part, 0, stamp); err != nil {
 				return err
 			}
-			return stamp(r, "attention")
+			return stamp("attention")
 		}
-		if err := d.kern.RecordPlan(r, p, params, weights.buf, cp.padding, plan, mark); err != nil {
+		if err := d.kern.RecordPlan(r, p, params, weights.buf, cp.padding, plan, stamp); err != nil {
 			return err
 		}
 		r.Barrier()
-		if err := stamp(r, "selection"); err != nil {
+		if err := stamp("selection"); err != nil {
 			return err
 		}
-		if err := d.kern.RecordAttention(r, p, params, ab, mark); err != nil {
+		if err := d.kern.RecordAttention(r, p, params, ab, stamp); err != nil {
 			return err
 		}
-		return stamp(r, "attention")
+		return stamp("attention")
 	})
 	if err != nil {
 		return fail(err)
@@ -455,6 +449,17 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		}
 	}
 	return res, prof, nil
+}
+
+// stamper returns what records a timestamp with the given label into r, or does
+// nothing when the call is not timed.
+func stamper(r *vk.Recorder, timed bool) func(label string) error {
+	return func(label string) error {
+		if !timed {
+			return nil
+		}
+		return r.Timestamp(label)
+	}
 }
 
 // forwardDecodeMinKeys is the fewest keys for which Forward sends a few query rows to the

@@ -335,6 +335,17 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 	return st, nil
 }
 
+// newStepInto is newStep writing into out's O and LSE.
+func (c *KVCache) newStepInto(seq int, q *Tensor, out *Result, opt Options) (*attendStep, error) {
+	st, err := c.newStep(seq, q, opt)
+	if err != nil {
+		return nil, err
+	}
+	st.o, st.lse = out.O, out.LSE.buf
+	st.p.O = view(out.O)
+	return st, nil
+}
+
 // stepSizes are the byte sizes of a step's stepBuffers, for grids sized for the capacity.
 func (c *KVCache) stepSizes(p *kern.Params) [4]int64 {
 	_, _, _, tau := kern.PlanSizes(p)
@@ -428,15 +439,8 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 		}
 		bufs[i] = stepBuffers{got[0], got[1], got[2], got[3]}
 	}
-	var rec *vk.Recorder
-	stamp := func(label string) error {
-		if !timed {
-			return nil
-		}
-		return rec.Timestamp(label)
-	}
 	ts, err := c.d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
-		rec = r
+		stamp := stamper(r, timed)
 		for i, st := range steps {
 			if err := r.Update(bufs[i].params, 0, st.p.Bytes()); err != nil {
 				return err
@@ -586,12 +590,10 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 	if c.k == nil {
 		return fail("the cache is closed")
 	}
-	st, err := c.newStep(seq, q, opt)
+	st, err := c.newStepInto(seq, q, out, opt)
 	if err != nil {
 		return fail("%v", err)
 	}
-	st.o, st.lse = out.O, out.LSE.buf
-	st.p.O = view(out.O)
 	key := stepKey{seq: seq, q: q.buf, o: out.O.buf, lse: out.LSE.buf, p: st.p, mode: st.mode, timed: timed}
 	key.p.Lk, key.p.PosOffset, key.p.NBlocks = 0, 0, 0
 	sp, err := c.stepProgram(key, st, timed)
@@ -624,12 +626,7 @@ func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepPro
 	}
 	sp.key = key
 	sp.prog, err = c.d.vd.Record(func(r *vk.Recorder) error {
-		stamp := func(label string) error {
-			if !timed {
-				return nil
-			}
-			return r.Timestamp(label)
-		}
+		stamp := stamper(r, timed)
 		if err := stamp("start"); err != nil {
 			return err
 		}
