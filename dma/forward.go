@@ -468,22 +468,13 @@ func stamper(r *vk.Recorder, timed bool) func(label string) error {
 const forwardDecodeMinKeys = 4096
 
 // forwardDecodes reports whether Forward takes the decode kernels for p: at most
-// kern.DecodeMaxRows query rows over at least forwardDecodeMinKeys keys, mode row with
-// causality or mode none, no explicit mask or bias, and a head dimension the decode
-// kernel takes on this device.
+// kern.DecodeMaxRows query rows over at least forwardDecodeMinKeys keys, no explicit mask
+// or bias, and a shape the decode kernels take on this device (kern.DecodeTakes).
 func (d *Device) forwardDecodes(p *kern.Params, opt *Options) bool {
-	if p.Lq > kern.DecodeMaxRows || p.Lk < forwardDecodeMinKeys || opt.Mask != nil || opt.Bias != nil {
+	if p.Lk < forwardDecodeMinKeys || opt.Mask != nil || opt.Bias != nil {
 		return false
 	}
-	if !(p.Mode == kern.ModeRow && p.Causal == 1) && p.Mode != kern.ModeNone {
-		return false
-	}
-	caps := d.vd.Caps()
-	sg := caps.SubgroupSize
-	if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
-		return false
-	}
-	return sg != 0 && p.D%sg == 0 && p.D <= kern.AttnMaxD
+	return d.kern.DecodeTakes(p) == nil
 }
 
 // callPlan is what Forward and Backward record the selection plan with: the parameter

@@ -82,6 +82,27 @@ func decodeHeads(p *Params, rows uint32) uint32 {
 	return best
 }
 
+// DecodeTakes says why RecordDecode cannot take p on this device (nil when it can): its
+// mode (row with causality, or none), its number of query rows, and a head dimension
+// that is a multiple of a subgroup size the pipeline can fix.
+func (k *Kernels) DecodeTakes(p *Params) error {
+	if !(p.Mode == ModeRow && p.Causal == 1) && p.Mode != ModeNone {
+		return fmt.Errorf("mode %d (causal %d): row with causality or none only", p.Mode, p.Causal)
+	}
+	if p.Lq == 0 || p.Lq > DecodeMaxRows {
+		return fmt.Errorf("%d query rows, takes 1 to %d", p.Lq, DecodeMaxRows)
+	}
+	caps := k.d.Caps()
+	sg := caps.SubgroupSize
+	if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
+		return fmt.Errorf("%s's subgroup size varies and cannot be fixed", caps.Name)
+	}
+	if sg == 0 || p.D%sg != 0 || p.D > AttnMaxD {
+		return fmt.Errorf("D=%d must be a multiple of the subgroup size %d and at most %d", p.D, sg, AttnMaxD)
+	}
+	return nil
+}
+
 // RecordDecode records shaders/decode_attn.comp (the KV-cache decode path): O and LSE
 // of a few query rows (p.Lq <= DecodeMaxRows) over Lk keys, split over slices of the
 // keys and merged by a second pass, reading the K and V rows of the kept keys only, once
@@ -99,21 +120,12 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 	if params == nil || b == nil {
 		return fmt.Errorf("%s: nil params or buffers", op)
 	}
+	if err := k.DecodeTakes(p); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	rowCausal := p.Mode == ModeRow && p.Causal == 1
-	if !rowCausal && p.Mode != ModeNone {
-		return fmt.Errorf("%s: mode %d (causal %d): row with causality or none only", op, p.Mode, p.Causal)
-	}
-	if p.Lq == 0 || p.Lq > DecodeMaxRows {
-		return fmt.Errorf("%s: %d query rows, takes 1 to %d", op, p.Lq, DecodeMaxRows)
-	}
 	caps := k.d.Caps()
 	sg := caps.SubgroupSize
-	if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
-		return fmt.Errorf("%s: %s's subgroup size varies and cannot be fixed", op, caps.Name)
-	}
-	if sg == 0 || p.D%sg != 0 || p.D > AttnMaxD {
-		return fmt.Errorf("%s: D=%d must be a multiple of the subgroup size %d and at most %d", op, p.D, sg, AttnMaxD)
-	}
 	// The mode-none view of the checks (no U lists; ord as a cache lays it out checked
 	// below), then tau for mode row.
 	pc := *p
