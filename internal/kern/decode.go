@@ -30,7 +30,7 @@ func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
 	if k.d.Caps().Type == vk.DeviceCPU {
 		target = 64 // a CPU runs a few workgroups at a time: fewer, longer slices
 	}
-	if n, err := strconv.Atoi(os.Getenv("DMAVK_DECODE_GROUPS")); err == nil && n >= 1 {
+	if n, ok := envCount("DMAVK_DECODE_GROUPS", 1<<20); ok {
 		target = uint64(n) // tuning
 	}
 	return uint32(min(max(target/groups, 1), (uint64(maxLk)+uint64(decodeSubgroups*sg)-1)/uint64(decodeSubgroups*sg)))
@@ -52,8 +52,8 @@ func decodeRows(p *Params, sg uint32) uint32 {
 	if decodeRowsOverride != 0 {
 		return decodeRowsOverride
 	}
-	if n, err := strconv.Atoi(os.Getenv("DMAVK_DECODE_ROWS")); err == nil && n >= 1 && n <= 32 {
-		return uint32(n) // tuning
+	if n, ok := envCount("DMAVK_DECODE_ROWS", 32); ok {
+		return n // tuning
 	}
 	if sg < 32 {
 		return 4
@@ -65,6 +65,13 @@ func decodeRows(p *Params, sg uint32) uint32 {
 		}
 	}
 	return 16
+}
+
+// envCount reads a tuning knob: the environment variable name as a count from 1 to
+// most, ok false when it is unset or out of range.
+func envCount(name string, most int) (uint32, bool) {
+	n, err := strconv.Atoi(os.Getenv(name))
+	return uint32(n), err == nil && n >= 1 && n <= most
 }
 
 // decodeRowsOverride replaces decodeRows when set (tests: the GPU's 16 rows on lavapipe).

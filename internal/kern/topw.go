@@ -3,8 +3,6 @@ package kern
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
-	"strconv"
 
 	"github.com/dmavk/dmavk/vk"
 )
@@ -65,7 +63,7 @@ func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau, sel *v
 		return fmt.Errorf("%s: B*Hb*L over 2^32", op)
 	}
 	target := uint64(topwTargetGroups)
-	if n, err := strconv.Atoi(os.Getenv("DMAVK_TOPW_GROUPS")); err == nil && n >= 1 {
+	if n, ok := envCount("DMAVK_TOPW_GROUPS", 1<<20); ok {
 		target = uint64(n) // tuning
 	}
 	slices := uint32(min(max(target/(bh*uint64(p.Lq)), 1), (uint64(maxLk)+1023)/1024))
