@@ -61,7 +61,6 @@ const float NEG_INF = -1.0 / 0.0;
 // Keys per slice: Lk over the slices, in whole subgroup chunks.
 uint sliceLength() { return ((P.Lk + pc.slices - 1u) / pc.slices + SG - 1u) / SG * SG; }
 
-uint ordBase(uint b, uint hb) { return P.ordOff + (b * P.Hb + hb) * (P.ordSL != 0u ? P.ordSL : P.Lk); }
 
 bool packed16, bf16;
 float loadQ(uint e) { return packed16 ? unpack16(qbuf[e >> 1], e, bf16) : uintBitsToFloat(qbuf[e]); }
@@ -109,7 +108,7 @@ void main() {
 	for (uint r = 0u; r < NR; r++) {
 		uint g = min(r, R - 1u) / n, i = min(r, R - 1u) - g * n;
 		uint hb = sharedBias ? kvh : h0 + g;
-		obase[r] = ordBase(b, hb);
+		obase[r] = ordRow(b * P.Hb + hb);
 		pos[r] = int(i) + P.posOffset;
 		tau[r] = (r < R && rowCausal) ? taub[(b * P.Hb + hb) * P.Lq + i] : uvec2(0u);
 	}

@@ -52,6 +52,10 @@ float unord(uint u) {
 	return uintBitsToFloat((u & 0x80000000u) != 0u ? (u & 0x7fffffffu) : ~u);
 }
 
+// Where the decode kernels find ord of (batch, bias head) row bh: P.ordOff + bh * P.ordSL
+// (P.ordSL 0: rows of Lk keys, the plan's layout; a KV cache's rows are its capacity apart).
+uint ordRow(uint bh) { return P.ordOff + bh * (P.ordSL != 0u ? P.ordSL : P.Lk); }
+
 uint ordOf(float x) {
 	uint u = floatBitsToUint(x == 0.0 ? 0.0 : x);
 	u = (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);

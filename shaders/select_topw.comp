@@ -62,7 +62,7 @@ void main() {
 	uint j1 = min(j0 + sliceLen, p + 1u);
 	uint ordPre = sel[rec + ST_ORDPRE], ordMask = sel[rec + ST_ORDMASK];
 	uint idxPre = sel[rec + ST_IDXPRE], idxMask = sel[rec + ST_IDXMASK];
-	uint base = P.ordOff + bh * (P.ordSL != 0u ? P.ordSL : P.Lk);
+	uint base = ordRow(bh);
 	if (phase == SINGLE) {
 		// The one key left matching the prefix is the threshold.
 		for (uint j = j0 + lid; j < j1; j += gl_WorkGroupSize.x) {
