@@ -336,18 +336,7 @@ func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outc
 // scoreBound bounds |scale * q.k| over all rows and keys (Cauchy-Schwarz), the size
 // of the scores whose float32 rounding the tolerance must cover.
 func scoreBound(q, k *ref.Tensor4, c Case) float64 {
-	maxNorm := func(t *ref.Tensor4) float64 {
-		m := 0.0
-		for i := 0; i < len(t.Data); i += t.D {
-			n := 0.0
-			for _, x := range t.Data[i : i+t.D] {
-				n += x * x
-			}
-			m = max(m, n)
-		}
-		return math.Sqrt(m)
-	}
-	return maxNorm(q) * maxNorm(k) / math.Sqrt(float64(c.D))
+	return maxRowNorm(q) * maxRowNorm(k) / math.Sqrt(float64(c.D))
 }
 
 func f64(x []float32) []float64 {
