@@ -77,14 +77,8 @@ func weightsLastV(p *Params) int64 {
 // the fields read are B, Lk, Hkv, Hb, D, Storage, V, Form and HasBdt. A later reader of
 // delta needs a Barrier after it.
 func (k *Kernels) RecordWeights(r *vk.Recorder, p *Params, params, v, wdt, bdt, a, delta *vk.Buffer) error {
-	if p.B == 0 || p.Lk == 0 || p.Hkv == 0 || p.D == 0 || p.Hb == 0 {
-		return fmt.Errorf("kern: weights: empty shape B=%d Lk=%d Hkv=%d D=%d Hb=%d", p.B, p.Lk, p.Hkv, p.D, p.Hb)
-	}
-	if p.Form != 0 && p.Form != 1 {
-		return fmt.Errorf("kern: weights: unknown form %d (0 exp, 1 linear)", p.Form)
-	}
-	if !p.Storage.Valid() {
-		return fmt.Errorf("kern: weights: unknown storage %v", p.Storage)
+	if err := checkWeightsParams("weights", p); err != nil {
+		return err
 	}
 	if params == nil || v == nil || wdt == nil || a == nil || delta == nil {
 		return fmt.Errorf("kern: weights: nil buffer")
@@ -134,4 +128,19 @@ func (k *Kernels) RecordWeights(r *vk.Recorder, p *Params, params, v, wdt, bdt, 
 		return err
 	}
 	return r.Dispatch(pipe, groups, nil, vk.Bind(params), vk.Bind(v), vk.Bind(wdt), vk.Bind(bdt), vk.Bind(a), vk.Bind(delta))
+}
+
+// checkWeightsParams checks the fields of p the dynamic weights and their backward read
+// (op names the caller in the error).
+func checkWeightsParams(op string, p *Params) error {
+	if p.B == 0 || p.Lk == 0 || p.Hkv == 0 || p.D == 0 || p.Hb == 0 {
+		return fmt.Errorf("kern: %s: empty shape B=%d Lk=%d Hkv=%d D=%d Hb=%d", op, p.B, p.Lk, p.Hkv, p.D, p.Hb)
+	}
+	if p.Form != 0 && p.Form != 1 {
+		return fmt.Errorf("kern: %s: unknown form %d (0 exp, 1 linear)", op, p.Form)
+	}
+	if !p.Storage.Valid() {
+		return fmt.Errorf("kern: %s: unknown storage %v", op, p.Storage)
+	}
+	return nil
 }

@@ -44,14 +44,8 @@ const (
 // bit-identical run to run). params already holds p; the fields read are B, Lk, Hkv, Hb,
 // D, Storage, V, Form and HasBdt. The recording ends with a barrier.
 func (k *Kernels) RecordWeightsBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b *WeightsBwdBuffers) error {
-	if p.B == 0 || p.Lk == 0 || p.Hkv == 0 || p.D == 0 || p.Hb == 0 {
-		return fmt.Errorf("kern: weights backward: empty shape B=%d Lk=%d Hkv=%d D=%d Hb=%d", p.B, p.Lk, p.Hkv, p.D, p.Hb)
-	}
-	if p.Form != 0 && p.Form != 1 {
-		return fmt.Errorf("kern: weights backward: unknown form %d (0 exp, 1 linear)", p.Form)
-	}
-	if !p.Storage.Valid() {
-		return fmt.Errorf("kern: weights backward: unknown storage %v", p.Storage)
+	if err := checkWeightsParams("weights backward", p); err != nil {
+		return err
 	}
 	if params == nil || b == nil {
 		return fmt.Errorf("kern: weights backward: nil params or buffers")
