@@ -16,7 +16,8 @@ const DecodeMaxRows = 4
 const decodeSubgroups = 4
 
 // decodeTargetGroups is about how many split workgroups a step should have: on the H200
-// (132 multiprocessors) 512 beat 256, 1024 and 2048 at 64K and 256K keys (NOTES.md).
+// (132 multiprocessors) 512 was the best of 256, 512, 1024 and 2048 at 64K keys and
+// within 2% of the best at 256K (NOTES.md).
 const decodeTargetGroups = 512
 
 // decodeSlices is the number of slices (the split grid's x) RecordDecode cuts up to maxLk
@@ -47,7 +48,7 @@ func (k *Kernels) DecodePartSize(p *Params, maxLk uint32) int64 {
 // handles: each invocation holds rows x D / subgroup size partial sums in registers, so
 // no more than the rows of one kv head's query heads (G x Lq) need, rounded up to 4, 8
 // or 16 on 32-wide or wider subgroups (4 on narrower ones). Registers matter: 16 rows
-// where 4 do made the split pass 1.5-2x slower on the H200.
+// where 4 do made the split pass 1.2-1.9x slower on the H200.
 func decodeRows(p *Params, sg uint32) uint32 {
 	if decodeRowsOverride != 0 {
 		return decodeRowsOverride
