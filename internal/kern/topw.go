@@ -113,3 +113,97 @@ func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau, sel *v
 	}
 	return nil
 }
+
+// Carry is where RecordTopWAdvance finds the previous step's thresholds and keeps its
+// reduction's scratch: the rows (b, hb) of one sequence at an offset in buffers that
+// several sequences share.
+type Carry struct {
+	State    *vk.Buffer // uvec2 tau per row (b*Hb + hb) at element StateRow + row
+	StateRow uint32
+	// Scratch holds CarryScratchWords(p, maxLk) uint32 words at ScratchWord, all zero
+	// before the first run (every run leaves them zero again).
+	Scratch     *vk.Buffer
+	ScratchWord uint32
+}
+
+// carrySlices is the number of workgroups per row of select_advance for a grid sized for
+// maxLk keys: about topwTargetGroups in all, slices of at least 1024 keys.
+func carrySlices(p *Params, maxLk uint32) uint32 {
+	rows := uint64(p.B) * uint64(p.Hb)
+	maxLk = max(maxLk, p.Lk)
+	return uint32(min(max(topwTargetGroups/max(rows, 1), 1), (uint64(maxLk)+1023)/1024))
+}
+
+// CarryScratchWords is the size in uint32 words of one sequence's Carry.Scratch for p
+// and a grid sized for maxLk keys (0: p.Lk): a counter per row and a partial per (row,
+// slice).
+func CarryScratchWords(p *Params, maxLk uint32) int64 {
+	rows := int64(p.B) * int64(p.Hb)
+	return rows + 2*rows*int64(carrySlices(p, maxLk))
+}
+
+// RecordTopWAdvance records shaders/select_advance.comp: the threshold of one query row
+// at the last key position (p.Lq = 1, p.PosOffset = p.Lk - 1, mode row, causal) from the
+// threshold of the previous step in c.State (the same row over the first p.Lk - 1 keys,
+// the same window and ord), which must be a key: the first p.Lk - 1 keys hold more than
+// p.Window candidates. It writes tau (select_topw's contract, bit-identical) and the new
+// threshold into c.State. One dispatch, usually returning at once; instead of the radix
+// select's six reads of every key and up to 11 dependent dispatches. The grid is sized
+// for maxLk keys (0: p.Lk), Lk read from params at run time. A Barrier precedes (the state
+// may come from an earlier submission) and follows the dispatch.
+func (k *Kernels) RecordTopWAdvance(r *vk.Recorder, p *Params, params, ord, tau *vk.Buffer, c Carry, maxLk uint32) error {
+	const op = "kern: RecordTopWAdvance"
+	if p.B == 0 || p.Hb == 0 || p.Lk < 2 || p.Lq != 1 {
+		return fmt.Errorf("%s: B=%d Hb=%d Lq=%d Lk=%d: one row over at least 2 keys", op, p.B, p.Hb, p.Lq, p.Lk)
+	}
+	if p.Mode != ModeRow || p.Causal == 0 || p.Window < 1 {
+		return fmt.Errorf("%s: mode %d, causal %d, window %d: mode row with causality", op, p.Mode, p.Causal, p.Window)
+	}
+	if int64(p.PosOffset) != int64(p.Lk)-1 {
+		return fmt.Errorf("%s: the row sits at key position %d, not the last one (%d)", op, p.PosOffset, p.Lk-1)
+	}
+	if p.Lk-1 <= p.Window {
+		return fmt.Errorf("%s: %d earlier keys, at most the window %d: no earlier threshold to carry", op, p.Lk-1, p.Window)
+	}
+	maxLk = max(maxLk, p.Lk)
+	rows := uint64(p.B) * uint64(p.Hb)
+	rowLen := uint64(p.OrdSL)
+	if rowLen == 0 {
+		rowLen = uint64(p.Lk)
+	}
+	if rowLen < uint64(p.Lk) {
+		return fmt.Errorf("%s: ord rows %d apart hold fewer than Lk = %d keys", op, rowLen, p.Lk)
+	}
+	if uint64(p.OrdOff)+rows*rowLen >= 1<<32 || uint64(c.ScratchWord)+uint64(CarryScratchWords(p, maxLk)) >= 1<<32 {
+		return fmt.Errorf("%s: offsets over 2^32", op)
+	}
+	slices := carrySlices(p, maxLk)
+	caps := k.d.Caps()
+	for i, n := range []uint64{uint64(slices), 1, rows} {
+		if n > uint64(caps.MaxWorkgroupCount[i]) {
+			return fmt.Errorf("%s: %d workgroups in dimension %d, %s allows %d", op, n, i, caps.Name, caps.MaxWorkgroupCount[i])
+		}
+	}
+	_, _, _, st := PlanSizes(p)
+	if err := checkSizes(op[len("kern: "):],
+		sizedBuf{"params", params, ParamsSize},
+		sizedBuf{"ord", ord, (int64(p.OrdOff) + int64(rows*rowLen)) * 4},
+		sizedBuf{"tau", tau, st},
+		sizedBuf{"state", c.State, (int64(c.StateRow) + int64(rows)) * 8},
+		sizedBuf{"scratch", c.Scratch, (int64(c.ScratchWord) + CarryScratchWords(p, maxLk)) * 4},
+	); err != nil {
+		return err
+	}
+	pipe, err := k.pipelinePush("select_advance", 5, 8)
+	if err != nil {
+		return err
+	}
+	push := binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, c.StateRow), c.ScratchWord)
+	r.Barrier()
+	if err := r.Dispatch(pipe, [3]uint32{slices, 1, uint32(rows)}, push,
+		vk.Bind(params), vk.Bind(ord), vk.Bind(tau), vk.Bind(c.State), vk.Bind(c.Scratch)); err != nil {
+		return err
+	}
+	r.Barrier()
+	return nil
+}

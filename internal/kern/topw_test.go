@@ -155,3 +155,147 @@ func TestSelectTopWErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectTopWAdvance: thresholds carried from step to step (one key appended per
+// step) equal the CPU plan's tau at every step, for every kind of weights (equal weights
+// make every new key join the best w), padding, rows that share the buffers at offsets,
+// grids sized for longer caches; and the scratch's counters are zero after every step.
+func TestSelectTopWAdvance(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	k := New(d)
+	defer k.Close()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(selectSeed(t), 47))
+	for it := range 16 {
+		b, hb := 1+rng.IntN(2), 1+rng.IntN(3)
+		w := []int{1, 2, 7, 64, 300}[it%5]
+		steps := 40
+		lk0 := w + 2 + rng.IntN(400)
+		if it == 3 {
+			lk0 = 70000 // slices of the grid in play
+		}
+		total := lk0 + steps
+		kind, pk := it%numWeightKinds, []int{padNone, padNone, padSome}[it%3]
+		rows := b * hb
+		ord := make([]uint32, rows*total)
+		for r := range rows {
+			x := genWeights(rng, kind, total)
+			for j := range total {
+				// Padding (ord 0) only where the prefix before the first step keeps
+				// more than w candidates: the carried threshold must be a key.
+				if pk == padNone || j < w+2 || rng.IntN(5) != 0 {
+					ord[r*total+j] = Ord(x[j])
+				}
+			}
+		}
+		l := ordLayout{off: uint32(rng.IntN(50)), sl: uint32(total + rng.IntN(100))}
+		maxLk := uint32(total + rng.IntN(100000))
+		words := make([]byte, 4*(int(l.off)+rows*int(l.sl)))
+		for r := range rows {
+			for j := range total {
+				binary.LittleEndian.PutUint32(words[4*(int(l.off)+r*int(l.sl)+j):], ord[r*total+j])
+			}
+		}
+		obuf := newBuf(t, d, int64(len(words)))
+		if err := obuf.Upload(ctx, 0, words); err != nil {
+			t.Fatal(err)
+		}
+		p := planParams(b, hb, 1, total, w, ModeRow, true)
+		p.OrdOff, p.OrdSL = l.off, l.sl
+		stateRow, scratchWord := uint32(rng.IntN(5)), uint32(rng.IntN(9))
+		state := newBuf(t, d, int64(stateRow+uint32(rows))*8)
+		scratchWords := CarryScratchWords(p, maxLk)
+		scratch := newBuf(t, d, (int64(scratchWord)+scratchWords)*4)
+		// The state before the first step: tau of the first lk0 keys.
+		init := make([]byte, state.Size())
+		for r := range rows {
+			want := fastTau(ord[r*total:r*total+lk0], w, 1)[0]
+			if want == (Key{}) {
+				t.Fatalf("setup: row %d's first %d keys hold at most w = %d candidates", r, lk0, w)
+			}
+			binary.LittleEndian.PutUint32(init[8*(int(stateRow)+r):], want.Ord)
+			binary.LittleEndian.PutUint32(init[8*(int(stateRow)+r)+4:], want.Idx)
+		}
+		if err := state.Upload(ctx, 0, init); err != nil {
+			t.Fatal(err)
+		}
+		params := newBuf(t, d, ParamsSize)
+		_, _, _, st := PlanSizes(p)
+		tau := newBuf(t, d, st)
+		got := newBuf(t, d, int64(steps)*int64(rows)*8)
+		err := d.Run(ctx, func(r *vk.Recorder) error {
+			if err := r.Fill(scratch, 0, scratch.Size(), 0); err != nil {
+				return err
+			}
+			for s := range steps {
+				q := *p
+				q.Lk = uint32(lk0 + 1 + s)
+				q.PosOffset = int32(q.Lk - 1)
+				if err := r.Fill(tau, 0, tau.Size(), poison); err != nil {
+					return err
+				}
+				if err := r.Update(params, 0, q.Bytes()); err != nil {
+					return err
+				}
+				if err := k.RecordTopWAdvance(r, &q, params, obuf, tau, Carry{State: state, StateRow: stateRow, Scratch: scratch, ScratchWord: scratchWord}, maxLk); err != nil {
+					return err
+				}
+				if err := r.Copy(tau, 0, got, int64(s*rows)*8, int64(rows)*8); err != nil {
+					return err
+				}
+				r.Barrier()
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := keys(download(t, got))
+		for s := range steps {
+			lk := lk0 + 1 + s
+			for r := range rows {
+				want := fastTau(ord[r*total:r*total+lk], w, 1)[0]
+				if g := all[s*rows+r]; g != want {
+					t.Fatalf("B=%d Hb=%d w=%d weights %s padding %d, Lk %d row %d: tau %v, want %v",
+						b, hb, w, weightNames[kind], pk, lk, r, g, want)
+				}
+			}
+		}
+		for i, x := range u32s(download(t, scratch))[scratchWord : int64(scratchWord)+int64(rows)] {
+			if x != 0 {
+				t.Fatalf("row %d's counter is %d after the run, want 0", i, x)
+			}
+		}
+		last := keys(download(t, state))[stateRow:]
+		for r := range rows {
+			if last[r] != all[(steps-1)*rows+r] {
+				t.Fatalf("row %d: state %v after the last step, tau %v", r, last[r], all[(steps-1)*rows+r])
+			}
+		}
+	}
+}
+
+func TestSelectTopWAdvanceErrors(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	k := New(d)
+	defer k.Close()
+	buf := newBuf(t, d, 1<<16)
+	c := Carry{State: buf, Scratch: buf}
+	for _, x := range []struct {
+		name string
+		p    *Params
+		want string
+	}{
+		{"two rows", planParams(1, 2, 2, 100, 3, ModeRow, true), "one row"},
+		{"mode none", planParams(1, 2, 1, 100, 3, ModeNone, true), "mode row"},
+		{"not the last position", func() *Params { p := planParams(1, 2, 1, 100, 3, ModeRow, true); p.PosOffset = 50; return p }(), "not the last"},
+		{"no earlier threshold", planParams(1, 2, 1, 4, 3, ModeRow, true), "no earlier threshold"},
+	} {
+		err := d.Run(context.Background(), func(r *vk.Recorder) error {
+			return k.RecordTopWAdvance(r, x.p, buf, buf, buf, c, 0)
+		})
+		if err == nil || !strings.Contains(err.Error(), x.want) {
+			t.Errorf("%s: error %v, want one mentioning %q", x.name, err, x.want)
+		}
+	}
+}
