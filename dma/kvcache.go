@@ -35,8 +35,17 @@ type KVCache struct {
 	// computed once at Append: a step reads it, never the float weights.
 	ord *vk.Buffer
 
+	// The thresholds carried from step to step (one-row steps in mode row): the last
+	// one-row step's tau of each sequence (uvec2 [Sequences][BiasHeads]), valid for
+	// tauLen[seq] keys and window tauW[seq] (tauLen -1: none), and select_advance's
+	// scratch (carryWords words per sequence, zero between runs).
+	carryState, carryScratch *vk.Buffer
+	carryWords               int64
+
 	mu      sync.Mutex
 	lens    []int
+	tauLen  []int
+	tauW    []int
 	chunk   [2]*vk.Buffer   // Append's params and the ord of the new keys
 	scratch [][4]*vk.Buffer // Attend's stepBuffers per sequence of a call
 	progs   []*stepProgram  // AttendInto's recorded steps, most recently used first
@@ -72,16 +81,28 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 	if err := d.limits(map[string]int64{"the cache's K": kvBytes, "the cache's weights": wBytes}); err != nil {
 		return nil, err
 	}
-	c := &KVCache{d: d, cfg: cfg, lens: make([]int, cfg.Sequences)}
+	c := &KVCache{d: d, cfg: cfg, lens: make([]int, cfg.Sequences), tauLen: make([]int, cfg.Sequences), tauW: make([]int, cfg.Sequences)}
+	for i := range c.tauLen {
+		c.tauLen[i] = -1
+	}
+	c.carryWords = kern.CarryScratchWords(&kern.Params{B: 1, Hb: u32(cfg.BiasHeads), Lk: u32(cfg.Capacity)}, u32(cfg.Capacity))
 	var err error
 	for _, x := range []struct {
 		dst  **vk.Buffer
 		size int64
-	}{{&c.k, kvBytes}, {&c.v, kvBytes}, {&c.ord, wBytes}} {
+	}{{&c.k, kvBytes}, {&c.v, kvBytes}, {&c.ord, wBytes},
+		{&c.carryState, int64(cfg.Sequences) * int64(cfg.BiasHeads) * 8}, {&c.carryScratch, int64(cfg.Sequences) * c.carryWords * 4}} {
 		if *x.dst, err = d.vd.NewBuffer(x.size); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("dma: NewKVCache: %w", err)
 		}
+	}
+	err = d.vd.Run(context.Background(), func(r *vk.Recorder) error {
+		return r.Fill(c.carryScratch, 0, c.carryScratch.Size(), 0) // select_advance's counters start at 0
+	})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("dma: NewKVCache: %w", err)
 	}
 	return c, nil
 }
@@ -104,6 +125,7 @@ func (c *KVCache) Reset(seq int) error {
 		return fmt.Errorf("dma: KVCache.Reset: sequence %d of %d", seq, len(c.lens))
 	}
 	c.lens[seq] = 0
+	c.tauLen[seq] = -1
 	return nil
 }
 
@@ -254,6 +276,10 @@ type attendStep struct {
 	lse  *vk.Buffer
 	p    kern.Params
 	mode Mode
+	// carry: a one-row step in mode row, which leaves its thresholds in the cache's
+	// carried state; advance: it computes them from the previous step's (select_advance)
+	// instead of a radix select over every key.
+	carry, advance bool
 }
 
 // stepBuffers is the scratch of one step: its parameters, the thresholds, the radix
@@ -335,6 +361,23 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 	return st, nil
 }
 
+// planCarry decides how st finds its thresholds: carried from the previous step's when
+// that step was the same window over one key less (and already had more than w keys);
+// else a full select, which then becomes the carried state. c.mu is held; the caller
+// calls dropCarry on the step's sequence if the step does not run.
+func (c *KVCache) planCarry(st *attendStep) {
+	if st.mode != ModeRow || st.p.Lq != 1 {
+		return
+	}
+	lk, w := int(st.p.Lk), int(st.p.Window)
+	st.carry = true
+	st.advance = c.tauLen[st.seq] == lk-1 && c.tauW[st.seq] == w && lk-1 > w
+	c.tauLen[st.seq], c.tauW[st.seq] = lk, w
+}
+
+// dropCarry forgets the carried thresholds of seq (a step failed: the state is unknown).
+func (c *KVCache) dropCarry(seq int) { c.tauLen[seq] = -1 }
+
 // newStepInto is newStep writing into out's O and LSE.
 func (c *KVCache) newStepInto(seq int, q *Tensor, out *Result, opt Options) (*attendStep, error) {
 	st, err := c.newStep(seq, q, opt)
@@ -358,9 +401,22 @@ func (c *KVCache) stepSizes(p *kern.Params) [4]int64 {
 // "merge".
 func (c *KVCache) recordStep(r *vk.Recorder, st *attendStep, b stepBuffers, stamp func(string) error) error {
 	capacity := u32(c.cfg.Capacity)
-	if st.mode == ModeRow {
+	hb := int64(c.cfg.BiasHeads)
+	switch {
+	case st.advance:
+		carry := kern.Carry{State: c.carryState, StateRow: u32(st.seq * c.cfg.BiasHeads), Scratch: c.carryScratch, ScratchWord: u32(st.seq * int(c.carryWords))}
+		if err := c.d.kern.RecordTopWAdvance(r, &st.p, b.params, c.ord, b.tau, carry, capacity); err != nil {
+			return err
+		}
+	case st.mode == ModeRow:
 		if err := c.d.kern.RecordTopW(r, &st.p, b.params, c.ord, b.tau, b.sel, capacity); err != nil {
 			return err
+		}
+		if st.carry {
+			// The decode pass reads b.tau, not the copy: no barrier before it.
+			if err := r.Copy(b.tau, 0, c.carryState, int64(st.seq)*hb*8, hb*8); err != nil {
+				return err
+			}
 		}
 	}
 	if err := stamp("tau"); err != nil {
@@ -405,11 +461,21 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 			}
 		}
 	}()
+	defer func() {
+		if err != nil {
+			for _, seq := range seqs {
+				if seq >= 0 && seq < len(c.tauLen) {
+					c.dropCarry(seq)
+				}
+			}
+		}
+	}()
 	for i, seq := range seqs {
 		st, err := c.newStep(seq, qs[i], opt)
 		if err != nil {
 			return fail("%v", err)
 		}
+		c.planCarry(st)
 		steps[i] = st
 		res := &Result{Path: "decode"}
 		results[i] = res
@@ -506,6 +572,8 @@ type stepKey struct {
 	p         kern.Params // with Lk, PosOffset and NBlocks cleared: they change every step
 	mode      Mode
 	timed     bool
+	carry     bool // the thresholds go to the carried state
+	advance   bool // and come from it
 }
 
 // stepProgram is a recorded step (AttendInto) with its own scratch; params is mapped,
@@ -594,17 +662,19 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 	if err != nil {
 		return fail("%v", err)
 	}
-	key := stepKey{seq: seq, q: q.buf, o: out.O.buf, lse: out.LSE.buf, p: st.p, mode: st.mode, timed: timed}
+	c.planCarry(st)
+	key := stepKey{seq: seq, q: q.buf, o: out.O.buf, lse: out.LSE.buf, p: st.p, mode: st.mode, timed: timed, carry: st.carry, advance: st.advance}
 	key.p.Lk, key.p.PosOffset, key.p.NBlocks = 0, 0, 0
 	sp, err := c.stepProgram(key, st, timed)
-	if err != nil {
-		return fail("%v", err)
+	if err == nil {
+		err = sp.bufs.params.Upload(ctx, 0, st.p.Bytes())
 	}
-	if err := sp.bufs.params.Upload(ctx, 0, st.p.Bytes()); err != nil {
-		return fail("%v", err)
+	var ts []vk.Timestamp
+	if err == nil {
+		ts, err = sp.prog.SubmitTimed(ctx)
 	}
-	ts, err := sp.prog.SubmitTimed(ctx)
 	if err != nil {
+		c.dropCarry(seq)
 		return fail("%v", err)
 	}
 	return stepProfile(ts), nil
@@ -651,7 +721,7 @@ func (c *KVCache) Close() error {
 	for _, sp := range c.progs {
 		sp.close()
 	}
-	all := []*vk.Buffer{c.k, c.v, c.ord}
+	all := []*vk.Buffer{c.k, c.v, c.ord, c.carryState, c.carryScratch}
 	all = append(all, c.chunk[:]...)
 	for _, s := range c.scratch {
 		all = append(all, s[:]...)
@@ -662,6 +732,7 @@ func (c *KVCache) Close() error {
 		}
 	}
 	c.k, c.v, c.ord, c.scratch, c.progs = nil, nil, nil, nil, nil
+	c.carryState, c.carryScratch = nil, nil
 	c.chunk = [2]*vk.Buffer{}
 	return nil
 }

@@ -381,3 +381,96 @@ func TestKVCacheAttendInto(t *testing.T) {
 	err = c.AttendInto(ctx, 1, qs[0], outs[0], opt)
 	require.ErrorContains(t, err, "sequence 1 of 1")
 }
+
+// TestKVCacheCarriedThresholds: one-row steps in mode row carry their thresholds to the
+// next step (one key appended) instead of selecting over every key again; that must
+// select exactly what a full select does. Each step attends carried (AttendInto or a
+// batch's first step, just after one appended key) and then in full (Attend at the same
+// length), bit-identical, over random weights, ties, equal weights (every new key joins
+// the best w), a window change, a Reset followed by appends to the same length, and
+// two-row steps in between.
+func TestKVCacheCarriedThresholds(t *testing.T) {
+	d := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	const h, hkv, dim, n = 4, 2, 32, 240
+	for _, kind := range []string{"random", "ties", "equal"} {
+		t.Run(kind, func(t *testing.T) {
+			s := newSeqData(rng, n, h, hkv, hkv, dim)
+			for i := range s.w {
+				switch kind {
+				case "ties":
+					s.w[i] = float32(rng.IntN(3))
+				case "equal":
+					s.w[i] = 0
+				}
+			}
+			c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 2, Capacity: n, KVHeads: hkv, HeadDim: dim, DType: dma.Float32})
+			require.NoError(t, err)
+			defer c.Close()
+			appendKeys := func(a, b int) {
+				w, err := d.NewWeights(1, hkv, b-a)
+				require.NoError(t, err)
+				defer w.Close()
+				require.NoError(t, w.Upload(ctx, s.weightCols(a, b)))
+				kt := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: b - a, H: hkv, D: dim}, rows(s.k, hkv, dim, a, b))
+				vt := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: b - a, H: hkv, D: dim}, rows(s.v, hkv, dim, a, b))
+				require.NoError(t, c.Append(ctx, 1, kt, vt, w))
+			}
+			download := func(r *dma.Result) []uint32 {
+				o, err := r.O.Download(ctx)
+				require.NoError(t, err)
+				lse, err := r.LSE.Download(ctx)
+				require.NoError(t, err)
+				return append(bits(o), bits(lse)...)
+			}
+			qStep, err := d.NewTensor(dma.Float32, dma.Shape{B: 1, L: 1, H: h, D: dim}, dma.BLHD)
+			require.NoError(t, err)
+			defer qStep.Close()
+			out, err := c.NewResult(qStep)
+			require.NoError(t, err)
+			defer out.Close()
+			appendKeys(0, 30)
+			w := 16
+			for pos := 30; pos < n; pos++ {
+				appendKeys(pos, pos+1)
+				switch pos {
+				case 120:
+					w = 9 // a new window: this step selects in full, the next ones carry again
+				case 180:
+					// Emptied and refilled to the same length: the carried state is stale.
+					require.NoError(t, c.Reset(1))
+					appendKeys(0, pos+1)
+				}
+				opt := dma.Options{Mode: dma.ModeRow, Window: w, Causal: true}
+				q := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 1, H: h, D: dim}, rows(s.q, h, dim, pos, pos+1))
+				var carried []uint32
+				if pos%7 == 0 {
+					// A batch's first step carries; its second (same sequence) selects in full.
+					rs, err := c.AttendBatch(ctx, []int{1, 1}, []*dma.Tensor{q, q}, opt)
+					require.NoError(t, err)
+					carried = download(rs[0])
+					require.Equal(t, carried, download(rs[1]), "pos %d: the batch's two steps", pos)
+					for _, r := range rs {
+						r.Close()
+					}
+				} else {
+					require.NoError(t, qStep.Upload(ctx, rows(s.q, h, dim, pos, pos+1)))
+					require.NoError(t, c.AttendInto(ctx, 1, qStep, out, opt))
+					carried = download(out)
+				}
+				res, err := c.Attend(ctx, 1, q, opt)
+				require.NoError(t, err)
+				require.Equal(t, carried, download(res), "pos %d (w %d): carried thresholds against a full select", pos, w)
+				res.Close()
+				if pos%11 == 0 {
+					// A two-row step (a draft) between one-row steps changes nothing carried.
+					q2 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 2, H: h, D: dim}, rows(s.q, h, dim, pos-1, pos+1))
+					r2, err := c.Attend(ctx, 1, q2, opt)
+					require.NoError(t, err)
+					r2.Close()
+				}
+			}
+		})
+	}
+}

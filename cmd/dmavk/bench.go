@@ -48,13 +48,14 @@ type benchRow struct {
 	SelMillis  float64 `json:"selection_ms"` // median
 	AttnMillis float64 `json:"attention_ms"` // median
 	WallMillis float64 `json:"wall_ms"`      // median, host view of the whole call
-	// BackToBackMillis (KV-cache rows): GPU time per step when 16 steps run in one
-	// submission, the GPU never idle between them (median of 5 submissions).
-	BackToBackMillis float64 `json:"back_to_back_ms,omitempty"`
-	SelShare         float64 `json:"selection_share"`
-	KeptTFLOPs       float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
-	KeptPairs        int64   `json:"kept_pairs"`
-	PeakShare        float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
+	// AppendMillis (KV-cache rows): the wall time of a step's Append (its new keys,
+	// values and weights into the cache; host included), median. WallMillis is then the
+	// attention alone.
+	AppendMillis float64 `json:"append_ms,omitempty"`
+	SelShare     float64 `json:"selection_share"`
+	KeptTFLOPs   float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
+	KeptPairs    int64   `json:"kept_pairs"`
+	PeakShare    float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
 	// PassMillis is the median GPU time of every kernel: weights, ord, sort, blocks, tau, attention.
 	PassMillis  map[string]float64 `json:"pass_ms"`
 	Repetitions int                `json:"reps"`
@@ -131,7 +132,7 @@ func runBench(args []string, stdout io.Writer) error {
 	sweep := fs.String("sweep", "", "a named sweep instead of the shape flags: table2 (the paper's Table 2), peers (issue 4's table), long (128K, 1M)")
 	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
-	cache := fs.Bool("cache", false, "rows of at most 4 queries go through a dma.KVCache (the decode kernels) instead of Forward")
+	cache := fs.Bool("cache", false, "rows of at most 4 queries decode through a dma.KVCache: each step appends its tokens, then attends (AttendInto)")
 	backward := fs.Bool("backward", false, "time Forward + Backward (fast mode; wall time of both calls) instead of Forward")
 	b := fs.Int("b", 1, "batch")
 	h := fs.Int("h", 8, "query heads")
@@ -250,8 +251,8 @@ func runBench(args []string, stdout io.Writer) error {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}
 			}
-			if r.BackToBackMillis > 0 {
-				fmt.Fprintf(stdout, " (16 steps back to back: %.3f per step)", r.BackToBackMillis)
+			if r.AppendMillis > 0 {
+				fmt.Fprintf(stdout, " (append, wall: %.3f)", r.AppendMillis)
 			}
 			fmt.Fprintln(stdout)
 		}
@@ -312,31 +313,50 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 	if m != dma.ModeNone {
 		opt.Weights = wt
 	}
-	// Through a KV cache: every sequence's keys appended once, then each repetition
-	// attends its Lq query rows (one sequence per batch, timed together).
+	// Through a KV cache, as a decoder runs it: each step appends its Lq tokens (key,
+	// value and weight: Append) and attends their query rows (AttendInto; with one row in
+	// mode row, the thresholds carried from the step before). The cache starts with the
+	// keys before the steps, and warm untimed steps (min(Lk/2, 4096) tokens; --warmup does
+	// not apply) run first, so the timed steps end at Lk keys.
 	var kv *dma.KVCache
 	var qs []*dma.Tensor
 	var outs []*dma.Result
+	var chunkK, chunkV *dma.Tensor
+	var chunkW []*dma.Weights // cycled: new keys of random weight, as a model's would be
+	warm := 0
 	if useCache && cfg.Lq <= 4 && (m == dma.ModeRow || m == dma.ModeNone) {
+		steps := reps + 2
+		warm = min(cfg.Lk/2, 4096) / cfg.Lq
+		prefill := cfg.Lk - (warm+steps)*cfg.Lq
+		if prefill < 1 {
+			warm = max((cfg.Lk-1)/cfg.Lq-steps, 0)
+			if prefill = cfg.Lk - (warm+steps)*cfg.Lq; prefill < 1 {
+				return row, fmt.Errorf("Lk = %d is too short for %d steps of %d tokens", cfg.Lk, steps, cfg.Lq)
+			}
+		}
 		if kv, err = dev.NewKVCache(dma.KVCacheConfig{Sequences: cfg.B, Capacity: cfg.Lk, KVHeads: cfg.Hkv, HeadDim: cfg.D, DType: dt}); err != nil {
 			return row, err
 		}
 		closers = append(closers, kv)
+		newWeights := func(n int) (*dma.Weights, error) {
+			w, err := dev.NewWeights(1, cfg.Hkv, n)
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, w)
+			return w, w.Upload(ctx, random(cfg.Hkv*n))
+		}
 		for b := range cfg.B {
-			kb, err := mk(dma.Shape{B: 1, L: cfg.Lk, H: cfg.Hkv, D: cfg.D})
+			kb, err := mk(dma.Shape{B: 1, L: prefill, H: cfg.Hkv, D: cfg.D})
 			if err != nil {
 				return row, err
 			}
-			vb, err := mk(dma.Shape{B: 1, L: cfg.Lk, H: cfg.Hkv, D: cfg.D})
+			vb, err := mk(dma.Shape{B: 1, L: prefill, H: cfg.Hkv, D: cfg.D})
 			if err != nil {
 				return row, err
 			}
-			wb, err := dev.NewWeights(1, cfg.Hkv, cfg.Lk)
+			wb, err := newWeights(prefill)
 			if err != nil {
-				return row, err
-			}
-			closers = append(closers, wb)
-			if err := wb.Upload(ctx, random(cfg.Hkv*cfg.Lk)); err != nil {
 				return row, err
 			}
 			if err := kv.Append(ctx, b, kb, vb, wb); err != nil {
@@ -353,6 +373,19 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 			closers = append(closers, out)
 			qs, outs = append(qs, qb), append(outs, out)
 		}
+		if chunkK, err = mk(dma.Shape{B: 1, L: cfg.Lq, H: cfg.Hkv, D: cfg.D}); err != nil {
+			return row, err
+		}
+		if chunkV, err = mk(dma.Shape{B: 1, L: cfg.Lq, H: cfg.Hkv, D: cfg.D}); err != nil {
+			return row, err
+		}
+		for range 64 {
+			w, err := newWeights(cfg.Lq)
+			if err != nil {
+				return row, err
+			}
+			chunkW = append(chunkW, w)
+		}
 	}
 	var dO *dma.Tensor
 	if backward {
@@ -360,6 +393,7 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 			return row, err
 		}
 	}
+	var appendTime time.Duration // of the last run's Appends (KV-cache steps)
 	run := func() (*dma.Result, dma.Profile, error) {
 		if backward {
 			// Forward + Backward as a training step runs them; timed by the wall clock.
@@ -382,7 +416,13 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		// Recorded steps (AttendInto): from the second call on, a step is a parameter
 		// write, a submission and a wait.
 		var total dma.Profile
+		appendTime = 0
 		for b, qb := range qs {
+			start := time.Now()
+			if err := kv.Append(ctx, b, chunkK, chunkV, chunkW[rng.IntN(len(chunkW))]); err != nil {
+				return nil, total, err
+			}
+			appendTime += time.Since(start)
 			prof, err := kv.AttendIntoProfiled(ctx, b, qb, outs[b], dma.Options{Mode: opt.Mode, Window: opt.Window, Causal: true})
 			if err != nil {
 				return nil, total, err
@@ -393,7 +433,15 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		}
 		return &dma.Result{Path: outs[0].Path}, total, nil
 	}
-	var gpu, sel, attn, wall []float64
+	for range warm {
+		if _, _, err := run(); err != nil {
+			return row, err
+		}
+	}
+	if kv != nil {
+		warmup = 0 // warmed up by the steps above
+	}
+	var gpu, sel, attn, wall, appends []float64
 	passes := map[string][]float64{}
 	warmStart := time.Now()
 	for i := 0; i < reps+2; i++ {
@@ -413,6 +461,10 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		if i < 2 {
 			continue // warm-up: pipeline creation, first-touch of memory
 		}
+		if kv != nil {
+			el -= appendTime
+			appends = append(appends, ms(appendTime))
+		}
 		gpu = append(gpu, ms(prof.Total()))
 		sel = append(sel, ms(prof.Selection))
 		attn = append(attn, ms(prof.Attention))
@@ -422,23 +474,7 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		}
 	}
 	if kv != nil {
-		const n = 16
-		var per []float64
-		for range 5 {
-			seqs, qn := make([]int, n), make([]*dma.Tensor, n)
-			for i := range qn {
-				qn[i] = qs[0]
-			}
-			rs, prof, err := kv.AttendBatchProfiled(ctx, seqs, qn, dma.Options{Mode: opt.Mode, Window: opt.Window, Causal: true})
-			if err != nil {
-				return row, err
-			}
-			for _, r := range rs {
-				r.Close()
-			}
-			per = append(per, ms(prof.Total())/n)
-		}
-		row.BackToBackMillis = median(per)
+		row.AppendMillis = median(appends)
 	}
 	row.PassMillis = map[string]float64{}
 	for name, t := range passes {
