@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:  "bench",
 		short: "time DMA forward passes (GPU timestamps per stage) over sweeps of shapes",
-		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--cache] [--backward] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
+		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--cache] [--equal-weights] [--backward] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
 		run:   runBench,
 	})
 }
@@ -134,6 +134,7 @@ func runBench(args []string, stdout io.Writer) error {
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
 	cache := fs.Bool("cache", false, "rows of at most 4 queries decode through a dma.KVCache: each step appends its tokens, then attends (AttendInto)")
 	backward := fs.Bool("backward", false, "time Forward + Backward (fast mode; wall time of both calls) instead of Forward")
+	equal := fs.Bool("equal-weights", false, "every dynamic weight 0 (A = 0, the public initialisation): DMA is then sliding-window attention, and in a KV cache every new key joins the best w")
 	b := fs.Int("b", 1, "batch")
 	h := fs.Int("h", 8, "query heads")
 	hkv := fs.Int("hkv", 0, "kv heads (0: same as --h)")
@@ -210,7 +211,7 @@ func runBench(args []string, stdout io.Writer) error {
 	var rows []benchRow
 	for i, cfg := range cfgs {
 		fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d ...\n", i+1, len(cfgs), cfg.Section, cfg.B, cfg.Lq, cfg.Lk, cfg.H, cfg.Hkv, cfg.D, cfg.Window)
-		row, err := benchOne(ctx, dev, rng, cfg, m, dt, *reps, *warmup, *cache, *backward)
+		row, err := benchOne(ctx, dev, rng, cfg, m, dt, benchOptions{*reps, *warmup, *cache, *backward, *equal})
 		if err != nil {
 			return fmt.Errorf("%+v: %w", cfg, err)
 		}
@@ -260,7 +261,17 @@ func runBench(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, reps int, warmup time.Duration, useCache, backward bool) (benchRow, error) {
+// benchOptions are the flags that shape every row's measurement.
+type benchOptions struct {
+	reps         int
+	warmup       time.Duration
+	cache        bool // decode through a KV cache
+	backward     bool // Forward + Backward
+	equalWeights bool // every weight 0
+}
+
+func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, o benchOptions) (benchRow, error) {
+	reps, warmup, useCache, backward := o.reps, o.warmup, o.cache, o.backward
 	row := benchRow{benchConfig: cfg, Device: dev.Name(), Mode: m.String(), DType: dt.String(), Repetitions: reps}
 	// Uniform in [-1, 1) from a xorshift generator: fast enough for 1M-token tensors,
 	// and never zeros (which would flatter the arithmetic).
@@ -306,7 +317,13 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		return row, err
 	}
 	closers = append(closers, wt)
-	if err := wt.Upload(ctx, random(cfg.B*cfg.Hkv*cfg.Lk)); err != nil {
+	weights := func(n int) []float32 {
+		if o.equalWeights {
+			return make([]float32, n)
+		}
+		return random(n)
+	}
+	if err := wt.Upload(ctx, weights(cfg.B*cfg.Hkv*cfg.Lk)); err != nil {
 		return row, err
 	}
 	opt := dma.Options{Mode: m, Window: cfg.Window, Causal: true}
@@ -344,7 +361,7 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 				return nil, err
 			}
 			closers = append(closers, w)
-			return w, w.Upload(ctx, random(cfg.Hkv*n))
+			return w, w.Upload(ctx, weights(cfg.Hkv*n))
 		}
 		for b := range cfg.B {
 			kb, err := mk(dma.Shape{B: 1, L: prefill, H: cfg.Hkv, D: cfg.D})
