@@ -8,16 +8,20 @@ set -uo pipefail
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
 (cd internal/kern && timeout 200 ../../.gpu/kern.test -test.run 'TopW|Decode' >"$OUT/kern.txt" 2>&1)
 echo "kern tests: $(tail -1 "$OUT/kern.txt")"; grep -E -- "--- FAIL" "$OUT/kern.txt" | head
+(cd dma && timeout 200 ../.gpu/dma.test -test.run 'KVCache' >"$OUT/dma.txt" 2>&1)
+echo "dma KV-cache tests: $(tail -1 "$OUT/dma.txt")"; grep -E -- "--- FAIL" "$OUT/dma.txt" | head
 timeout 200 $D selftest --run kvcache >"$OUT/selftest.txt" 2>&1
 echo "selftest: $(tail -1 "$OUT/selftest.txt")"
 fi
 # The SM clock while the steps run (the card idles at a low clock between short steps).
-nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,pstate,utilization.gpu --format=csv,noheader -lms 50 >"$OUT/clocks.txt" 2>&1 &
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,pstate,utilization.gpu --format=csv,noheader -lms 20 >"$OUT/clocks.txt" 2>&1 &
 SMI=$!
 ARGS="--lengths 4K,16K,64K,256K,1M --decode --h 32 --hkv 8 --d 128 --window 2048 --warmup 1s"
 $D bench $ARGS --configs >/tmp/decode.json
 timeout 200 $D bench $ARGS --cache --reps 20 --profile 2>&1 | grep -vE "^bench: \[" | tee "$OUT/bench.txt"
 timeout 200 $D bench $ARGS --cache --reps 20 --json >"$OUT/decode_dmavk.json" 2>>"$OUT/bench.txt"
 timeout 150 python3 bench/peers/sdpa.py --configs /tmp/decode.json --reps 50 --json "$OUT/decode_sdpa.json" >>"$OUT/bench.txt" 2>&1
+# Forward's decode route (no cache: ord, a full radix select, the decode kernels).
+timeout 100 $D bench --lengths 64K,256K --decode --h 32 --hkv 8 --d 128 --window 2048 --reps 20 --profile 2>&1 | grep -vE "^bench: \[" | tee -a "$OUT/bench.txt"
 kill $SMI
 python3 bench/peers/join.py "$OUT/decode_dmavk.json" "$OUT/decode_sdpa.json" | tee "$OUT/joined.md"
