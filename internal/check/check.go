@@ -446,29 +446,55 @@ func runKVCache(ctx context.Context, dev *dma.Device, c Case, hb int, qd, kd, vd
 	o = make([]float32, c.B*c.Lq*c.H*c.D)
 	lse = make([]float32, c.B*c.H*c.Lq)
 	kvn, qn := c.Lk*c.Hkv*c.D, c.Lq*c.H*c.D
-	for b := range c.B {
-		kt, err := tensor(dma.Shape{B: 1, L: c.Lk, H: c.Hkv, D: c.D}, kd[b*kvn:(b+1)*kvn])
+	// appendKeys appends keys [a, b) of batch bi to its sequence.
+	appendKeys := func(bi, a, b int) error {
+		row := c.Hkv * c.D
+		kt, err := tensor(dma.Shape{B: 1, L: b - a, H: c.Hkv, D: c.D}, kd[bi*kvn+a*row:bi*kvn+b*row])
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		vt, err := tensor(dma.Shape{B: 1, L: c.Lk, H: c.Hkv, D: c.D}, vd[b*kvn:(b+1)*kvn])
+		vt, err := tensor(dma.Shape{B: 1, L: b - a, H: c.Hkv, D: c.D}, vd[bi*kvn+a*row:bi*kvn+b*row])
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		wt, err := dev.NewWeights(1, hb, c.Lk)
+		wt, err := dev.NewWeights(1, hb, b-a)
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		closers = append(closers, wt)
-		if err := wt.Upload(ctx, w[b*hb*c.Lk:(b+1)*hb*c.Lk]); err != nil {
-			return nil, nil, err
+		var cols []float32
+		for h := range hb {
+			at := (bi*hb + h) * c.Lk
+			cols = append(cols, w[at+a:at+b]...)
 		}
-		if err := cache.Append(ctx, b, kt, vt, wt); err != nil {
+		if err := wt.Upload(ctx, cols); err != nil {
+			return err
+		}
+		return cache.Append(ctx, bi, kt, vt, wt)
+	}
+	// One query row in mode row: a step over all but the last key first, then the last
+	// key's step, which carries the first step's thresholds (as decoding does).
+	split := c.Lk
+	if c.Lq == 1 && opt.Mode == dma.ModeRow && c.Lk >= 2 {
+		split = c.Lk - 1
+	}
+	for b := range c.B {
+		if err := appendKeys(b, 0, split); err != nil {
 			return nil, nil, err
 		}
 		qt, err := tensor(dma.Shape{B: 1, L: c.Lq, H: c.H, D: c.D}, qd[b*qn:(b+1)*qn])
 		if err != nil {
 			return nil, nil, err
+		}
+		if split < c.Lk {
+			first, err := cache.Attend(ctx, b, qt, aopt)
+			if err != nil {
+				return nil, nil, err
+			}
+			first.Close()
+			if err := appendKeys(b, split, c.Lk); err != nil {
+				return nil, nil, err
+			}
 		}
 		res, err := cache.Attend(ctx, b, qt, aopt)
 		if err != nil {

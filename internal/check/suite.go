@@ -39,6 +39,9 @@ func Suite(long bool) []Case {
 		// Decoding through a KV cache: a few rows over one to three slices of keys.
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 1, Lk: 1500, H: 4, Hkv: 2, D: 64, Window: 32, KVCache: true})
 		add(Case{DType: dt, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 3, Lk: 700, H: 4, Hkv: 1, D: 32, KVCache: true})
+		// Equal weights: the last key joins the best w and moves the carried threshold.
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1, Lk: 3000, H: 4, Hkv: 2, D: 64, Window: 100,
+			Weights: WeightsEqual, HbIsH: true, KVCache: true})
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 4, Lk: 2100, H: 4, Hkv: 2, D: 128, Window: 64,
 			HbIsH: true, Softcap: 20, KVCache: true})
 		// Forward with a few rows over many keys: the decode kernels (Path "decode").
