@@ -42,17 +42,23 @@ type KVCache struct {
 	carryState, carryScratch *vk.Buffer
 	carryWords               int64
 
-	mu      sync.Mutex
-	lens    []int
-	tauLen  []int
-	tauW    []int
-	chunk   [2]*vk.Buffer   // Append's params and the ord of the new keys
-	scratch [][4]*vk.Buffer // Attend's stepBuffers per sequence of a call
-	progs   []*stepProgram  // AttendInto's recorded steps, most recently used first
+	mu           sync.Mutex
+	lens         []int
+	tauLen       []int
+	tauW         []int
+	appendParams *vk.Buffer      // a one-shot Append's parameters
+	scratch      [][4]*vk.Buffer // Attend's stepBuffers per sequence of a call
+	steps        mru[stepKey, *stepProgram]
+	appends      mru[appendKey, *appendProgram]
 }
 
-// maxStepPrograms bounds the recorded steps a cache keeps (AttendInto).
-const maxStepPrograms = 16
+// maxStepPrograms bounds the recorded steps a cache keeps (AttendInto), and
+// maxAppendPrograms the recorded appends (Append of a few keys).
+const maxStepPrograms, maxAppendPrograms = 16, 16
+
+// maxRecordedAppend is the most keys an Append records for reuse: a decode step's tokens
+// (a recording keeps its buffers alive, which a prefill's large chunks should not be).
+const maxRecordedAppend = 16
 
 // NewKVCache allocates an empty cache.
 func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
@@ -81,7 +87,8 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 	if err := d.limits(map[string]int64{"the cache's K": kvBytes, "the cache's weights": wBytes}); err != nil {
 		return nil, err
 	}
-	c := &KVCache{d: d, cfg: cfg, lens: make([]int, cfg.Sequences), tauLen: make([]int, cfg.Sequences), tauW: make([]int, cfg.Sequences)}
+	c := &KVCache{d: d, cfg: cfg, lens: make([]int, cfg.Sequences), tauLen: make([]int, cfg.Sequences), tauW: make([]int, cfg.Sequences),
+		steps: mru[stepKey, *stepProgram]{max: maxStepPrograms}, appends: mru[appendKey, *appendProgram]{max: maxAppendPrograms}}
 	for i := range c.tauLen {
 		c.tauLen[i] = -1
 	}
@@ -165,51 +172,88 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 	if at+n > cfg.Capacity {
 		return fmt.Errorf("dma: KVCache.Append: sequence %d holds %d keys, %d more exceed the capacity %d", seq, at, n, cfg.Capacity)
 	}
-	es := int64(cfg.DType.Size())
-	row := int64(cfg.KVHeads) * int64(cfg.HeadDim) * es
-	kvOff := (int64(seq)*int64(cfg.Capacity) + int64(at)) * row
-	// The ord of the new keys' weights (the plan's ord pass, as Forward computes it),
-	// into a chunk buffer, then copied to their places in the cache.
-	pOrd := kern.Params{B: 1, Lq: 1, Lk: u32(n), H: u32(cfg.BiasHeads), Hkv: u32(cfg.KVHeads), Hb: u32(cfg.BiasHeads),
-		D: u32(cfg.HeadDim), G: u32(cfg.BiasHeads / cfg.KVHeads), Mode: kern.ModeNone, Causal: 1, Window: 1,
-		BlockC: u32(kern.BlockSize(1)), NBlocks: 1, NCap: 1, Storage: cfg.DType.storage()}
-	hb := int64(cfg.BiasHeads)
-	var bufs [2]*vk.Buffer
+	p := c.appendParamsOf(seq, at, n)
+	bufs := &kern.AppendBuffers{K: k.buf, V: v.buf, Weights: weights.buf, CacheK: c.k, CacheV: c.v, CacheOrd: c.ord}
 	var err error
-	for i, size := range []int64{kern.ParamsSize, hb * int64(n) * 4} {
-		if bufs[i], err = growBuffer(c.d, &c.chunk[i], size); err != nil {
-			return fmt.Errorf("dma: KVCache.Append: %w", err)
+	if n <= maxRecordedAppend {
+		err = c.appendRecorded(ctx, appendKey{seq, k.buf, v.buf, weights.buf, n}, p, bufs)
+	} else {
+		var params *vk.Buffer
+		if params, err = growBuffer(c.d, &c.appendParams, kern.ParamsSize); err == nil {
+			err = c.d.vd.Run(ctx, func(r *vk.Recorder) error {
+				if err := r.Update(params, 0, p.Bytes()); err != nil {
+					return err
+				}
+				r.Barrier()
+				return c.d.kern.RecordAppend(r, &p, params, bufs)
+			})
 		}
 	}
-	err = c.d.vd.Run(ctx, func(r *vk.Recorder) error {
-		// Buffer copies take any byte offset and size: 16-bit rows need no alignment.
-		if err := r.Copy(k.buf, 0, c.k, kvOff, int64(n)*row); err != nil {
-			return err
-		}
-		if err := r.Copy(v.buf, 0, c.v, kvOff, int64(n)*row); err != nil {
-			return err
-		}
-		if err := r.Update(bufs[0], 0, pOrd.Bytes()); err != nil {
-			return err
-		}
-		r.Barrier()
-		if err := c.d.kern.RecordPlan(r, &pOrd, bufs[0], weights.buf, nil, &kern.PlanBuffers{Ord: bufs[1]}); err != nil {
-			return err
-		}
-		r.Barrier()
-		for h := range hb {
-			dst := ((int64(seq)*hb+h)*int64(cfg.Capacity) + int64(at)) * 4
-			if err := r.Copy(bufs[1], h*int64(n)*4, c.ord, dst, int64(n)*4); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 	if err != nil {
 		return fmt.Errorf("dma: KVCache.Append: %w", err)
 	}
 	c.lens[seq] = at + n
 	return nil
+}
+
+// appendParamsOf are kv_append's parameters for n keys of sequence seq at position at: the
+// cache's K/V layout and ord rows.
+func (c *KVCache) appendParamsOf(seq, at, n int) kern.Params {
+	cfg := c.cfg
+	row := u32(cfg.KVHeads * cfg.HeadDim)
+	view := kern.View{Off: u32(seq*cfg.Capacity) * row, SB: u32(cfg.Capacity) * row, SL: row, SH: u32(cfg.HeadDim)}
+	return kern.Params{B: 1, Lq: u32(n), Hkv: u32(cfg.KVHeads), D: u32(cfg.HeadDim), Hb: u32(cfg.BiasHeads),
+		Storage: cfg.DType.storage(), PosOffset: int32(at), K: view, V: view,
+		OrdOff: u32(seq * cfg.BiasHeads * cfg.Capacity), OrdSL: u32(cfg.Capacity)}
+}
+
+// appendKey tells recorded appends apart: the sequence, the new keys' buffers and count
+// (the position is a parameter).
+type appendKey struct {
+	seq     int
+	k, v, w *vk.Buffer
+	n       int
+}
+
+// appendProgram is a recorded Append with its parameters in mapped memory.
+type appendProgram struct {
+	prog   *vk.Program
+	params *vk.Buffer
+}
+
+func (ap *appendProgram) close() {
+	if ap.prog != nil {
+		ap.prog.Close()
+	}
+	if ap.params != nil {
+		ap.params.Close()
+	}
+}
+
+// appendRecorded runs p through the recording of key, recording it first if needed;
+// c.mu is held.
+func (c *KVCache) appendRecorded(ctx context.Context, key appendKey, p kern.Params, bufs *kern.AppendBuffers) error {
+	ap, ok := c.appends.get(key)
+	if !ok {
+		ap = &appendProgram{}
+		var err error
+		if ap.params, err = c.d.vd.NewMappedBuffer(kern.ParamsSize); err != nil {
+			return err
+		}
+		ap.prog, err = c.d.vd.Record(func(r *vk.Recorder) error {
+			r.Barrier() // after earlier submissions' reads of the cache
+			return c.d.kern.RecordAppend(r, &p, ap.params, bufs)
+		})
+		if err != nil {
+			ap.close()
+			return err
+		}
+		c.appends.add(key, ap)
+	}
+	if err := ap.params.Upload(ctx, 0, p.Bytes()); err != nil {
+		return err
+	}
+	return ap.prog.Submit(ctx)
 }
 
 // growBuffer returns *slot when it holds at least size bytes, else replaces it with a
@@ -402,6 +446,7 @@ func (c *KVCache) stepSizes(p *kern.Params) [4]int64 {
 func (c *KVCache) recordStep(r *vk.Recorder, st *attendStep, b stepBuffers, stamp func(string) error) error {
 	capacity := u32(c.cfg.Capacity)
 	hb := int64(c.cfg.BiasHeads)
+	r.Barrier() // after earlier submissions' writes of the cache (Append)
 	switch {
 	case st.advance:
 		carry := kern.Carry{State: c.carryState, StateRow: u32(st.seq * c.cfg.BiasHeads), Scratch: c.carryScratch, ScratchWord: u32(st.seq * int(c.carryWords))}
@@ -683,12 +728,8 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 // stepProgram finds the recording of key, or records it (dropping the least recently
 // used one beyond maxStepPrograms); c.mu is held.
 func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepProgram, error) {
-	for i, sp := range c.progs {
-		if sp.key == key {
-			copy(c.progs[1:i+1], c.progs[:i])
-			c.progs[0] = sp
-			return sp, nil
-		}
+	if sp, ok := c.steps.get(key); ok {
+		return sp, nil
 	}
 	sp, err := c.newStepProgram(st)
 	if err != nil {
@@ -706,11 +747,7 @@ func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepPro
 		sp.close()
 		return nil, err
 	}
-	c.progs = append([]*stepProgram{sp}, c.progs...)
-	if len(c.progs) > maxStepPrograms {
-		c.progs[len(c.progs)-1].close()
-		c.progs = c.progs[:len(c.progs)-1]
-	}
+	c.steps.add(key, sp)
 	return sp, nil
 }
 
@@ -718,11 +755,9 @@ func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepPro
 func (c *KVCache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, sp := range c.progs {
-		sp.close()
-	}
-	all := []*vk.Buffer{c.k, c.v, c.ord, c.carryState, c.carryScratch}
-	all = append(all, c.chunk[:]...)
+	c.steps.closeAll()
+	c.appends.closeAll()
+	all := []*vk.Buffer{c.k, c.v, c.ord, c.carryState, c.carryScratch, c.appendParams}
 	for _, s := range c.scratch {
 		all = append(all, s[:]...)
 	}
@@ -731,8 +766,7 @@ func (c *KVCache) Close() error {
 			b.Close()
 		}
 	}
-	c.k, c.v, c.ord, c.scratch, c.progs = nil, nil, nil, nil, nil
-	c.carryState, c.carryScratch = nil, nil
-	c.chunk = [2]*vk.Buffer{}
+	c.k, c.v, c.ord, c.scratch = nil, nil, nil, nil
+	c.carryState, c.carryScratch, c.appendParams = nil, nil, nil
 	return nil
 }
