@@ -624,7 +624,6 @@ type stepKey struct {
 // stepProgram is a recorded step (AttendInto) with its own scratch; params is mapped,
 // written before each submission.
 type stepProgram struct {
-	key  stepKey
 	prog *vk.Program
 	bufs stepBuffers
 }
@@ -735,7 +734,6 @@ func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepPro
 	if err != nil {
 		return nil, err
 	}
-	sp.key = key
 	sp.prog, err = c.d.vd.Record(func(r *vk.Recorder) error {
 		stamp := stamper(r, timed)
 		if err := stamp("start"); err != nil {
