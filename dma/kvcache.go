@@ -50,6 +50,7 @@ type KVCache struct {
 	scratch      [][4]*vk.Buffer // Attend's stepBuffers per sequence of a call
 	steps        mru[stepKey, *stepProgram]
 	appends      mru[appendKey, *appendProgram]
+	fused        mru[fusedKey, *fusedProgram] // AppendAttendInto's
 }
 
 // maxStepPrograms bounds the recorded steps a cache keeps (AttendInto), and
@@ -88,7 +89,8 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 		return nil, err
 	}
 	c := &KVCache{d: d, cfg: cfg, lens: make([]int, cfg.Sequences), tauLen: make([]int, cfg.Sequences), tauW: make([]int, cfg.Sequences),
-		steps: mru[stepKey, *stepProgram]{max: maxStepPrograms}, appends: mru[appendKey, *appendProgram]{max: maxAppendPrograms}}
+		steps: mru[stepKey, *stepProgram]{max: maxStepPrograms}, appends: mru[appendKey, *appendProgram]{max: maxAppendPrograms},
+		fused: mru[fusedKey, *fusedProgram]{max: maxStepPrograms}}
 	for i := range c.tauLen {
 		c.tauLen[i] = -1
 	}
@@ -140,26 +142,11 @@ func (c *KVCache) Reset(seq int) error {
 // of the cache's dtype, weights [1, BiasHeads, n] (e.g. DynamicWeights of v). It fails,
 // changing nothing, when the sequence would exceed the capacity.
 func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *Weights) error {
-	if k == nil || v == nil || weights == nil {
-		return fmt.Errorf("dma: KVCache.Append: nil k, v or weights")
+	n, err := c.checkAppend(k, v, weights)
+	if err != nil {
+		return fmt.Errorf("dma: KVCache.Append: %w", err)
 	}
 	cfg := c.cfg
-	want := Shape{B: 1, L: k.shape.L, H: cfg.KVHeads, D: cfg.HeadDim}
-	for _, t := range []struct {
-		name string
-		t    *Tensor
-	}{{"k", k}, {"v", v}} {
-		if t.t.d != c.d {
-			return fmt.Errorf("dma: KVCache.Append: %s lives on another device", t.name)
-		}
-		if t.t.shape != want || t.t.layout != BLHD || t.t.dtype != cfg.DType {
-			return fmt.Errorf("dma: KVCache.Append: %s is %v %v %v, want %v BLHD %v", t.name, t.t.shape, t.t.layout, t.t.dtype, want, cfg.DType)
-		}
-	}
-	n := want.L
-	if weights.B != 1 || weights.Hb != cfg.BiasHeads || weights.Lk != n {
-		return fmt.Errorf("dma: KVCache.Append: weights [%d %d %d], want [1 %d %d]", weights.B, weights.Hb, weights.Lk, cfg.BiasHeads, n)
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.k == nil {
@@ -173,8 +160,7 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 		return fmt.Errorf("dma: KVCache.Append: sequence %d holds %d keys, %d more exceed the capacity %d", seq, at, n, cfg.Capacity)
 	}
 	p := c.appendParamsOf(seq, at, n)
-	bufs := &kern.AppendBuffers{K: k.buf, V: v.buf, Weights: weights.buf, CacheK: c.k, CacheV: c.v, CacheOrd: c.ord}
-	var err error
+	bufs := c.appendBuffers(k, v, weights)
 	if n <= maxRecordedAppend {
 		err = c.appendRecorded(ctx, appendKey{seq, k.buf, v.buf, weights.buf, n}, p, bufs)
 	} else {
@@ -194,6 +180,37 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 	}
 	c.lens[seq] = at + n
 	return nil
+}
+
+// checkAppend checks the new keys of an append against the cache and returns their
+// number.
+func (c *KVCache) checkAppend(k, v *Tensor, weights *Weights) (int, error) {
+	if k == nil || v == nil || weights == nil {
+		return 0, fmt.Errorf("nil k, v or weights")
+	}
+	cfg := c.cfg
+	want := Shape{B: 1, L: k.shape.L, H: cfg.KVHeads, D: cfg.HeadDim}
+	for _, t := range []struct {
+		name string
+		t    *Tensor
+	}{{"k", k}, {"v", v}} {
+		if t.t.d != c.d {
+			return 0, fmt.Errorf("%s lives on another device", t.name)
+		}
+		if t.t.shape != want || t.t.layout != BLHD || t.t.dtype != cfg.DType {
+			return 0, fmt.Errorf("%s is %v %v %v, want %v BLHD %v", t.name, t.t.shape, t.t.layout, t.t.dtype, want, cfg.DType)
+		}
+	}
+	n := want.L
+	if weights.B != 1 || weights.Hb != cfg.BiasHeads || weights.Lk != n {
+		return 0, fmt.Errorf("weights [%d %d %d], want [1 %d %d]", weights.B, weights.Hb, weights.Lk, cfg.BiasHeads, n)
+	}
+	return n, nil
+}
+
+// appendBuffers are kv_append's buffers for these new keys.
+func (c *KVCache) appendBuffers(k, v *Tensor, weights *Weights) *kern.AppendBuffers {
+	return &kern.AppendBuffers{K: k.buf, V: v.buf, Weights: weights.buf, CacheK: c.k, CacheV: c.v, CacheOrd: c.ord}
 }
 
 // appendParamsOf are kv_append's parameters for n keys of sequence seq at position at: the
@@ -574,7 +591,8 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 }
 
 // stepProfile adds up the stamps of recordStep's steps ("start", "tau", "split",
-// "merge" each; a step's attention is its split and merge passes).
+// "merge" each, "append" after "start" in AppendAttendInto's; a step's attention is its
+// split and merge passes).
 func stepProfile(ts []vk.Timestamp) Profile {
 	var prof Profile
 	for i := 1; i < len(ts); i++ {
@@ -582,9 +600,11 @@ func stepProfile(ts []vk.Timestamp) Profile {
 			continue
 		}
 		d := time.Duration(ts[i].Nanos - ts[i-1].Nanos)
-		if ts[i].Label == "tau" {
+		switch ts[i].Label {
+		case "tau":
 			prof.Selection += d
-		} else {
+		case "append": // AppendAttendInto's: neither selection nor attention
+		default:
 			prof.Attention += d
 		}
 		prof.Passes = append(prof.Passes, Pass{Name: ts[i].Label, Time: d})
@@ -619,6 +639,13 @@ type stepKey struct {
 	timed     bool
 	carry     bool // the thresholds go to the carried state
 	advance   bool // and come from it
+}
+
+// stepKeyOf is the key of st's recording.
+func (c *KVCache) stepKeyOf(st *attendStep, timed bool) stepKey {
+	key := stepKey{seq: st.seq, q: st.q.buf, o: st.o.buf, lse: st.lse, p: st.p, mode: st.mode, timed: timed, carry: st.carry, advance: st.advance}
+	key.p.Lk, key.p.PosOffset, key.p.NBlocks = 0, 0, 0
+	return key
 }
 
 // stepProgram is a recorded step (AttendInto) with its own scratch; params is mapped,
@@ -657,6 +684,26 @@ func (sp *stepProgram) close() {
 	}
 }
 
+// checkInto checks q and the result a recorded step writes into.
+func (c *KVCache) checkInto(q *Tensor, out *Result) error {
+	if err := c.checkQuery(q); err != nil {
+		return err
+	}
+	if out == nil || out.O == nil || out.LSE == nil {
+		return fmt.Errorf("nil result")
+	}
+	if out.O.d != c.d || out.O.shape != q.shape || out.O.dtype != q.dtype || out.O.layout != q.layout {
+		return fmt.Errorf("out.O is %v %v %v, want q's %v %v %v", out.O.shape, out.O.layout, out.O.dtype, q.shape, q.layout, q.dtype)
+	}
+	if out.LSE.B != 1 || out.LSE.H != q.shape.H || out.LSE.Lq != q.shape.L {
+		return fmt.Errorf("out.LSE is [%d %d %d], want [1 %d %d]", out.LSE.B, out.LSE.H, out.LSE.Lq, q.shape.H, q.shape.L)
+	}
+	if out.O.buf == q.buf {
+		return fmt.Errorf("out.O is q")
+	}
+	return nil
+}
+
 // AttendInto is Attend writing into out (from NewResult, or any Result whose O has q's
 // shape, dtype and layout) instead of allocating. It is the fast way to decode: the
 // first call for a given sequence, q, out and options records the step, and later calls
@@ -682,20 +729,8 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 	if err := checkStepOptions(opt); err != nil {
 		return fail("%v", err)
 	}
-	if err := c.checkQuery(q); err != nil {
+	if err := c.checkInto(q, out); err != nil {
 		return fail("%v", err)
-	}
-	if out == nil || out.O == nil || out.LSE == nil {
-		return fail("nil result")
-	}
-	if out.O.d != c.d || out.O.shape != q.shape || out.O.dtype != q.dtype || out.O.layout != q.layout {
-		return fail("out.O is %v %v %v, want q's %v %v %v", out.O.shape, out.O.layout, out.O.dtype, q.shape, q.layout, q.dtype)
-	}
-	if out.LSE.B != 1 || out.LSE.H != q.shape.H || out.LSE.Lq != q.shape.L {
-		return fail("out.LSE is [%d %d %d], want [1 %d %d]", out.LSE.B, out.LSE.H, out.LSE.Lq, q.shape.H, q.shape.L)
-	}
-	if out.O.buf == q.buf {
-		return fail("out.O is q")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -707,9 +742,7 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 		return fail("%v", err)
 	}
 	c.planCarry(st)
-	key := stepKey{seq: seq, q: q.buf, o: out.O.buf, lse: out.LSE.buf, p: st.p, mode: st.mode, timed: timed, carry: st.carry, advance: st.advance}
-	key.p.Lk, key.p.PosOffset, key.p.NBlocks = 0, 0, 0
-	sp, err := c.stepProgram(key, st, timed)
+	sp, err := c.stepProgram(c.stepKeyOf(st, timed), st, timed)
 	if err == nil {
 		err = sp.bufs.params.Upload(ctx, 0, st.p.Bytes())
 	}
@@ -755,6 +788,7 @@ func (c *KVCache) Close() error {
 	defer c.mu.Unlock()
 	c.steps.closeAll()
 	c.appends.closeAll()
+	c.fused.closeAll()
 	all := []*vk.Buffer{c.k, c.v, c.ord, c.carryState, c.carryScratch, c.appendParams}
 	for _, s := range c.scratch {
 		all = append(all, s[:]...)

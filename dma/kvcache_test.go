@@ -474,3 +474,109 @@ func TestKVCacheCarriedThresholds(t *testing.T) {
 		})
 	}
 }
+
+// TestKVCacheAppendAttendInto: a step in one submission (AppendAttendInto) gives, bit
+// for bit, what Append then Attend give on a twin cache, one token or two per step,
+// with random and equal weights, recordings reused and evicted (two query tensors
+// alternate); a step that fails leaves the sequence as it was.
+func TestKVCacheAppendAttendInto(t *testing.T) {
+	d := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	const h, hkv, dim, n = 4, 2, 32, 160
+	for _, c := range []struct {
+		name   string
+		tokens int
+		equal  bool
+		dt     dma.DType
+	}{{"one", 1, false, dma.Float16}, {"one/equal", 1, true, dma.Float32}, {"two", 2, false, dma.BFloat16}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSeqData(rng, n, h, hkv, hkv, dim)
+			if c.equal {
+				clear(s.w)
+			}
+			var caches [2]*dma.KVCache
+			for i := range caches {
+				var err error
+				caches[i], err = d.NewKVCache(dma.KVCacheConfig{Sequences: 2, Capacity: n, KVHeads: hkv, HeadDim: dim, DType: c.dt})
+				require.NoError(t, err)
+				defer caches[i].Close()
+			}
+			chunk := func(a, b int) (*dma.Tensor, *dma.Tensor, *dma.Weights) {
+				w, err := d.NewWeights(1, hkv, b-a)
+				require.NoError(t, err)
+				t.Cleanup(func() { w.Close() })
+				require.NoError(t, w.Upload(ctx, s.weightCols(a, b)))
+				return tensor(t, d, c.dt, dma.Shape{B: 1, L: b - a, H: hkv, D: dim}, rows(s.k, hkv, dim, a, b)),
+					tensor(t, d, c.dt, dma.Shape{B: 1, L: b - a, H: hkv, D: dim}, rows(s.v, hkv, dim, a, b)), w
+			}
+			for _, cc := range caches {
+				kt, vt, wt := chunk(0, 40)
+				require.NoError(t, cc.Append(ctx, 0, kt, vt, wt))
+			}
+			// Step tensors reused across steps (their contents change), two sets alternating.
+			var qs [2]*dma.Tensor
+			var outs [2]*dma.Result
+			var ks, vs [2]*dma.Tensor
+			var ws [2]*dma.Weights
+			for i := range 2 {
+				var err error
+				qs[i], err = d.NewTensor(c.dt, dma.Shape{B: 1, L: c.tokens, H: h, D: dim}, dma.BLHD)
+				require.NoError(t, err)
+				defer qs[i].Close()
+				outs[i], err = caches[1].NewResult(qs[i])
+				require.NoError(t, err)
+				defer outs[i].Close()
+				ks[i], err = d.NewTensor(c.dt, dma.Shape{B: 1, L: c.tokens, H: hkv, D: dim}, dma.BLHD)
+				require.NoError(t, err)
+				defer ks[i].Close()
+				vs[i], err = d.NewTensor(c.dt, dma.Shape{B: 1, L: c.tokens, H: hkv, D: dim}, dma.BLHD)
+				require.NoError(t, err)
+				defer vs[i].Close()
+				ws[i], err = d.NewWeights(1, hkv, c.tokens)
+				require.NoError(t, err)
+				defer ws[i].Close()
+			}
+			opt := dma.Options{Mode: dma.ModeRow, Window: 24, Causal: true}
+			for pos, step := 40, 0; pos+c.tokens <= n; pos, step = pos+c.tokens, step+1 {
+				kt, vt, wt := chunk(pos, pos+c.tokens)
+				require.NoError(t, caches[0].Append(ctx, 0, kt, vt, wt))
+				qd := rows(s.q, h, dim, pos, pos+c.tokens)
+				want, err := caches[0].Attend(ctx, 0, tensor(t, d, c.dt, dma.Shape{B: 1, L: c.tokens, H: h, D: dim}, qd), opt)
+				require.NoError(t, err)
+				i := step % 2
+				require.NoError(t, qs[i].Upload(ctx, qd))
+				require.NoError(t, ks[i].Upload(ctx, rows(s.k, hkv, dim, pos, pos+c.tokens)))
+				require.NoError(t, vs[i].Upload(ctx, rows(s.v, hkv, dim, pos, pos+c.tokens)))
+				require.NoError(t, ws[i].Upload(ctx, s.weightCols(pos, pos+c.tokens)))
+				_, err = caches[1].AppendAttendIntoProfiled(ctx, 0, ks[i], vs[i], ws[i], qs[i], outs[i], opt)
+				require.NoError(t, err)
+				require.Equal(t, pos+c.tokens, caches[1].Len(0))
+				for _, x := range []struct {
+					name      string
+					got, want *dma.Tensor
+				}{{"O", outs[i].O, want.O}} {
+					g, err := x.got.Download(ctx)
+					require.NoError(t, err)
+					w, err := x.want.Download(ctx)
+					require.NoError(t, err)
+					require.Equal(t, bits(w), bits(g), "pos %d: %s", pos, x.name)
+				}
+				gl, err := outs[i].LSE.Download(ctx)
+				require.NoError(t, err)
+				wl, err := want.LSE.Download(ctx)
+				require.NoError(t, err)
+				require.Equal(t, bits(wl), bits(gl), "pos %d: LSE", pos)
+				want.Close()
+			}
+			// Past the capacity: an error, and the length stays.
+			before := caches[1].Len(0)
+			require.ErrorContains(t, caches[1].AppendAttendInto(ctx, 0, ks[0], vs[0], ws[0], qs[0], outs[0], opt), "capacity")
+			require.Equal(t, before, caches[1].Len(0))
+			// A step the attention refuses (after the new keys were counted): nothing changes.
+			shared := dma.Options{Mode: dma.ModeShared, Window: 24, Causal: true}
+			require.ErrorContains(t, caches[1].AppendAttendInto(ctx, 1, ks[0], vs[0], ws[0], qs[0], outs[0], shared), "mode")
+			require.Equal(t, 0, caches[1].Len(1))
+		})
+	}
+}

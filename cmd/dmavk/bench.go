@@ -48,14 +48,10 @@ type benchRow struct {
 	SelMillis  float64 `json:"selection_ms"` // median
 	AttnMillis float64 `json:"attention_ms"` // median
 	WallMillis float64 `json:"wall_ms"`      // median, host view of the whole call
-	// AppendMillis (KV-cache rows): the wall time of a step's Append (its new keys,
-	// values and weights into the cache; host included), median. WallMillis is then the
-	// attention alone.
-	AppendMillis float64 `json:"append_ms,omitempty"`
-	SelShare     float64 `json:"selection_share"`
-	KeptTFLOPs   float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
-	KeptPairs    int64   `json:"kept_pairs"`
-	PeakShare    float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
+	SelShare   float64 `json:"selection_share"`
+	KeptTFLOPs float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
+	KeptPairs  int64   `json:"kept_pairs"`
+	PeakShare  float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
 	// PassMillis is the median GPU time of every kernel: weights, ord, sort, blocks, tau, attention.
 	PassMillis  map[string]float64 `json:"pass_ms"`
 	Repetitions int                `json:"reps"`
@@ -247,13 +243,10 @@ func runBench(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "\nper kernel, median ms:")
 		for _, r := range rows {
 			fmt.Fprintf(stdout, "  %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d:", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window)
-			for _, name := range []string{"weights", "ord", "sort", "blocks", "tau", "pack", "split", "merge", "attention"} {
+			for _, name := range []string{"weights", "append", "ord", "sort", "blocks", "tau", "pack", "split", "merge", "attention"} {
 				if t, ok := r.PassMillis[name]; ok {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}
-			}
-			if r.AppendMillis > 0 {
-				fmt.Fprintf(stdout, " (append, wall: %.3f)", r.AppendMillis)
 			}
 			fmt.Fprintln(stdout)
 		}
@@ -331,15 +324,17 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		opt.Weights = wt
 	}
 	// Through a KV cache, as a decoder runs it: each step appends its Lq tokens (key,
-	// value and weight: Append) and attends their query rows (AttendInto; with one row in
-	// mode row, the thresholds carried from the step before). The cache starts with the
+	// value and weight) and attends their query rows in one submission
+	// (AppendAttendInto; with one row in mode row, the thresholds carried from the step
+	// before). GPU time: the attention (tau, split, merge); pass "append" beside it; wall:
+	// the whole step. The cache starts with the
 	// keys before the steps, and warm untimed steps (min(Lk/2, 4096) tokens; --warmup does
 	// not apply) run first, so the timed steps end at Lk keys.
 	var kv *dma.KVCache
 	var qs []*dma.Tensor
 	var outs []*dma.Result
 	var chunkK, chunkV *dma.Tensor
-	var chunkW []*dma.Weights // cycled: new keys of random weight, as a model's would be
+	var chunkW []*dma.Weights // two, alternating: each step's new keys get fresh random weights
 	warm := 0
 	if useCache && cfg.Lq <= 4 && (m == dma.ModeRow || m == dma.ModeNone) {
 		steps := reps + 2
@@ -396,7 +391,7 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		if chunkV, err = mk(dma.Shape{B: 1, L: cfg.Lq, H: cfg.Hkv, D: cfg.D}); err != nil {
 			return row, err
 		}
-		for range 64 {
+		for range 2 {
 			w, err := newWeights(cfg.Lq)
 			if err != nil {
 				return row, err
@@ -410,7 +405,16 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 			return row, err
 		}
 	}
-	var appendTime time.Duration // of the last run's Appends (KV-cache steps)
+	// prepare readies the next step outside the timed call: the weights of a KV-cache
+	// step's new keys, as a model computes them before the step.
+	steps := 0
+	prepare := func() error {
+		if kv == nil {
+			return nil
+		}
+		steps++
+		return chunkW[steps%2].Upload(ctx, weights(cfg.Hkv*cfg.Lq))
+	}
 	run := func() (*dma.Result, dma.Profile, error) {
 		if backward {
 			// Forward + Backward as a training step runs them; timed by the wall clock.
@@ -430,17 +434,11 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		if kv == nil {
 			return dev.ForwardProfiled(ctx, q, k, v, opt)
 		}
-		// Recorded steps (AttendInto): from the second call on, a step is a parameter
-		// write, a submission and a wait.
+		// Recorded steps (AppendAttendInto): from the second call with the same tensors
+		// on, a step is two parameter writes, a submission and a wait.
 		var total dma.Profile
-		appendTime = 0
 		for b, qb := range qs {
-			start := time.Now()
-			if err := kv.Append(ctx, b, chunkK, chunkV, chunkW[rng.IntN(len(chunkW))]); err != nil {
-				return nil, total, err
-			}
-			appendTime += time.Since(start)
-			prof, err := kv.AttendIntoProfiled(ctx, b, qb, outs[b], dma.Options{Mode: opt.Mode, Window: opt.Window, Causal: true})
+			prof, err := kv.AppendAttendIntoProfiled(ctx, b, chunkK, chunkV, chunkW[steps%2], qb, outs[b], dma.Options{Mode: opt.Mode, Window: opt.Window, Causal: true})
 			if err != nil {
 				return nil, total, err
 			}
@@ -451,6 +449,9 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		return &dma.Result{Path: outs[0].Path}, total, nil
 	}
 	for range warm {
+		if err := prepare(); err != nil {
+			return row, err
+		}
 		if _, _, err := run(); err != nil {
 			return row, err
 		}
@@ -458,12 +459,15 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 	if kv != nil {
 		warmup = 0 // warmed up by the steps above
 	}
-	var gpu, sel, attn, wall, appends []float64
+	var gpu, sel, attn, wall []float64
 	passes := map[string][]float64{}
 	warmStart := time.Now()
 	for i := 0; i < reps+2; i++ {
 		if i == 2 && time.Since(warmStart) < warmup {
 			i-- // still warming up
+		}
+		if err := prepare(); err != nil {
+			return row, err
 		}
 		start := time.Now()
 		res, prof, err := run()
@@ -478,10 +482,6 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		if i < 2 {
 			continue // warm-up: pipeline creation, first-touch of memory
 		}
-		if kv != nil {
-			el -= appendTime
-			appends = append(appends, ms(appendTime))
-		}
 		gpu = append(gpu, ms(prof.Total()))
 		sel = append(sel, ms(prof.Selection))
 		attn = append(attn, ms(prof.Attention))
@@ -489,9 +489,6 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		for _, p := range prof.Passes {
 			passes[p.Name] = append(passes[p.Name], ms(p.Time))
 		}
-	}
-	if kv != nil {
-		row.AppendMillis = median(appends)
 	}
 	row.PassMillis = map[string]float64{}
 	for name, t := range passes {
