@@ -1,41 +1,54 @@
 #version 450
-// Decode attention (the KV-cache decode path): a few query rows (P.Lq <= 4) over a long key sequence, split over the keys (flash-decoding). Modes row with
-// causality (keep key j for row i when j <= p_i, ord_j != 0 and (ord_j, j) >= tau_i;
-// tau from select_topw or the plan) and none (j <= p_i when causal, ord_j != 0); spec
-// section 3's scores: scale * q.k + weight, softcap; fp32, fp16 or bf16 storage.
+// Decode attention (the KV-cache decode path): a few query rows (P.Lq <= 4) over a long
+// key sequence, split over the keys (flash-decoding). Modes row with causality (keep key
+// j for row i when j <= p_i, ord_j != 0 and (ord_j, j) >= tau_i; tau from select_topw or
+// the plan) and none (j <= p_i when causal, ord_j != 0); spec section 3's scores:
+// scale * q.k + weight, softcap; fp32, fp16 or bf16 storage (STORE).
 //
-// variant split: workgroup (slice s, group of GH query heads of one kv head, batch b)
-//   walks the keys of slice s. Each subgroup takes chunks of SG consecutive keys: every
-//   lane tests one key for every row (ord and tau only, one coalesced 4-byte read per
-//   bias head: a dropped key costs nothing more), a ballot collects the chunk's kept
-//   keys, and for each the subgroup reads its K and V rows once for all GH heads (lanes
-//   over D), so the traffic is that of the kept keys. Per row (GH heads x Lq rows, at
-//   most NR) it keeps a running max m, sum l and o (lanes hold DPL = DH / SG elements),
-//   and the subgroups merge theirs into one (m, l, o) per slice, part[b][h][i][s].
+// variant split: workgroup (slice s, group of GH query heads of one kv head, batch b), NT
+//   = 128 invocations, rows r = g * Lq + i (GH heads x Lq rows, at most NR). Built for a
+//   short critical path when a slice keeps few keys (about 3 memory latencies):
+//   1. Compaction: each invocation reads the ord of KPI keys of a window (coalesced,
+//      independent loads; the next window's are issued before this one is tested), tests
+//      them for every row, and appends the kept keys to a shared list at its exclusive
+//      prefix count (subgroup scans + per-subgroup totals): a fixed order, no atomics.
+//      Windows go on until the list could overflow or the slice ends.
+//   2. The list in batches of NB keys: a team of TL lanes per key reads its K row (QPL
+//      quads per lane), dot products with every row's q from shared memory, a
+//      reduce-scatter over the team by shuffles leaves each lane its rows' scores; the V
+//      rows the batch needs are read at the same time (their loads do not wait on the
+//      scores), so a batch costs about one memory latency.
+//   3. Online softmax per batch: batch maxima per row (team shuffles, per-subgroup
+//      maxima in shared memory), a running max m the same in every invocation, p of each
+//      (row, key) to shared memory (-1 where the row drops the key), then key group g of
+//      KG accumulates l and o (OWN owners x EPP pairs of D) over its KPG keys of the batch.
+//   4. The key groups' o and l are summed in order; one partial per slice,
+//      part[b][h][i][s] = (m, l, o).
 // variant reduce: workgroup (row i, head h, batch b) merges the partials in a fixed
 //   order: O = sum_s o_s e^(m_s - M) / L, L = sum_s l_s e^(m_s - M), LSE = M + log L; a
 //   row with no kept key gets O = 0, LSE = -inf.
 // The slice length follows from P.Lk and the split grid (push constant slices): one
 // recorded grid serves every cache length up to the one it was sized for. ord of
 // (b, hb) starts at P.ordOff + (b * Hb + hb) * P.ordSL (P.ordSL 0: Lk).
-// A row only ever touches the keys it keeps, so a NaN or Inf in V reaches exactly the
-// rows that keep its key.
+// A row only ever adds p v for the keys it keeps, so a NaN or Inf in V reaches exactly
+// the rows that keep its key. Sums run in a fixed order: the same inputs give the same
+// bits.
 //
 // variant: split -DSPLIT=1
 // variant: reduce
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
-#extension GL_KHR_shader_subgroup_ballot : require
+#extension GL_KHR_shader_subgroup_shuffle : require
 
-layout(local_size_x_id = 2) in;  // split: NSGW subgroups (NT = NSGW * SG); reduce: any
+layout(local_size_x_id = 2) in;  // split: NT (128); reduce: RED (256)
 
 #include "dma_common.glsl"
 
-layout(constant_id = 0) const uint DH = 64;   // head dimension, a multiple of SG
-layout(constant_id = 3) const uint SG = 32;   // subgroup size (the pipeline pins it)
-layout(constant_id = 4) const uint NR = 4;    // most rows (query heads x rows) of a workgroup
-const uint DPL = DH / SG;
-const uint NSGW = 4u;                          // subgroups of a split workgroup
+layout(constant_id = 0) const uint DH = 64;     // head dimension: a multiple of 8
+layout(constant_id = 1) const uint STORE = 0u;  // P.storage (STORAGE_*), fixed per pipeline
+layout(constant_id = 3) const uint SG = 32;     // subgroup size (the pipeline pins it)
+layout(constant_id = 4) const uint NR = 4;      // most rows (query heads x rows) of a workgroup
+const bool packed16 = STORE != STORAGE_F32, bf16 = STORE == STORAGE_BF16;
 
 // Query heads per split workgroup: the largest divisor of G whose rows fit NR.
 uint headsPerGroup() {
@@ -58,14 +71,10 @@ layout(push_constant) uniform Push { uint slices; } pc;  // the split grid's x
 
 const float NEG_INF = -1.0 / 0.0;
 
-// Keys per slice: Lk over the slices, in whole subgroup chunks.
+// Keys per slice: Lk over the slices, rounded up to a multiple of the subgroup size.
 uint sliceLength() { return ((P.Lk + pc.slices - 1u) / pc.slices + SG - 1u) / SG * SG; }
 
-
-bool packed16, bf16;
 float loadQ(uint e) { return packed16 ? unpack16(qbuf[e >> 1], e, bf16) : uintBitsToFloat(qbuf[e]); }
-float loadK(uint e) { return packed16 ? unpack16(kbuf[e >> 1], e, bf16) : uintBitsToFloat(kbuf[e]); }
-float loadV(uint e) { return packed16 ? unpack16(vbuf[e >> 1], e, bf16) : uintBitsToFloat(vbuf[e]); }
 
 float safeTanh(float x) {
 	float t = exp(-2.0 * abs(x));
@@ -74,150 +83,314 @@ float safeTanh(float x) {
 }
 
 #ifdef SPLIT
-shared float Qs[NR * DH];
-const uint UNR = 4u;           // chunks of SG keys a subgroup tests at once
-const uint KW = (SG + 31u) / 32u;
-shared uint keepS[NSGW * UNR * SG];  // the chunks' keep bits (bit r: row r keeps the key)
-shared uint ordS[NSGW * UNR * SG];   // and their ord when the heads share one bias head
-shared float Ms[NSGW * NR], Ls[NSGW * NR];  // each subgroup's running max and sum
+// Split-pass shape (all specialization constants or derived from them):
+const uint NT = 128u;                       // invocations (the pipeline's local size)
+const uint NSG = NT / SG;                   // subgroups
+const uint HP = DH / 2u;                    // element pairs of a row
+const uint P2 = HP & (~HP + 1u);            // largest power of two dividing HP
+// Lanes of a team (one kept key's scores): 4 (8 above D = 128), fewer where D / 4 has
+// fewer factors of two (every lane takes whole quads).
+const uint TLM = DH > 128u ? 8u : 4u;
+const uint TL = TLM <= P2 / 2u ? TLM : P2 / 2u;
+const uint TLOG = TL >= 8u ? 3u : TL >= 4u ? 2u : TL >= 2u ? 1u : 0u;
+const uint SGLOG = SG >= 128u ? 7u : SG >= 64u ? 6u : SG >= 32u ? 5u : SG >= 16u ? 4u : SG >= 8u ? 3u : 2u;
+const uint NB = NT / TL;                    // kept keys per batch (one per team)
+const uint QPL = DH / (4u * TL);            // K quads per team lane
+const uint OWN = P2 < NT ? P2 : NT;         // owners of V pairs, EPP pairs each
+const uint EPP = HP / OWN;
+const uint KG = NT / OWN;                   // key groups of the V pass
+const uint KPG = NB / KG;                   // keys of a batch per key group
+const uint NRP = (NR + TL - 1u) / TL * TL;  // rows padded to whole teams
+const uint KPI = 8u;                        // keys per invocation per window
+const uint WIN = NT * KPI;                  // keys per compaction window
+// The list of kept keys; it also holds the key groups' merge (R x DH floats).
+const uint MRG = KG > 1u ? NR * DH : 0u;
+const uint CAP = MRG > 2u * WIN ? MRG : 2u * WIN;
+
+shared vec4 Qs[NR * DH / 4u];     // the rows' q
+shared uint listS[CAP];           // kept keys (index), in a fixed order
+shared float PS[NRP * NB];        // a batch's p per (row, key); -1: the row drops the key
+shared float MxS[NSG * NRP];      // the subgroups' batch maxima
+shared uint totS[NSG];            // the subgroups' counts of kept keys (the scan)
+shared uvec2 tauS[NR];            // tau of each test row
+shared float LsS[NR];             // the key groups' merge of l
+
+// The workgroup's rows r = g * n + i: query head h0 + g, query row i; see main.
+uint n, R, h0, kvh, bI;
+bool causal, rowCausal, sharedBias, oneOrd;
+
+// Where ord of row r's bias head starts.
+uint ordBase(uint r) { return ordRow(bI * P.Hb + (sharedBias ? kvh : h0 + r / n)); }
+// The test row of row r: with one bias head for every head (sharedBias) the keep test
+// depends on i only.
+uint testRow(uint r) { return sharedBias ? r % n : r; }
+
+// Whether test row t keeps key j of ord od (tau of test rows in tauS).
+bool keepTest(uint t, uint j, uint od) {
+	bool k = od != 0u && (!causal || int(j) <= int(t % n) + P.posOffset);
+	if (rowCausal) k = k && keyGE(uvec2(od, j), tauS[t]);
+	return k;
+}
+
+vec2 unpack2(uint w) {
+	return bf16 ? vec2(uintBitsToFloat(w << 16), uintBitsToFloat(w & 0xffff0000u)) : unpackHalf2x16(w);
+}
+// The 16 bits of element e of a packed tensor, from word w = buf[e >> 1].
+uint half16(uint w, uint e) { return (e & 1u) != 0u ? w >> 16 : w & 0xffffu; }
+
+// Elements e .. e+3 of K (al: e is even).
+vec4 loadK4(uint e, bool al) {
+	if (!packed16) return uintBitsToFloat(uvec4(kbuf[e], kbuf[e + 1u], kbuf[e + 2u], kbuf[e + 3u]));
+	uint w0, w1;
+	if (al) {
+		w0 = kbuf[e >> 1];
+		w1 = kbuf[(e >> 1) + 1u];
+	} else {
+		w0 = half16(kbuf[e >> 1], e) | (half16(kbuf[(e + 1u) >> 1], e + 1u) << 16);
+		w1 = half16(kbuf[(e + 2u) >> 1], e + 2u) | (half16(kbuf[(e + 3u) >> 1], e + 3u) << 16);
+	}
+	return vec4(unpack2(w0), unpack2(w1));
+}
+// Elements e, e+1 of V, undecoded: two float32 words, or both halves in x.
+uvec2 loadV2(uint e, bool al) {
+	if (!packed16) return uvec2(vbuf[e], vbuf[e + 1u]);
+	if (al) return uvec2(vbuf[e >> 1], 0u);
+	return uvec2(half16(vbuf[e >> 1], e) | (half16(vbuf[(e + 1u) >> 1], e + 1u) << 16), 0u);
+}
+vec2 decodeV2(uvec2 w) { return packed16 ? unpack2(w.x) : uintBitsToFloat(w); }
 
 void main() {
-	uint s = gl_WorkGroupID.x, hg = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
+	uint s = gl_WorkGroupID.x, hg = gl_WorkGroupID.y;
+	bI = gl_WorkGroupID.z;
 	uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-	uint lid = gl_LocalInvocationID.x;
-	packed16 = P.storage != STORAGE_F32;
-	bf16 = P.storage == STORAGE_BF16;
-	uint n = P.Lq, sliceLen = sliceLength();
-	uint j0 = s * sliceLen;
+	uint lin = sg * SG + lane;  // the invocation's index; teams are lanes of one subgroup
+	n = P.Lq;
+	uint sliceLen = sliceLength(), j0 = s * sliceLen;
 	if (j0 >= P.Lk) return;  // past the keys: the merge reads no partial of this slice
 	uint jEnd = min(j0 + sliceLen, P.Lk);
-	bool causal = P.causal != 0u, rowCausal = P.mode == MODE_ROW && causal;
+	causal = P.causal != 0u;
+	rowCausal = P.mode == MODE_ROW && causal;
 	if (causal) jEnd = uint(clamp(int(n) + P.posOffset, int(j0), int(jEnd)));  // past every row
 	// The query heads of this workgroup: GH of one kv head's group (GH divides G, GH * n
 	// <= NR), so their K and V rows are read once for all of them.
 	uint GH = headsPerGroup();
-	uint h0 = hg * GH, kvh = h0 / P.G, R = GH * n;  // rows r = g * n + i, head h0 + g
-	bool sharedBias = P.Hb != P.H;  // one bias head (the kv head's) for every head here
-	for (uint e = lid; e < R * DH; e += gl_WorkGroupSize.x) {
-		uint r = e / DH, g = r / n, i = r - g * n;
-		Qs[e] = loadQ(P.qOff + b * P.qSB + (h0 + g) * P.qSH + i * P.qSL + e % DH);
-	}
-	uvec2 tau[NR];
-	int pos[NR];
-	uint obase[NR];
-	for (uint r = 0u; r < NR; r++) {
-		uint g = min(r, R - 1u) / n, i = min(r, R - 1u) - g * n;
-		uint hb = sharedBias ? kvh : h0 + g;
-		obase[r] = ordRow(b * P.Hb + hb);
-		pos[r] = int(i) + P.posOffset;
-		tau[r] = (r < R && rowCausal) ? taub[(b * P.Hb + hb) * P.Lq + i] : uvec2(0u);
-	}
-	barrier();
+	h0 = hg * GH;
+	kvh = h0 / P.G;
+	R = GH * n;
+	sharedBias = P.Hb != P.H;         // one bias head (the kv head's) for every head here
+	oneOrd = sharedBias || GH == 1u;  // then every row reads one row of ord
+	uint nTest = sharedBias ? n : R;  // distinct keep tests
+	uint o0 = ordBase(0u);
 
-	float m[NR], l[NR], o[NR][DPL];
-	for (uint r = 0u; r < NR; r++) {
+	// Window 0's ord first (its latency overlaps q's and tau's).
+	uint nWin = (jEnd - j0 + WIN - 1u) / WIN;
+	uint onx[KPI];
+	for (uint u = 0u; u < KPI; u++) {
+		uint j = j0 + lin + NT * u;
+		onx[u] = (oneOrd && j < jEnd) ? ordb[o0 + j] : 0u;
+	}
+	for (uint e = lin; e < R * DH / 4u; e += NT) {
+		uint r = e / (DH / 4u), g = r / n, i = r - g * n, d = 4u * (e - r * (DH / 4u));
+		uint qb = P.qOff + bI * P.qSB + (h0 + g) * P.qSH + i * P.qSL + d;
+		Qs[e] = vec4(loadQ(qb), loadQ(qb + 1u), loadQ(qb + 2u), loadQ(qb + 3u));
+	}
+	if (lin < nTest) {
+		uint hb = sharedBias ? kvh : h0 + lin / n;
+		tauS[lin] = rowCausal ? taub[(bI * P.Hb + hb) * P.Lq + lin % n] : uvec2(0u);
+	}
+
+	// Running max m (the same in every invocation), and per key group sum l and o (this
+	// invocation's pairs own + OWN * y of D).
+	uint tm = lin / TL, tl = lane % TL;   // team tm scores key tm of a batch
+	uint g = lin / OWN, own = lin % OWN;  // key group g accumulates keys g*KPG .. of a batch
+	float m[NRP], l[NRP];
+	vec2 o[NRP][EPP];
+	for (uint r = 0u; r < NRP; r++) {
 		m[r] = NEG_INF;
 		l[r] = 0.0;
-		for (uint x = 0u; x < DPL; x++) o[r][x] = 0.0;
+		for (uint y = 0u; y < EPP; y++) o[r][y] = vec2(0.0);
 	}
-	uint kBase = P.kOff + b * P.kSB + kvh * P.kSH, vBase = P.vOff + b * P.vSB + kvh * P.vSH;
-	// Each subgroup takes UNR chunks of SG keys at a time: their ord loads are
-	// independent, so several are in flight (the walk over dropped keys is latency-bound).
-	// Chunk t of the slice (keys j0 + t*SG ...) belongs to subgroup t % NSGW, so short
-	// slices still spread over every subgroup; a round takes UNR chunks of each subgroup.
-	// Every subgroup runs every round (keys past jEnd are masked): the subgroup barriers
-	// stay in workgroup-uniform control flow, which Mesa 26's lavapipe needs.
-	for (uint c0 = j0; c0 < jEnd; c0 += NSGW * UNR * SG) {
-		uint c = c0 + sg * SG;
-		uint ojs[UNR];
-		for (uint u = 0u; u < UNR; u++) {
-			uint j = c + u * NSGW * SG + lane;
-			ojs[u] = (sharedBias && j < jEnd) ? ordb[obase[0] + j] : 0u;
+	uint kBase = P.kOff + bI * P.kSB + kvh * P.kSH, vBase = P.vOff + bI * P.vSB + kvh * P.vSH;
+	bool kAl = ((P.kOff | P.kSB | P.kSH | P.kSL) & 1u) == 0u;  // 16-bit rows start on a word
+	bool vAl = ((P.vOff | P.vSB | P.vSH | P.vSL) & 1u) == 0u;
+	barrier();  // Qs, tauS
+
+	// Every loop below runs the same trips in every invocation (the counts come from
+	// shared memory): barriers and subgroup operations stay in uniform control flow.
+	uint cnt = 0u;
+	for (uint w = 0u; w < nWin; w++) {
+		// Compaction: invocation lin tests keys wb + lin + NT*u (coalesced ord reads,
+		// window w+1's issued now) and appends those some row keeps to the list at its
+		// exclusive prefix count: list order (invocation, u), the same every run.
+		uint wb = j0 + w * WIN;
+		uint oc[KPI];
+		for (uint u = 0u; u < KPI; u++) oc[u] = onx[u];
+		if (oneOrd && w + 1u < nWin) {
+			for (uint u = 0u; u < KPI; u++) {
+				uint j = wb + WIN + lin + NT * u;
+				onx[u] = j < jEnd ? ordb[o0 + j] : 0u;
+			}
 		}
-		uvec4 kept[UNR];  // which lanes' keys some row keeps
-		for (uint u = 0u; u < UNR; u++) {
-			// Lane-parallel keep test: bit r set when row r keeps key j.
-			uint j = c + u * NSGW * SG + lane, keep = 0u;
+		uint kmask = 0u, c = 0u;
+		for (uint u = 0u; u < KPI; u++) {
+			uint j = wb + lin + NT * u;
+			bool any = false;
 			if (j < jEnd) {
-				for (uint r = 0u; r < NR; r++) {
-					if (r >= R) break;
-					uint ojr = sharedBias ? ojs[u] : ordb[obase[r] + j];
-					bool k = ojr != 0u && (!causal || int(j) <= pos[r]);
-					if (k && rowCausal) k = keyGE(uvec2(ojr, j), tau[r]);
-					if (k) keep |= 1u << r;
+				for (uint t = 0u; t < NR; t++) {
+					if (t >= nTest) break;
+					uint od = oneOrd ? oc[u] : ordb[ordBase(t) + j];
+					bool k = keepTest(t, j, od);
+					any = any || k;
 				}
 			}
-			keepS[(sg * UNR + u) * SG + lane] = keep;
-			ordS[(sg * UNR + u) * SG + lane] = ojs[u];
-			kept[u] = subgroupBallot(keep != 0u);
+			if (any) {
+				kmask |= 1u << u;
+				c++;
+			}
 		}
-		subgroupMemoryBarrierShared();
-		subgroupBarrier();
-		for (uint u = 0u; u < UNR; u++) {
-			for (uint wd = 0u; wd < KW; wd++) {
-				uint bits = kept[u][wd];
-				while (bits != 0u) {
-					uint bit = wd * 32u + uint(findLSB(bits));
-					bits &= bits - 1u;
-					uint at = (sg * UNR + u) * SG + bit, jj = c + u * NSGW * SG + bit, kp = keepS[at];
-					float kv[DPL], vv[DPL];
-					for (uint x = 0u; x < DPL; x++) kv[x] = loadK(kBase + jj * P.kSL + lane + SG * x);
-					for (uint x = 0u; x < DPL; x++) vv[x] = loadV(vBase + jj * P.vSL + lane + SG * x);
-					for (uint r = 0u; r < NR; r++) {
-						if ((kp & (1u << r)) == 0u) continue;  // uniform: kp is the subgroup's
-						float delta = unord(sharedBias ? ordS[at] : ordb[obase[r] + jj]);
-						float acc = 0.0;
-						for (uint x = 0u; x < DPL; x++) acc = fma(Qs[r * DH + lane + SG * x], kv[x], acc);
-						float sc = P.scale * subgroupAdd(acc) + delta;
-						if (P.softcap > 0.0) sc = P.softcap * safeTanh(sc / P.softcap);
-						float mn = max(m[r], sc);
-						float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mn);
-						float pj = exp(sc - mn);
-						l[r] = l[r] * alpha + pj;
-						for (uint x = 0u; x < DPL; x++) o[r][x] = o[r][x] * alpha + pj * vv[x];
-						m[r] = mn;
+		uint incl = subgroupInclusiveAdd(c);
+		if (lane == SG - 1u) totS[sg] = incl;
+		barrier();
+		uint at = cnt + incl - c, tot = 0u;
+		for (uint z = 0u; z < NSG; z++) {
+			uint tz = totS[z];
+			if (z < sg) at += tz;
+			tot += tz;
+		}
+		for (uint u = 0u; u < KPI; u++)
+			if ((kmask & (1u << u)) != 0u) listS[at++] = wb + lin + NT * u;
+		cnt += tot;
+		barrier();  // the list; totS is read before it is written again
+		if (cnt + WIN <= CAP && w + 1u < nWin) continue;  // room for another window
+
+		// The list, in batches of NB keys: about one memory latency per batch (K, V and
+		// ord of the batch's keys are read at once).
+		for (uint b0 = 0u; b0 < cnt; b0 += NB) {
+			uint kk = b0 + tm;
+			bool valid = kk < cnt;
+			uint j = valid ? listS[kk] : 0u;
+			uint kb = kBase + j * P.kSL;
+			vec4 kq[QPL];
+			for (uint x = 0u; x < QPL; x++) kq[x] = valid ? loadK4(kb + 4u * (tl + TL * x), kAl) : vec4(0.0);
+			uint od[NRP / TL];  // ord of the team lane's rows y*TL + tl
+			uint ow = valid && oneOrd ? ordb[o0 + j] : 0u;
+			for (uint y = 0u; y < NRP / TL; y++) {
+				uint r = y * TL + tl;
+				od[y] = (valid && !oneOrd && r < R) ? ordb[ordBase(r) + j] : ow;
+			}
+			uvec2 vr[KPG][EPP];  // V of key group g's keys, pairs own + OWN*y
+			for (uint x = 0u; x < KPG; x++) {
+				uint kv = b0 + g * KPG + x;
+				bool vv = kv < cnt;
+				uint vb = vBase + (vv ? listS[kv] : 0u) * P.vSL;
+				for (uint y = 0u; y < EPP; y++) vr[x][y] = vv ? loadV2(vb + 2u * (own + OWN * y), vAl) : uvec2(0u);
+			}
+			// Partial q.k over the lane's quads for every row, then a reduce-scatter over
+			// the team: lane tl ends with the sums of rows y*TL + tl.
+			float a[NRP];
+			for (uint r = 0u; r < NRP; r++) {
+				vec4 acc = vec4(0.0);
+				if (r < R)
+					for (uint x = 0u; x < QPL; x++) acc = fma(Qs[r * (DH / 4u) + tl + TL * x], kq[x], acc);
+				a[r] = (acc.x + acc.y) + (acc.z + acc.w);
+			}
+			for (uint lv = 0u; lv < TLOG; lv++) {
+				bool hi = ((tl >> lv) & 1u) != 0u;
+				for (uint y = 0u; y < (NRP >> (lv + 1u)); y++) {
+					float lo = a[2u * y], up = a[2u * y + 1u];
+					a[y] = (hi ? up : lo) + subgroupShuffleXor(hi ? lo : up, 1u << lv);
+				}
+			}
+			// Scores of the lane's rows (-inf where the row drops the key), their maxima
+			// over the subgroup's teams, and the batch maximum per row.
+			float sc[NRP / TL];
+			uint kept = 0u;
+			for (uint y = 0u; y < NRP / TL; y++) {
+				uint r = y * TL + tl;
+				float v = NEG_INF;
+				if (valid && r < R && keepTest(testRow(r), j, od[y])) {
+					kept |= 1u << y;
+					v = P.scale * a[y] + unord(od[y]);
+					if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
+				}
+				sc[y] = v;
+				for (uint lv = TLOG; lv < SGLOG; lv++) v = max(v, subgroupShuffleXor(v, 1u << lv));
+				if (lane < TL) MxS[sg * NRP + r] = v;
+			}
+			barrier();
+			for (uint r = 0u; r < NRP; r++) {
+				if (r >= R) break;
+				float mb = m[r];
+				for (uint z = 0u; z < NSG; z++) mb = max(mb, MxS[z * NRP + r]);
+				float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mb);
+				l[r] *= alpha;
+				for (uint y = 0u; y < EPP; y++) o[r][y] *= alpha;
+				m[r] = mb;
+			}
+			for (uint y = 0u; y < NRP / TL; y++) {
+				uint r = y * TL + tl;
+				float mr = m[y * TL];
+				for (uint c2 = 1u; c2 < TL; c2++) mr = tl == c2 ? m[y * TL + c2] : mr;
+				float p = (kept & (1u << y)) == 0u ? -1.0 : sc[y] == NEG_INF ? 0.0 : exp(sc[y] - mr);
+				if (r < R) PS[r * NB + tm] = p;
+			}
+			barrier();
+			// o += p v over key group g's keys of the batch, skipping the (row, key)
+			// pairs the row drops (so a NaN in V reaches only rows that keep its key).
+			for (uint x = 0u; x < KPG; x++) {
+				vec2 v[EPP];
+				for (uint y = 0u; y < EPP; y++) v[y] = decodeV2(vr[x][y]);
+				for (uint r = 0u; r < NRP; r++) {
+					if (r >= R) break;
+					float p = PS[r * NB + g * KPG + x];
+					if (p >= 0.0) {
+						l[r] += p;
+						for (uint y = 0u; y < EPP; y++) o[r][y] = fma(vec2(p), v[y], o[r][y]);
 					}
 				}
 			}
 		}
-		subgroupBarrier();  // keepS is read before the next chunks overwrite it
+		cnt = 0u;
 	}
-	// Merge the subgroups' partials in shared memory (Qs, done with, holds the sum), in
-	// subgroup order, and leave one partial per slice: part[b][h][i][s].
-	if (lane == 0u) {
-		for (uint r = 0u; r < NR; r++) {
-			Ms[sg * NR + r] = m[r];
-			Ls[sg * NR + r] = l[r];
-		}
-	}
-	barrier();
-	for (uint u = 0u; u < NSGW; u++) {
-		if (sg == u) {
-			for (uint r = 0u; r < NR; r++) {
-				if (r >= R) break;
-				float M = NEG_INF;
-				for (uint z = 0u; z < NSGW; z++) M = max(M, Ms[z * NR + r]);
-				float f = m[r] == NEG_INF ? 0.0 : exp(m[r] - M);
-				for (uint x = 0u; x < DPL; x++) {
-					uint e = r * DH + lane + SG * x;
-					Qs[e] = (u == 0u ? 0.0 : Qs[e]) + f * o[r][x];
+
+	// Merge the key groups in order (listS holds the sums), and leave one partial per
+	// slice: part[b][h][i][s] = (m, l, o).
+	if (KG > 1u) {
+		barrier();
+		for (uint gg = 0u; gg + 1u < KG; gg++) {
+			if (g == gg) {
+				for (uint r = 0u; r < NRP; r++) {
+					if (r >= R) break;
+					for (uint y = 0u; y < EPP; y++) {
+						uint e = r * DH + 2u * (own + OWN * y);
+						vec2 acc = o[r][y];
+						if (gg > 0u) acc = vec2(uintBitsToFloat(listS[e]), uintBitsToFloat(listS[e + 1u])) + acc;
+						listS[e] = floatBitsToUint(acc.x);
+						listS[e + 1u] = floatBitsToUint(acc.y);
+					}
+					if (own == 0u) LsS[r] = gg > 0u ? LsS[r] + l[r] : l[r];
 				}
 			}
+			barrier();
 		}
-		barrier();
 	}
-	for (uint e = lid; e < R * DH; e += gl_WorkGroupSize.x) {
-		uint r = e / DH, d = e - r * DH, g = r / n, i = r - g * n;
-		uint at = (((b * P.H + h0 + g) * P.Lq + i) * pc.slices + s) * (DH + 2u);
-		if (d == 0u) {
-			float M = NEG_INF, L = 0.0;
-			for (uint z = 0u; z < NSGW; z++) M = max(M, Ms[z * NR + r]);
-			for (uint z = 0u; z < NSGW; z++)
-				if (Ms[z * NR + r] != NEG_INF) L += exp(Ms[z * NR + r] - M) * Ls[z * NR + r];
-			part[at] = M;
-			part[at + 1u] = L;
+	if (g == KG - 1u) {
+		for (uint r = 0u; r < NRP; r++) {
+			if (r >= R) break;
+			uint gr = r / n, i = r - gr * n;
+			uint at = (((bI * P.H + h0 + gr) * P.Lq + i) * pc.slices + s) * (DH + 2u);
+			for (uint y = 0u; y < EPP; y++) {
+				uint e = r * DH + 2u * (own + OWN * y);
+				vec2 acc = o[r][y];
+				if (KG > 1u) acc = vec2(uintBitsToFloat(listS[e]), uintBitsToFloat(listS[e + 1u])) + acc;
+				part[at + 2u + 2u * (own + OWN * y)] = acc.x;
+				part[at + 3u + 2u * (own + OWN * y)] = acc.y;
+			}
+			if (own == 0u) {
+				part[at] = m[r];
+				part[at + 1u] = KG > 1u ? LsS[r] + l[r] : l[r];
+			}
 		}
-		part[at + 2u + d] = Qs[e];
 	}
 }
 #else
@@ -243,8 +416,6 @@ float reduce(float x, uint op) {
 void main() {
 	uint i = gl_WorkGroupID.x, h = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
 	uint lid = gl_LocalInvocationID.x;
-	packed16 = P.storage != STORAGE_F32;
-	bf16 = P.storage == STORAGE_BF16;
 	uint sliceLen = sliceLength();
 	uint np = (P.Lk + sliceLen - 1u) / sliceLen;  // partials written: one per slice
 	uint pBase = (((b * P.H + h) * P.Lq) + i) * pc.slices;

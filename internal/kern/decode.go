@@ -12,8 +12,8 @@ import (
 // DecodeMaxRows is the largest Lq RecordDecode takes (a decode step, a short draft).
 const DecodeMaxRows = 4
 
-// decodeSubgroups is the number of subgroups of a decode_attn split workgroup (NSGW).
-const decodeSubgroups = 4
+// decodeThreads is the size of a decode_attn split workgroup (the shader's NT).
+const decodeThreads = 128
 
 // decodeTargetGroups is about how many split workgroups a step should have: on the H200
 // (132 multiprocessors) 512 was the best of 256, 512, 1024 and 2048 at 64K keys and
@@ -21,8 +21,8 @@ const decodeSubgroups = 4
 const decodeTargetGroups = 512
 
 // decodeSlices is the number of slices (the split grid's x) RecordDecode cuts up to maxLk
-// keys into: enough for about decodeTargetGroups workgroups, none shorter than one chunk
-// per subgroup. The shader derives the slice length from the Lk of each run.
+// keys into: enough for about decodeTargetGroups workgroups, none shorter than
+// decodeThreads keys. The shader derives the slice length from the Lk of each run.
 func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
 	sg := max(k.d.Caps().SubgroupSize, 1)
 	groups := max(uint64(p.H/decodeHeads(p, decodeRows(p, sg)))*uint64(p.B), 1)
@@ -34,7 +34,7 @@ func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
 	if n, ok := envCount("DMAVK_DECODE_GROUPS", 1<<20); ok {
 		target = uint64(n) // tuning
 	}
-	return uint32(min(max(target/groups, 1), (uint64(maxLk)+uint64(decodeSubgroups*sg)-1)/uint64(decodeSubgroups*sg)))
+	return uint32(min(max(target/groups, 1), (uint64(maxLk)+decodeThreads-1)/decodeThreads))
 }
 
 // DecodePartSize is the byte size of RecordDecode's scratch for p and a grid sized for
@@ -45,10 +45,11 @@ func (k *Kernels) DecodePartSize(p *Params, maxLk uint32) int64 {
 }
 
 // decodeRows is the most rows (query heads x query rows) one split workgroup of p
-// handles: each invocation holds rows x D / subgroup size partial sums in registers, so
-// no more than the rows of one kv head's query heads (G x Lq) need, rounded up to 4, 8
-// or 16 on 32-wide or wider subgroups (4 on narrower ones). Registers matter: 16 rows
-// where 4 do made the split pass 1.2-1.9x slower on the H200.
+// handles: each invocation holds a running max, sum and a few elements of o per row in
+// registers, so no more than the rows of one kv head's query heads (G x Lq) need,
+// rounded up to 4, 8 or 16 on 32-wide or wider subgroups (4 on narrower ones).
+// Registers matter: 16 rows where 4 do made the former split pass 1.2-1.9x slower on
+// the H200.
 func decodeRows(p *Params, sg uint32) uint32 {
 	if decodeRowsOverride != 0 {
 		return decodeRowsOverride
@@ -91,8 +92,10 @@ func decodeHeads(p *Params, rows uint32) uint32 {
 }
 
 // DecodeTakes says why RecordDecode cannot take p on this device (nil when it can): its
-// mode (row with causality, or none), its number of query rows, and a head dimension
-// that is a multiple of a subgroup size the pipeline can fix.
+// mode (row with causality, or none), its number of query rows, its head dimension (a
+// multiple of 8, at most AttnMaxD), and the device's subgroups: a size the pipeline can
+// fix, from the team width (decodeTeam) to decodeThreads, with arithmetic and shuffle
+// operations.
 func (k *Kernels) DecodeTakes(p *Params) error {
 	if !(p.Mode == ModeRow && p.Causal == 1) && p.Mode != ModeNone {
 		return fmt.Errorf("mode %d (causal %d): row with causality or none only", p.Mode, p.Causal)
@@ -105,18 +108,38 @@ func (k *Kernels) DecodeTakes(p *Params) error {
 	if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
 		return fmt.Errorf("%s's subgroup size varies and cannot be fixed", caps.Name)
 	}
-	if sg == 0 || p.D%sg != 0 || p.D > AttnMaxD {
-		return fmt.Errorf("D=%d must be a multiple of the subgroup size %d and at most %d", p.D, sg, AttnMaxD)
+	if p.D == 0 || p.D%8 != 0 || p.D > AttnMaxD {
+		return fmt.Errorf("D=%d must be a multiple of 8 and at most %d", p.D, AttnMaxD)
+	}
+	if team := decodeTeam(p.D); sg < team || sg > decodeThreads || sg&(sg-1) != 0 {
+		return fmt.Errorf("%s's subgroup size %d: the decode kernels need a power of two from %d to %d", caps.Name, sg, team, decodeThreads)
+	}
+	const basic, arithmetic, shuffle = 0x1, 0x4, 0x10 // VK_SUBGROUP_FEATURE_*_BIT
+	if caps.SubgroupOps&(basic|arithmetic|shuffle) != basic|arithmetic|shuffle {
+		return fmt.Errorf("%s lacks subgroup arithmetic or shuffles", caps.Name)
 	}
 	return nil
+}
+
+// decodeTeam is the number of lanes that score one kept key in the split pass (the
+// shader's TL): 4, 8 above D = 128, fewer where D/4 has fewer factors of two.
+func decodeTeam(d uint32) uint32 {
+	team := uint32(4)
+	if d > 128 {
+		team = 8
+	}
+	for team > 1 && (d/4)%team != 0 {
+		team /= 2
+	}
+	return team
 }
 
 // RecordDecode records shaders/decode_attn.comp (the KV-cache decode path): O and LSE
 // of a few query rows (p.Lq <= DecodeMaxRows) over Lk keys, split over slices of the
 // keys and merged by a second pass, reading the K and V rows of the kept keys only, once
 // for the query heads of a kv head that one workgroup takes together (GQA). Modes row
-// with causality (b.Tau from select_topw or the plan) and none; fp32, fp16 or bf16; D a
-// multiple of the subgroup size, at most AttnMaxD. ord is read at p.OrdOff + bh*OrdSL
+// with causality (b.Tau from select_topw or the plan) and none; fp32, fp16 or bf16; D as
+// DecodeTakes says. ord is read at p.OrdOff + bh*OrdSL
 // (OrdSL 0: Lk), as select_topw reads it. The grid is sized for maxLk keys (0: p.Lk); the
 // kernels take Lk from params at run time, so one recording serves every Lk up to maxLk
 // (as long as the other fields keep their values). part is scratch of
@@ -174,11 +197,11 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 			}
 		}
 	}
-	split, err := k.decodePipeline("decode_attn_split", p.D, decodeSubgroups*sg, sg, rows)
+	split, err := k.decodePipeline("decode_attn_split", p, decodeThreads, sg, rows)
 	if err != nil {
 		return err
 	}
-	merge, err := k.decodePipeline("decode_attn_reduce", p.D, 256, sg, rows)
+	merge, err := k.decodePipeline("decode_attn_reduce", p, 256, sg, rows)
 	if err != nil {
 		return err
 	}
@@ -199,8 +222,8 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 	return r.Dispatch(merge, [3]uint32{p.Lq, p.H, p.B}, push, binds()...)
 }
 
-// decodePipeline returns a decode_attn variant for head dimension d and nt invocations,
-// the subgroup size pinned where the device lets it vary.
-func (k *Kernels) decodePipeline(name string, d, nt, sg, rows uint32) (*vk.Pipeline, error) {
-	return k.pipeline(pipeKey{name: name, bindings: 9, push: 4, subgroup: k.pinnedSubgroup(sg)}, []uint32{d, 0, nt, sg, rows}, nil)
+// decodePipeline returns a decode_attn variant for p's head dimension and storage and nt
+// invocations, the subgroup size pinned where the device lets it vary.
+func (k *Kernels) decodePipeline(name string, p *Params, nt, sg, rows uint32) (*vk.Pipeline, error) {
+	return k.pipeline(pipeKey{name: name, bindings: 9, push: 4, subgroup: k.pinnedSubgroup(sg)}, []uint32{p.D, uint32(p.Storage), nt, sg, rows}, nil)
 }
