@@ -118,6 +118,10 @@ func (k *Kernels) DecodeTakes(p *Params) error {
 	if caps.SubgroupOps&(basic|arithmetic|shuffle) != basic|arithmetic|shuffle {
 		return fmt.Errorf("%s lacks subgroup arithmetic or shuffles", caps.Name)
 	}
+	rows := decodeRows(p, sg)
+	if n := decodeShared(p.D, rows, sg); n > int64(caps.MaxSharedMemory) {
+		return fmt.Errorf("D=%d with %d rows per workgroup needs %d bytes of shared memory, %s has %d", p.D, rows, n, caps.Name, caps.MaxSharedMemory)
+	}
 	return nil
 }
 
@@ -132,6 +136,22 @@ func decodeTeam(d uint32) uint32 {
 		team /= 2
 	}
 	return team
+}
+
+// decodeShared is the shared memory of a decode_attn split workgroup for head dimension
+// d, rows rows and subgroups of sg (the shader's arrays, in words).
+func decodeShared(d, rows, sg uint32) int64 {
+	const nt, kpi = decodeThreads, 8
+	team := int64(decodeTeam(d))
+	hp := int64(d / 2)
+	own := min(hp&-hp, nt)
+	r, nsg := int64(rows), int64(nt/sg)
+	nrp := (r + team - 1) / team * team
+	list := int64(2 * nt * kpi)
+	if nt/own > 1 { // the key groups' merge uses the list
+		list = max(list, r*int64(d))
+	}
+	return 4 * (r*int64(d) + list + nrp*(nt/team) + nsg*nrp + nsg + 2*r + r)
 }
 
 // RecordDecode records shaders/decode_attn.comp (the KV-cache decode path): O and LSE

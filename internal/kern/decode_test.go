@@ -102,6 +102,22 @@ func TestDecodeLongSlices(t *testing.T) {
 	}
 }
 
+// TestDecodeShared: D = 248 (teams of 2 lanes, 31 quads each) runs with 4 rows per
+// workgroup; with 16 its shared memory passes lavapipe's 32 KB and DecodeTakes says so.
+func TestDecodeShared(t *testing.T) {
+	e := newAttnEnv(t)
+	for _, rows := range []uint32{4, 16} {
+		restore := kern.SetDecodeRows(rows)
+		c := attnCase{name: "none/D248", H: 4, Hkv: 1, hbKV: true, Lq: 1, Lk: 300, D: 248, mode: ref.ModeNone, causal: true,
+			decode: true, nanKey: -1}
+		if rows == 16 && e.d.Caps().MaxSharedMemory <= 32<<10 {
+			c.wantErr = "shared memory"
+		}
+		t.Run(fmt.Sprintf("rows%d", rows), func(t *testing.T) { runAttnCase(t, e, c) })
+		restore()
+	}
+}
+
 // runDecode records RecordDecode of p once and submits it runs times, returning O and
 // LSE (their bytes, concatenated) after each submission.
 func runDecode(t *testing.T, e *attnEnv, p *kern.Params, q, k, v []byte, ord []uint32, runs int) [][]byte {
