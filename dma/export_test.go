@@ -2,6 +2,7 @@ package dma
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/dmavk/dmavk/vk"
@@ -10,12 +11,21 @@ import (
 // SustainedSteps records n decode steps of (seq, q, out, opt) back to back in one program,
 // the GPU never idle between them, and returns a function that submits it once and gives
 // the wall time, and one that frees it (benchmarks: a step's cost under sustained load).
-func (c *KVCache) SustainedSteps(seq int, q *Tensor, out *Result, opt Options, n int) (run func(context.Context) (time.Duration, error), free func(), err error) {
+// With carried, every step takes the thresholds' carried dispatch as a decode step
+// does (the cache must hold them for one key less: an AttendInto before the last Append);
+// the steps after the first replay it, so only the timing means anything.
+func (c *KVCache) SustainedSteps(seq int, q *Tensor, out *Result, opt Options, n int, carried bool) (run func(context.Context) (time.Duration, error), free func(), err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, err := c.newStepInto(seq, q, out, opt)
 	if err != nil {
 		return nil, nil, err
+	}
+	if carried {
+		c.planCarry(st)
+		if !st.advance {
+			return nil, nil, fmt.Errorf("SustainedSteps: no carried thresholds for %d keys", st.p.Lk-1)
+		}
 	}
 	sp, err := c.newStepProgram(st)
 	if err != nil {

@@ -14,11 +14,13 @@ import (
 )
 
 // BenchmarkKVCacheStep times one decode step of issue 5's shape (H 32, Hkv 8, D 128,
-// w 2048, fp16, mode row) at the lengths of DMAVK_BENCH_LK (default 4096; e.g.
-// "65536,262144"): ms/step-single is AttendInto's wall time (host included, the GPU idle
-// before each step), ms/step-sustained the wall time per step of 200 steps recorded back
-// to back in one submission (the GPU busy throughout, as when a model's layers follow
-// one another).
+// w 2048, fp16, mode row, thresholds carried from the step before) at the lengths of
+// DMAVK_BENCH_LK (default 4096; e.g. "65536,262144"), with random weights or, with
+// DMAVK_BENCH_EQUAL=1, equal ones (every new key joins the best w):
+// ms/step-single is AppendAttendInto's wall time (host included, the GPU idle between
+// steps), ms/step-sustained the wall time per step of 200 steps recorded back to back in
+// one submission, submitted again and again (the GPU busy throughout, as when a model's
+// layers follow one another; GPUs raise their clocks only under such load).
 func BenchmarkKVCacheStep(b *testing.B) {
 	lks := []int{4096}
 	if s := os.Getenv("DMAVK_BENCH_LK"); s != "" {
@@ -29,41 +31,65 @@ func BenchmarkKVCacheStep(b *testing.B) {
 			lks = append(lks, n)
 		}
 	}
+	equal := os.Getenv("DMAVK_BENCH_EQUAL") == "1"
 	d := open(b)
 	ctx := context.Background()
-	const h, hkv, dim, w, steps = 32, 8, 128, 2048, 200
+	const h, hkv, dim, w, steps, singles = 32, 8, 128, 2048, 200, 50
 	for _, lk := range lks {
 		b.Run(fmt.Sprintf("Lk%d", lk), func(b *testing.B) {
 			c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 1, Capacity: lk, KVHeads: hkv, HeadDim: dim, DType: dma.Float16})
 			require.NoError(b, err)
 			defer c.Close()
-			zeros := func(n int) []float32 { return make([]float32, n) }
 			rng := seed(b)
-			ws := make([]float32, hkv*lk)
-			for i := range ws {
-				ws[i] = float32(rng.NormFloat64())
+			random := func(n int, s float64) []float32 {
+				x := make([]float32, n)
+				for i := range x {
+					if !equal || s != 4 {
+						x[i] = float32(s * rng.NormFloat64())
+					}
+				}
+				return x
 			}
-			wt, err := d.NewWeights(1, hkv, lk)
-			require.NoError(b, err)
-			defer wt.Close()
-			require.NoError(b, wt.Upload(ctx, ws))
-			kv := dma.Shape{B: 1, L: lk, H: hkv, D: dim}
-			require.NoError(b, c.Append(ctx, 0, tensor(b, d, dma.Float16, kv, zeros(kv.Elems())), tensor(b, d, dma.Float16, kv, zeros(kv.Elems())), wt))
-			q := tensor(b, d, dma.Float16, dma.Shape{B: 1, L: 1, H: h, D: dim}, zeros(h*dim))
+			// The cache holds lk - singles - 1 keys; the single steps append one each, a
+			// last AttendInto leaves the thresholds for lk - 1 keys, then one more key.
+			pre := lk - singles - 1
+			appendKeys := func(n int) {
+				wt, err := d.NewWeights(1, hkv, n)
+				require.NoError(b, err)
+				defer wt.Close()
+				require.NoError(b, wt.Upload(ctx, random(hkv*n, 4)))
+				kv := dma.Shape{B: 1, L: n, H: hkv, D: dim}
+				require.NoError(b, c.Append(ctx, 0, tensor(b, d, dma.Float16, kv, random(kv.Elems(), 1)), tensor(b, d, dma.Float16, kv, random(kv.Elems(), 1)), wt))
+			}
+			appendKeys(pre)
+			q := tensor(b, d, dma.Float16, dma.Shape{B: 1, L: 1, H: h, D: dim}, random(h*dim, 1))
 			out, err := c.NewResult(q)
 			require.NoError(b, err)
 			defer out.Close()
 			opt := dma.Options{Mode: dma.ModeRow, Window: w, Causal: true}
-			run, free, err := c.SustainedSteps(0, q, out, opt, steps)
+			kt := tensor(b, d, dma.Float16, dma.Shape{B: 1, L: 1, H: hkv, D: dim}, random(hkv*dim, 1))
+			vt := tensor(b, d, dma.Float16, dma.Shape{B: 1, L: 1, H: hkv, D: dim}, random(hkv*dim, 1))
+			wt, err := d.NewWeights(1, hkv, 1)
+			require.NoError(b, err)
+			defer wt.Close()
+			var single, sustained []float64
+			for range singles {
+				require.NoError(b, wt.Upload(ctx, random(hkv, 4)))
+				start := time.Now()
+				require.NoError(b, c.AppendAttendInto(ctx, 0, kt, vt, wt, q, out, opt))
+				single = append(single, float64(time.Since(start).Nanoseconds())/1e6)
+			}
+			appendKeys(1)
+			run, free, err := c.SustainedSteps(0, q, out, opt, steps, true)
 			require.NoError(b, err)
 			defer free()
-			var single, sustained []float64
+			warm := time.Now()
+			for time.Since(warm) < time.Second {
+				_, err := run(ctx)
+				require.NoError(b, err)
+			}
+			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				for range 10 {
-					start := time.Now()
-					require.NoError(b, c.AttendInto(ctx, 0, q, out, opt))
-					single = append(single, float64(time.Since(start).Nanoseconds())/1e6)
-				}
 				el, err := run(ctx)
 				require.NoError(b, err)
 				sustained = append(sustained, float64(el.Nanoseconds())/1e6/steps)
