@@ -27,8 +27,9 @@
 // variant reduce: workgroup (row i, head h, batch b) merges the partials in a fixed
 //   order: O = sum_s o_s e^(m_s - M) / L, L = sum_s l_s e^(m_s - M), LSE = M + log L; a
 //   row with no kept key gets O = 0, LSE = -inf.
-// The slice length follows from P.Lk and the split grid (push constant slices): one
-// recorded grid serves every cache length up to the one it was sized for. ord of
+// Slice s takes the blocks of BK keys s, s + slices, s + 2 slices, ... (push constant
+// slices, the split grid's x) of the P.Lk keys: one recorded grid serves every cache
+// length up to the one it was sized for, and keys kept in a cluster spread over slices. ord of
 // (b, hb) starts at P.ordOff + (b * Hb + hb) * P.ordSL (P.ordSL 0: Lk).
 // A row only ever adds p v for the keys it keeps, so a NaN or Inf in V reaches exactly
 // the rows that keep its key. Sums run in a fixed order: the same inputs give the same
@@ -71,8 +72,11 @@ layout(push_constant) uniform Push { uint slices; } pc;  // the split grid's x
 
 const float NEG_INF = -1.0 / 0.0;
 
-// Keys per slice: Lk over the slices, rounded up to a multiple of the subgroup size.
-uint sliceLength() { return ((P.Lk + pc.slices - 1u) / pc.slices + SG - 1u) / SG * SG; }
+// Keys are dealt to the slices in blocks of BK, in turn: block c (keys c*BK ...) goes to
+// slice c % slices. Kept keys that cluster (the last w keys when the weights are equal,
+// sliding-window attention) then spread over up to w / BK slices instead of one or two.
+const uint BK = 32u;
+uint blocks() { return (P.Lk + BK - 1u) / BK; }
 
 float loadQ(uint e) { return packed16 ? unpack16(qbuf[e >> 1], e, bf16) : uintBitsToFloat(qbuf[e]); }
 
@@ -103,6 +107,8 @@ const uint KPG = NB / KG;                   // keys of a batch per key group
 const uint NRP = (NR + TL - 1u) / TL * TL;  // rows padded to whole teams
 const uint KPI = 8u;                        // keys per invocation per window
 const uint WIN = NT * KPI;                  // keys per compaction window
+// Key i (0 .. WIN-1) of window w of slice s: block s + slices * (w * WIN / BK + i / BK).
+uint keyAt(uint s, uint w, uint i) { return (s + pc.slices * (w * (WIN / BK) + i / BK)) * BK + i % BK; }
 // The list of kept keys; it also holds the key groups' merge (R x DH floats).
 const uint MRG = KG > 1u ? NR * DH : 0u;
 const uint CAP = MRG > 2u * WIN ? MRG : 2u * WIN;
@@ -165,12 +171,12 @@ void main() {
 	uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
 	uint lin = sg * SG + lane;  // the invocation's index; teams are lanes of one subgroup
 	n = P.Lq;
-	uint sliceLen = sliceLength(), j0 = s * sliceLen;
-	if (j0 >= P.Lk) return;  // past the keys: the merge reads no partial of this slice
-	uint jEnd = min(j0 + sliceLen, P.Lk);
+	uint nb = blocks();
+	if (s >= nb) return;  // no block: the merge reads no partial of this slice
+	uint jEnd = P.Lk;
 	causal = P.causal != 0u;
 	rowCausal = P.mode == MODE_ROW && causal;
-	if (causal) jEnd = uint(clamp(int(n) + P.posOffset, int(j0), int(jEnd)));  // past every row
+	if (causal) jEnd = uint(clamp(int(n) + P.posOffset, 0, int(jEnd)));  // past every row
 	// The query heads of this workgroup: GH of one kv head's group (GH divides G, GH * n
 	// <= NR), so their K and V rows are read once for all of them.
 	uint GH = headsPerGroup();
@@ -183,10 +189,11 @@ void main() {
 	uint o0 = ordBase(0u);
 
 	// Window 0's ord first (its latency overlaps q's and tau's).
-	uint nWin = (jEnd - j0 + WIN - 1u) / WIN;
+	uint mine = (nb - s + pc.slices - 1u) / pc.slices;  // this slice's blocks
+	uint nWin = (mine + WIN / BK - 1u) / (WIN / BK);
 	uint onx[KPI];
 	for (uint u = 0u; u < KPI; u++) {
-		uint j = j0 + lin + NT * u;
+		uint j = keyAt(s, 0u, lin + NT * u);
 		onx[u] = (oneOrd && j < jEnd) ? ordb[o0 + j] : 0u;
 	}
 	for (uint e = lin; e < R * DH / 4u; e += NT) {
@@ -219,21 +226,21 @@ void main() {
 	// shared memory): barriers and subgroup operations stay in uniform control flow.
 	uint cnt = 0u;
 	for (uint w = 0u; w < nWin; w++) {
-		// Compaction: invocation lin tests keys wb + lin + NT*u (coalesced ord reads,
-		// window w+1's issued now) and appends those some row keeps to the list at its
-		// exclusive prefix count: list order (invocation, u), the same every run.
-		uint wb = j0 + w * WIN;
+		// Compaction: invocation lin tests keys keyAt(s, w, lin + NT*u) (coalesced ord
+		// reads: BK consecutive keys per block; window w+1's issued now) and appends those
+		// some row keeps to the list at its exclusive prefix count: list order
+		// (invocation, u), the same every run.
 		uint oc[KPI];
 		for (uint u = 0u; u < KPI; u++) oc[u] = onx[u];
 		if (oneOrd && w + 1u < nWin) {
 			for (uint u = 0u; u < KPI; u++) {
-				uint j = wb + WIN + lin + NT * u;
+				uint j = keyAt(s, w + 1u, lin + NT * u);
 				onx[u] = j < jEnd ? ordb[o0 + j] : 0u;
 			}
 		}
 		uint kmask = 0u, c = 0u;
 		for (uint u = 0u; u < KPI; u++) {
-			uint j = wb + lin + NT * u;
+			uint j = keyAt(s, w, lin + NT * u);
 			bool any = false;
 			if (j < jEnd) {
 				for (uint t = 0u; t < NR; t++) {
@@ -258,7 +265,7 @@ void main() {
 			tot += tz;
 		}
 		for (uint u = 0u; u < KPI; u++)
-			if ((kmask & (1u << u)) != 0u) listS[at++] = wb + lin + NT * u;
+			if ((kmask & (1u << u)) != 0u) listS[at++] = keyAt(s, w, lin + NT * u);
 		cnt += tot;
 		barrier();  // the list; totS is read before it is written again
 		if (cnt + WIN <= CAP && w + 1u < nWin) continue;  // room for another window
@@ -416,8 +423,7 @@ float reduce(float x, uint op) {
 void main() {
 	uint i = gl_WorkGroupID.x, h = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
 	uint lid = gl_LocalInvocationID.x;
-	uint sliceLen = sliceLength();
-	uint np = (P.Lk + sliceLen - 1u) / sliceLen;  // partials written: one per slice
+	uint np = min(pc.slices, blocks());  // partials written: one per slice with a block
 	uint pBase = (((b * P.H + h) * P.Lq) + i) * pc.slices;
 	const uint W = DH + 2u;
 	float mx = NEG_INF;
