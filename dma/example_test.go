@@ -86,8 +86,9 @@ func ExampleDevice_DynamicWeights() {
 }
 
 // Token by token: each step appends the new key (its value, and its weight computed
-// once) and attends the new query row over the whole cache. Window 1 keeps the single
-// best-weighted key so far, so O is that key's value row.
+// once) and attends the new query row over the whole cache, in one submission
+// (AppendAttendInto). Window 1 keeps the single best-weighted key so far, so O is that
+// key's value row.
 func ExampleKVCache() {
 	ctx := context.Background()
 	dev, err := dma.Open(dma.Config{})
@@ -102,39 +103,45 @@ func ExampleKVCache() {
 		log.Fatal(err)
 	}
 	defer cache.Close()
-	row := func(x float32) *dma.Tensor {
-		t, _ := dev.NewTensor(dma.Float32, dma.Shape{B: 1, L: 1, H: 1, D: D}, dma.BLHD)
+	row := func() *dma.Tensor {
+		t, err := dev.NewTensor(dma.Float32, dma.Shape{B: 1, L: 1, H: 1, D: D}, dma.BLHD)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return t
+	}
+	fill := func(x float32) []float32 {
 		vals := make([]float32, D)
 		for d := range vals {
 			vals[d] = x
 		}
-		t.Upload(ctx, vals)
-		return t
+		return vals
 	}
-	// One query tensor and one result for every step: the cache records the step once
-	// and submits the recording again at each AttendInto.
-	q := row(0)
-	defer q.Close()
+	// The same tensors at every step (new contents each time): the cache records the
+	// step once and submits the recording again at each call.
+	q, k, v := row(), row(), row()
+	w, err := dev.NewWeights(1, 1, 1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, x := range []interface{ Close() error }{q, k, v, w} {
+		defer x.Close()
+	}
+	q.Upload(ctx, fill(0))
+	k.Upload(ctx, fill(0))
 	res, err := cache.NewResult(q)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer res.Close()
 	for step, weight := range []float32{0.5, 0.1, 0.9, 0.3} {
-		k, v := row(0), row(float32(10*step))
-		w, _ := dev.NewWeights(1, 1, 1)
+		v.Upload(ctx, fill(float32(10*step)))
 		w.Upload(ctx, []float32{weight})
-		if err := cache.Append(ctx, 0, k, v, w); err != nil {
-			log.Fatal(err)
-		}
-		if err := cache.AttendInto(ctx, 0, q, res, dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true}); err != nil {
+		if err := cache.AppendAttendInto(ctx, 0, k, v, w, q, res, dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true}); err != nil {
 			log.Fatal(err)
 		}
 		o, _ := res.O.Download(ctx)
 		fmt.Printf("step %d reads key %.0f of %d\n", step, o[0]/10, cache.Len(0))
-		for _, x := range []interface{ Close() error }{k, v, w} {
-			x.Close()
-		}
 	}
 	// Output:
 	// step 0 reads key 0 of 1
