@@ -17,12 +17,15 @@ const decodeThreads = 128
 
 // decodeTargetGroups is about how many split workgroups a step should have: on the H200
 // (132 multiprocessors) 512 was the best of 256, 512, 1024 and 2048 at 64K keys and
-// within 2% of the best at 256K (NOTES.md).
+// within 2% of the best at 256K for the first split pass; for the rebuilt one, 512 and
+// 1024 were within 5% of each other at 64K and 256K on the H100, 256 and 2048 slower
+// (NOTES.md, session 5).
 const decodeTargetGroups = 512
 
-// decodeSlices is the number of slices (the split grid's x) RecordDecode cuts up to maxLk
-// keys into: enough for about decodeTargetGroups workgroups, none shorter than
-// decodeThreads keys. The shader derives the slice length from the Lk of each run.
+// decodeSlices is the number of slices (the split grid's x) RecordDecode deals up to
+// maxLk keys to, in blocks of 32 in turn: enough for about decodeTargetGroups
+// workgroups, none with fewer than decodeThreads keys. The shader derives each slice's
+// blocks from the Lk of each run.
 func (k *Kernels) decodeSlices(p *Params, maxLk uint32) uint32 {
 	sg := max(k.d.Caps().SubgroupSize, 1)
 	groups := max(uint64(p.H/decodeHeads(p, decodeRows(p, sg)))*uint64(p.B), 1)
@@ -156,7 +159,8 @@ func decodeShared(d, rows, sg uint32) int64 {
 
 // RecordDecode records shaders/decode_attn.comp (the KV-cache decode path): O and LSE
 // of a few query rows (p.Lq <= DecodeMaxRows) over Lk keys, split over slices of the
-// keys and merged by a second pass, reading the K and V rows of the kept keys only, once
+// keys (blocks of 32 keys dealt in turn, so kept keys that cluster spread over many
+// slices) and merged by a second pass, reading the K and V rows of the kept keys only, once
 // for the query heads of a kv head that one workgroup takes together (GQA). Modes row
 // with causality (b.Tau from select_topw or the plan) and none; fp32, fp16 or bf16; D as
 // DecodeTakes says. ord is read at p.OrdOff + bh*OrdSL
