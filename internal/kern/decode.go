@@ -17,9 +17,9 @@ const decodeThreads = 128
 
 // decodeTargetGroups is about how many split workgroups a step should have: on the H200
 // (132 multiprocessors) 512 was the best of 256, 512, 1024 and 2048 at 64K keys and
-// within 2% of the best at 256K for the first split pass; for the rebuilt one, 512 and
-// 1024 were within 5% of each other at 64K and 256K on the H100, 256 and 2048 slower
-// (NOTES.md, session 5).
+// within 2% of the best at 256K for the first split pass; for the rebuilt one (before its
+// blocks were dealt in turn), 512 was the best at 64K and 256K on the H100 (split and
+// merge; 1024 5-11% slower, 256 8-12%, 2048 35-85%; NOTES.md, session 5).
 const decodeTargetGroups = 512
 
 // decodeSlices is the number of slices (the split grid's x) RecordDecode deals up to
