@@ -447,7 +447,7 @@ func runKVCache(ctx context.Context, dev *dma.Device, c Case, hb int, qd, kd, vd
 	lse = make([]float32, c.B*c.H*c.Lq)
 	kvn, qn := c.Lk*c.Hkv*c.D, c.Lq*c.H*c.D
 	// appendKeys appends keys [a, b) of batch bi to its sequence.
-	appendKeys := func(bi, a, b int) error {
+	appendKeys := func(bi, a, b int, step func(kt, vt *dma.Tensor, wt *dma.Weights) error) error {
 		row := c.Hkv * c.D
 		kt, err := tensor(dma.Shape{B: 1, L: b - a, H: c.Hkv, D: c.D}, kd[bi*kvn+a*row:bi*kvn+b*row])
 		if err != nil {
@@ -470,34 +470,44 @@ func runKVCache(ctx context.Context, dev *dma.Device, c Case, hb int, qd, kd, vd
 		if err := wt.Upload(ctx, cols); err != nil {
 			return err
 		}
+		if step != nil {
+			return step(kt, vt, wt)
+		}
 		return cache.Append(ctx, bi, kt, vt, wt)
 	}
 	// One query row in mode row: a step over all but the last key first, then the last
-	// key's step, which carries the first step's thresholds (as decoding does).
+	// key's step (AppendAttendInto: append and attend in one submission), which carries
+	// the first step's thresholds, as decoding does.
 	split := c.Lk
 	if c.Lq == 1 && opt.Mode == dma.ModeRow && c.Lk >= 2 {
 		split = c.Lk - 1
 	}
 	for b := range c.B {
-		if err := appendKeys(b, 0, split); err != nil {
+		if err := appendKeys(b, 0, split, nil); err != nil {
 			return nil, nil, err
 		}
 		qt, err := tensor(dma.Shape{B: 1, L: c.Lq, H: c.H, D: c.D}, qd[b*qn:(b+1)*qn])
 		if err != nil {
 			return nil, nil, err
 		}
+		var res *dma.Result
 		if split < c.Lk {
 			first, err := cache.Attend(ctx, b, qt, aopt)
 			if err != nil {
 				return nil, nil, err
 			}
 			first.Close()
-			if err := appendKeys(b, split, c.Lk); err != nil {
+			if res, err = cache.NewResult(qt); err != nil {
 				return nil, nil, err
 			}
-		}
-		res, err := cache.Attend(ctx, b, qt, aopt)
-		if err != nil {
+			err = appendKeys(b, split, c.Lk, func(kt, vt *dma.Tensor, wt *dma.Weights) error {
+				return cache.AppendAttendInto(ctx, b, kt, vt, wt, qt, res, aopt)
+			})
+			if err != nil {
+				res.Close()
+				return nil, nil, err
+			}
+		} else if res, err = cache.Attend(ctx, b, qt, aopt); err != nil {
 			return nil, nil, err
 		}
 		ob, err1 := res.O.Download(ctx)
