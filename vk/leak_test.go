@@ -4,42 +4,22 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"runtime"
-	"runtime/debug"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/dmavk/dmavk/internal/memprobe"
 	"github.com/dmavk/dmavk/vk"
 )
 
-// rss is the resident set size of the process in bytes, from /proc/self/statm.
-func rss(t *testing.T) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		t.Skipf("no /proc/self/statm: %v", err)
-	}
-	f := strings.Fields(string(data))
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pages * int64(os.Getpagesize())
-}
-
-// settledRSS collects Go garbage and returns freed pages of both heaps to the OS before
-// reading RSS, so that only memory still referenced (by Go or C) counts. Without the C
-// heap's trim, opening and closing lavapipe devices grows RSS by 60-85 MiB over the
-// first few hundred cycles (then levels off): freed driver memory that glibc keeps in
-// its per-thread arenas (see vk.TrimCHeap).
+// settledRSS is memprobe.SettledRSS (the test skips where /proc/self/statm is missing).
 func settledRSS(t *testing.T) int64 {
-	runtime.GC()
-	debug.FreeOSMemory()
-	vk.TrimCHeap()
-	return rss(t)
+	t.Helper()
+	n, err := memprobe.SettledRSS()
+	if err != nil {
+		t.Skipf("no RSS: %v", err)
+	}
+	return n
 }
 
 // leakBound is the RSS growth allowed after warm-up. One leaked object per cycle makes
