@@ -222,6 +222,11 @@ func runBench(args []string, stdout io.Writer) error {
 		return enc.Encode(rows)
 	}
 	fmt.Fprintf(stdout, "%s, %s, mode %s, median of %d\n", dev.Name(), dt, m, *reps)
+	if *cache {
+		// Measured on NVIDIA (bench/NOTES.md): one step at a time leaves the GPU mostly
+		// idle, and the driver then holds the SM clock at its lowest.
+		fmt.Fprintln(stdout, "KV-cache rows: one step at a time, the GPU idle between steps (drivers may lower its clock); go test ./dma -bench KVCacheStep also times steps back to back")
+	}
 	if pk.MatmulTFLOP > 0 {
 		fmt.Fprintf(stdout, "measured peak: %.1f TFLOP/s (%s matmul), copy %.0f GB/s\n", pk.MatmulTFLOP, pk.MatmulPath, pk.CopyGBs)
 	}
