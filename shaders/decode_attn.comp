@@ -29,8 +29,8 @@
 //   row with no kept key gets O = 0, LSE = -inf.
 // Slice s takes the blocks of BK keys s, s + slices, s + 2 slices, ... (push constant
 // slices, the split grid's x) of the P.Lk keys: one recorded grid serves every cache
-// length up to the one it was sized for, and keys kept in a cluster spread over slices. ord of
-// (b, hb) starts at P.ordOff + (b * Hb + hb) * P.ordSL (P.ordSL 0: Lk).
+// length up to the one it was sized for, and keys kept in a cluster spread over slices.
+// ord of (b, hb) starts at P.ordOff + (b * Hb + hb) * P.ordSL (P.ordSL 0: Lk).
 // A row only ever adds p v for the keys it keeps, so a NaN or Inf in V reaches exactly
 // the rows that keep its key. Sums run in a fixed order: the same inputs give the same
 // bits.
