@@ -387,8 +387,12 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 				return err
 			}
 			r.Barrier()
-			if p.Mode == kern.ModeRow {
-				if err := d.kern.RecordTopW(r, p, params, plan.Ord, plan.Tau, sel, 0); err != nil {
+			if p.Mode == kern.ModeRow || p.Mode == kern.ModeShared {
+				// Mode shared's threshold is the last row's (the decode kernel reads it for
+				// every row); select_topw computes every row's either way.
+				pRow := *p
+				pRow.Mode = kern.ModeRow
+				if err := d.kern.RecordTopW(r, &pRow, params, plan.Ord, plan.Tau, sel, 0); err != nil {
 					return err
 				}
 				if err := stamp("tau"); err != nil {

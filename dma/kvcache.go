@@ -292,8 +292,9 @@ func growBuffer(d *Device, slot **vk.Buffer, size int64) (*vk.Buffer, error) {
 
 // Attend computes attention of q ([1, n, H, HeadDim] BLHD or BHLD, n <= 4 rows: the
 // last n positions of sequence seq) over the sequence's cached keys: O and LSE as
-// Forward would give for these rows over the same keys. opt.Mode row (causal; a window
-// that covers every cached key is mode none) or none; Window, Causal, Scale and Softcap
+// Forward would give for these rows over the same keys. opt.Mode row or shared (causal:
+// shared selects once over every cached key; a window that covers every cached key is
+// mode none) or none; Window, Causal, Scale and Softcap
 // as in Forward; the weights are the cache's (opt.Weights, WeightParams, masks, biases and
 // key padding must be unset).
 func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, error) {
@@ -393,14 +394,14 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 		return nil, fmt.Errorf("%d query rows, but sequence %d holds %d keys (the rows are its last positions)", qsh.L, seq, lk)
 	}
 	mode := opt.Mode
-	if mode == ModeRow && opt.Window >= lk {
+	if (mode == ModeRow || mode == ModeShared) && opt.Window >= lk {
 		mode = ModeNone
 	}
 	switch {
-	case mode == ModeRow && !opt.Causal:
-		return nil, fmt.Errorf("mode row needs Causal (without it every row keeps the same keys: use Forward's mode shared)")
-	case mode != ModeRow && mode != ModeNone:
-		return nil, fmt.Errorf("mode %v: row or none", mode)
+	case (mode == ModeRow || mode == ModeShared) && !opt.Causal:
+		return nil, fmt.Errorf("mode %v needs Causal (without it every row keeps the same keys: use Forward)", mode)
+	case mode != ModeRow && mode != ModeShared && mode != ModeNone:
+		return nil, fmt.Errorf("mode %v: row, shared or none", mode)
 	}
 	scale := opt.Scale
 	if scale == 0 {
@@ -427,8 +428,8 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 // else a full select, which then becomes the carried state. c.mu is held; the caller
 // calls dropCarry on the step's sequence if the step does not run.
 func (c *KVCache) planCarry(st *attendStep) {
-	if st.mode != ModeRow || st.p.Lq != 1 {
-		return
+	if (st.mode != ModeRow && st.mode != ModeShared) || st.p.Lq != 1 {
+		return // (one row: modes row and shared select alike)
 	}
 	lk, w := int(st.p.Lk), int(st.p.Window)
 	st.carry = true
@@ -464,14 +465,18 @@ func (c *KVCache) recordStep(r *vk.Recorder, st *attendStep, b stepBuffers, stam
 	capacity := u32(c.cfg.Capacity)
 	hb := int64(c.cfg.BiasHeads)
 	r.Barrier() // after earlier submissions' writes of the cache (Append)
+	// The thresholds, each row's (mode shared: the decode kernel reads the last row's for
+	// all); the selection kernels see mode row.
+	pRow := st.p
+	pRow.Mode = kern.ModeRow
 	switch {
 	case st.advance:
 		carry := kern.Carry{State: c.carryState, StateRow: u32(st.seq * c.cfg.BiasHeads), Scratch: c.carryScratch, ScratchWord: u32(st.seq * int(c.carryWords))}
-		if err := c.d.kern.RecordTopWAdvance(r, &st.p, b.params, c.ord, b.tau, carry, capacity); err != nil {
+		if err := c.d.kern.RecordTopWAdvance(r, &pRow, b.params, c.ord, b.tau, carry, capacity); err != nil {
 			return err
 		}
-	case st.mode == ModeRow:
-		if err := c.d.kern.RecordTopW(r, &st.p, b.params, c.ord, b.tau, b.sel, capacity); err != nil {
+	case st.mode == ModeRow || st.mode == ModeShared:
+		if err := c.d.kern.RecordTopW(r, &pRow, b.params, c.ord, b.tau, b.sel, capacity); err != nil {
 			return err
 		}
 		if st.carry {

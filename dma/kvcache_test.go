@@ -188,8 +188,10 @@ func TestKVCacheErrors(t *testing.T) {
 	q := func(n int) *dma.Tensor { return tensor(t, d, dma.Float32, dma.Shape{B: 1, L: n, H: 2, D: 32}, nil) }
 	_, err = c.Attend(ctx, 0, q(5), dma.Options{Mode: dma.ModeNone, Causal: true})
 	require.ErrorContains(t, err, "query rows")
-	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeShared, Window: 1, Causal: true})
-	require.ErrorContains(t, err, "row or none")
+	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeExplicit, Window: 1, Causal: true})
+	require.ErrorContains(t, err, "row, shared or none")
+	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeShared, Window: 1})
+	require.ErrorContains(t, err, "Causal")
 	_, err = c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeRow, Window: 1})
 	require.ErrorContains(t, err, "Causal")
 	res, err := c.Attend(ctx, 0, q(1), dma.Options{Mode: dma.ModeRow, Window: 1, Causal: true})
@@ -574,8 +576,8 @@ func TestKVCacheAppendAttendInto(t *testing.T) {
 			require.ErrorContains(t, caches[1].AppendAttendInto(ctx, 0, ks[0], vs[0], ws[0], qs[0], outs[0], opt), "capacity")
 			require.Equal(t, before, caches[1].Len(0))
 			// A step the attention refuses (after the new keys were counted): nothing changes.
-			shared := dma.Options{Mode: dma.ModeShared, Window: 24, Causal: true}
-			require.ErrorContains(t, caches[1].AppendAttendInto(ctx, 1, ks[0], vs[0], ws[0], qs[0], outs[0], shared), "mode")
+			explicit := dma.Options{Mode: dma.ModeExplicit, Window: 24, Causal: true}
+			require.ErrorContains(t, caches[1].AppendAttendInto(ctx, 1, ks[0], vs[0], ws[0], qs[0], outs[0], explicit), "mode")
 			require.Equal(t, 0, caches[1].Len(1))
 		})
 	}

@@ -1,8 +1,12 @@
 #version 450
+// variant: split -DSPLIT=1
+// variant: reduce
 // Decode attention (the KV-cache decode path): a few query rows (P.Lq <= 4) over a long
 // key sequence, split over the keys (flash-decoding). Modes row with causality (keep key
 // j for row i when j <= p_i, ord_j != 0 and (ord_j, j) >= tau_i; tau from select_topw or
-// the plan) and none (j <= p_i when causal, ord_j != 0); spec section 3's scores:
+// the plan), shared with causality (the same with the last row's tau for every row: the
+// rows sit at the end, so the last row's prefix holds every key) and none (j <= p_i when
+// causal, ord_j != 0); spec section 3's scores:
 // scale * q.k + weight, softcap; fp32, fp16 or bf16 storage (STORE).
 //
 // variant split: workgroup (slice s, group of GH query heads of one kv head, batch b), NT
@@ -34,9 +38,6 @@
 // A row only ever adds p v for the keys it keeps, so a NaN or Inf in V reaches exactly
 // the rows that keep its key. Sums run in a fixed order: the same inputs give the same
 // bits.
-//
-// variant: split -DSPLIT=1
-// variant: reduce
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -175,7 +176,7 @@ void main() {
 	if (s >= nb) return;  // no block: the merge reads no partial of this slice
 	uint jEnd = P.Lk;
 	causal = P.causal != 0u;
-	rowCausal = P.mode == MODE_ROW && causal;
+	rowCausal = (P.mode == MODE_ROW || P.mode == MODE_SHARED) && causal;
 	if (causal) jEnd = uint(clamp(int(n) + P.posOffset, 0, int(jEnd)));  // past every row
 	// The query heads of this workgroup: GH of one kv head's group (GH divides G, GH * n
 	// <= NR), so their K and V rows are read once for all of them.
@@ -203,7 +204,9 @@ void main() {
 	}
 	if (lin < nTest) {
 		uint hb = sharedBias ? kvh : h0 + lin / n;
-		tauS[lin] = rowCausal ? taub[(bI * P.Hb + hb) * P.Lq + lin % n] : uvec2(0u);
+		// Mode shared: one selection over every key, the last row's threshold, for all rows.
+		uint ti = P.mode == MODE_SHARED ? n - 1u : lin % n;
+		tauS[lin] = rowCausal ? taub[(bI * P.Hb + hb) * P.Lq + ti] : uvec2(0u);
 	}
 
 	// Running max m (the same in every invocation), and per key group sum l and o (this

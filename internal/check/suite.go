@@ -39,6 +39,11 @@ func Suite(long bool) []Case {
 		// Decoding through a KV cache: a few rows over one to three slices of keys.
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 1, Lk: 1500, H: 4, Hkv: 2, D: 64, Window: 32, KVCache: true})
 		add(Case{DType: dt, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 3, Lk: 700, H: 4, Hkv: 1, D: 32, KVCache: true})
+		// Mode shared: one selection over every cached key for a draft of three rows.
+		// (Equal weights: the shared w are the last w keys, so the draft's first rows keep
+		// fewer than w; mode row would give them w each.)
+		add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 1, Lq: 3, Lk: 1300, H: 4, Hkv: 2, D: 64, Window: 40,
+			Weights: WeightsEqual, HbIsH: true, KVCache: true})
 		// Equal weights: the last key joins the best w and moves the carried threshold.
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1, Lk: 3000, H: 4, Hkv: 2, D: 64, Window: 100,
 			Weights: WeightsEqual, HbIsH: true, KVCache: true})
@@ -48,6 +53,8 @@ func Suite(long bool) []Case {
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 3, Lk: 4500, H: 4, Hkv: 2, D: 64, Window: 100,
 			Padding: true, Weights: WeightsParams, Form: dma.FormExp})
 		add(Case{DType: dt, Mode: dma.ModeNone, B: 1, Lq: 2, Lk: 4097, H: 4, Hkv: 1, D: 32, Layout: dma.BHLD})
+		add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 2, Lq: 4, Lk: 4200, H: 4, Hkv: 2, D: 64, Window: 50,
+			Padding: true})
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 4, Lk: 5000, H: 4, Hkv: 2, D: 128, Window: 4096,
 			HbIsH: true, Softcap: 20})
 		// Selection corner cases.

@@ -100,8 +100,12 @@ func decodeHeads(p *Params, rows uint32) uint32 {
 // fix, from the team width (decodeTeam) to decodeThreads, with arithmetic and shuffle
 // operations.
 func (k *Kernels) DecodeTakes(p *Params) error {
-	if !(p.Mode == ModeRow && p.Causal == 1) && p.Mode != ModeNone {
-		return fmt.Errorf("mode %d (causal %d): row with causality or none only", p.Mode, p.Causal)
+	if !((p.Mode == ModeRow || p.Mode == ModeShared) && p.Causal == 1) && p.Mode != ModeNone {
+		return fmt.Errorf("mode %d (causal %d): row or shared with causality, or none", p.Mode, p.Causal)
+	}
+	if p.Mode == ModeShared && int64(p.PosOffset)+int64(p.Lq) != int64(p.Lk) {
+		// The shared threshold is the last row's, which must see every key.
+		return fmt.Errorf("mode shared: the rows end at key position %d, not at the last key %d", int64(p.PosOffset)+int64(p.Lq)-1, int64(p.Lk)-1)
 	}
 	if p.Lq == 0 || p.Lq > DecodeMaxRows {
 		return fmt.Errorf("%d query rows, takes 1 to %d", p.Lq, DecodeMaxRows)
@@ -162,7 +166,8 @@ func decodeShared(d, rows, sg uint32) int64 {
 // keys (blocks of 32 keys dealt in turn, so kept keys that cluster spread over many
 // slices) and merged by a second pass, reading the K and V rows of the kept keys only, once
 // for the query heads of a kv head that one workgroup takes together (GQA). Modes row
-// with causality (b.Tau from select_topw or the plan) and none; fp32, fp16 or bf16; D as
+// with causality (b.Tau from select_topw or the plan), shared with causality (the last
+// row's b.Tau for every row; the rows end at the last key) and none; fp32, fp16 or bf16; D as
 // DecodeTakes says. ord is read at p.OrdOff + bh*OrdSL
 // (OrdSL 0: Lk), as select_topw reads it. The grid is sized for maxLk keys (0: p.Lk); the
 // kernels take Lk from params at run time, so one recording serves every Lk up to maxLk
@@ -178,7 +183,7 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 	if err := k.DecodeTakes(p); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	rowCausal := p.Mode == ModeRow && p.Causal == 1
+	rowCausal := (p.Mode == ModeRow || p.Mode == ModeShared) && p.Causal == 1
 	caps := k.d.Caps()
 	sg := caps.SubgroupSize
 	// The mode-none view of the checks (no U lists; ord as a cache lays it out checked

@@ -60,7 +60,7 @@ func TestDecodeAttention(t *testing.T) {
 		attnCase{name: "err/D12", Lq: 1, Lk: 20, D: 12, mode: none, causal: true, wantErr: "multiple of 8"},
 		attnCase{name: "row/nan-v", Lq: 2, Lk: 200, mode: row, causal: true, w: 8, nanKey: 196, weights: "equal"},
 		attnCase{name: "err/explicit", Lq: 2, Lk: 20, mode: ref.ModeExplicit, causal: true, maskShape: []int{1, 1, 2, 20},
-			wantErr: "row with causality or none"},
+			wantErr: "row or shared with causality, or none"},
 		attnCase{name: "err/rows", Lq: 5, Lk: 20, mode: none, causal: true, wantErr: "query rows"},
 	)
 	for _, rows := range []uint32{0, 16} {
