@@ -220,10 +220,8 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 	rows := decodeRows(p, sg)
 	groups := p.H / decodeHeads(p, rows)
 	for _, g := range [][3]uint32{{slices, groups, p.B}, {p.Lq, p.H, p.B}} {
-		for i := range g {
-			if g[i] > caps.MaxWorkgroupCount[i] {
-				return fmt.Errorf("%s: %d workgroups in dimension %d, %s allows %d", op, g[i], i, caps.Name, caps.MaxWorkgroupCount[i])
-			}
+		if err := k.checkGrid(op, uint64(g[0]), uint64(g[1]), uint64(g[2])); err != nil {
+			return err
 		}
 	}
 	split, err := k.decodePipeline("decode_attn_split", p, decodeThreads, sg, rows)

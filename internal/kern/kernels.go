@@ -104,3 +104,14 @@ func PlanSizes(p *Params) (ord, u, ucount, tau int64) {
 
 // Groups rounds n items up to whole workgroups of size per.
 func Groups(n, per int) uint32 { return uint32((n + per - 1) / per) }
+
+// checkGrid checks a dispatch's workgroup counts (x, y, z) against the device's limits.
+func (k *Kernels) checkGrid(op string, grid ...uint64) error {
+	caps := k.d.Caps()
+	for i, n := range grid {
+		if n > uint64(caps.MaxWorkgroupCount[i]) {
+			return fmt.Errorf("%s: %d workgroups in dimension %d, %s allows %d", op, n, i, caps.Name, caps.MaxWorkgroupCount[i])
+		}
+	}
+	return nil
+}

@@ -67,11 +67,8 @@ func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau, sel *v
 		target = uint64(n) // tuning
 	}
 	slices := uint32(min(max(target/(bh*uint64(p.Lq)), 1), (uint64(maxLk)+1023)/1024))
-	caps := k.d.Caps()
-	for i, n := range []uint64{uint64(slices), uint64(p.Lq), bh} {
-		if n > uint64(caps.MaxWorkgroupCount[i]) {
-			return fmt.Errorf("%s: %d workgroups in dimension %d, %s allows %d", op, n, i, caps.Name, caps.MaxWorkgroupCount[i])
-		}
+	if err := k.checkGrid(op, uint64(slices), uint64(p.Lq), bh); err != nil {
+		return err
 	}
 	_, _, _, st := PlanSizes(p)
 	if err := checkSizes(op[len("kern: "):],
@@ -178,11 +175,8 @@ func (k *Kernels) RecordTopWAdvance(r *vk.Recorder, p *Params, params, ord, tau 
 		return fmt.Errorf("%s: offsets over 2^32", op)
 	}
 	slices := carrySlices(p, maxLk)
-	caps := k.d.Caps()
-	for i, n := range []uint64{uint64(slices), 1, rows} {
-		if n > uint64(caps.MaxWorkgroupCount[i]) {
-			return fmt.Errorf("%s: %d workgroups in dimension %d, %s allows %d", op, n, i, caps.Name, caps.MaxWorkgroupCount[i])
-		}
+	if err := k.checkGrid(op, uint64(slices), 1, rows); err != nil {
+		return err
 	}
 	_, _, _, st := PlanSizes(p)
 	if err := checkSizes(op[len("kern: "):],
