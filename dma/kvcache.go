@@ -50,7 +50,7 @@ type KVCache struct {
 	scratch      [][4]*vk.Buffer // Attend's stepBuffers per sequence of a call
 	steps        mru[stepKey, *stepProgram]
 	appends      mru[appendKey, *appendProgram]
-	fused        mru[fusedKey, *fusedProgram] // AppendAttendInto's
+	fused        mru[stepKey, *stepProgram] // AppendAttendInto's
 }
 
 // maxStepPrograms bounds the recorded steps a cache keeps (AttendInto), and
@@ -90,7 +90,7 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 	}
 	c := &KVCache{d: d, cfg: cfg, lens: make([]int, cfg.Sequences), tauLen: make([]int, cfg.Sequences), tauW: make([]int, cfg.Sequences),
 		steps: mru[stepKey, *stepProgram]{max: maxStepPrograms}, appends: mru[appendKey, *appendProgram]{max: maxAppendPrograms},
-		fused: mru[fusedKey, *fusedProgram]{max: maxStepPrograms}}
+		fused: mru[stepKey, *stepProgram]{max: maxStepPrograms}}
 	for i := range c.tauLen {
 		c.tauLen[i] = -1
 	}
@@ -642,8 +642,9 @@ type stepKey struct {
 	p         kern.Params // with Lk, PosOffset and NBlocks cleared: they change every step
 	mode      Mode
 	timed     bool
-	carry     bool // the thresholds go to the carried state
-	advance   bool // and come from it
+	carry     bool      // the thresholds go to the carried state
+	advance   bool      // and come from it
+	app       appendKey // the append recorded before the step (AppendAttendInto), or zero
 }
 
 // stepKeyOf is the key of st's recording.
@@ -653,11 +654,13 @@ func (c *KVCache) stepKeyOf(st *attendStep, timed bool) stepKey {
 	return key
 }
 
-// stepProgram is a recorded step (AttendInto) with its own scratch; params is mapped,
-// written before each submission.
+// stepProgram is a recorded step (AttendInto, AppendAttendInto) with its own scratch;
+// bufs.params and appendParams (the append's, nil without one) are mapped, written
+// before each submission.
 type stepProgram struct {
-	prog *vk.Program
-	bufs stepBuffers
+	prog         *vk.Program
+	bufs         stepBuffers
+	appendParams *vk.Buffer
 }
 
 // newStepProgram allocates the scratch of a recorded step of st: parameters in mapped
@@ -682,7 +685,7 @@ func (sp *stepProgram) close() {
 	if sp.prog != nil {
 		sp.prog.Close()
 	}
-	for _, b := range []*vk.Buffer{sp.bufs.params, sp.bufs.tau, sp.bufs.sel, sp.bufs.part} {
+	for _, b := range []*vk.Buffer{sp.bufs.params, sp.bufs.tau, sp.bufs.sel, sp.bufs.part, sp.appendParams} {
 		if b != nil {
 			b.Close()
 		}
@@ -746,8 +749,41 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 	if err != nil {
 		return fail("%v", err)
 	}
+	prof, err := c.runInto(ctx, st, nil, timed)
+	if err != nil {
+		return fail("%v", err)
+	}
+	return prof, nil
+}
+
+// stepAppend is the append a recorded step runs first (AppendAttendInto): its key, its
+// parameters and its buffers.
+type stepAppend struct {
+	key  appendKey
+	p    kern.Params
+	bufs *kern.AppendBuffers
+}
+
+// runInto runs st through its recording, after app's append when app is not nil,
+// recording it first if needed (AttendInto's recordings and AppendAttendInto's are kept
+// apart, maxStepPrograms of each). On failure the carried thresholds of st's sequence
+// are dropped. c.mu is held.
+func (c *KVCache) runInto(ctx context.Context, st *attendStep, app *stepAppend, timed bool) (Profile, error) {
 	c.planCarry(st)
-	sp, err := c.stepProgram(c.stepKeyOf(st, timed), st, timed)
+	key, progs := c.stepKeyOf(st, timed), &c.steps
+	if app != nil {
+		key.app, progs = app.key, &c.fused
+	}
+	sp, ok := progs.get(key)
+	var err error
+	if !ok {
+		if sp, err = c.recordInto(st, app, timed); err == nil {
+			progs.add(key, sp)
+		}
+	}
+	if err == nil && app != nil {
+		err = sp.appendParams.Upload(ctx, 0, app.p.Bytes())
+	}
 	if err == nil {
 		err = sp.bufs.params.Upload(ctx, 0, st.p.Bytes())
 	}
@@ -756,34 +792,44 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 		ts, err = sp.prog.SubmitTimed(ctx)
 	}
 	if err != nil {
-		c.dropCarry(seq)
-		return fail("%v", err)
+		c.dropCarry(st.seq)
+		return Profile{}, err
 	}
 	return stepProfile(ts), nil
 }
 
-// stepProgram finds the recording of key, or records it (dropping the least recently
-// used one beyond maxStepPrograms); c.mu is held.
-func (c *KVCache) stepProgram(key stepKey, st *attendStep, timed bool) (*stepProgram, error) {
-	if sp, ok := c.steps.get(key); ok {
-		return sp, nil
-	}
+// recordInto records st, after app's append when app is not nil (stamp "append").
+func (c *KVCache) recordInto(st *attendStep, app *stepAppend, timed bool) (*stepProgram, error) {
 	sp, err := c.newStepProgram(st)
 	if err != nil {
 		return nil, err
+	}
+	if app != nil {
+		if sp.appendParams, err = c.d.vd.NewMappedBuffer(kern.ParamsSize); err != nil {
+			sp.close()
+			return nil, err
+		}
 	}
 	sp.prog, err = c.d.vd.Record(func(r *vk.Recorder) error {
 		stamp := stamper(r, timed)
 		if err := stamp("start"); err != nil {
 			return err
 		}
-		return c.recordStep(r, st, sp.bufs, stamp)
+		if app != nil {
+			r.Barrier() // after earlier submissions' reads of the cache
+			if err := c.d.kern.RecordAppend(r, &app.p, sp.appendParams, app.bufs); err != nil {
+				return err
+			}
+			if err := stamp("append"); err != nil {
+				return err
+			}
+		}
+		return c.recordStep(r, st, sp.bufs, stamp) // its barrier orders the append first
 	})
 	if err != nil {
 		sp.close()
 		return nil, err
 	}
-	c.steps.add(key, sp)
 	return sp, nil
 }
 
