@@ -95,7 +95,7 @@ func decodeHeads(p *Params, rows uint32) uint32 {
 }
 
 // DecodeTakes says why RecordDecode cannot take p on this device (nil when it can): its
-// mode (row with causality, or none), its number of query rows, its head dimension (a
+// mode (row or shared with causality, shared's rows ending at the last key, or none), its number of query rows, its head dimension (a
 // multiple of 8, at most AttnMaxD), and the device's subgroups: a size the pipeline can
 // fix, from the team width (decodeTeam) to decodeThreads, with arithmetic and shuffle
 // operations.
@@ -194,14 +194,11 @@ func (k *Kernels) RecordDecode(r *vk.Recorder, p *Params, params *vk.Buffer, b *
 	if err := checkAttention(&pc, b); err != nil {
 		return err
 	}
-	rowLen := int64(p.OrdSL)
-	if rowLen == 0 {
-		rowLen = int64(p.Lk)
+	ordBytes, err := ordRows(op, p)
+	if err != nil {
+		return err
 	}
-	if rowLen < int64(p.Lk) {
-		return fmt.Errorf("%s: ord rows %d apart hold fewer than Lk = %d keys", op, rowLen, p.Lk)
-	}
-	if err := checkSizes(op[len("kern: "):], sizedBuf{"Ord", ordBuf, (int64(p.OrdOff) + int64(p.B)*int64(p.Hb)*rowLen) * 4}); err != nil {
+	if err := checkSizes(op[len("kern: "):], sizedBuf{"Ord", ordBuf, ordBytes}); err != nil {
 		return err
 	}
 	_, _, _, st := PlanSizes(p)

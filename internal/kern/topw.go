@@ -52,14 +52,11 @@ func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau, sel *v
 	}
 	maxLk = max(maxLk, p.Lk)
 	bh := uint64(p.B) * uint64(p.Hb)
-	rowLen := uint64(p.OrdSL)
-	if rowLen == 0 {
-		rowLen = uint64(p.Lk)
+	ordBytes, err := ordRows(op, p)
+	if err != nil {
+		return err
 	}
-	if rowLen < uint64(p.Lk) {
-		return fmt.Errorf("%s: ord rows %d apart hold fewer than Lk = %d keys", op, rowLen, p.Lk)
-	}
-	if uint64(p.OrdOff)+bh*rowLen >= 1<<32 || bh*uint64(p.Lq)*topwRecordWords >= 1<<32 {
+	if bh*uint64(p.Lq)*topwRecordWords >= 1<<32 {
 		return fmt.Errorf("%s: B*Hb*L over 2^32", op)
 	}
 	target := uint64(topwTargetGroups)
@@ -73,7 +70,7 @@ func (k *Kernels) RecordTopW(r *vk.Recorder, p *Params, params, ord, tau, sel *v
 	_, _, _, st := PlanSizes(p)
 	if err := checkSizes(op[len("kern: "):],
 		sizedBuf{"params", params, ParamsSize},
-		sizedBuf{"ord", ord, (int64(p.OrdOff) + int64(bh*rowLen)) * 4},
+		sizedBuf{"ord", ord, ordBytes},
 		sizedBuf{"tau", tau, st},
 		sizedBuf{"sel", sel, TopWScratchSize(p)},
 	); err != nil {
@@ -164,14 +161,11 @@ func (k *Kernels) RecordTopWAdvance(r *vk.Recorder, p *Params, params, ord, tau 
 	}
 	maxLk = max(maxLk, p.Lk)
 	rows := uint64(p.B) * uint64(p.Hb)
-	rowLen := uint64(p.OrdSL)
-	if rowLen == 0 {
-		rowLen = uint64(p.Lk)
+	ordBytes, err := ordRows(op, p)
+	if err != nil {
+		return err
 	}
-	if rowLen < uint64(p.Lk) {
-		return fmt.Errorf("%s: ord rows %d apart hold fewer than Lk = %d keys", op, rowLen, p.Lk)
-	}
-	if uint64(p.OrdOff)+rows*rowLen >= 1<<32 || uint64(c.ScratchWord)+uint64(CarryScratchWords(p, maxLk)) >= 1<<32 {
+	if uint64(c.ScratchWord)+uint64(CarryScratchWords(p, maxLk)) >= 1<<32 {
 		return fmt.Errorf("%s: offsets over 2^32", op)
 	}
 	slices := carrySlices(p, maxLk)
@@ -181,7 +175,7 @@ func (k *Kernels) RecordTopWAdvance(r *vk.Recorder, p *Params, params, ord, tau 
 	_, _, _, st := PlanSizes(p)
 	if err := checkSizes(op[len("kern: "):],
 		sizedBuf{"params", params, ParamsSize},
-		sizedBuf{"ord", ord, (int64(p.OrdOff) + int64(rows*rowLen)) * 4},
+		sizedBuf{"ord", ord, ordBytes},
 		sizedBuf{"tau", tau, st},
 		sizedBuf{"state", c.State, (int64(c.StateRow) + int64(rows)) * 8},
 		sizedBuf{"scratch", c.Scratch, (int64(c.ScratchWord) + CarryScratchWords(p, maxLk)) * 4},
@@ -200,4 +194,22 @@ func (k *Kernels) RecordTopWAdvance(r *vk.Recorder, p *Params, params, ord, tau 
 	}
 	r.Barrier()
 	return nil
+}
+
+// ordRows checks the ord rows the decode kernels read for p (row b*Hb + hb at element
+// p.OrdOff + (b*Hb + hb)*p.OrdSL, OrdSL 0 meaning Lk): each holds Lk keys, and all end
+// below 2^32 elements. It returns the bytes the ord buffer needs.
+func ordRows(op string, p *Params) (int64, error) {
+	rowLen := uint64(p.OrdSL)
+	if rowLen == 0 {
+		rowLen = uint64(p.Lk)
+	}
+	if rowLen < uint64(p.Lk) {
+		return 0, fmt.Errorf("%s: ord rows %d apart hold fewer than Lk = %d keys", op, rowLen, p.Lk)
+	}
+	end := uint64(p.OrdOff) + uint64(p.B)*uint64(p.Hb)*rowLen
+	if end >= 1<<32 {
+		return 0, fmt.Errorf("%s: ord rows end at element %d, over 2^32", op, end)
+	}
+	return int64(end) * 4, nil
 }
