@@ -19,13 +19,6 @@ layout(std430, binding = 4) buffer DstK { uint dstK[]; };
 layout(std430, binding = 5) buffer DstV { uint dstV[]; };
 layout(std430, binding = 6) writeonly buffer Ord { uint ord[]; };
 
-// kern.Ord on float32 bits, as select_ord.comp computes it (integer operations only).
-uint ordBits(uint u) {
-	if ((u & 0x7fffffffu) == 0u) u = 0u;
-	u = (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
-	return u == 0u ? 1u : u;
-}
-
 // Half h of word w.
 uint half16(uint w, uint h) { return h == 0u ? (w & 0xffffu) : (w >> 16); }
 

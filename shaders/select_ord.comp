@@ -15,13 +15,6 @@ layout(std430, binding = 1) readonly buffer Delta { uint deltaBits[]; }; // floa
 layout(std430, binding = 2) readonly buffer Pad { uint pad[]; };         // uint8 [B][Lk], 4 per word
 layout(std430, binding = 3) writeonly buffer Ord { uint ordOut[]; };    // [B][Hb][Lk]
 
-// kern.Ord on float32 bits: -0 -> +0; negatives flip all bits, positives set the sign bit.
-uint ordBits(uint u) {
-	if ((u & 0x7fffffffu) == 0u) u = 0u;
-	u = (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
-	return u == 0u ? 1u : u;
-}
-
 void main() {
 	uint n = P.B * P.Hb * P.Lk;
 	uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
