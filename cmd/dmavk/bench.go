@@ -128,7 +128,7 @@ func runBench(args []string, stdout io.Writer) error {
 	sweep := fs.String("sweep", "", "a named sweep instead of the shape flags: table2 (the paper's Table 2), peers (issue 4's table), long (128K, 1M)")
 	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
-	cache := fs.Bool("cache", false, "rows of at most 4 queries decode through a dma.KVCache: each step appends its tokens, then attends (AttendInto)")
+	cache := fs.Bool("cache", false, "rows of at most 4 queries decode through a dma.KVCache: each step appends its tokens and attends in one submission (AppendAttendInto)")
 	backward := fs.Bool("backward", false, "time Forward + Backward (fast mode; wall time of both calls) instead of Forward")
 	equal := fs.Bool("equal-weights", false, "every dynamic weight 0 (A = 0, the public initialisation): DMA is then sliding-window attention, and in a KV cache every new key joins the best w")
 	b := fs.Int("b", 1, "batch")
