@@ -146,18 +146,11 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 	if err != nil {
 		return fmt.Errorf("dma: KVCache.Append: %w", err)
 	}
-	cfg := c.cfg
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.k == nil {
-		return fmt.Errorf("dma: KVCache.Append: the cache is closed")
-	}
-	if seq < 0 || seq >= len(c.lens) {
-		return fmt.Errorf("dma: KVCache.Append: sequence %d of %d", seq, len(c.lens))
-	}
-	at := c.lens[seq]
-	if at+n > cfg.Capacity {
-		return fmt.Errorf("dma: KVCache.Append: sequence %d holds %d keys, %d more exceed the capacity %d", seq, at, n, cfg.Capacity)
+	at, err := c.room(seq, n)
+	if err != nil {
+		return fmt.Errorf("dma: KVCache.Append: %w", err)
 	}
 	p := c.appendParamsOf(seq, at, n)
 	bufs := c.appendBuffers(k, v, weights)
@@ -180,6 +173,22 @@ func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *We
 	}
 	c.lens[seq] = at + n
 	return nil
+}
+
+// room checks that the cache is open and sequence seq can take n more keys, and returns
+// the position of the first; c.mu is held.
+func (c *KVCache) room(seq, n int) (int, error) {
+	if c.k == nil {
+		return 0, fmt.Errorf("the cache is closed")
+	}
+	if seq < 0 || seq >= len(c.lens) {
+		return 0, fmt.Errorf("sequence %d of %d", seq, len(c.lens))
+	}
+	at := c.lens[seq]
+	if at+n > c.cfg.Capacity {
+		return 0, fmt.Errorf("sequence %d holds %d keys, %d more exceed the capacity %d", seq, at, n, c.cfg.Capacity)
+	}
+	return at, nil
 }
 
 // checkAppend checks the new keys of an append against the cache and returns their

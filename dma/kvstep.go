@@ -41,15 +41,9 @@ func (c *KVCache) appendAttendInto(ctx context.Context, seq int, k, v *Tensor, w
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.k == nil {
-		return fail("the cache is closed")
-	}
-	if seq < 0 || seq >= len(c.lens) {
-		return fail("sequence %d of %d", seq, len(c.lens))
-	}
-	at := c.lens[seq]
-	if at+n > c.cfg.Capacity {
-		return fail("sequence %d holds %d keys, %d more exceed the capacity %d", seq, at, n, c.cfg.Capacity)
+	at, err := c.room(seq, n)
+	if err != nil {
+		return fail("%v", err)
 	}
 	app := &stepAppend{appendKey{seq, k.buf, v.buf, weights.buf, n}, c.appendParamsOf(seq, at, n), c.appendBuffers(k, v, weights)}
 	c.lens[seq] = at + n // the step attends the new keys too
