@@ -8,7 +8,8 @@
 #             libvulkan, lavapipe, LLVM, validation layer) comes from forky.
 #
 # Usage:
-#   tools/swvk.sh setup [bookworm|forky|all]        (default: all)
+#   tools/swvk.sh setup [bookworm|forky|all]...     (default: all; says first what it
+#                                                   installs, and where)
 #   tools/swvk.sh run bookworm|forky [--validate] -- CMD ARGS...
 #   tools/swvk.sh env bookworm|forky                (prints export lines)
 #   tools/swvk.sh glslc ARGS...                     (forky's glslc)
@@ -36,15 +37,54 @@ as_root() {
 	if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
 }
 
+# Installing needs root: as root, or through sudo. Refuse up front, saying what
+# would have been installed, rather than fail half-way.
+need_root() { # what-for
+	[[ $(id -u) -eq 0 ]] && return
+	command -v sudo >/dev/null ||
+		die "$1 needs root: run as root or with sudo installed (sudo was not found)"
+}
+
+missing_host_pkgs() {
+	local p
+	for p in "${HOST_PKGS[@]}"; do
+		dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || echo "$p"
+	done
+}
+
+# Says, before anything is changed, what setup of the given devices will install
+# and where; silent when everything is in place.
+announce() { # bookworm|forky ...
+	[[ -n ${ANNOUNCED:-} ]] && return 0
+	ANNOUNCED=1
+	local d pkgs=() plan=()
+	for d in "$@"; do
+		case $d in
+		bookworm)
+			mapfile -t pkgs < <(missing_host_pkgs)
+			((${#pkgs[@]})) && plan+=("apt-get install on this machine: ${pkgs[*]} (Mesa 22 lavapipe, Vulkan loader, validation layers; about 60 MB)")
+			;;
+		forky)
+			[[ -f $FORKY/.complete ]] ||
+				plan+=("debootstrap of Debian testing (Mesa 26 lavapipe, its Vulkan loader, validation layers, glslc) into $FORKY: about 560 MB, no change outside that folder")
+			;;
+		esac
+	done
+	((${#plan[@]})) || return 0
+	log "setting up the software Vulkan devices; this installs:"
+	for d in "${plan[@]}"; do log "  - $d"; done
+	need_root "installing them"
+	[[ $(id -u) -eq 0 ]] || log "  (through sudo)"
+}
+
 # --- setup -----------------------------------------------------------------
 
 setup_bookworm() {
-	local missing=() p
+	local missing=()
 	# dpkg -s first, so a second run costs nothing (no apt at all).
-	for p in "${HOST_PKGS[@]}"; do
-		dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
-	done
+	mapfile -t missing < <(missing_host_pkgs)
 	if ((${#missing[@]})); then
+		announce bookworm
 		log "installing on host: ${missing[*]}"
 		export DEBIAN_FRONTEND=noninteractive
 		# Retry after apt-get update only if the package lists are stale/absent.
@@ -135,6 +175,7 @@ setup_forky() {
 	exec 9>"$CACHE/.lock"
 	flock 9
 	if [[ ! -f $FORKY/.complete ]]; then
+		announce forky
 		command -v debootstrap >/dev/null ||
 			{ DEBIAN_FRONTEND=noninteractive as_root apt-get install -y debootstrap >&2 ||
 				{ as_root apt-get update >&2 && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y debootstrap >&2; }; }
@@ -268,12 +309,18 @@ main() {
 	(($#)) && shift
 	case $sub in
 	setup)
-		case ${1:-all} in
-		bookworm) setup_bookworm ;;
-		forky) setup_forky ;;
-		all) setup_bookworm; setup_forky ;;
-		*) die "setup: want bookworm, forky or all" ;;
-		esac
+		local d devs=()
+		(($#)) || set -- all
+		for d in "$@"; do
+			case $d in
+			bookworm | forky) devs+=("$d") ;;
+			all) devs+=(bookworm forky) ;;
+			*) die "setup: want bookworm, forky or all" ;;
+			esac
+		done
+		# The whole plan first, then the work.
+		announce "${devs[@]}"
+		for d in "${devs[@]}"; do "setup_$d"; done
 		;;
 	run) cmd_run "$@" ;;
 	env) cmd_env "$@" ;;

@@ -7,6 +7,12 @@
 # Ends with a line "N passed, N failed" (one count per suite run) and exits
 # non-zero if anything failed.
 #
+# The software devices are set up first where they are missing, and the first
+# lines printed say what that installs (tools/swvk.sh setup): with apt-get, Mesa's
+# lavapipe, the Vulkan loader and the validation layers (about 60 MB); and Debian
+# testing's Mesa 26 debootstrapped into ~/.cache/dmavk/forky (about 560 MB). It
+# needs root or sudo for that, and refuses without them before changing anything.
+#
 #   tools/test.sh [-test.FLAG...]   extra flags go to every test run
 # Environment:
 #   DMAVK_SHORT=1              add -test.short
@@ -24,6 +30,12 @@ command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
 args=("-test.timeout=${DMAVK_TEST_TIMEOUT:-5m}" "$@")
 [[ ${DMAVK_SHORT:-0} == 1 ]] && args+=(-test.short)
 read -r -a devices <<<"${DMAVK_DEVICES:-bookworm forky}"
+
+# Set-up first, so that what it installs is said before anything else happens.
+# The native run uses the host's lavapipe (bookworm) where there is no GPU driver.
+setup=("${devices[@]}")
+[[ ${DMAVK_NATIVE:-1} != 0 ]] && setup+=(bookworm)
+"$SWVK" setup "${setup[@]}"
 
 passed=0
 failed=0
