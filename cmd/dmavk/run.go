@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/dmavk/dmavk/dma"
@@ -19,10 +22,28 @@ func init() {
 	})
 }
 
+// runNotes receives what dmavk run says beside its results (the kernel path that ran).
+var runNotes io.Writer = os.Stderr
+
+// runReport is dmavk run's --json output.
+type runReport struct {
+	Device  string     `json:"device"`
+	Path    string     `json:"path"`
+	DType   string     `json:"dtype"`
+	O       runOutput  `json:"o"`
+	LSE     runOutput  `json:"lse"`
+	Weights *runOutput `json:"weights,omitempty"`
+}
+
+type runOutput struct {
+	File  string `json:"file"`
+	Shape []int  `json:"shape"`
+}
+
 func runRun(args []string, stdout io.Writer) error {
 	c := commands["run"]
 	fs := newFlagSet(c, stdout)
-	qPath := fs.String("q", "", "queries, [B, Lq, H, D] float32 or float16 (required)")
+	qPath := fs.String("q", "", "queries, [B, Lq, H, D] float32, float16 or float64 (rounded to float32) (required)")
 	kPath := fs.String("k", "", "keys, [B, Lk, Hkv, D] (required)")
 	vPath := fs.String("v", "", "values, [B, Lk, Hkv, D] (required)")
 	wPath := fs.String("weights", "", "given dynamic weights, float [B, Hb, Lk], Hb = H or Hkv")
@@ -36,13 +57,14 @@ func runRun(args []string, stdout io.Writer) error {
 	scale := fs.Float64("scale", 0, "score scale; 0 means 1/sqrt(D)")
 	softcap := fs.Float64("softcap", 0, "score softcap; 0 means off")
 	padPath := fs.String("key-padding", "", "bool [B, Lk], true = key exists")
-	maskPath := fs.String("mask", "", "explicit bool mask, broadcastable [B, H|Hkv|1, Lq|1, Lk|1]")
-	biasPath := fs.String("bias", "", "explicit float bias, broadcastable like --mask")
+	maskPath := fs.String("mask", "", "explicit mode: bool mask (true = keep), broadcastable [B, H|Hkv|1, Lq|1, Lk|1]; an additive float mask (0 keep, -inf drop) goes to --bias")
+	biasPath := fs.String("bias", "", "explicit mode: float bias added to the scores (-inf drops a key), broadcastable like --mask")
 	layout := fs.String("layout", "blhd", "storage layout on the GPU: blhd or bhld (files are always [B, L, H, D])")
 	dtype := fs.String("dtype", "auto", "storage dtype: auto (from the files), float32, float16 or bfloat16 (rounded from the files' values)")
 	oPath := fs.String("o", "o.npy", "output O, [B, Lq, H, D] in the storage dtype (bfloat16: widened to float32, exactly)")
 	lsePath := fs.String("lse", "lse.npy", "output LSE, float32 [B, H, Lq]")
 	outW := fs.String("out-weights", "", "output the weights used, float32 [B, Hb, Lk]")
+	asJSON := fs.Bool("json", false, "print what ran and what was written as JSON")
 	if err := parseFlags(c, fs, args, stdout); err != nil {
 		return err
 	}
@@ -51,6 +73,9 @@ func runRun(args []string, stdout io.Writer) error {
 	}
 	if *qPath == "" || *kPath == "" || *vPath == "" {
 		return usagef("--q, --k and --v are required")
+	}
+	if err := checkRunFlags(fs); err != nil {
+		return err
 	}
 	m, err := dma.ParseMode(*mode)
 	if err != nil {
@@ -75,6 +100,7 @@ func runRun(args []string, stdout io.Writer) error {
 		}
 		return a, nil
 	}
+	read = floats(read)
 	qa, err := read(*qPath, "q", 4)
 	if err != nil {
 		return err
@@ -164,9 +190,6 @@ func runRun(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if *aPath == "" {
-			return usagef("--wdt needs --a")
-		}
 		aa, err := read(*aPath, "a", 1)
 		if err != nil {
 			return err
@@ -189,7 +212,7 @@ func runRun(args []string, stdout io.Writer) error {
 		opt.WeightParams = wp
 	}
 	if *padPath != "" {
-		pa, err := read(*padPath, "key-padding", 2)
+		pa, err := readBools(*padPath, "--key-padding", 2)
 		if err != nil {
 			return err
 		}
@@ -201,7 +224,7 @@ func runRun(args []string, stdout io.Writer) error {
 		opt.KeyPadding = kp
 	}
 	if *maskPath != "" {
-		ma, err := read(*maskPath, "mask", 4)
+		ma, err := readBools(*maskPath, "--mask", 4)
 		if err != nil {
 			return err
 		}
@@ -230,8 +253,8 @@ func runRun(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer res.Close()
-	os := res.O.Shape()
-	oShape := []int{os.B, os.L, os.H, os.D}
+	outShape := res.O.Shape()
+	oShape := []int{outShape.B, outShape.L, outShape.H, outShape.D}
 	if dt == dma.Float16 {
 		bits, err := res.O.DownloadHalf(ctx)
 		if err != nil {
@@ -273,8 +296,86 @@ func runRun(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "%s: O %v %v -> %s, LSE -> %s\n", dev.Name(), dt, os, *oPath, *lsePath)
+	fmt.Fprintf(runNotes, "dmavk run: %s, path %s\n", dev.Name(), res.Path)
+	if *asJSON {
+		rep := runReport{Device: dev.Name(), Path: res.Path, DType: dt.String(),
+			O:   runOutput{*oPath, oShape},
+			LSE: runOutput{*lsePath, []int{res.LSE.B, res.LSE.H, res.LSE.Lq}}}
+		if *outW != "" {
+			w := res.Weights
+			if w == nil {
+				w = opt.Weights
+			}
+			rep.Weights = &runOutput{*outW, []int{w.B, w.Hb, w.Lk}}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Fprintf(stdout, "%s: path %s, O %v %v -> %s, LSE -> %s\n", dev.Name(), res.Path, dt, outShape, *oPath, *lsePath)
 	return nil
+}
+
+// checkRunFlags refuses flags that would be ignored or that contradict each other.
+func checkRunFlags(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range []string{"a", "bdt", "form"} {
+		if set[name] && !set["wdt"] {
+			return usagef("--%s needs --wdt: the weights are computed from V only with --wdt WDT.npy --a A.npy [--bdt BDT.npy]; weights computed before go to --weights", name)
+		}
+	}
+	if set["wdt"] && !set["a"] {
+		return usagef("--wdt needs --a (A [Hb], the weights' scale)")
+	}
+	if set["wdt"] && set["weights"] {
+		return usagef("--weights and --wdt both give the weights: use one")
+	}
+	if m := fs.Lookup("mode").Value.String(); (m == "row" || m == "shared") && !set["wdt"] && !set["weights"] {
+		return usagef("--mode %s selects keys by their weights: give --weights W.npy, or --wdt WDT.npy --a A.npy to compute them from V (--mode none attends to every key)", m)
+	}
+	return nil
+}
+
+type readFunc func(path, name string, rank int) (*npy.Array, error)
+
+// floats wraps read to refuse bool files where numbers are wanted.
+func floats(read readFunc) readFunc {
+	return func(path, name string, rank int) (*npy.Array, error) {
+		a, err := read(path, name, rank)
+		if err != nil {
+			return nil, err
+		}
+		if a.DType == "|b1" || a.DType == "<b1" {
+			hint := ""
+			if name == "bias" {
+				hint = "; a bool mask goes to --mask"
+			}
+			return nil, fmt.Errorf("--%s %s: a bool array, want float32, float16 or float64%s", name, path, hint)
+		}
+		return a, nil
+	}
+}
+
+// readBools reads a mask-like file, which must hold bools: a float file is
+// ambiguous (1/0 keep/drop, or 0/-inf additive as PyTorch's float masks are).
+func readBools(path, flagName string, rank int) (*npy.Array, error) {
+	a, err := npy.Read(path)
+	if err != nil {
+		return nil, err
+	}
+	if a.DType != "|b1" && a.DType != "<b1" {
+		hint := ""
+		if flagName == "--mask" {
+			hint = "; an additive float mask (0 keep, -inf drop) goes to --bias, which adds it to the scores"
+		}
+		return nil, fmt.Errorf("%s %s: dtype %s, want a bool array (true = keep; save it with np.save(path, m.astype(bool)))%s",
+			flagName, path, a.DType, hint)
+	}
+	if len(a.Shape) != rank {
+		return nil, fmt.Errorf("%s %s: shape %v, want %d dimensions", flagName, path, a.Shape, rank)
+	}
+	return a, nil
 }
 
 func bools(x []float32) []bool {

@@ -193,3 +193,23 @@ func write(path, descr string, shape []int, n int, raw []byte) error {
 	}
 	return os.WriteFile(path, append(header(descr, shape), raw...), 0o644)
 }
+
+// WriteBool writes bools with the given shape as a "|b1" array.
+func WriteBool(path string, shape []int, data []bool) error {
+	raw := make([]byte, len(data))
+	for i, v := range data {
+		if v {
+			raw[i] = 1
+		}
+	}
+	return write(path, "|b1", shape, len(data), raw)
+}
+
+// WriteFloat64 writes data with the given shape as a "<f8" array.
+func WriteFloat64(path string, shape []int, data []float64) error {
+	raw := make([]byte, 8*len(data))
+	for i, v := range data {
+		binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(v))
+	}
+	return write(path, "<f8", shape, len(data), raw)
+}

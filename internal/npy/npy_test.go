@@ -27,6 +27,20 @@ func TestRoundTrip(t *testing.T) {
 	require.Equal(t, []int{3}, h.Shape)
 	require.Equal(t, []uint16{0x3c00, 0xc000, 0x7c00}, h.Half)
 	require.Equal(t, float32(-2), h.Data[1])
+
+	pb := filepath.Join(dir, "b.npy")
+	require.NoError(t, WriteBool(pb, []int{1, 3}, []bool{true, false, true}))
+	b, err := Read(pb)
+	require.NoError(t, err)
+	require.Equal(t, "|b1", b.DType)
+	require.Equal(t, []float32{1, 0, 1}, b.Data)
+
+	p64 := filepath.Join(dir, "d.npy")
+	require.NoError(t, WriteFloat64(p64, []int{2}, []float64{0.1, -3}))
+	d, err := Read(p64)
+	require.NoError(t, err)
+	require.Equal(t, "<f8", d.DType)
+	require.Equal(t, []float32{0.1, -3}, d.Data, "float64 is rounded to nearest float32")
 }
 
 func TestErrors(t *testing.T) {
