@@ -1,38 +1,196 @@
 #!/usr/bin/env bash
-# One device call that checks and measures everything on the lent NVIDIA GPU (see
-# ../shared/gpu/README.md): selftest of every path, the kernel tests, the device's peak,
-# dmavk bench beside PyTorch SDPA on the same shapes (issue 4's table and the paper's
-# Table 2), the per-kernel profile and the long-context runs. Binaries are built
-# beforehand into .gpu/ (go build -o .gpu/dmavk ./cmd/dmavk; go test -c -o .gpu/kern.test
-# ./internal/kern; go test -c -o .gpu/matmul.test ./internal/matmul). Results go to $OUT (8 files at most); the joined tables are printed.
+# dmavk on a lent NVIDIA GPU machine (no Go, no Vulkan loader there), beside the peers
+# a user would pick instead, in one call.
+#
+#   bench/gpu.sh prepare           here: build the binaries into .gpu/ (gzipped), the
+#                                  Vulkan loader debs into .gl/, the peers into .peers/,
+#                                  a current validation layer into .gpu/vvl.tgz
+#   bench/gpu.sh PART...           there, from the checkout's root, results under $OUT
+#
+# Parts (in the order given):
+#   selftest   dmavk selftest --long, every path
+#   tests      the kern, matmul and dma test binaries
+#   validate   the kern, matmul and dma tests and selftest --long under Debian testing's
+#              validation layer with synchronization validation (tools/vvl.sh); any
+#              message fails
+#   peak       dmavk peak beside ggml's Vulkan matrix product
+#   prefill    dmavk bench: DMA beside dense attention at w = 2048 (4K-32K), mode none
+#              and bf16 at 16K, the KHR and portable paths; SDPA on the same shapes
+#   long       128K and 1M keys, with SDPA where it fits
+#   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
+#   backward   Forward + Backward beside SDPA's forward + backward
+#   peers      ggml's Vulkan flash attention and flash-dmattn's Triton kernel, SDPA, Flex
+#
+# The call's carry: [".gl", ".gpu", ".peers"]. Every part writes $OUT/PART.txt; the
+# SM clock is sampled into $OUT/clocks.txt throughout (the card idles at a low clock).
 set -uo pipefail
-. bench/gpu_env.sh
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 
-timeout 240 $D selftest --long >"$OUT/selftest.txt" 2>&1
-echo "selftest: $(tail -1 "$OUT/selftest.txt")"
-grep -E "FAIL|ERROR" "$OUT/selftest.txt" | head -5
-(cd internal/kern && DMAVK_REQUIRE_COOPMAT=1 DMAVK_REQUIRE_COOPMAT2=1 DMAVK_REQUIRE_COOPMAT2_BF16=1 timeout 300 ../../.gpu/kern.test -test.run 'Attention|Select|Weights|Pack|VCheck' >"$OUT/kern.txt" 2>&1)
-echo "kern tests: $(tail -1 "$OUT/kern.txt")"
-(cd internal/matmul && DMAVK_REQUIRE_COOPMAT=1 timeout 120 ../../.gpu/matmul.test -test.run . >/tmp/matmul.txt 2>&1)
-echo "matmul tests: $(tail -1 /tmp/matmul.txt)"
-grep -E -- "--- FAIL" /tmp/matmul.txt "$OUT/kern.txt" | head -10
+prepare() {
+	set -e
+	local top
+	top=$(git rev-parse --show-toplevel)
+	cd "$top"
+	for d in /.gl/ /.gpu/ /.peers/; do
+		grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >>.git/info/exclude
+	done
+	[[ -n $(ls .gl/*.deb 2>/dev/null) ]] || ../shared/gpu/vulkan-debs.sh
+	rm -rf .gpu && mkdir -p .gpu .peers
+	go build -o .gpu/dmavk ./cmd/dmavk
+	for p in internal/kern internal/matmul dma; do
+		go test -c -o ".gpu/$(basename $p).test" "./$p"
+	done
+	gzip -f .gpu/*.test .gpu/dmavk
+	tools/vvl.sh pack .gpu/vvl.tgz
+	cp ../shared/peers/llamacpp-vulkan/test-backend-ops.gz .peers/
+	cp ../shared/peers/flash-dmattn/*.py .peers/
+	du -shc .gl .gpu .peers | tail -1
+}
 
-$D bench --sweep peers --configs >/tmp/peers.json
-$D bench --sweep table2 --configs >/tmp/table2.json
-{
-	timeout 60 $D peak
-	timeout 120 $D bench --sweep peers --reps 10 --profile
-	timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --profile
-	timeout 60 $D bench --lengths 16K --h 8 --reps 5 --dtype bfloat16
-	DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --reps 5
-	DMAVK_DISABLE_COOPMAT=1 timeout 60 $D bench --lengths 16K --h 8 --reps 3
-	timeout 150 $D bench --sweep long --reps 2 --profile
-} >"$OUT/bench.txt" 2>/tmp/bench.err
-timeout 120 $D bench --sweep peers --reps 10 --json >"$OUT/peers_dmavk.json" 2>>/tmp/bench.err
-timeout 150 $D bench --sweep table2 --reps 5 --json >"$OUT/t2_dmavk.json" 2>>/tmp/bench.err
-timeout 120 python3 bench/peers/sdpa.py --configs /tmp/peers.json --json "$OUT/peers_sdpa.json" >>"$OUT/bench.txt" 2>&1
-timeout 150 python3 bench/peers/sdpa.py --configs /tmp/table2.json --reps 10 --json "$OUT/t2_sdpa.json" >>"$OUT/bench.txt" 2>&1
-cat "$OUT/bench.txt"
-python3 bench/peers/join.py "$OUT/peers_dmavk.json" "$OUT/peers_sdpa.json" | tee "$OUT/joined.md"
-python3 bench/peers/join.py "$OUT/t2_dmavk.json" "$OUT/t2_sdpa.json" | tee -a "$OUT/joined.md"
+if [[ ${1:-} == prepare ]]; then
+	prepare
+	exit
+fi
+(($#)) || { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+: "${OUT:?OUT must name the results folder}"
+
+# --- the machine ---------------------------------------------------------------
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+export DMAVK_CACHE_DIR=/tmp/dmavk-cache
+mkdir -p /tmp/bin
+for f in .gpu/*.gz; do gunzip -c "$f" >"/tmp/bin/$(basename "${f%.gz}")"; done
+chmod +x /tmp/bin/*
+D=/tmp/bin/dmavk
+ROOT=$PWD
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu --format=csv,noheader -lms 100 >"$OUT/clocks.txt" 2>&1 &
+SMI=$!
+trap 'kill $SMI 2>/dev/null' EXIT
+
+# Tests of one package, from its folder as go test runs them: test PKGDIR BIN [RUNNER...]
+tests() {
+	local dir=$1 bin=$2
+	shift 2
+	(cd "$ROOT/$dir" && DMAVK_REQUIRE_COOPMAT=1 timeout 300 "$@" "/tmp/bin/$bin" -test.timeout 290s 2>&1)
+}
+summary() { # file label
+	echo "$2: $(grep -E '^(PASS|FAIL|ok|[0-9]+ passed)' "$1" | tail -1)"
+	grep -E -- '--- FAIL|FAIL:|ERROR|validation' "$1" | head -20
+}
+
+part_selftest() {
+	timeout 400 $D selftest --long >"$OUT/selftest.txt" 2>&1
+	summary "$OUT/selftest.txt" selftest
+}
+
+part_tests() {
+	local p f="$OUT/tests.txt"
+	: >"$f"
+	for p in internal/kern:kern.test internal/matmul:matmul.test dma:dma.test; do
+		echo "=== ${p%%:*}" >>"$f"
+		tests "${p%%:*}" "${p##*:}" >>"$f"
+	done
+	summary "$f" tests
+}
+
+part_validate() {
+	local p f="$OUT/validate.txt" vvl=("$ROOT/tools/vvl.sh" run "$ROOT/.gpu/vvl.tgz" --)
+	: >"$f"
+	for p in internal/kern:kern.test internal/matmul:matmul.test dma:dma.test; do
+		echo "=== ${p%%:*} (validation, synchronization validation)" >>"$f"
+		tests "${p%%:*}" "${p##*:}" "${vvl[@]}" >>"$f"
+		echo "exit ${PIPESTATUS[0]}" >>"$f"
+	done
+	echo "=== selftest --long (validation, synchronization validation)" >>"$f"
+	timeout 500 "${vvl[@]}" $D selftest --long >>"$f" 2>&1
+	summary "$f" validate
+	# Every distinct message id, counted.
+	grep -oE 'VUID-[A-Za-z0-9_-]+|SYNC-[A-Za-z0-9_-]+|UNASSIGNED-[A-Za-z0-9_.-]+' "$f" | sort | uniq -c | sort -rn | head -30
+}
+
+tbo() {
+	[[ -x /tmp/tbo ]] || { gunzip -c .peers/test-backend-ops.gz >/tmp/tbo && chmod +x /tmp/tbo; }
+	timeout 120 /tmp/tbo perf -b Vulkan0 "$@" 2>&1 | grep -E 'MUL_MAT|FLASH_ATTN|Backend|not supported' | grep -v '^$'
+}
+
+part_peak() {
+	{
+		timeout 90 $D peak
+		echo "== ggml Vulkan MUL_MAT (coopmat2)"
+		tbo -o MUL_MAT -p 'type_a=f16,type_b=f32,m=4096,n=512,k=14336'
+		tbo -o MUL_MAT -p 'type_a=f16,type_b=f32,m=4096,n=4096,k=4096'
+	} >"$OUT/peak.txt" 2>&1
+	cat "$OUT/peak.txt"
+}
+
+sdpa() { timeout 200 python3 bench/peers/sdpa.py "$@"; }
+
+part_prefill() {
+	{
+		$D bench --sweep peers --configs >/tmp/peers.json
+		timeout 200 $D bench --sweep peers --reps 10 --warmup 1s --profile
+		timeout 150 $D bench --sweep peers --reps 10 --json >/tmp/peers_dmavk.json
+		timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --profile
+		timeout 60 $D bench --lengths 16K --h 8 --reps 5 --dtype bfloat16
+		DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --reps 5
+		DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 3
+		DMAVK_DISABLE_COOPMAT=1 timeout 60 $D bench --lengths 16K --h 8 --reps 3
+		sdpa --configs /tmp/peers.json --json /tmp/peers_sdpa.json
+		python3 bench/peers/join.py /tmp/peers_dmavk.json /tmp/peers_sdpa.json
+	} >"$OUT/prefill.txt" 2>&1
+	grep -vE '^bench: \[' "$OUT/prefill.txt" | tail -40
+}
+
+part_long() {
+	{
+		$D bench --sweep long --configs >/tmp/long.json
+		timeout 250 $D bench --sweep long --reps 3 --warmup 1s --profile
+		sdpa --configs /tmp/long.json --reps 5
+	} >"$OUT/long.txt" 2>&1
+	grep -vE '^bench: \[' "$OUT/long.txt" | tail -30
+}
+
+part_decode() {
+	local args="--lengths 4K,64K,256K,1M --decode --h 32 --hkv 8 --d 128 --window 2048 --warmup 1s"
+	{
+		$D bench $args --configs >/tmp/decode.json
+		timeout 200 $D bench $args --cache --reps 20 --profile
+		for eq in 0 1; do
+			echo "== steps back to back, equal weights=$eq"
+			(cd dma && DMAVK_BENCH_EQUAL=$eq DMAVK_BENCH_LK=4096,65536,262144,1048576 timeout 250 /tmp/bin/dma.test \
+				-test.run '^$' -test.bench KVCacheStep -test.benchtime 5x 2>&1 | grep -E '^Benchmark')
+		done
+		sdpa --configs /tmp/decode.json --reps 50
+	} >"$OUT/decode.txt" 2>&1
+	grep -vE '^bench: \[' "$OUT/decode.txt" | tail -30
+}
+
+part_backward() {
+	local args="--lengths 4K,16K --h 8 --d 128 --window 2048 --warmup 1s"
+	{
+		$D bench $args --configs >/tmp/bwd.json
+		timeout 250 $D bench $args --backward --reps 5 --json >/tmp/bwd_dmavk.json
+		sdpa --configs /tmp/bwd.json --backward --reps 10 --json /tmp/bwd_sdpa.json
+		python3 bench/peers/join.py /tmp/bwd_dmavk.json /tmp/bwd_sdpa.json
+	} >"$OUT/backward.txt" 2>&1
+	tail -20 "$OUT/backward.txt"
+}
+
+part_peers() {
+	{
+		echo "== ggml Vulkan FLASH_ATTN_EXT (coopmat2), causal and not, L 16K, H 8, D 128"
+		tbo -o FLASH_ATTN_EXT -p 'hsk=128,hsv=128,nh=8,nr23=\[1,1\],kv=16384,nb=16384,.*prec=f32'
+		echo "== ggml Vulkan FLASH_ATTN_EXT, KHR cooperative matrix (coopmat2 off)"
+		GGML_VK_DISABLE_COOPMAT2=1 tbo -o FLASH_ATTN_EXT -p 'hsk=128,hsv=128,nh=8,nr23=\[1,1\],kv=16384,nb=16384,.*prec=f32'
+		echo "== flash-dmattn Triton, SDPA, Flex"
+		(cd .peers && PYTHONUNBUFFERED=1 timeout 400 python3 peers.py all)
+	} >"$OUT/peers.txt" 2>&1
+	tail -40 "$OUT/peers.txt"
+}
+
+for part in "$@"; do
+	declare -F "part_$part" >/dev/null || { echo "gpu.sh: unknown part $part" >&2; continue; }
+	echo "##### $part ($(date +%T))"
+	"part_$part"
+done

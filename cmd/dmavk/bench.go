@@ -58,7 +58,8 @@ type benchRow struct {
 }
 
 // sweeps are the named configuration lists: the paper's Table 2 (training, inference,
-// batch, heads, head dims; w = 2048) and issue 4's table of peers.
+// batch, heads, head dims; w = 2048), DMA beside dense attention at w = 2048 (peers),
+// and long contexts.
 func sweeps(name string) ([]benchConfig, bool) {
 	var cs []benchConfig
 	switch name {
@@ -125,7 +126,7 @@ func median(x []float64) float64 {
 func runBench(args []string, stdout io.Writer) error {
 	c := commands["bench"]
 	fs := newFlagSet(c, stdout)
-	sweep := fs.String("sweep", "", "a named sweep instead of the shape flags: table2 (the paper's Table 2), peers (issue 4's table), long (128K, 1M)")
+	sweep := fs.String("sweep", "", "a named sweep instead of the shape flags: table2 (the paper's Table 2), peers (DMA beside dense attention at w = 2048, H 8 and 4, 4K to 32K), long (128K, 1M)")
 	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
 	cache := fs.Bool("cache", false, "rows of at most 4 queries decode through a dma.KVCache: each step appends its tokens and attends in one submission (AppendAttendInto)")

@@ -88,7 +88,11 @@ func runSelftest(args []string, stdout io.Writer) error {
 			configs = append(configs, dma.Config{DisableCoopMat: true})
 		}
 		if !*asJSON {
-			fmt.Fprintf(stdout, "device %d: %s (%s, Vulkan %s), seed %d\n\n", pd.Index, pd.Caps.Name, pd.Caps.Type, pd.Caps.APIVersionString(), *seed)
+			v := ""
+			if in.Validating() {
+				v = ", validation on"
+			}
+			fmt.Fprintf(stdout, "device %d: %s (%s, Vulkan %s), seed %d%s\n\n", pd.Index, pd.Caps.Name, pd.Caps.Type, pd.Caps.APIVersionString(), *seed, v)
 		}
 		start := time.Now()
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
@@ -107,6 +111,11 @@ func runSelftest(args []string, stdout io.Writer) error {
 					continue
 				}
 				o := check.Run(ctx, dev, cs, rng)
+				// Under validation a case that draws any message from the layer fails,
+				// whatever its numbers.
+				if msgs := validationFindings(in); len(msgs) > 0 && o.Err == nil {
+					o.Err = fmt.Errorf("validation: %d message(s): %s", len(msgs), strings.Join(msgs, " | "))
+				}
 				path := o.Path
 				if path == "" {
 					path = "-"
@@ -130,6 +139,13 @@ func runSelftest(args []string, stdout io.Writer) error {
 				}
 			}
 			dev.Close()
+			if msgs := validationFindings(in); len(msgs) > 0 {
+				failed++
+				reports = append(reports, report{Device: pd.Caps.Name, Path: "-", Case: "device close", Verdict: "ERROR",
+					Error: fmt.Sprintf("validation: %d message(s): %s", len(msgs), strings.Join(msgs, " | "))})
+				tw.Flush()
+				fmt.Fprintf(stdout, "    error at device close: %s\n", reports[len(reports)-1].Error)
+			}
 		}
 		tw.Flush()
 		if !*asJSON {
@@ -150,4 +166,16 @@ func runSelftest(args []string, stdout io.Writer) error {
 		return errSelftestFailed
 	}
 	return nil
+}
+
+// validationFindings returns the validation layer's messages since the last call: its
+// findings and any error (the loader's general warnings are not about this program).
+func validationFindings(in *vk.Instance) []string {
+	var out []string
+	for _, m := range in.Messages() {
+		if m.Validation || m.Severity == "error" {
+			out = append(out, m.Severity+": "+m.Text)
+		}
+	}
+	return out
 }
