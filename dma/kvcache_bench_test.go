@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// BenchmarkKVCacheStep times one decode step of issue 5's shape (H 32, Hkv 8, D 128,
+// BenchmarkKVCacheStep times one decode step of a long-context model's shape (H 32, Hkv 8, D 128,
 // w 2048, fp16, mode row, thresholds carried from the step before) at the lengths of
 // DMAVK_BENCH_LK (default 4096; e.g. "65536,262144"), with random weights or, with
 // DMAVK_BENCH_EQUAL=1, equal ones (every new key joins the best w):
