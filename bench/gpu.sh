@@ -117,6 +117,10 @@ tbo() {
 part_peak() {
 	{
 		timeout 90 $D peak
+		for t in ${PEAK_TILES:-128x256x64x256 128x128x64x256 256x128x64x256 128x256x32x256}; do
+			echo "== coopmat2 tile $t"
+			DMAVK_MATMUL_CM2=$t timeout 60 $D peak | grep -iE 'coopmat2|tflop'
+		done
 		echo "== ggml Vulkan MUL_MAT (coopmat2)"
 		tbo -o MUL_MAT -p 'type_a=f16,type_b=f32,m=4096,n=512,k=14336'
 		tbo -o MUL_MAT -p 'type_a=f16,type_b=f32,m=4096,n=4096,k=4096'

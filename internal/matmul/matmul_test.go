@@ -61,6 +61,9 @@ var shapes = [][3]int{
 	{1, 1, 1}, {7, 5, 3}, {64, 64, 64}, {65, 63, 17}, {100, 129, 70}, {33, 200, 257},
 	{256, 256, 256}, {384, 128, 96}, {128, 128, 32}, {136, 72, 40}, {200, 264, 48},
 	{129, 136, 200}, {8, 8, 8}, {130, 130, 130}, {512, 64, 8},
+	// Whole tiles with K past several unrolled steps and a remainder: the coopmat2
+	// kernel's fast loop, both of its parts.
+	{256, 512, 576}, {384, 256, 1088},
 }
 
 func TestMatmulAgainstGonum(t *testing.T) {
@@ -159,6 +162,7 @@ func TestCoopMat2Tilings(t *testing.T) {
 	cands := []CM2Tiling{def,
 		{BM: def.BM, BN: def.BN, BK: 2 * def.BK, Threads: def.Threads},
 		{BM: 2 * def.BM, BN: def.BN, BK: def.BK, Threads: def.Threads},
+		{BM: def.BM, BN: 2 * def.BN, BK: 2 * def.BK, Threads: def.Threads},
 		{BM: gm, BN: gn, BK: gk, Threads: def.Threads},
 	}
 	for _, s := range cm2Shapes(&caps) { // the smallest workgroup too
