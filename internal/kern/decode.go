@@ -19,7 +19,7 @@ const decodeThreads = 128
 // (132 multiprocessors) 512 was the best of 256, 512, 1024 and 2048 at 64K keys and
 // within 2% of the best at 256K for the first split pass; for the rebuilt one (before its
 // blocks were dealt in turn), 512 was the best at 64K and 256K on the H100 (split and
-// merge; 1024 5-11% slower, 256 8-12%, 2048 35-85%; NOTES.md, session 5).
+// merge; 1024 5-11% slower, 256 8-12%, 2048 35-85%; bench/NOTES.md, decode).
 const decodeTargetGroups = 512
 
 // decodeSlices is the number of slices (the split grid's x) RecordDecode deals up to
