@@ -1,5 +1,5 @@
-"""Join `dmavk bench --json` rows with `bench/peers/sdpa.py --json` rows of the same call
-into one markdown table of times and ratios.
+"""Join `dmavk bench --json` rows with `bench/peers/sdpa.py --json` rows measured on the same
+card in the same run into one markdown table of times and ratios.
 
   python3 bench/peers/join.py dmavk.json sdpa.json [more pairs...]
 """

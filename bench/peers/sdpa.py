@@ -1,4 +1,4 @@
-"""Peer timings for dmavk bench: PyTorch SDPA on the same shapes, same card, same call.
+"""Peer timings for dmavk bench: PyTorch SDPA on the same shapes, on the same card in the same run.
 
   dmavk bench --sweep table2 --configs > configs.json
   python3 bench/peers/sdpa.py --configs configs.json --json sdpa.json
