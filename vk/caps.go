@@ -244,6 +244,9 @@ type Caps struct {
 	Maintenance4                         bool // workgroup sizes from specialization constants
 	SubgroupExtendedTypes                bool
 	BFloat16, BFloat16Dot, BFloat16Coop  bool
+	// PipelineStatistics: the driver reports statistics of each pipeline
+	// (VK_KHR_pipeline_executable_properties); on an open Device, only when asked for.
+	PipelineStatistics bool
 
 	CoopMat       bool
 	CoopMatShapes []CoopMatShape
@@ -360,6 +363,7 @@ func capsFromC(c *C.dv_caps) Caps {
 	out.BFloat16 = c.bfloat16_type != 0
 	out.BFloat16Dot = c.bfloat16_dot != 0
 	out.BFloat16Coop = c.bfloat16_coopmat != 0
+	out.PipelineStatistics = c.pipeline_executable_info != 0 && c.ext_pipeline_executable_properties != 0
 	out.CoopMat = c.coopmat != 0 && c.coopmat_stages&0x20 != 0
 	f := &out.CoopMat2Flags
 	f.WorkgroupScope = c.coopmat2_workgroup_scope != 0

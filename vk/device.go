@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"unsafe"
 
@@ -22,6 +23,11 @@ type Features struct {
 	DisableBFloat16 bool
 	// DisablePipelineCache keeps pipelines out of the on-disk cache.
 	DisablePipelineCache bool
+	// PipelineStatistics asks the driver to keep the statistics of every pipeline
+	// (VK_KHR_pipeline_executable_properties: registers, shared memory, spills...),
+	// which Pipeline.Statistics returns; where the device lacks the extension, it is
+	// ignored and Caps().PipelineStatistics is false. Also DMAVK_PIPELINE_STATS=1.
+	PipelineStatistics bool
 }
 
 // Device is an open logical device with one compute queue. It is safe for concurrent
@@ -47,6 +53,21 @@ type Device struct {
 	idle     []*runContext // command pools ready for reuse
 	inflight sync.WaitGroup
 	cache    *pipelineCache
+
+	pipeMu    sync.Mutex
+	pipelines map[*Pipeline]struct{} // open pipelines, for Pipelines
+}
+
+// Pipelines returns the device's open pipelines, in no particular order (for reports
+// such as their Statistics).
+func (d *Device) Pipelines() []*Pipeline {
+	d.pipeMu.Lock()
+	defer d.pipeMu.Unlock()
+	out := make([]*Pipeline, 0, len(d.pipelines))
+	for p := range d.pipelines {
+		out = append(out, p)
+	}
+	return out
 }
 
 // Open creates a logical device on pd with the features Features allows.
@@ -74,6 +95,10 @@ func (in *Instance) Open(pd PhysicalDevice, f Features) (*Device, error) {
 	if f.DisableBFloat16 {
 		en.ext_bfloat16 = 0
 		caps.BFloat16, caps.BFloat16Dot, caps.BFloat16Coop = false, false, false
+	}
+	if !f.PipelineStatistics && os.Getenv("DMAVK_PIPELINE_STATS") != "1" {
+		en.pipeline_executable_info = 0
+		caps.PipelineStatistics = false
 	}
 	en.bfloat16_coopmat = boolC(en.bfloat16_coopmat != 0 && en.coopmat != 0)
 	// Robust buffer access on cooperative matrices costs speed and the kernels bound

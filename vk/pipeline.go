@@ -71,7 +71,7 @@ func (d *Device) NewPipeline(desc PipelineDesc) (*Pipeline, error) {
 	var dsl, layout, pipe, module C.dv_handle
 	r := C.dv_create_compute_pipeline(d.in.handle, d.handle, (*C.uint32_t)(code), C.size_t(len(desc.SPIRV)),
 		C.uint32_t(desc.Bindings), C.uint32_t(desc.PushSize), spec, C.uint32_t(len(desc.Spec)),
-		C.uint32_t(desc.SubgroupSize), full, cache, &dsl, &layout, &pipe, &module)
+		C.uint32_t(desc.SubgroupSize), full, C.int(boolC(d.caps.PipelineStatistics)), cache, &dsl, &layout, &pipe, &module)
 	p := &Pipeline{
 		d: d, name: desc.Name, bindings: desc.Bindings, pushSize: desc.PushSize,
 		pipeline: vulkan.Pipeline(unsafe.Pointer(pipe)),
@@ -86,6 +86,12 @@ func (d *Device) NewPipeline(desc PipelineDesc) (*Pipeline, error) {
 	// The module is only needed while the pipeline is created.
 	vulkan.DestroyShaderModule(d.dev, p.module, nil)
 	p.module = vulkan.NullShaderModule
+	d.pipeMu.Lock()
+	if d.pipelines == nil {
+		d.pipelines = map[*Pipeline]struct{}{}
+	}
+	d.pipelines[p] = struct{}{}
+	d.pipeMu.Unlock()
 	return p, nil
 }
 
@@ -123,6 +129,9 @@ func (p *Pipeline) Close() error {
 	}
 	d := p.d
 	p.d = nil
+	d.pipeMu.Lock()
+	delete(d.pipelines, p)
+	d.pipeMu.Unlock()
 	d.inflight.Wait()
 	if p.pipeline != vulkan.NullPipeline {
 		vulkan.DestroyPipeline(d.dev, p.pipeline, nil)
@@ -137,6 +146,49 @@ func (p *Pipeline) Close() error {
 		vulkan.DestroyShaderModule(d.dev, p.module, nil)
 	}
 	return nil
+}
+
+// PipelineStat is one statistic the driver reports about a compiled pipeline, such as
+// its register count or spills.
+type PipelineStat struct {
+	Executable  string // the driver's name of the executable (a compute pipeline has one)
+	Name        string
+	Description string
+	Value       float64 // booleans are 0 or 1
+}
+
+// Statistics returns the driver's statistics of the pipeline. The device must have been
+// opened with Features.PipelineStatistics on a device that offers them.
+func (p *Pipeline) Statistics() ([]PipelineStat, error) {
+	if p.d == nil {
+		return nil, fmt.Errorf("vk: Statistics of pipeline %s: %w", p.name, ErrClosed)
+	}
+	if !p.d.caps.PipelineStatistics {
+		return nil, fmt.Errorf("vk: Statistics of pipeline %s: the device was not opened with pipeline statistics (Features.PipelineStatistics, DMAVK_PIPELINE_STATS=1) or lacks VK_KHR_pipeline_executable_properties", p.name)
+	}
+	const max = 128
+	out := (*[max]C.dv_pipeline_stat)(C.malloc(C.size_t(max) * C.size_t(unsafe.Sizeof(C.dv_pipeline_stat{}))))
+	defer C.free(unsafe.Pointer(out))
+	n := C.dv_pipeline_stats(p.d.in.handle, p.d.handle, C.dv_handle(unsafe.Pointer(p.pipeline)), &out[0], max)
+	if n < 0 {
+		return nil, fmt.Errorf("vk: Statistics of pipeline %s: the driver refused", p.name)
+	}
+	stats := make([]PipelineStat, n)
+	for i := range stats {
+		c := &out[i]
+		s := PipelineStat{Executable: C.GoString(&c.executable[0]), Name: C.GoString(&c.name[0]),
+			Description: C.GoString(&c.description[0])}
+		switch c.format {
+		case 1:
+			s.Value = float64(c.i64)
+		case 3:
+			s.Value = float64(c.f64)
+		default:
+			s.Value = float64(c.u64)
+		}
+		stats[i] = s
+	}
+	return stats, nil
 }
 
 // Name is the name given in the PipelineDesc.

@@ -36,6 +36,11 @@ enum {
 	ST_REQUIRED_SUBGROUP_SIZE_CREATE_INFO = 1000225001,
 	ST_SUBGROUP_SIZE_CONTROL_FEATURES = 1000225002,
 	ST_MAINTENANCE_4_FEATURES = 1000413000,
+	ST_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES = 1000269000,
+	ST_PIPELINE_INFO = 1000269001,
+	ST_PIPELINE_EXECUTABLE_PROPERTIES = 1000269002,
+	ST_PIPELINE_EXECUTABLE_INFO = 1000269003,
+	ST_PIPELINE_EXECUTABLE_STATISTIC = 1000269004,
 	ST_MAINTENANCE_4_PROPERTIES = 1000413001,
 	ST_COOPMAT_FEATURES = 1000506000,
 	ST_COOPMAT_PROPERTIES = 1000506001,
@@ -159,7 +164,8 @@ typedef struct { int32_t sType; void* pNext; dv_bool v[7]; } vk_bool7;
 	vk_bool2 cmf = {ST_COOPMAT_FEATURES}; \
 	vk_bool7 cm2f = {ST_COOPMAT2_FEATURES}; \
 	vk_bool3 bf16 = {ST_BFLOAT16_FEATURES}; \
-	vk_bool1 m4f = {ST_MAINTENANCE_4_FEATURES}
+	vk_bool1 m4f = {ST_MAINTENANCE_4_FEATURES}; \
+	vk_bool1 pef = {ST_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES}
 
 typedef struct { int32_t sType; void* pNext; uint32_t m, n, k; int32_t a, b, c, r;
 	dv_bool sat; int32_t scope; } vk_coopmat_props;
@@ -301,6 +307,7 @@ void dv_query_caps(dv_handle instance, dv_handle pdev, const char** exts, uint32
 	c->ext_bfloat16 = has(exts, next, "VK_KHR_shader_bfloat16");
 	c->ext_subgroup_extended_types = has(exts, next, "VK_KHR_shader_subgroup_extended_types");
 	c->ext_maintenance4 = has(exts, next, "VK_KHR_maintenance4");
+	c->ext_pipeline_executable_properties = has(exts, next, "VK_KHR_pipeline_executable_properties");
 
 	// Core properties first: the API version decides which structs may be chained.
 	vk_properties2 p2 = {ST_PROPERTIES_2, NULL};
@@ -383,8 +390,10 @@ void dv_query_caps(dv_handle instance, dv_handle pdev, const char** exts, uint32
 	if (c->ext_coopmat) LINK(cmf);
 	if (c->ext_coopmat2) LINK(cm2f);
 	if (c->ext_bfloat16) LINK(bf16);
+	if (c->ext_pipeline_executable_properties) LINK(pef);
 	f2.pNext = head;
 	FN(instance, PFN_p2, "vkGetPhysicalDeviceFeatures2")(pdev, &f2);
+	c->pipeline_executable_info = pef.a;
 
 	c->shader_float64 = f2.f[F_SHADER_FLOAT64];
 	c->shader_int64 = f2.f[F_SHADER_INT64];
@@ -544,6 +553,11 @@ dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* 
 		exts[n++] = "VK_KHR_shader_bfloat16";
 		LINK(bf16);
 	}
+	if (e->ext_pipeline_executable_properties && e->pipeline_executable_info) {
+		pef.a = 1;
+		exts[n++] = "VK_KHR_pipeline_executable_properties";
+		LINK(pef);
+	}
 	f2.pNext = head;
 
 	float prio = 1.0f;
@@ -557,7 +571,7 @@ dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* 
 dv_result dv_create_compute_pipeline(dv_handle instance, dv_handle device,
 	const uint32_t* code, size_t code_bytes, uint32_t nbindings, uint32_t push_bytes,
 	const uint32_t* spec_values, uint32_t nspec, uint32_t required_subgroup_size,
-	int full_subgroups, dv_handle cache, dv_handle* set_layout,
+	int full_subgroups, int capture_statistics, dv_handle cache, dv_handle* set_layout,
 	dv_handle* pipeline_layout, dv_handle* pipeline, dv_handle* module) {
 	typedef struct { int32_t sType; const void* pNext; uint32_t flags; size_t size;
 		const uint32_t* code; } module_info;
@@ -607,10 +621,58 @@ dv_result dv_create_compute_pipeline(dv_handle instance, dv_handle device,
 	stage_info st = {ST_PIPELINE_SHADER_STAGE_CREATE_INFO,
 		required_subgroup_size ? &sgi : NULL, full_subgroups ? 0x2u : 0u, STAGE_COMPUTE,
 		*module, "main", nspec ? &si : NULL};
-	pipeline_info pi = {ST_COMPUTE_PIPELINE_CREATE_INFO, NULL, 0, st, *pipeline_layout,
-		NULL, -1};
+	// VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR
+	pipeline_info pi = {ST_COMPUTE_PIPELINE_CREATE_INFO, NULL, capture_statistics ? 0x40u : 0u,
+		st, *pipeline_layout, NULL, -1};
 	return FN(instance, PFN_pipe, "vkCreateComputePipelines")(device, cache, 1, &pi, NULL,
 		pipeline);
+}
+
+int32_t dv_pipeline_stats(dv_handle instance, dv_handle device, dv_handle pipeline,
+	dv_pipeline_stat* out, uint32_t max) {
+	typedef struct { int32_t sType; const void* pNext; dv_handle pipeline; } pipeline_info;
+	typedef struct { int32_t sType; void* pNext; uint32_t stages; char name[256];
+		char description[256]; uint32_t subgroupSize; } exec_props;
+	typedef struct { int32_t sType; const void* pNext; dv_handle pipeline; uint32_t index; }
+		exec_info;
+	typedef struct { int32_t sType; void* pNext; char name[256]; char description[256];
+		int32_t format; union { uint32_t b32; int64_t i64; uint64_t u64; double f64; } value; }
+		exec_stat;
+	typedef dv_result (*PFN_props)(dv_handle, const pipeline_info*, uint32_t*, exec_props*);
+	typedef dv_result (*PFN_stats)(dv_handle, const exec_info*, uint32_t*, exec_stat*);
+	PFN_props props = FN(instance, PFN_props, "vkGetPipelineExecutablePropertiesKHR");
+	PFN_stats stats = FN(instance, PFN_stats, "vkGetPipelineExecutableStatisticsKHR");
+	if (!props || !stats) return -1;
+	pipeline_info pi = {ST_PIPELINE_INFO, NULL, pipeline};
+	exec_props ep[8];
+	uint32_t nexec = 8;
+	for (uint32_t i = 0; i < nexec; i++) ep[i] = (exec_props){ST_PIPELINE_EXECUTABLE_PROPERTIES};
+	dv_result r = props(device, &pi, &nexec, ep);
+	if (r < 0) return -1;
+	uint32_t n = 0;
+	for (uint32_t x = 0; x < nexec && n < max; x++) {
+		exec_stat st[64];
+		uint32_t ns = 64;
+		for (uint32_t i = 0; i < ns; i++) st[i] = (exec_stat){ST_PIPELINE_EXECUTABLE_STATISTIC};
+		exec_info ei = {ST_PIPELINE_EXECUTABLE_INFO, NULL, pipeline, x};
+		if (stats(device, &ei, &ns, st) < 0) return -1;
+		for (uint32_t i = 0; i < ns && n < max; i++, n++) {
+			dv_pipeline_stat* o = &out[n];
+			memset(o, 0, sizeof *o);
+			memcpy(o->executable, ep[x].name, 256);
+			memcpy(o->name, st[i].name, 256);
+			memcpy(o->description, st[i].description, 256);
+			o->executable[255] = o->name[255] = o->description[255] = 0;
+			o->format = (uint32_t)st[i].format;
+			switch (st[i].format) {
+			case 0: o->u64 = st[i].value.b32; break;
+			case 1: o->i64 = st[i].value.i64; break;
+			case 2: o->u64 = st[i].value.u64; break;
+			case 3: o->f64 = st[i].value.f64; break;
+			}
+		}
+	}
+	return (int32_t)n;
 }
 
 // ---- submission and descriptors ---------------------------------------------------------

@@ -58,6 +58,10 @@ typedef struct dv_caps {
 	dv_bool ext_subgroup_size_control, ext_float16_int8, ext_8bit_storage,
 		ext_16bit_storage, ext_memory_model, ext_driver_properties, ext_coopmat,
 		ext_coopmat2, ext_bfloat16, ext_subgroup_extended_types, ext_maintenance4;
+
+	// VK_KHR_pipeline_executable_properties: the driver's statistics of a pipeline
+	// (registers, shared memory, spills...), for tuning.
+	dv_bool pipeline_executable_info, ext_pipeline_executable_properties;
 } dv_caps;
 
 // One VkCooperativeMatrixPropertiesKHR entry.
@@ -99,8 +103,23 @@ dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* 
 dv_result dv_create_compute_pipeline(dv_handle instance, dv_handle device,
 	const uint32_t* code, size_t code_bytes, uint32_t nbindings, uint32_t push_bytes,
 	const uint32_t* spec_values, uint32_t nspec, uint32_t required_subgroup_size,
-	int full_subgroups, dv_handle cache, dv_handle* set_layout,
+	int full_subgroups, int capture_statistics, dv_handle cache, dv_handle* set_layout,
 	dv_handle* pipeline_layout, dv_handle* pipeline, dv_handle* module);
+
+// One statistic of one executable of a pipeline (VkPipelineExecutableStatisticKHR):
+// format 0 bool, 1 int64, 2 uint64, 3 float64, with the value in the matching field.
+typedef struct dv_pipeline_stat {
+	char executable[256], name[256], description[256];
+	uint32_t format;
+	int64_t i64;
+	uint64_t u64;
+	double f64;
+} dv_pipeline_stat;
+
+// The statistics of every executable of a pipeline created with capture_statistics;
+// returns how many were written (at most max), or -1 when the driver refused.
+int32_t dv_pipeline_stats(dv_handle instance, dv_handle device, dv_handle pipeline,
+	dv_pipeline_stat* out, uint32_t max);
 
 dv_result dv_queue_submit(dv_handle instance, dv_handle queue, dv_handle cmd,
 	dv_handle fence);

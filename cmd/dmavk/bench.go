@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/vk"
 )
 
 func init() {
@@ -191,6 +192,10 @@ func runBench(args []string, stdout io.Writer) error {
 	if *reps < 1 {
 		return usagef("--reps must be at least 1")
 	}
+	if *profile && os.Getenv("DMAVK_PIPELINE_STATS") == "" {
+		// The driver's statistics of each kernel (registers, spills...), printed below.
+		os.Setenv("DMAVK_PIPELINE_STATS", "1")
+	}
 	dev, err := dma.Open(dma.Config{})
 	if err != nil {
 		return err
@@ -256,8 +261,33 @@ func runBench(args []string, stdout io.Writer) error {
 			}
 			fmt.Fprintln(stdout)
 		}
+		printPipelineStats(stdout, dev.VK())
 	}
 	return nil
+}
+
+// printPipelineStats prints what the driver says of each compiled kernel, where it says
+// anything (VK_KHR_pipeline_executable_properties).
+func printPipelineStats(w io.Writer, d *vk.Device) {
+	if !d.Caps().PipelineStatistics {
+		fmt.Fprintf(w, "\nkernel statistics: %s does not report them\n", d.Caps().Name)
+		return
+	}
+	pipes := d.Pipelines()
+	sort.Slice(pipes, func(i, j int) bool { return pipes[i].Name() < pipes[j].Name() })
+	fmt.Fprintln(w, "\nkernel statistics (the driver's):")
+	for _, p := range pipes {
+		stats, err := p.Statistics()
+		if err != nil {
+			fmt.Fprintf(w, "  %s: %v\n", p.Name(), err)
+			continue
+		}
+		var parts []string
+		for _, s := range stats {
+			parts = append(parts, fmt.Sprintf("%s %g", s.Name, s.Value))
+		}
+		fmt.Fprintf(w, "  %s: %s\n", p.Name(), strings.Join(parts, ", "))
+	}
 }
 
 // benchOptions are the flags that shape every row's measurement.
