@@ -16,6 +16,7 @@
 #   peak       dmavk peak beside ggml's Vulkan matrix product
 #   prefill    dmavk bench: DMA beside dense attention at w = 2048 (4K-32K), mode none
 #              and bf16 at 16K, the KHR and portable paths; SDPA on the same shapes
+#   tiles      the coopmat2 attention's tiles, each with the driver's kernel statistics
 #   long       128K and 1M keys, with SDPA where it fits
 #   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
 #   backward   Forward + Backward beside SDPA's forward + backward
@@ -144,6 +145,21 @@ part_prefill() {
 		python3 bench/peers/join.py /tmp/peers_dmavk.json /tmp/peers_sdpa.json
 	} >"$OUT/prefill.txt" 2>&1
 	grep -vE '^bench: \[' "$OUT/prefill.txt" | tail -40
+}
+
+# The coopmat2 attention's tiles (BRxBCxTHREADS) side by side, with the driver's
+# statistics of each build (registers, shared memory, spills).
+part_tiles() {
+	local t
+	{
+		for t in ${CM2_TILES:-64x128x256 64x64x128 64x64x256 64x128x128 128x64x256 32x128x128}; do
+			echo "== DMAVK_CM2_TILE=$t"
+			DMAVK_CM2_TILE=$t timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --warmup 300ms --profile 2>&1 |
+				grep -E '^ *(custom|section)|attention_cm2|error'
+			DMAVK_CM2_TILE=$t timeout 60 $D bench --lengths 16K --h 8 --reps 5 2>&1 | grep -E '^ *custom|error'
+		done
+	} >"$OUT/tiles.txt" 2>&1
+	cat "$OUT/tiles.txt"
 }
 
 part_long() {
