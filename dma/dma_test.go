@@ -92,7 +92,7 @@ func TestBadInput(t *testing.T) {
 		{"k/v shapes", q, k, v9, row, "same shape"},
 		{"dtypes", q16, k, v, row, "dtypes differ"},
 		{"dtypes bf16", qbf, k, v, row, "dtypes differ"},
-		{"w < 1", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 0, Weights: w}, "window 0"},
+		{"w < 0", q, k, v, dma.Options{Mode: dma.ModeRow, Window: -1, Weights: w}, "window -1 must be at least 1 in mode row (or 0: every key)"},
 		{"no weights", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4}, "needs Weights"},
 		{"weights shape", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4, Weights: wBad}, "do not fit"},
 		{"mask outside explicit", q, k, v, dma.Options{Mode: dma.ModeNone, Mask: &dma.Mask{}}, "ModeExplicit"},

@@ -96,11 +96,11 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	mode := opt.Mode
 	switch mode {
 	case ModeRow, ModeShared:
-		if opt.Window < 1 {
-			return nil, fmt.Errorf("dma: %s: window %d must be at least 1 in mode %v", op, opt.Window, mode)
+		if opt.Window < 0 {
+			return nil, fmt.Errorf("dma: %s: window %d must be at least 1 in mode %v (or 0: every key)", op, opt.Window, mode)
 		}
-		if opt.Weights == nil && opt.WeightParams == nil {
-			return nil, fmt.Errorf("dma: %s: mode %v needs Weights or WeightParams", op, mode)
+		if opt.Window > 0 && opt.Weights == nil && opt.WeightParams == nil {
+			return nil, fmt.Errorf("dma: %s: mode %v with window %d needs Weights or WeightParams to rank the keys (window 0 keeps every key)", op, mode, opt.Window)
 		}
 	case ModeNone, ModeExplicit:
 	default:
@@ -135,8 +135,9 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	}
 	pr.hb = hb
 
-	// Windows that cover every key select nothing: that is mode none, exactly.
-	if (mode == ModeRow || mode == ModeShared) && opt.Window >= ks.L {
+	// Window 0, or a window that covers every key, selects nothing: that is mode none,
+	// exactly.
+	if (mode == ModeRow || mode == ModeShared) && (opt.Window == 0 || opt.Window >= ks.L) {
 		mode = ModeNone
 	}
 	// Without causality every row has the same candidates: row is shared.
@@ -147,7 +148,12 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	if scale == 0 {
 		scale = float32(1 / math.Sqrt(float64(qs.D)))
 	}
-	w := max(opt.Window, 1)
+	// The selection plan's buffers are sized by the window (below Lk here); modes none
+	// and explicit have none.
+	w := 1
+	if mode == ModeRow || mode == ModeShared {
+		w = opt.Window
+	}
 	c := kern.BlockSize(w)
 	p := kern.Params{
 		B: u32(qs.B), Lq: u32(qs.L), Lk: u32(ks.L), H: u32(qs.H), Hkv: u32(ks.H), Hb: u32(hb), D: u32(qs.D), G: u32(qs.H / ks.H),
@@ -259,7 +265,10 @@ func (d *Device) limits(sizes map[string]int64) error {
 
 // Forward computes Dynamic Mask Attention of q ([B, Lq, H, D]) over k and v
 // ([B, Lk, Hkv, D]: their Shape.H is Hkv) and returns O and the log-sum-exp of every
-// row. Every argument is checked before any GPU work: a closed one fails with ErrClosed,
+// row. The zero Options is dense attention over every key, without causality, as
+// flash_attn_func and torch's scaled_dot_product_attention do by default; set Causal
+// for a decoder, and Window with Weights or WeightParams for DMA (see Options).
+// Every argument is checked before any GPU work: a closed one fails with ErrClosed,
 // named ("dma: Forward: q is closed").
 func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, error) {
 	res, _, err := d.forward(ctx, "Forward", q, k, v, opt, false)

@@ -342,8 +342,9 @@ func growBuffer(d *Device, slot **vk.Buffer, size int64) (*vk.Buffer, error) {
 // Forward would give for these rows over the same keys. opt.Mode row or shared (causal:
 // shared selects once over every cached key; a window that covers every cached key is
 // mode none) or none; Window, Causal, Scale and Softcap
-// as in Forward; the weights are the cache's (opt.Weights, WeightParams, masks, biases and
-// key padding must be unset).
+// as in Forward (Window 0: every cached key); the weights are the cache's: opt.Weights
+// and WeightParams are ignored, so the prefill's Forward options serve here too, and
+// Mask, Bias and KeyPadding must be unset.
 func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, error) {
 	rs, _, err := c.attend(ctx, []int{seq}, []*Tensor{q}, opt, false)
 	if err != nil {
@@ -395,10 +396,15 @@ type attendStep struct {
 // select's records and the split-K partials.
 type stepBuffers struct{ params, tau, sel, part *vk.Buffer }
 
-// checkStepOptions rejects the options a cache step cannot take.
+// checkStepOptions rejects the options a cache step cannot take. Weights and
+// WeightParams are ignored (the cache holds the weights of its keys), so that the
+// Options of a prefill's Forward serve its decode steps too.
 func checkStepOptions(opt Options) error {
-	if opt.Weights != nil || opt.WeightParams != nil || opt.Mask != nil || opt.Bias != nil || opt.KeyPadding != nil {
-		return fmt.Errorf("weights, masks, biases and key padding come from the cache")
+	if opt.Mask != nil || opt.Bias != nil || opt.KeyPadding != nil {
+		return fmt.Errorf("a cache step takes no Mask, Bias or KeyPadding (append only the keys that exist)")
+	}
+	if opt.Window < 0 {
+		return fmt.Errorf("window %d must be at least 1 (or 0: every key)", opt.Window)
 	}
 	if opt.Softcap < 0 || math.IsNaN(float64(opt.Softcap)) || math.IsInf(float64(opt.Softcap), 0) {
 		return fmt.Errorf("softcap %v must be finite and >= 0", opt.Softcap)
@@ -441,7 +447,7 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 		return nil, fmt.Errorf("%d query rows, but sequence %d holds %d keys (the rows are its last positions)", qsh.L, seq, lk)
 	}
 	mode := opt.Mode
-	if (mode == ModeRow || mode == ModeShared) && opt.Window >= lk {
+	if (mode == ModeRow || mode == ModeShared) && (opt.Window == 0 || opt.Window >= lk) {
 		mode = ModeNone
 	}
 	switch {
@@ -454,7 +460,10 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 	if scale == 0 {
 		scale = float32(1 / math.Sqrt(float64(qsh.D)))
 	}
-	w := max(opt.Window, 1)
+	w := 1 // mode none has no window
+	if mode == ModeRow || mode == ModeShared {
+		w = opt.Window // below lk here
+	}
 	bc := kern.BlockSize(w)
 	kvRow := uint32(cfg.KVHeads * cfg.HeadDim)
 	cacheView := kern.View{Off: uint32(seq) * uint32(cfg.Capacity) * kvRow, SB: uint32(cfg.Capacity) * kvRow, SL: kvRow, SH: uint32(cfg.HeadDim)}
