@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dmavk/dmavk/dma"
 	"github.com/stretchr/testify/require"
@@ -396,5 +397,33 @@ func TestCloseWhileInUse(t *testing.T) {
 			require.NoError(t, c.c.Close())
 		}
 		o.requireClosed(t, d, true)
+	}
+}
+
+// TestCloseAfterCancelledCall: calls whose context ended return at once while the GPU
+// still runs their work; the device's Close waits for that work before it frees the
+// buffers and kernels it uses.
+func TestCloseAfterCancelledCall(t *testing.T) {
+	for range 3 {
+		d := open(t)
+		s := dma.Shape{B: 1, L: 1024, H: 4, D: 64}
+		data := make([]float32, s.Elems())
+		q, err := d.TensorFrom(context.Background(), dma.Float32, s, dma.BLHD, data)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		errs := make(chan error)
+		go func() {
+			_, err := d.Forward(ctx, q, q, q, dma.Options{Causal: true})
+			errs <- err
+		}()
+		time.Sleep(5 * time.Millisecond)
+		cancel()
+		err = <-errs
+		t.Logf("forward: %v", err)
+		if err != nil {
+			require.ErrorIs(t, err, context.Canceled)
+		}
+		require.NoError(t, d.Close())
+		require.NoError(t, q.Close())
 	}
 }
