@@ -35,16 +35,16 @@ type Grads struct {
 	DA, DWdt, DBdt []float32
 }
 
-// Close frees the gradients.
+// Close frees the gradients. Closing again, or after the device's Close, does nothing
+// and returns nil.
 func (g *Grads) Close() error {
-	for _, t := range []*Tensor{g.DQ, g.DK, g.DV} {
-		if t != nil {
-			t.Close()
-		}
+	if g == nil {
+		return nil
 	}
-	if g.DDelta != nil {
-		g.DDelta.Close()
-	}
+	g.DQ.Close()
+	g.DK.Close()
+	g.DV.Close()
+	g.DDelta.Close()
 	return nil
 }
 
@@ -61,6 +61,15 @@ func (g *Grads) Close() error {
 //
 // Backward runs the portable kernels, whatever path Forward took.
 func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO *Tensor, opt Options, bo BackwardOptions) (*Grads, error) {
+	uses := append([]use{{"q", q}, {"k", k}, {"v", v}, {"dO", dO}}, opt.uses()...)
+	if res != nil {
+		uses = append(uses, use{"res.O", res.O}, use{"res.LSE", res.LSE}, use{"res.Weights", res.Weights})
+	}
+	leave, err := d.enter("Backward", uses...)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	pr, err := d.check("Backward", q, k, v, &opt)
 	if err != nil {
 		return nil, err
@@ -69,7 +78,7 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 	if res == nil || res.O == nil || res.LSE == nil {
 		return nil, fmt.Errorf("dma: Backward: res must be the Result of Forward (with O and LSE)")
 	}
-	if res.O.d != d || dO == nil || dO.d != d {
+	if res.O.d != d || res.LSE.d != d || dO == nil || dO.d != d {
 		return nil, fmt.Errorf("dma: Backward: res.O and dO must be tensors of this device")
 	}
 	if res.O.shape != q.shape || res.O.dtype != q.dtype {
@@ -85,8 +94,8 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 	wp := opt.WeightParams
 	if wp != nil {
 		// The weights Forward computed: the plan and the scores use those.
-		if res.Weights == nil || res.Weights.B != int(p.B) || res.Weights.Hb != pr.hb || res.Weights.Lk != int(p.Lk) {
-			return nil, fmt.Errorf("dma: Backward: opt.WeightParams is set but res.Weights is missing or not [B=%d Hb=%d Lk=%d]", p.B, pr.hb, p.Lk)
+		if res.Weights == nil || res.Weights.d != d || res.Weights.B != int(p.B) || res.Weights.Hb != pr.hb || res.Weights.Lk != int(p.Lk) {
+			return nil, fmt.Errorf("dma: Backward: opt.WeightParams is set but res.Weights is missing, of another device or not [B=%d Hb=%d Lk=%d]", p.B, pr.hb, p.Lk)
 		}
 		weights = res.Weights
 	}
@@ -119,16 +128,16 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 		dst **Tensor
 		t   *Tensor
 	}{{&g.DQ, q}, {&g.DK, k}, {&g.DV, v}} {
-		if *x.dst, err = d.NewTensor(Float32, x.t.shape, x.t.layout); err != nil {
+		if *x.dst, err = d.newTensor("Backward", Float32, x.t.shape, x.t.layout); err != nil {
 			return fail(err)
 		}
 	}
-	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp, false)
+	cp, err := d.newCallPlan("Backward", p, weights, opt.KeyPadding, &tmp, false)
 	if err != nil {
 		return fail(err)
 	}
 	// dDelta: returned when the call has weights, else a temporary the kernel writes.
-	dDelta, err := d.NewWeights(int(p.B), int(p.Hb), int(p.Lk))
+	dDelta, err := d.newWeights("Backward", int(p.B), int(p.Hb), int(p.Lk))
 	if err != nil {
 		return fail(err)
 	}
@@ -210,7 +219,7 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 			if x.n == 0 {
 				continue // no Bdt
 			}
-			if *x.dst, err = downloadF32(ctx, x.buf, x.n); err != nil {
+			if *x.dst, err = downloadF32(ctx, "Backward", x.buf, x.n); err != nil {
 				return fail(err)
 			}
 		}

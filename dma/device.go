@@ -26,10 +26,16 @@ type Config struct {
 }
 
 // Device is an open GPU with the DMA kernels. Close it when done.
+//
+// A Device keeps track of everything it hands out (tensors, weights, LSEs, masks,
+// biases, key paddings, KV caches and their recorded steps), as database/sql's DB does
+// of its connections: Close releases all of it, so objects may be closed in any order,
+// before or after their device, and more than once.
 type Device struct {
 	in   *vk.Instance
 	vd   *vk.Device
 	kern *kern.Kernels
+	life lifetimes
 }
 
 // Open opens the device cfg selects.
@@ -74,9 +80,18 @@ func (d *Device) Name() string { return d.vd.Caps().Name }
 // VK returns the underlying Vulkan device, for callers that add kernels of their own.
 func (d *Device) VK() *vk.Device { return d.vd }
 
-// Close releases the kernels and the device (and the instance when Open made it).
-// Tensors from this device must be closed first.
+// Close closes the device: calls that start later fail with ErrClosed; Close waits for
+// the calls in progress, releases every object of the device still open (the tensors,
+// weights, results, masks, biases, key paddings and KV caches it handed out: their own
+// Close then does nothing and returns nil, and every other method fails with ErrClosed),
+// then the kernels and the device (and the instance when Open made it). Objects made
+// through VK() directly are the caller's and must be closed first. Close is safe to call
+// more than once, and from several goroutines; the calls after the first return nil.
 func (d *Device) Close() error {
+	if !d.closeAll() {
+		return nil
+	}
+	// Pipelines wait, before they go, for submissions whose context ended.
 	d.kern.Close()
 	err := d.vd.Close()
 	if d.in != nil {

@@ -75,8 +75,6 @@ func TestBadInput(t *testing.T) {
 	v9 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 9, H: 2, D: 32}, nil)
 	q16 := tensor(t, d, dma.Float16, dma.Shape{B: 1, L: 8, H: 4, D: 32}, nil)
 	qbf := tensor(t, d, dma.BFloat16, dma.Shape{B: 1, L: 8, H: 4, D: 32}, nil)
-	q12 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 4, D: 12}, nil)
-	k12 := tensor(t, d, dma.Float32, dma.Shape{B: 1, L: 8, H: 2, D: 12}, nil)
 	w, err := d.NewWeights(1, 2, 8)
 	require.NoError(t, err)
 	defer w.Close()
@@ -94,8 +92,7 @@ func TestBadInput(t *testing.T) {
 		{"k/v shapes", q, k, v9, row, "same shape"},
 		{"dtypes", q16, k, v, row, "dtypes differ"},
 		{"dtypes bf16", qbf, k, v, row, "dtypes differ"},
-		{"unsupported D", q12, k12, k12, dma.Options{Mode: dma.ModeNone}, "head dim 12"},
-		{"w < 1", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 0, Weights: w}, "window 0"},
+		{"w < 0", q, k, v, dma.Options{Mode: dma.ModeRow, Window: -1, Weights: w}, "window -1 must be at least 1 in mode row (or 0: every key)"},
 		{"no weights", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4}, "needs Weights"},
 		{"weights shape", q, k, v, dma.Options{Mode: dma.ModeRow, Window: 4, Weights: wBad}, "do not fit"},
 		{"mask outside explicit", q, k, v, dma.Options{Mode: dma.ModeNone, Mask: &dma.Mask{}}, "ModeExplicit"},

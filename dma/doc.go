@@ -31,4 +31,13 @@
 // to step, submits one recorded step again instead of recording it anew.
 //
 // All methods are safe for concurrent use by several goroutines.
+//
+// # Lifetimes
+//
+// A Device tracks what it hands out, as database/sql's DB does: close objects in any
+// order, more than once. Device.Close waits for the calls in progress, then releases
+// every object still open; later Close calls return nil and do nothing. Any other
+// call on a closed object or device fails before GPU work with an error that names the
+// argument ("dma: Forward: q is closed") and matches ErrClosed under errors.Is. An
+// object closed while a call uses it is freed when that call ends.
 package dma

@@ -75,7 +75,7 @@ func ExampleDevice_DynamicWeights() {
 	for i := range wp.Wdt {
 		wp.Wdt[i] = 0.1
 	}
-	w, err := dev.DynamicWeights(ctx, v, wp)
+	w, err := dev.DynamicWeights(ctx, v, &wp)
 	if err != nil {
 		log.Fatal(err)
 	}

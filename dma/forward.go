@@ -22,19 +22,14 @@ type Result struct {
 	Path string
 }
 
-// Close frees every output.
+// Close frees every output. Closing again, or after the device's Close, does nothing
+// and returns nil.
 func (r *Result) Close() error {
-	r.O.Close()
-	r.LSE.Close()
-	if r.Weights != nil {
-		r.Weights.Close()
+	if r != nil {
+		r.closePartial()
 	}
 	return nil
 }
-
-// MaxHeadDim is the largest head dimension the kernels take; D must also be a
-// multiple of 8.
-const MaxHeadDim = 256
 
 // problem is a validated call: the kernel parameters and what to bind.
 type problem struct {
@@ -42,6 +37,24 @@ type problem struct {
 	q, k, v *Tensor
 	opt     Options
 	hb      int
+}
+
+// uses are the objects opt refers to (those set), as arguments of a call.
+func (opt *Options) uses() []use {
+	var us []use
+	if opt.Weights != nil {
+		us = append(us, use{"opt.Weights", opt.Weights})
+	}
+	if opt.KeyPadding != nil {
+		us = append(us, use{"opt.KeyPadding", opt.KeyPadding})
+	}
+	if opt.Mask != nil {
+		us = append(us, use{"opt.Mask", opt.Mask})
+	}
+	if opt.Bias != nil {
+		us = append(us, use{"opt.Bias", opt.Bias})
+	}
+	return us
 }
 
 // check validates a call of op ("Forward", "Backward") and builds its kernel parameters.
@@ -73,9 +86,6 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	if qs.H%ks.H != 0 {
 		return nil, fmt.Errorf("dma: %s: H %% Hkv != 0 (H=%d, Hkv=%d)", op, qs.H, ks.H)
 	}
-	if qs.D%8 != 0 || qs.D > MaxHeadDim {
-		return nil, fmt.Errorf("dma: %s: head dim %d unsupported (a multiple of 8 up to %d)", op, qs.D, MaxHeadDim)
-	}
 	if math.IsNaN(float64(opt.Scale)) || math.IsInf(float64(opt.Scale), 0) {
 		return nil, fmt.Errorf("dma: %s: scale %v is not finite", op, opt.Scale)
 	}
@@ -86,11 +96,11 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	mode := opt.Mode
 	switch mode {
 	case ModeRow, ModeShared:
-		if opt.Window < 1 {
-			return nil, fmt.Errorf("dma: %s: window %d must be at least 1 in mode %v", op, opt.Window, mode)
+		if opt.Window < 0 {
+			return nil, fmt.Errorf("dma: %s: window %d must be at least 1 in mode %v (or 0: every key)", op, opt.Window, mode)
 		}
-		if opt.Weights == nil && opt.WeightParams == nil {
-			return nil, fmt.Errorf("dma: %s: mode %v needs Weights or WeightParams", op, mode)
+		if opt.Window > 0 && opt.Weights == nil && opt.WeightParams == nil {
+			return nil, fmt.Errorf("dma: %s: mode %v with window %d needs Weights or WeightParams to rank the keys (window 0 keeps every key)", op, mode, opt.Window)
 		}
 	case ModeNone, ModeExplicit:
 	default:
@@ -101,6 +111,11 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	}
 	if opt.Weights != nil && opt.WeightParams != nil {
 		return nil, fmt.Errorf("dma: %s: give Weights or WeightParams, not both", op)
+	}
+	for _, u := range opt.uses() {
+		if u.o.owner() != d {
+			return nil, fmt.Errorf("dma: %s: %s is not of this device", op, u.name)
+		}
 	}
 	hb := ks.H
 	if w := opt.Weights; w != nil {
@@ -120,8 +135,9 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	}
 	pr.hb = hb
 
-	// Windows that cover every key select nothing: that is mode none, exactly.
-	if (mode == ModeRow || mode == ModeShared) && opt.Window >= ks.L {
+	// Window 0, or a window that covers every key, selects nothing: that is mode none,
+	// exactly.
+	if (mode == ModeRow || mode == ModeShared) && (opt.Window == 0 || opt.Window >= ks.L) {
 		mode = ModeNone
 	}
 	// Without causality every row has the same candidates: row is shared.
@@ -132,7 +148,12 @@ func (d *Device) check(op string, q, k, v *Tensor, opt *Options) (*problem, erro
 	if scale == 0 {
 		scale = float32(1 / math.Sqrt(float64(qs.D)))
 	}
-	w := max(opt.Window, 1)
+	// The selection plan's buffers are sized by the window (below Lk here); modes none
+	// and explicit have none.
+	w := 1
+	if mode == ModeRow || mode == ModeShared {
+		w = opt.Window
+	}
 	c := kern.BlockSize(w)
 	p := kern.Params{
 		B: u32(qs.B), Lq: u32(qs.L), Lk: u32(ks.L), H: u32(qs.H), Hkv: u32(ks.H), Hb: u32(hb), D: u32(qs.D), G: u32(qs.H / ks.H),
@@ -243,9 +264,14 @@ func (d *Device) limits(sizes map[string]int64) error {
 }
 
 // Forward computes Dynamic Mask Attention of q ([B, Lq, H, D]) over k and v
-// ([B, Lk, Hkv, D]) and returns O and the log-sum-exp of every row.
+// ([B, Lk, Hkv, D]: their Shape.H is Hkv) and returns O and the log-sum-exp of every
+// row. The zero Options is dense attention over every key, without causality, as
+// flash_attn_func and torch's scaled_dot_product_attention do by default; set Causal
+// for a decoder, and Window with Weights or WeightParams for DMA (see Options).
+// Every argument is checked before any GPU work: a closed one fails with ErrClosed,
+// named ("dma: Forward: q is closed").
 func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, error) {
-	res, _, err := d.forward(ctx, q, k, v, opt, false)
+	res, _, err := d.forward(ctx, "Forward", q, k, v, opt, false)
 	return res, err
 }
 
@@ -272,12 +298,17 @@ func (p Profile) Total() time.Duration { return p.Weights + p.Selection + p.Atte
 
 // ForwardProfiled is Forward that also reports where the GPU time went.
 func (d *Device) ForwardProfiled(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, Profile, error) {
-	return d.forward(ctx, q, k, v, opt, true)
+	return d.forward(ctx, "ForwardProfiled", q, k, v, opt, true)
 }
 
-func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, timed bool) (*Result, Profile, error) {
+func (d *Device) forward(ctx context.Context, op string, q, k, v *Tensor, opt Options, timed bool) (*Result, Profile, error) {
 	var prof Profile
-	pr, err := d.check("Forward", q, k, v, &opt)
+	leave, err := d.enter(op, append([]use{{"q", q}, {"k", k}, {"v", v}}, opt.uses()...)...)
+	if err != nil {
+		return nil, prof, err
+	}
+	defer leave()
+	pr, err := d.check(op, q, k, v, &opt)
 	if err != nil {
 		return nil, prof, err
 	}
@@ -305,20 +336,19 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		res.closePartial()
 		return nil, prof, err
 	}
-	if res.O, err = d.NewTensor(q.dtype, Shape{B: q.shape.B, L: q.shape.L, H: q.shape.H, D: q.shape.D}, q.layout); err != nil {
+	if res.O, err = d.newTensor(op, q.dtype, q.shape, q.layout); err != nil {
 		return fail(err)
 	}
 	p.O = view(res.O)
-	lseBuf, err := d.vd.NewBuffer(int64(p.B) * int64(p.H) * int64(p.Lq) * 4)
-	if err != nil {
-		return fail(fmt.Errorf("dma: Forward: %w", err))
+	if res.LSE, err = d.newLSE(op, int(p.B), int(p.H), int(p.Lq)); err != nil {
+		return fail(err)
 	}
-	res.LSE = &LSE{buf: lseBuf, B: int(p.B), H: int(p.H), Lq: int(p.Lq)}
+	lseBuf := res.LSE.buf
 
 	weights := opt.Weights
 	var wdt, bdt, a *vk.Buffer
 	if wp := opt.WeightParams; wp != nil {
-		if res.Weights, err = d.NewWeights(int(p.B), pr.hb, int(p.Lk)); err != nil {
+		if res.Weights, err = d.newWeights(op, int(p.B), pr.hb, int(p.Lk)); err != nil {
 			return fail(err)
 		}
 		weights = res.Weights
@@ -327,7 +357,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		}
 		tmp = append(tmp, wdt, bdt, a)
 	}
-	cp, err := d.newCallPlan(p, weights, opt.KeyPadding, &tmp, decode)
+	cp, err := d.newCallPlan(op, p, weights, opt.KeyPadding, &tmp, decode)
 	if err != nil {
 		return fail(err)
 	}
@@ -343,7 +373,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 			size int64
 		}{{&sel, kern.TopWScratchSize(p)}, {&part, d.kern.DecodePartSize(p, 0)}} {
 			if *x.dst, err = d.vd.NewBuffer(max(x.size, 4)); err != nil {
-				return fail(fmt.Errorf("dma: Forward: %w", err))
+				return fail(fmt.Errorf("dma: %s: %w", op, err))
 			}
 			tmp = append(tmp, *x.dst)
 		}
@@ -494,7 +524,7 @@ type callPlan struct {
 // newCallPlan allocates the parameter block and plan buffers of p (ord and tau only for
 // the decode kernels); weights nil means none (zero weights, allocated here). Everything
 // allocated is appended to tmp.
-func (d *Device) newCallPlan(p *kern.Params, weights *Weights, kp *KeyPadding, tmp *[]interface{ Close() error }, decode bool) (*callPlan, error) {
+func (d *Device) newCallPlan(op string, p *kern.Params, weights *Weights, kp *KeyPadding, tmp *[]interface{ Close() error }, decode bool) (*callPlan, error) {
 	cp := &callPlan{weights: weights}
 	var err error
 	if cp.params, err = d.vd.NewBuffer(kern.ParamsSize); err != nil {
@@ -510,7 +540,7 @@ func (d *Device) newCallPlan(p *kern.Params, weights *Weights, kp *KeyPadding, t
 	}
 	*tmp = append(*tmp, cp.plan)
 	if weights == nil {
-		if cp.weights, err = d.NewWeights(int(p.B), int(p.Hkv), int(p.Lk)); err != nil {
+		if cp.weights, err = d.newWeights(op, int(p.B), int(p.Hkv), int(p.Lk)); err != nil {
 			return nil, err
 		}
 		*tmp = append(*tmp, cp.weights)
@@ -537,16 +567,11 @@ func (cp *callPlan) recordParams(r *vk.Recorder, p *kern.Params) error {
 	return nil
 }
 
+// closePartial closes the outputs r has (Close methods take nil).
 func (r *Result) closePartial() {
-	if r.O != nil {
-		r.O.Close()
-	}
-	if r.LSE != nil {
-		r.LSE.Close()
-	}
-	if r.Weights != nil {
-		r.Weights.Close()
-	}
+	r.O.Close()
+	r.LSE.Close()
+	r.Weights.Close()
 }
 
 func (d *Device) uploadWeightParams(ctx context.Context, wp *WeightParams) (wdt, bdt, a *vk.Buffer, err error) {
@@ -568,27 +593,35 @@ func (d *Device) uploadWeightParams(ctx context.Context, wp *WeightParams) (wdt,
 	return
 }
 
-// DynamicWeights computes the weights of every key of v ([B, Lk, Hkv, D]) from wp:
-// float32 [B, wp.Hb, Lk].
-func (d *Device) DynamicWeights(ctx context.Context, v *Tensor, wp WeightParams) (*Weights, error) {
+// DynamicWeights computes the weights of every key of v ([B, Lk, Hkv, D]) from wp (as
+// Options.WeightParams holds them): float32 [B, wp.Hb, Lk].
+func (d *Device) DynamicWeights(ctx context.Context, v *Tensor, wp *WeightParams) (*Weights, error) {
+	leave, err := d.enter("DynamicWeights", use{"v", v})
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	if v == nil || v.d != d {
 		return nil, fmt.Errorf("dma: DynamicWeights: v is nil or lives on another device")
+	}
+	if wp == nil {
+		return nil, fmt.Errorf("dma: DynamicWeights: wp is nil")
 	}
 	vs := v.shape
 	// Hb may be H (unknown here): accept any multiple of Hkv.
 	if wp.Hb < 1 || wp.Hb%vs.H != 0 {
 		return nil, fmt.Errorf("dma: DynamicWeights: Hb %d must be a positive multiple of Hkv=%d", wp.Hb, vs.H)
 	}
-	if err := checkWeightParams(&wp, vs, wp.Hb); err != nil {
+	if err := checkWeightParams(wp, vs, wp.Hb); err != nil {
 		return nil, err
 	}
 	p := kern.Params{B: u32(vs.B), Lk: u32(vs.L), Hkv: u32(vs.H), Hb: u32(wp.Hb), D: u32(vs.D),
 		Storage: v.dtype.storage(), V: view(v), Form: uint32(wp.Form), HasBdt: wp.Bdt != nil}
-	out, err := d.NewWeights(vs.B, wp.Hb, vs.L)
+	out, err := d.newWeights("DynamicWeights", vs.B, wp.Hb, vs.L)
 	if err != nil {
 		return nil, err
 	}
-	wdt, bdt, a, err := d.uploadWeightParams(ctx, &wp)
+	wdt, bdt, a, err := d.uploadWeightParams(ctx, wp)
 	if err != nil {
 		out.Close()
 		return nil, err

@@ -51,6 +51,8 @@ type KVCache struct {
 	steps        mru[stepKey, *stepProgram]
 	appends      mru[appendKey, *appendProgram]
 	fused        mru[stepKey, *stepProgram] // AppendAttendInto's
+
+	life lifetime
 }
 
 // maxStepPrograms bounds the recorded steps a cache keeps (AttendInto), and
@@ -63,6 +65,11 @@ const maxRecordedAppend = 16
 
 // NewKVCache allocates an empty cache.
 func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
+	leave, err := d.enter("NewKVCache")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	if cfg.BiasHeads == 0 {
 		cfg.BiasHeads = cfg.KVHeads
 	}
@@ -71,6 +78,9 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 	}
 	if cfg.DType != Float32 && cfg.DType != Float16 && cfg.DType != BFloat16 {
 		return nil, fmt.Errorf("dma: NewKVCache: unsupported dtype %v", cfg.DType)
+	}
+	if err := checkHeadDim(cfg.HeadDim); err != nil {
+		return nil, fmt.Errorf("dma: NewKVCache: %w", err)
 	}
 	if cfg.BiasHeads != cfg.KVHeads && cfg.BiasHeads%cfg.KVHeads != 0 {
 		return nil, fmt.Errorf("dma: NewKVCache: BiasHeads %d must be KVHeads %d or the query heads (a multiple of it)", cfg.BiasHeads, cfg.KVHeads)
@@ -95,14 +105,13 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 		c.tauLen[i] = -1
 	}
 	c.carryWords = kern.CarryScratchWords(&kern.Params{B: 1, Hb: u32(cfg.BiasHeads), Lk: u32(cfg.Capacity)}, u32(cfg.Capacity))
-	var err error
 	for _, x := range []struct {
 		dst  **vk.Buffer
 		size int64
 	}{{&c.k, kvBytes}, {&c.v, kvBytes}, {&c.ord, wBytes},
 		{&c.carryState, int64(cfg.Sequences) * int64(cfg.BiasHeads) * 8}, {&c.carryScratch, int64(cfg.Sequences) * c.carryWords * 4}} {
 		if *x.dst, err = d.vd.NewBuffer(x.size); err != nil {
-			c.Close()
+			c.free()
 			return nil, fmt.Errorf("dma: NewKVCache: %w", err)
 		}
 	}
@@ -110,14 +119,33 @@ func (d *Device) NewKVCache(cfg KVCacheConfig) (*KVCache, error) {
 		return r.Fill(c.carryScratch, 0, c.carryScratch.Size(), 0) // select_advance's counters start at 0
 	})
 	if err != nil {
-		c.Close()
+		c.free()
 		return nil, fmt.Errorf("dma: NewKVCache: %w", err)
+	}
+	if err := d.adopt("NewKVCache", c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// Len is the number of keys sequence seq holds.
+// enter starts call op on the cache, which uses the given objects too.
+func (c *KVCache) enter(op string, uses ...use) (func(), error) {
+	return c.d.enter(op, append([]use{{"the cache", c}}, uses...)...)
+}
+
+// resultUses are out's parts, as arguments of a call.
+func resultUses(out *Result) []use {
+	if out == nil {
+		return nil
+	}
+	return []use{{"out.O", out.O}, {"out.LSE", out.LSE}}
+}
+
+// Len is the number of keys sequence seq holds (0 once the cache is closed).
 func (c *KVCache) Len(seq int) int {
+	if c.d.isClosed(c) {
+		return 0
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if seq < 0 || seq >= len(c.lens) {
@@ -128,6 +156,11 @@ func (c *KVCache) Len(seq int) int {
 
 // Reset empties sequence seq (its memory is reused).
 func (c *KVCache) Reset(seq int) error {
+	leave, err := c.enter("KVCache.Reset")
+	if err != nil {
+		return err
+	}
+	defer leave()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if seq < 0 || seq >= len(c.lens) {
@@ -142,6 +175,11 @@ func (c *KVCache) Reset(seq int) error {
 // of the cache's dtype, weights [1, BiasHeads, n] (e.g. DynamicWeights of v). It fails,
 // changing nothing, when the sequence would exceed the capacity.
 func (c *KVCache) Append(ctx context.Context, seq int, k, v *Tensor, weights *Weights) error {
+	leave, err := c.enter("KVCache.Append", use{"k", k}, use{"v", v}, use{"weights", weights})
+	if err != nil {
+		return err
+	}
+	defer leave()
 	n, err := c.checkAppend(k, v, weights)
 	if err != nil {
 		return fmt.Errorf("dma: KVCache.Append: %w", err)
@@ -304,8 +342,9 @@ func growBuffer(d *Device, slot **vk.Buffer, size int64) (*vk.Buffer, error) {
 // Forward would give for these rows over the same keys. opt.Mode row or shared (causal:
 // shared selects once over every cached key; a window that covers every cached key is
 // mode none) or none; Window, Causal, Scale and Softcap
-// as in Forward; the weights are the cache's (opt.Weights, WeightParams, masks, biases and
-// key padding must be unset).
+// as in Forward (Window 0: every cached key); the weights are the cache's: opt.Weights
+// and WeightParams are ignored, so the prefill's Forward options serve here too, and
+// Mask, Bias and KeyPadding must be unset.
 func (c *KVCache) Attend(ctx context.Context, seq int, q *Tensor, opt Options) (*Result, error) {
 	rs, _, err := c.attend(ctx, []int{seq}, []*Tensor{q}, opt, false)
 	if err != nil {
@@ -357,10 +396,15 @@ type attendStep struct {
 // select's records and the split-K partials.
 type stepBuffers struct{ params, tau, sel, part *vk.Buffer }
 
-// checkOptions rejects the options a cache step cannot take.
+// checkStepOptions rejects the options a cache step cannot take. Weights and
+// WeightParams are ignored (the cache holds the weights of its keys), so that the
+// Options of a prefill's Forward serve its decode steps too.
 func checkStepOptions(opt Options) error {
-	if opt.Weights != nil || opt.WeightParams != nil || opt.Mask != nil || opt.Bias != nil || opt.KeyPadding != nil {
-		return fmt.Errorf("weights, masks, biases and key padding come from the cache")
+	if opt.Mask != nil || opt.Bias != nil || opt.KeyPadding != nil {
+		return fmt.Errorf("a cache step takes no Mask, Bias or KeyPadding (append only the keys that exist)")
+	}
+	if opt.Window < 0 {
+		return fmt.Errorf("window %d must be at least 1 (or 0: every key)", opt.Window)
 	}
 	if opt.Softcap < 0 || math.IsNaN(float64(opt.Softcap)) || math.IsInf(float64(opt.Softcap), 0) {
 		return fmt.Errorf("softcap %v must be finite and >= 0", opt.Softcap)
@@ -403,7 +447,7 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 		return nil, fmt.Errorf("%d query rows, but sequence %d holds %d keys (the rows are its last positions)", qsh.L, seq, lk)
 	}
 	mode := opt.Mode
-	if (mode == ModeRow || mode == ModeShared) && opt.Window >= lk {
+	if (mode == ModeRow || mode == ModeShared) && (opt.Window == 0 || opt.Window >= lk) {
 		mode = ModeNone
 	}
 	switch {
@@ -416,7 +460,10 @@ func (c *KVCache) newStep(seq int, q *Tensor, opt Options) (*attendStep, error) 
 	if scale == 0 {
 		scale = float32(1 / math.Sqrt(float64(qsh.D)))
 	}
-	w := max(opt.Window, 1)
+	w := 1 // mode none has no window
+	if mode == ModeRow || mode == ModeShared {
+		w = opt.Window // below lk here
+	}
 	bc := kern.BlockSize(w)
 	kvRow := uint32(cfg.KVHeads * cfg.HeadDim)
 	cacheView := kern.View{Off: uint32(seq) * uint32(cfg.Capacity) * kvRow, SB: uint32(cfg.Capacity) * kvRow, SL: kvRow, SH: uint32(cfg.HeadDim)}
@@ -510,6 +557,22 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 	fail := func(format string, a ...any) ([]*Result, Profile, error) {
 		return nil, prof, fmt.Errorf("dma: KVCache.Attend: "+format, a...)
 	}
+	op := "KVCache.Attend"
+	if len(seqs) != 1 {
+		op = "KVCache.AttendBatch"
+	}
+	uses := make([]use, len(qs))
+	for i, q := range qs {
+		uses[i] = use{fmt.Sprintf("qs[%d]", i), q}
+		if len(qs) == 1 {
+			uses[i].name = "q"
+		}
+	}
+	leave, err := c.enter(op, uses...)
+	if err != nil {
+		return nil, prof, err
+	}
+	defer leave()
 	if len(seqs) == 0 || len(seqs) != len(qs) {
 		return fail("%d sequences for %d query tensors", len(seqs), len(qs))
 	}
@@ -556,13 +619,13 @@ func (c *KVCache) attend(ctx context.Context, seqs []int, qs []*Tensor, opt Opti
 		res := &Result{Path: "decode"}
 		results[i] = res
 		qsh := qs[i].shape
-		if res.O, err = c.d.NewTensor(qs[i].dtype, qsh, qs[i].layout); err != nil {
+		if res.O, err = c.d.newTensor(op, qs[i].dtype, qsh, qs[i].layout); err != nil {
 			return nil, prof, err
 		}
-		if st.lse, err = c.d.vd.NewBuffer(int64(qsh.H) * int64(qsh.L) * 4); err != nil {
+		if res.LSE, err = c.d.newLSE(op, 1, qsh.H, qsh.L); err != nil {
 			return nil, prof, err
 		}
-		res.LSE = &LSE{buf: st.lse, B: 1, H: qsh.H, Lq: qsh.L}
+		st.lse = res.LSE.buf
 		st.o = res.O
 		st.p.O = view(res.O)
 	}
@@ -629,19 +692,25 @@ func stepProfile(ts []vk.Timestamp) Profile {
 // NewResult allocates the outputs of a step of q's shape, for AttendInto: O like q (shape,
 // dtype, layout) and the LSE of its rows.
 func (c *KVCache) NewResult(q *Tensor) (*Result, error) {
-	if err := c.checkQuery(q); err != nil {
-		return nil, fmt.Errorf("dma: KVCache.NewResult: %w", err)
-	}
-	o, err := c.d.NewTensor(q.dtype, q.shape, q.layout)
+	const op = "KVCache.NewResult"
+	leave, err := c.enter(op, use{"q", q})
 	if err != nil {
 		return nil, err
 	}
-	lse, err := c.d.vd.NewBuffer(int64(q.shape.H) * int64(q.shape.L) * 4)
+	defer leave()
+	if err := c.checkQuery(q); err != nil {
+		return nil, fmt.Errorf("dma: %s: %w", op, err)
+	}
+	o, err := c.d.newTensor(op, q.dtype, q.shape, q.layout)
+	if err != nil {
+		return nil, err
+	}
+	lse, err := c.d.newLSE(op, 1, q.shape.H, q.shape.L)
 	if err != nil {
 		o.Close()
 		return nil, err
 	}
-	return &Result{O: o, LSE: &LSE{buf: lse, B: 1, H: q.shape.H, Lq: q.shape.L}, Path: "decode"}, nil
+	return &Result{O: o, LSE: lse, Path: "decode"}, nil
 }
 
 // stepKey tells recorded steps apart: everything a recording bakes in.
@@ -709,7 +778,10 @@ func (c *KVCache) checkInto(q *Tensor, out *Result) error {
 	if out == nil || out.O == nil || out.LSE == nil {
 		return fmt.Errorf("nil result")
 	}
-	if out.O.d != c.d || out.O.shape != q.shape || out.O.dtype != q.dtype || out.O.layout != q.layout {
+	if out.O.d != c.d || out.LSE.d != c.d {
+		return fmt.Errorf("out is not of this device")
+	}
+	if out.O.shape != q.shape || out.O.dtype != q.dtype || out.O.layout != q.layout {
 		return fmt.Errorf("out.O is %v %v %v, want q's %v %v %v", out.O.shape, out.O.layout, out.O.dtype, q.shape, q.layout, q.dtype)
 	}
 	if out.LSE.B != 1 || out.LSE.H != q.shape.H || out.LSE.Lq != q.shape.L {
@@ -743,6 +815,11 @@ func (c *KVCache) attendInto(ctx context.Context, seq int, q *Tensor, out *Resul
 	fail := func(format string, a ...any) (Profile, error) {
 		return Profile{}, fmt.Errorf("dma: KVCache.AttendInto: "+format, a...)
 	}
+	leave, err := c.enter("KVCache.AttendInto", append([]use{{"q", q}}, resultUses(out)...)...)
+	if err != nil {
+		return Profile{}, err
+	}
+	defer leave()
 	if err := checkStepOptions(opt); err != nil {
 		return fail("%v", err)
 	}
@@ -842,8 +919,25 @@ func (c *KVCache) recordInto(st *attendStep, app *stepAppend, timed bool) (*step
 	return sp, nil
 }
 
-// Close frees the cache.
+// Close frees the cache and its recorded steps (once no call in progress uses it).
+// Closing again, or after the device's Close, does nothing and returns nil.
 func (c *KVCache) Close() error {
+	if c != nil && c.d != nil {
+		c.d.release(c)
+	}
+	return nil
+}
+
+func (c *KVCache) owner() *Device {
+	if c == nil {
+		return nil
+	}
+	return c.d
+}
+func (c *KVCache) state() *lifetime { return &c.life }
+
+// free releases the cache's programs and buffers.
+func (c *KVCache) free() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.steps.closeAll()
@@ -860,5 +954,4 @@ func (c *KVCache) Close() error {
 	}
 	c.k, c.v, c.ord, c.scratch = nil, nil, nil, nil
 	c.carryState, c.carryScratch, c.appendParams = nil, nil, nil
-	return nil
 }

@@ -26,6 +26,11 @@ func (c *KVCache) appendAttendInto(ctx context.Context, seq int, k, v *Tensor, w
 	fail := func(format string, a ...any) (Profile, error) {
 		return Profile{}, fmt.Errorf("dma: KVCache.AppendAttendInto: "+format, a...)
 	}
+	leave, err := c.enter("KVCache.AppendAttendInto", append([]use{{"k", k}, {"v", v}, {"weights", weights}, {"q", q}}, resultUses(out)...)...)
+	if err != nil {
+		return Profile{}, err
+	}
+	defer leave()
 	n, err := c.checkAppend(k, v, weights)
 	if err != nil {
 		return fail("%v", err)

@@ -7,7 +7,8 @@ type Mode int
 
 const (
 	// ModeRow: each row keeps the Window best-weighted keys of its own candidates (the
-	// paper's DMA).
+	// paper's DMA). It is the zero Mode, but with the zero Window (every key) it is
+	// dense attention: see Options.
 	ModeRow Mode = iota
 	// ModeShared: one choice per batch and head, the Window best-weighted keys overall;
 	// each row keeps those among its candidates.
@@ -69,10 +70,24 @@ type WeightParams struct {
 	Form Form
 }
 
-// Options configures Forward.
+// Options configures Forward, Backward and the steps of a KVCache.
+//
+// The zero Options is dense attention: every query row attends every key, without
+// causality, scale 1/sqrt(D), no bias, as flash_attn_func(q, k, v) and torch's
+// scaled_dot_product_attention(q, k, v) compute by default. Causal: true makes it
+// causal (a decoder); Window > 0 with Weights or WeightParams makes it DMA, each row
+// keeping the Window best-weighted keys of its candidates (Mode, zero: ModeRow):
+//
+//	dma.Options{}                                          // dense
+//	dma.Options{Causal: true}                              // dense causal
+//	dma.Options{Window: 2048, Causal: true, Weights: w}    // DMA, the paper's mode row
 type Options struct {
-	Mode   Mode
-	Window int  // w, the keys each row keeps (ModeRow, ModeShared); at least 1
+	Mode Mode
+	// Window is w, the keys each row keeps in ModeRow and ModeShared. 0 keeps every
+	// key, as does any window of at least Lk (the call is then ModeNone, exactly: no
+	// selection, the weights, when given, still bias the scores); a window from 1 to
+	// Lk-1 needs Weights or WeightParams to rank the keys. Negative windows are errors.
+	Window int
 	Causal bool // row i sees keys j <= i + Lk - Lq (bottom-right alignment)
 	// Scale multiplies q.k; 0 means 1/sqrt(D).
 	Scale float32
@@ -80,8 +95,10 @@ type Options struct {
 	Softcap float32
 
 	// The weights: given (Weights), or computed from V in the same submission
-	// (WeightParams). ModeRow and ModeShared need one of them; ModeNone and
-	// ModeExplicit work without (no weight bias).
+	// (WeightParams). ModeRow and ModeShared with a window need one of them; without
+	// a window and in ModeNone and ModeExplicit they are optional (no weight bias
+	// without). A KVCache step ignores both: the cache holds its keys' weights, so one
+	// Options serves a prefill's Forward and the decode steps after it.
 	Weights      *Weights
 	WeightParams *WeightParams
 
