@@ -102,12 +102,19 @@ func Parse(data []byte) (*Tokenizer, error) {
 	if isNull(f.Model) {
 		return nil, fmt.Errorf("no model")
 	}
+	var kind struct {
+		Type   string          `json:"type"`
+		Merges json.RawMessage `json:"merges"`
+	}
+	if err := json.Unmarshal(f.Model, &kind); err != nil {
+		return nil, fmt.Errorf("model: %v", err)
+	}
+	if kind.Type != "BPE" && !(kind.Type == "" && kind.Merges != nil) {
+		return nil, fmt.Errorf("model type %q is not supported (BPE)", kind.Type)
+	}
 	var m modelJSON
 	if err := json.Unmarshal(f.Model, &m); err != nil {
 		return nil, fmt.Errorf("model: %v", err)
-	}
-	if m.Type != "BPE" && !(m.Type == "" && m.Vocab != nil && m.Merges != nil) {
-		return nil, fmt.Errorf("model type %q is not supported (BPE)", m.Type)
 	}
 	if m.Dropout != nil && *m.Dropout > 0 {
 		return nil, fmt.Errorf("BPE dropout %v is not supported", *m.Dropout)
@@ -319,11 +326,11 @@ func buildDecoder(raw json.RawMessage) (decoder, error) {
 		if rep == "" {
 			rep = "\u2581"
 		}
-		drop := c.PrependScheme != "never" && (c.AddPrefixSpace == nil || *c.AddPrefixSpace)
-		if c.PrependScheme == "never" {
-			drop = false
+		prepended := c.PrependScheme != "never"
+		if c.PrependScheme == "" && c.AddPrefixSpace != nil { // older files
+			prepended = *c.AddPrefixSpace
 		}
-		return metaspaceDecoder(rep, drop), nil
+		return metaspaceDecoder(rep, prepended), nil
 	}
 	return nil, unknownType("decoder", c.Type)
 }
