@@ -67,6 +67,16 @@ func TestByteFallbackAndUnknown(t *testing.T) {
 	if _, err := tk.Tokens([]int{-1}); err == nil {
 		t.Error("Tokens of -1")
 	}
+	// ids 0 and 2 are holes between the vocabulary's ids
+	holes := parse(t, `{"model": {"type": "BPE", "vocab": {"a": 1, "b": 3}, "merges": []}}`)
+	for id, want := range map[int]bool{0: false, 1: true, 2: false, 3: true, 4: false} {
+		if _, ok := holes.IDToToken(id); ok != want {
+			t.Errorf("IDToToken(%d) ok %v, want %v", id, ok, want)
+		}
+	}
+	if _, err := holes.Decode([]int{0}, false); err == nil {
+		t.Error("Decode of a hole")
+	}
 	// The stream gives é only once both of its byte tokens are in.
 	sd := tk.NewStreamDecoder(false)
 	var got []string
@@ -266,4 +276,58 @@ func TestConcurrentEncode(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+func TestLowercase(t *testing.T) {
+	for in, want := range map[string]string{
+		"HeLLo":    "hello",
+		"ὈΔΥΣΣΕΎΣ": "ὀδυσσεύς", // Rust's own example: the final sigma only
+		"Σ":        "σ",        // no cased letter before
+		"ΑΣ.":      "ας.",      // the period is case-ignorable
+		"ΑΣΑ":      "ασα",
+		"İstanbul": "i\u0307stanbul",
+	} {
+		if got := lowercase(in); got != want {
+			t.Errorf("lowercase(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// naiveMerge is BPE by its definition: merge the lowest-ranked adjacent pair, leftmost
+// first, until none is left.
+func naiveMerge(b *bpe, ids []int) []int {
+	ids = append([]int(nil), ids...)
+	for {
+		best, at := merge{}, -1
+		for i := 0; i+1 < len(ids); i++ {
+			if m, ok := b.merges[[2]int{ids[i], ids[i+1]}]; ok && (at < 0 || m.rank < best.rank) {
+				best, at = m, i
+			}
+		}
+		if at < 0 {
+			return ids
+		}
+		ids[at] = best.id
+		ids = append(ids[:at+1], ids[at+2:]...)
+	}
+}
+
+func TestMergeMatchesDefinition(t *testing.T) {
+	tk := loadFixture(t, "doge")
+	var words []string
+	for _, c := range loadCases(t) {
+		for _, w := range tk.preTok([]string{c.Text}) {
+			words = append(words, w)
+		}
+	}
+	// and long words: runs of letters, repeated pieces, the whole prompt text unsplit
+	words = append(words, byteLevel(strings.Repeat("敏捷的棕色狐狸", 200)), byteLevel(strings.Repeat("ab", 500)),
+		byteLevel(strings.Repeat(" ", 300)), byteLevel(strings.ReplaceAll(loadCases(t)[len(loadCases(t))-1].Text, " ", "")))
+	for _, w := range words {
+		syms := tk.model.symbols(w)
+		want := naiveMerge(tk.model, syms)
+		if got := tk.model.merge(append([]int(nil), syms...)); !slices.Equal(got, want) {
+			t.Fatalf("%q: %v, want %v", w, got, want)
+		}
+	}
 }

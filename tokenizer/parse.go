@@ -149,15 +149,16 @@ func Parse(data []byte) (*Tokenizer, error) {
 	}
 	t.idToToken = make([]string, size)
 	t.special = make([]bool, size)
+	t.assigned = make([]bool, size)
 	for tok, id := range m.Vocab {
-		t.idToToken[id] = tok
+		t.idToToken[id], t.assigned[id] = tok, true
 		t.tokenToID[tok] = id
 	}
 	var raw, norm []*AddedToken
 	for _, a := range f.AddedTokens {
 		at := &AddedToken{ID: a.ID, Content: a.Content, SingleWord: a.SingleWord, LStrip: a.LStrip, RStrip: a.RStrip, Normalized: a.Normalized, Special: a.Special}
 		t.added = append(t.added, at)
-		t.idToToken[a.ID] = a.Content
+		t.idToToken[a.ID], t.assigned[a.ID] = a.Content, true
 		t.tokenToID[a.Content] = a.ID
 		t.special[a.ID] = a.Special
 		t.addedByStr[a.Content] = at
@@ -241,7 +242,7 @@ func buildNormalizer(raw json.RawMessage) (normalizer, error) {
 	case "NFC", "NFD", "NFKC", "NFKD":
 		return unicodeNormalizer(c.Type)
 	case "Lowercase":
-		return strings.ToLower, nil
+		return lowercase, nil
 	case "StripAccents":
 		return stripAccents, nil
 	case "Strip":

@@ -24,6 +24,7 @@ type Tokenizer struct {
 	normAdded  *addedMatcher
 	added      []*AddedToken
 	idToToken  []string
+	assigned   []bool // ids with a token: vocabularies may leave holes
 	special    []bool
 	tokenToID  map[string]int
 	addedByStr map[string]*AddedToken
@@ -119,7 +120,7 @@ func (t *Tokenizer) TokenToID(token string) (int, bool) {
 
 // IDToToken returns the token string of id.
 func (t *Tokenizer) IDToToken(id int) (string, bool) {
-	if id < 0 || id >= len(t.idToToken) || (t.idToToken[id] == "" && t.tokenToID[""] != id) {
+	if id < 0 || id >= len(t.idToToken) || !t.assigned[id] {
 		return "", false
 	}
 	return t.idToToken[id], true
