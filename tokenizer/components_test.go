@@ -8,6 +8,12 @@ import (
 	"testing"
 )
 
+// pre runs a pre-tokenizer on a whole text.
+func pre(p preTokenizer, text string) []string {
+	out, _ := p([]string{text}, true)
+	return out
+}
+
 func parse(t *testing.T, js string) *Tokenizer {
 	t.Helper()
 	tk, err := Parse([]byte(js))
@@ -147,18 +153,18 @@ func TestSplitBehaviors(t *testing.T) {
 		"MergedWithNext":     {"the", "-final", "-", "-countdown"},
 		"Contiguous":         {"the", "-", "final", "--", "countdown"},
 	} {
-		if got := splitPreTokenizer(p, behavior, false)([]string{"the-final--countdown"}); !slices.Equal(got, want) {
+		if got := pre(splitPreTokenizer(p, behavior, false), "the-final--countdown"); !slices.Equal(got, want) {
 			t.Errorf("%s: %q, want %q", behavior, got, want)
 		}
 	}
-	if got := splitPreTokenizer(p, "Removed", true)([]string{"the-final--countdown"}); !slices.Equal(got, []string{"-", "-", "-"}) {
+	if got := pre(splitPreTokenizer(p, "Removed", true), "the-final--countdown"); !slices.Equal(got, []string{"-", "-", "-"}) {
 		t.Errorf("inverted Removed: %q", got)
 	}
 	for individual, want := range map[bool][]string{
 		false: {"abc", "123", "de", "4"},
 		true:  {"abc", "1", "2", "3", "de", "4"},
 	} {
-		if got := digitsPreTokenizer(individual)([]string{"abc123de4"}); !slices.Equal(got, want) {
+		if got := pre(digitsPreTokenizer(individual), "abc123de4"); !slices.Equal(got, want) {
 			t.Errorf("Digits(%v): %q, want %q", individual, got, want)
 		}
 	}
@@ -172,7 +178,7 @@ func TestLookaheadPattern(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	split := splitPreTokenizer(p, "Isolated", false)
+	split := func(s []string) []string { return pre(splitPreTokenizer(p, "Isolated", false), s[0]) }
 	for text, want := range map[string][]string{
 		"Hello   world  \n\n  x   ": {"Hello", "  ", " world", "  \n\n", " ", " x", "   "},
 		"It'S 12345 ok":             {"It", "'S", " ", "123", "45", " ok"},
@@ -182,7 +188,7 @@ func TestLookaheadPattern(t *testing.T) {
 			t.Errorf("%q: %q, want %q", text, got, want)
 		}
 	}
-	gpt2 := byteLevelPreTokenizer(true, true)([]string{"Hi  there  "})
+	gpt2 := pre(byteLevelPreTokenizer(true, true), "Hi  there  ")
 	if want := []string{"ĠHi", "Ġ", "Ġthere", "ĠĠ"}; !slices.Equal(gpt2, want) {
 		t.Errorf("GPT-2 ByteLevel: %q, want %q", gpt2, want)
 	}
@@ -316,7 +322,7 @@ func TestMergeMatchesDefinition(t *testing.T) {
 	tk := loadFixture(t, "doge")
 	var words []string
 	for _, c := range loadCases(t) {
-		for _, w := range tk.preTok([]string{c.Text}) {
+		for _, w := range pre(tk.preTok, c.Text) {
 			words = append(words, w)
 		}
 	}
@@ -329,5 +335,41 @@ func TestMergeMatchesDefinition(t *testing.T) {
 		if got := tk.model.merge(append([]int(nil), syms...)); !slices.Equal(got, want) {
 			t.Fatalf("%q: %v, want %v", w, got, want)
 		}
+	}
+}
+
+func TestMetaspace(t *testing.T) {
+	for _, tc := range []struct {
+		scheme string
+		split  bool
+		text   string
+		first  bool
+		want   []string
+	}{
+		{"always", true, "Hello  world", true, []string{"▁Hello", "▁", "▁world"}},
+		{"always", false, "Hello world", false, []string{"▁Hello▁world"}},
+		{"first", true, "Hello world", true, []string{"▁Hello", "▁world"}},
+		{"first", true, "Hello world", false, []string{"Hello", "▁world"}}, // after an added token
+		{"never", true, " Hello", true, []string{"▁Hello"}},
+		{"always", true, "▁x", true, []string{"▁x"}}, // already there
+	} {
+		got, _ := metaspacePreTokenizer("▁", tc.scheme, tc.split)([]string{tc.text}, tc.first)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s split %v %q first %v: %q, want %q", tc.scheme, tc.split, tc.text, tc.first, got, tc.want)
+		}
+	}
+	// Through a whole tokenizer: "first" puts ▁ at the start of the text only, not after
+	// an added token; the decoder takes it away again.
+	tk := parse(t, `{"added_tokens": [{"id": 9, "content": "<s>", "special": true}],
+	 "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true},
+	 "model": {"type": "BPE", "vocab": {"▁": 0, "a": 1, "b": 2, "▁a": 3, "▁b": 4}, "merges": [["▁", "a"], ["▁", "b"]]},
+	 "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"}}`)
+	for text, want := range map[string][]int{"a b": {3, 4}, "<s>a b": {9, 1, 4}, "b<s> a": {4, 9, 3}} {
+		if got := tk.Encode(text, false); !slices.Equal(got, want) {
+			t.Errorf("Encode(%q) = %v, want %v", text, got, want)
+		}
+	}
+	if got, _ := tk.Decode([]int{3, 4}, false); got != "a b" {
+		t.Errorf("Decode = %q", got)
 	}
 }

@@ -53,6 +53,7 @@ type component struct {
 	// Metaspace
 	Replacement   string `json:"replacement"`
 	PrependScheme string `json:"prepend_scheme"`
+	Split         *bool  `json:"split"`
 	// TemplateProcessing
 	Single        []map[string]templatePart `json:"single"`
 	SpecialTokens map[string]struct {
@@ -288,6 +289,21 @@ func buildPreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		return splitPreTokenizer(p, c.Behavior, c.Invert), nil
 	case "Digits":
 		return digitsPreTokenizer(c.IndividualDigits), nil
+	case "Metaspace":
+		rep, scheme := c.Replacement, c.PrependScheme
+		if rep == "" {
+			rep = "\u2581"
+		}
+		if scheme == "" { // older files: add_prefix_space
+			scheme = "always"
+			if c.AddPrefixSpace != nil && !*c.AddPrefixSpace {
+				scheme = "never"
+			}
+		}
+		if scheme != "always" && scheme != "first" && scheme != "never" {
+			return nil, fmt.Errorf("pre_tokenizer Metaspace: prepend_scheme %q", scheme)
+		}
+		return metaspacePreTokenizer(rep, scheme, c.Split == nil || *c.Split), nil
 	}
 	return nil, unknownType("pre_tokenizer", c.Type)
 }

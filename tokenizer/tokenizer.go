@@ -1,7 +1,7 @@
 // Package tokenizer reads Hugging Face tokenizer.json files (the fast tokenizers of the
 // tokenizers library) and encodes and decodes text with them, giving the ids tokenizers
 // gives: BPE with its normalizer, pre-tokenizer (ByteLevel, Split with Oniguruma-style
-// patterns, Digits, Sequence), post-processor (TemplateProcessing, RobertaProcessing,
+// patterns, Metaspace, Digits, Sequence), post-processor (TemplateProcessing, RobertaProcessing,
 // BertProcessing, ByteLevel) and decoder (ByteLevel, ByteFallback, Fuse, Replace, Strip,
 // Metaspace), and added and special tokens. Components it does not know are an error
 // when the file is read, never a silently different tokenization.
@@ -50,7 +50,7 @@ func Load(path string) (*Tokenizer, error) {
 func (t *Tokenizer) Encode(text string, addSpecialTokens bool) []int {
 	text = strings.ToValidUTF8(text, "\uFFFD")
 	var ids []int
-	for _, p := range t.rawAdded.split(text) {
+	for i, p := range t.rawAdded.split(text) {
 		if p.token != nil {
 			ids = append(ids, p.token.ID)
 			continue
@@ -59,14 +59,14 @@ func (t *Tokenizer) Encode(text string, addSpecialTokens bool) []int {
 		if t.normalize != nil {
 			s = t.normalize(s)
 		}
-		for _, q := range t.normAdded.split(s) {
+		for j, q := range t.normAdded.split(s) {
 			if q.token != nil {
 				ids = append(ids, q.token.ID)
 				continue
 			}
 			words := []string{q.text}
 			if t.preTok != nil {
-				words = t.preTok(words)
+				words, _ = t.preTok(words, i == 0 && j == 0)
 			}
 			for _, w := range words {
 				ids = t.model.tokenize(ids, w)
