@@ -163,7 +163,8 @@ func (t *Tokenizer) NewStreamDecoder(skipSpecialTokens bool) *StreamDecoder {
 }
 
 // Next takes one id and returns the text it completes; ok is false while the text so
-// far ends inside a character (or adds nothing).
+// far ends inside a character (or adds nothing). Like tokenizers', it also holds back a
+// text that ends in U+FFFD itself until a later id.
 func (d *StreamDecoder) Next(id int) (text string, ok bool, err error) {
 	d.ids = append(d.ids, id)
 	s, err := d.t.Decode(d.ids, d.skipSpecial)
