@@ -53,3 +53,30 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEncode(b *testing.B) {
+	tk, err := Load(filepath.Join(fixtures, "tokenizers", "doge", "tokenizer.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(fixtures, "tokenizer_cases.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cases []tokenizerCase
+	if err := json.Unmarshal(data, &cases); err != nil {
+		b.Fatal(err)
+	}
+	var text strings.Builder
+	for text.Len() < 1<<20 {
+		for _, c := range cases {
+			text.WriteString(c.Text)
+		}
+	}
+	s := text.String()
+	b.SetBytes(int64(len(s)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tk.Encode(s, true)
+	}
+}
