@@ -145,8 +145,10 @@ void main() {
 					}
 					float capd;
 					float s = pairScore(dot, kdel[c], hasBias, i, myJ, capd);
-					p = exp(s - lse);
-					ds = p * (dp - rowDsum[r]) * capd;
+					if (s != NEG_INF) {  // P = 0 exactly: nothing of V or dO passes (spec section 7)
+						p = exp(s - lse);
+						ds = p * (dp - rowDsum[r]) * capd;
+					}
 				}
 				Ps[r * PS + c] = p;
 				dSs[r * PS + c] = ds;
