@@ -20,9 +20,10 @@
 // SCATTER = 0 only dQ and Dsum are written; attention_bwd_kv.comp then computes dK, dV
 // and dDelta key-major, in a fixed order (the deterministic mode).
 // Non-finite values (spec section 7, ref.Backward): a row whose LSE is NaN has P NaN on
-// its kept keys; a pair with score -inf, or not kept, contributes nothing, and a tile
-// with a non-finite q or dO sums only contributing pairs into dK and dV (P = -1 marks
-// the others), so nothing reaches a key that no affected row keeps.
+// its kept keys; a pair with score -inf, or not kept, contributes nothing, a term with
+// dS = 0 adds nothing to dQ or dK (not even 0 * inf), and a tile with a non-finite q or
+// dO sums only such terms and contributing pairs into dK and dV (P = -1 marks the
+// others), so nothing reaches a key that no affected row keeps.
 //
 // Specialization: DH (= P.D, a multiple of 8, at most 256), BR rows, BC keys per chunk
 // (a multiple of 8), NT = 8 * BR invocations, SCATTER.
@@ -112,8 +113,9 @@ void main() {
 	barrier();
 	float dsum = 0.0;
 	for (uint x = 0u; x < 8u; x++) dsum += red[r * 8u + x];
-	// With a non-finite q or dO in the tile, the key sums below add only the pairs that
-	// contribute (P marked -1 elsewhere): 0 * NaN would reach keys the row does not keep.
+	// With a non-finite q or dO in the tile, the key sums below add only the terms with a
+	// nonzero dS (dK) and the pairs that contribute (dV; P marked -1 elsewhere): 0 * NaN
+	// would reach keys the row does not keep.
 	bool guardSums = tileBad != 0u;
 	float pNone = guardSums ? -1.0 : 0.0;
 	float lse = real ? lseb[lseAt] : NEG_INF;
@@ -267,11 +269,9 @@ void main() {
 					}
 				} else {
 					for (uint rr = 0u; rr < BR; rr++) {
-						float pp = Ps[rr * SS + c];
-						if (!(pp < 0.0)) {
-							sk = fma(dSs[rr * SS + c], Qs[rr * RS + d], sk);
-							sv = fma(pp, dOs[rr * RS + d], sv);
-						}
+						float pp = Ps[rr * SS + c], ds = dSs[rr * SS + c];
+						if (ds != 0.0) sk = fma(ds, Qs[rr * RS + d], sk);
+						if (!(pp < 0.0)) sv = fma(pp, dOs[rr * RS + d], sv);
 					}
 				}
 				uint j = klist[c];

@@ -279,3 +279,35 @@ func TestDecodeNonFinite(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { runAttnCase(t, e, c) })
 	}
 }
+
+// TestBackwardNonFinite: both modes of RecordBackward against ref.Backward with NaN and
+// infinities in q, k, v and the weights (the plan built on the device): NaN exactly
+// where the reference has one (rows whose forward is NaN, and the keys they keep), the
+// reference's values elsewhere.
+func TestBackwardNonFinite(t *testing.T) {
+	e := newAttnEnv(t)
+	row, shared, none, expl := ref.ModeRow, ref.ModeShared, ref.ModeNone, ref.ModeExplicit
+	var cs []attnCase
+	for _, what := range []string{"q", "k", "v", "w", "all"} {
+		cs = append(cs,
+			attnCase{name: "row/causal/L130/" + what, Lq: 130, mode: row, causal: true, w: 16, inject: what},
+			attnCase{name: "shared/causal/Lq100-Lk33/" + what, Lq: 100, Lk: 33, mode: shared, causal: true, w: 5, inject: what},
+			attnCase{name: "none/noncausal/L65/f16/" + what, Lq: 65, mode: none, hbKV: true, f16: true, inject: what},
+			attnCase{name: "row/multiblock/pad/bf16/" + what, B: 2, H: 2, Hkv: 1, Lq: 300, mode: row, causal: true, w: 40, pad: "rand", bf16: true, inject: what},
+		)
+	}
+	cs = append(cs,
+		attnCase{name: "row/softcap/all", Lq: 65, mode: row, causal: true, w: 16, softcap: 2, inject: "all"},
+		attnCase{name: "explicit/causal/q+v", Lq: 65, mode: expl, causal: true, maskShape: []int{2, 1, 65, 65}, biasShape: []int{1, 4, 1, 65}, inject: "q+v"},
+	)
+	for _, c := range cs {
+		t.Run(c.name, func(t *testing.T) {
+			pr := newBwdProblem(t, e, c)
+			for _, det := range []bool{false, true} {
+				g := pr.run(t, e, det)
+				t.Logf("deterministic=%v", det)
+				pr.check(t, g, bwdTol(&pr.c))
+			}
+		})
+	}
+}
