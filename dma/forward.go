@@ -244,6 +244,11 @@ func (d *Device) limits(sizes map[string]int64) error {
 
 // Forward computes Dynamic Mask Attention of q ([B, Lq, H, D]) over k and v
 // ([B, Lk, Hkv, D]) and returns O and the log-sum-exp of every row.
+//
+// Non-finite values follow spec section 7 on every path: weights rank as torch.topk
+// ranks them (NaN above +Inf); a row whose kept scores hold a NaN or +Inf (a NaN in its
+// query or a kept key, a NaN or +Inf weight) gets NaN O and LSE, a NaN in a kept value
+// row NaN O; nothing reaches a row that does not keep the key.
 func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, error) {
 	res, _, err := d.forward(ctx, q, k, v, opt, false)
 	return res, err
