@@ -65,7 +65,9 @@ func injectNonFinite(ctx context.Context, c Case, rng *rand.Rand, hb int, ropt r
 			if n == 0 {
 				val = math.NaN()
 			}
-			x.t.Set(at[0], at[1], at[2], rng.IntN(x.t.D), val)
+			if d := rng.IntN(x.t.D); isFinite(x.t.At(at[0], at[1], at[2], d)) { // never undo an earlier one
+				x.t.Set(at[0], at[1], at[2], d, val)
+			}
 		}
 	}
 	for _, x := range []struct {
@@ -89,7 +91,9 @@ func injectNonFinite(ctx context.Context, c Case, rng *rand.Rand, hb int, ropt r
 		if hb == s.H {
 			bh = key[2]*s.Group() + rng.IntN(s.Group())
 		}
-		delta[(key[0]*hb+bh)*s.Lk+key[1]] = val
+		if at := (key[0]*hb+bh)*s.Lk + key[1]; isFinite(delta[at]) {
+			delta[at] = val
+		}
 	}
 	return wt.Upload(ctx, f32s(delta))
 }
@@ -118,3 +122,5 @@ func maxFinite(x []float64) float64 {
 }
 
 func f32s(x []float64) []float32 { return ref.ToFloat32Slice(x) }
+
+func isFinite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
