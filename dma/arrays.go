@@ -89,7 +89,8 @@ func (w *Weights) state() *lifetime { return &w.life }
 func (w *Weights) free()            { w.buf.Close() }
 
 // LSE is the log-sum-exp of every query row's scores: float32 [B, H, Lq]; -Inf for rows
-// that keep no key. The backward pass needs it.
+// that keep no key, NaN for rows whose kept scores hold a NaN or +Inf (spec section 7).
+// The backward pass needs it.
 type LSE struct {
 	d        *Device
 	buf      *vk.Buffer

@@ -57,7 +57,8 @@ func (g *Grads) Close() error {
 // The selection is a constant (it has no gradient), as are an explicit Mask and Bias.
 // The selection plan is rebuilt from the same weights, so each row sees exactly the keys
 // it kept in the forward; the work is proportional to the kept (row, key) pairs, as in
-// Forward. Rows that kept no key contribute nothing.
+// Forward. Rows that kept no key contribute nothing. Non-finite values go where
+// ref.Backward says (spec section 7): a NaN row's keys get NaN gradients, no other key.
 //
 // Backward runs the portable kernels, whatever path Forward took.
 func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO *Tensor, opt Options, bo BackwardOptions) (*Grads, error) {

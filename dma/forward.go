@@ -270,6 +270,11 @@ func (d *Device) limits(sizes map[string]int64) error {
 // for a decoder, and Window with Weights or WeightParams for DMA (see Options).
 // Every argument is checked before any GPU work: a closed one fails with ErrClosed,
 // named ("dma: Forward: q is closed").
+//
+// Non-finite values follow section 7 of docs/dma-semantics.md on every path: weights
+// rank as torch.topk ranks them (NaN above +Inf); a row whose kept scores hold a NaN or
+// +Inf (a NaN in its query or a kept key, a NaN or +Inf weight) gets NaN O and LSE, a
+// NaN in a kept value row NaN O; nothing reaches a row that does not keep the key.
 func (d *Device) Forward(ctx context.Context, q, k, v *Tensor, opt Options) (*Result, error) {
 	res, _, err := d.forward(ctx, "Forward", q, k, v, opt, false)
 	return res, err

@@ -31,7 +31,20 @@ type Grads struct {
 // (the last factor only when softcap is on, raw being the score before
 // capping), dQ_i = scale * sum_j dS_ij k_j, dK_j = scale * sum_i dS_ij q_i,
 // dV_j = sum_i P_ij dO_i and dDelta_j = sum_i dS_ij. The explicit Bias gets
-// no gradient. Rows that keep no key contribute nothing.
+// no gradient. Rows that keep no key contribute nothing, nor do kept keys
+// whose score is -inf (P_ij = 0 exactly: not even a NaN in v_j or dO_i
+// reaches a gradient through them).
+//
+// Non-finite values (spec section 7) go where the chain rule takes them and
+// nowhere else. A row whose forward is NaN (lse_i NaN) has P_ij = NaN, so
+// dQ_i and the dK_j, dV_j, dDelta_j of every key it keeps are NaN; a row
+// whose o_i is NaN through a NaN in a kept v_j has dot(dO_i, o_i) = NaN, so
+// dQ_i and the dK_j, dDelta_j of every key it keeps are NaN, while dV stays
+// finite (P and dO are). A gradient of a key that no such row keeps, and of
+// a row that keeps no such key, stays finite: a value is never multiplied by
+// the zero of a (row, key) pair that is not kept. A kept pair whose dS_ij is
+// exactly 0 (the softcap's derivative at an infinite raw score) adds nothing
+// to dQ_i, dK_j or dDelta_j either, so an infinity in k_j or q_i stays out.
 func Backward(q, k, v *Tensor4, delta []float64, hb int, opts Options, o *Tensor4, lse []float64, dO *Tensor4) (*Grads, error) {
 	p, err := newProblem(q, k, v, delta, hb, opts)
 	if err != nil {
@@ -85,6 +98,11 @@ func Backward(q, k, v *Tensor4, delta []float64, hb int, opts Options, o *Tensor
 						ds *= 1 - t*t
 					}
 					floats.AddScaled(g.DV.Row(b, j, kvh), pij, doi)
+					if ds == 0 {
+						// Adds nothing, not even 0 * inf: with the softcap on, an
+						// infinite raw score has dS = 0 whatever k_j or q_i hold.
+						continue
+					}
 					floats.AddScaled(dqi, p.scale*ds, k.Row(b, j, kvh))
 					floats.AddScaled(g.DK.Row(b, j, kvh), p.scale*ds, qi)
 					if g.DDelta != nil {

@@ -20,6 +20,15 @@
 //	Backward                           section 4, dO -> dQ, dK, dV, dDelta
 //	WeightsBackward                    section 4, dDelta -> dA, dWdt, dbdt, dV
 //
+// # Non-finite values
+//
+// NaN and infinities follow spec section 7: Better ranks weights as
+// torch.topk does (NaN above +Inf), Forward gives NaN O and LSE to the rows
+// whose kept scores hold a NaN or +Inf and to no other row, and Backward and
+// WeightsBackward add no term whose coefficient is exactly 0, so a
+// non-finite value reaches only the gradients that the rows keeping it lead
+// to.
+//
 // # Layouts
 //
 // Q, K, V, O and their gradients are Tensor4 values in [B, L, H, D] order

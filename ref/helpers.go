@@ -25,7 +25,8 @@ func RandSlice(rng *rand.Rand, n int, scale float64) []float64 {
 
 // MaxAbsDiff returns max_i |a_i - b_i|. Equal values count as no
 // difference, so matching infinities (an empty row's lse = -inf) compare
-// equal; an infinity against anything else, or a NaN, gives +Inf.
+// equal, and so do two NaNs (a NaN row where the reference has one); an
+// infinity against anything else, or a NaN against a number, gives +Inf.
 // It panics if the lengths differ.
 func MaxAbsDiff(a, b []float64) float64 {
 	if len(a) != len(b) {
@@ -33,7 +34,7 @@ func MaxAbsDiff(a, b []float64) float64 {
 	}
 	var m float64
 	for i := range a {
-		if a[i] == b[i] {
+		if a[i] == b[i] || math.IsNaN(a[i]) && math.IsNaN(b[i]) {
 			continue
 		}
 		d := math.Abs(a[i] - b[i])
@@ -49,12 +50,12 @@ func MaxAbsDiff(a, b []float64) float64 {
 const relErrTiny = 1e-30
 
 // RelErr returns MaxAbsDiff(a, b) / max(max_i |b_i|, tiny), b being the
-// reference. Infinite entries of b are left out of the denominator.
+// reference. Infinite and NaN entries of b are left out of the denominator.
 // It panics if the lengths differ.
 func RelErr(a, b []float64) float64 {
 	var m float64
 	for _, x := range b {
-		if !math.IsInf(x, 0) {
+		if !math.IsInf(x, 0) && !math.IsNaN(x) {
 			m = max(m, math.Abs(x))
 		}
 	}

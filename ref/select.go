@@ -1,6 +1,7 @@
 package ref
 
 import (
+	"math"
 	"slices"
 )
 
@@ -8,11 +9,20 @@ import (
 // db: the larger weight first and, on equal weight, the later key first.
 // Distinct keys never tie, so the ranking is a strict total order.
 //
-// The comparison is numeric, so -0 and +0 are equal weights and the later
-// key wins; an implementation that ranks by the float's bits must map -0 to
-// +0 first. NaN weights are outside the contract.
+// Non-finite weights rank as torch.topk ranks them (spec section 7): NaN
+// above +Inf, every NaN equal to every other (the later key first among
+// them), -Inf below every finite weight. The comparison is numeric
+// otherwise, so -0 and +0 are equal weights and the later key wins; an
+// implementation that ranks by the float's bits must map -0 to +0 and every
+// NaN to one NaN first.
 func Better(da float64, a int, db float64, b int) bool {
-	if da != db {
+	nanA, nanB := math.IsNaN(da), math.IsNaN(db)
+	switch {
+	case nanA && nanB:
+		return a > b
+	case nanA || nanB:
+		return nanA
+	case da != db:
 		return da > db
 	}
 	return a > b

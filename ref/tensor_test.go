@@ -42,6 +42,9 @@ func TestHelpers(t *testing.T) {
 	assert.Equal(t, 0.5, ref.MaxAbsDiff([]float64{1, 2, inf}, []float64{1, 2.5, inf}))
 	assert.True(t, math.IsInf(ref.MaxAbsDiff([]float64{inf}, []float64{0}), 1))
 	assert.True(t, math.IsInf(ref.MaxAbsDiff([]float64{math.NaN()}, []float64{0}), 1))
+	assert.True(t, math.IsInf(ref.MaxAbsDiff([]float64{0}, []float64{math.NaN()}), 1))
+	assert.Equal(t, 0.0, ref.MaxAbsDiff([]float64{math.NaN()}, []float64{math.NaN()}), "NaN where the reference has NaN")
+	assert.Equal(t, 0.125, ref.RelErr([]float64{1, 4.5, math.NaN()}, []float64{1, 4, math.NaN()}), "NaN left out of the scale")
 	// relative to the largest finite |b|: 0.5 / 4
 	assert.Equal(t, 0.125, ref.RelErr([]float64{1, 4.5, inf}, []float64{1, 4, inf}))
 	assert.Equal(t, 0.0, ref.RelErr([]float64{0}, []float64{0}))

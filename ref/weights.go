@@ -138,6 +138,10 @@ func DynamicWeights(v *Tensor4, p WeightParams) []float64 {
 //
 // then dWdt = Vfᵀ·ddt, dbdt = the column sums of ddt and dVf = ddt·Wdtᵀ.
 //
+// A key whose dDelta is 0 (one no row keeps, a padded key) adds nothing, not
+// even 0 * NaN: a NaN or an infinity in its value row, or its weight, reaches
+// no gradient (spec section 7).
+//
 // It panics if p or dDelta does not fit v.
 func WeightsBackward(v *Tensor4, p WeightParams, dDelta []float64) (dA, dWdt, dBdt []float64, dV *Tensor4) {
 	vf, w, dt := dtMatrix(v, p)
@@ -152,6 +156,9 @@ func WeightsBackward(v *Tensor4, p WeightParams, dDelta []float64) (dA, dWdt, dB
 			r := b*v.L + j
 			for c := 0; c < p.Hb; c++ {
 				gd := dDelta[(b*p.Hb+c)*v.L+j]
+				if gd == 0 {
+					continue // ddt stays 0
+				}
 				x, a := dt.At(r, c), p.A[c]
 				sp, sig := Softplus(x), Sigmoid(x)
 				if p.Form == FormExp {
@@ -166,9 +173,18 @@ func WeightsBackward(v *Tensor4, p WeightParams, dDelta []float64) (dA, dWdt, dB
 		}
 	}
 
-	var dw mat.Dense
-	dw.Mul(vf.T(), ddt)
-	dWdt = dw.RawMatrix().Data
+	// dWdt = Vfᵀ·ddt over the rows with a nonzero ddt only (0 * NaN is NaN).
+	k := v.H * v.D
+	dWdt = make([]float64, k*p.Hb)
+	for r := 0; r < n; r++ {
+		for c := 0; c < p.Hb; c++ {
+			if d := ddt.At(r, c); d != 0 {
+				for f := 0; f < k; f++ {
+					dWdt[f*p.Hb+c] += vf.At(r, f) * d
+				}
+			}
+		}
+	}
 
 	if p.Bdt != nil {
 		dBdt = make([]float64, p.Hb)

@@ -19,6 +19,11 @@
 // order of those additions, and so their last bits, vary from run to run. With
 // SCATTER = 0 only dQ and Dsum are written; attention_bwd_kv.comp then computes dK, dV
 // and dDelta key-major, in a fixed order (the deterministic mode).
+// Non-finite values (spec section 7, ref.Backward): a row whose LSE is NaN has P NaN on
+// its kept keys; a pair with score -inf, or not kept, contributes nothing, a term with
+// dS = 0 adds nothing to dQ or dK (not even 0 * inf), and a tile with a non-finite q or
+// dO sums only such terms and contributing pairs into dK and dV (P = -1 marks the
+// others), so nothing reaches a key that no affected row keeps.
 //
 // Specialization: DH (= P.D, a multiple of 8, at most 256), BR rows, BC keys per chunk
 // (a multiple of 8), NT = 8 * BR invocations, SCATTER.
@@ -51,6 +56,7 @@ shared uint scanb[NT];
 shared float red[NT];
 shared uvec2 tauS[BR];
 shared uint stopFlag;
+shared uint tileBad;  // a real row's q or dO holds a NaN or an infinity
 
 void main() {
 	uint tid = gl_LocalInvocationID.x;
@@ -79,14 +85,20 @@ void main() {
 	// q and dO rows of the tile (zero for rows that do not exist).
 	uint qBase = P.qOff + bIdx * P.qSB + hIdx * P.qSH;
 	uint doBase = PC.doOff + bIdx * PC.doSB + hIdx * PC.doSH;
+	if (tid == 0u) tileBad = 0u;
+	bool myBad = false;
 	for (uint e = tid; e < BR * DH; e += NT) {
 		uint rr = e / DH, d = e - rr * DH;
 		int ri = tpos + int(rr) - P.posOffset;
 		bool ok = ri >= 0 && ri < int(P.Lq);
-		Qs[rr * RS + d] = ok ? loadQ(qBase + uint(ri) * P.qSL + d) : 0.0;
-		dOs[rr * RS + d] = ok ? loadDO(doBase + uint(ri) * PC.doSL + d) : 0.0;
+		float qv = ok ? loadQ(qBase + uint(ri) * P.qSL + d) : 0.0;
+		float dov = ok ? loadDO(doBase + uint(ri) * PC.doSL + d) : 0.0;
+		myBad = myBad || !finite32(qv) || !finite32(dov);
+		Qs[rr * RS + d] = qv;
+		dOs[rr * RS + d] = dov;
 	}
 	barrier();
+	if (myBad) tileBad = 1u;  // read after the barrier below
 
 	// Dsum_i = dot(dO_i, O_i): 8 partial sums per row, added in a fixed order.
 	uint lseAt = (bIdx * P.H + hIdx) * P.Lq + myRow;
@@ -101,6 +113,11 @@ void main() {
 	barrier();
 	float dsum = 0.0;
 	for (uint x = 0u; x < 8u; x++) dsum += red[r * 8u + x];
+	// With a non-finite q or dO in the tile, the key sums below add only the terms with a
+	// nonzero dS (dK) and the pairs that contribute (dV; P marked -1 elsewhere): 0 * NaN
+	// would reach keys the row does not keep.
+	bool guardSums = tileBad != 0u;
+	float pNone = guardSums ? -1.0 : 0.0;
 	float lse = real ? lseb[lseAt] : NEG_INF;
 	if (real && l == 0u) dsumb[lseAt] = dsum;
 
@@ -208,9 +225,10 @@ void main() {
 		barrier();
 
 		// P and dS of the chunk (0 where the row does not keep the key: such a key's V,
-		// possibly NaN, is never read into a product).
+		// possibly NaN, is never read into a product; P = pNone where the pair contributes
+		// nothing, score -inf included).
 		for (uint c = l; c < BC; c += 8u) {
-			float p = 0.0, ds = 0.0;
+			float p = pNone, ds = 0.0;
 			if (c < n && rowLive) {
 				uint j = klist[c];
 				bool keep = !causal || int(j) <= myPos;
@@ -224,8 +242,10 @@ void main() {
 					}
 					float capd;
 					float s = pairScore(dot, kdel[c], hasBias, myRow, j, capd);
-					p = exp(s - lse);
-					ds = p * (dp - dsum) * capd;
+					if (s != NEG_INF) {  // P = 0 exactly: nothing of V or dO passes (spec section 7)
+						p = exp(s - lse);
+						ds = p * (dp - dsum) * capd;
+					}
 				}
 			}
 			Ps[r * SS + c] = p;
@@ -242,9 +262,17 @@ void main() {
 			for (uint e = tid; e < n * DH; e += NT) {
 				uint c = e / DH, d = e - c * DH;
 				float sk = 0.0, sv = 0.0;
-				for (uint rr = 0u; rr < BR; rr++) {
-					sk = fma(dSs[rr * SS + c], Qs[rr * RS + d], sk);
-					sv = fma(Ps[rr * SS + c], dOs[rr * RS + d], sv);
+				if (!guardSums) {
+					for (uint rr = 0u; rr < BR; rr++) {
+						sk = fma(dSs[rr * SS + c], Qs[rr * RS + d], sk);
+						sv = fma(Ps[rr * SS + c], dOs[rr * RS + d], sv);
+					}
+				} else {
+					for (uint rr = 0u; rr < BR; rr++) {
+						float pp = Ps[rr * SS + c], ds = dSs[rr * SS + c];
+						if (ds != 0.0) sk = fma(ds, Qs[rr * RS + d], sk);
+						if (!(pp < 0.0)) sv = fma(pp, dOs[rr * RS + d], sv);
+					}
 				}
 				uint j = klist[c];
 				if (sk != 0.0) atomicAddDK(dkBase + j * PC.dkSL + d, scale * sk);

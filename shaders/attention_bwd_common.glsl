@@ -37,6 +37,9 @@ layout(push_constant) uniform Push {
 
 const float NEG_INF = -1.0 / 0.0;
 
+// Whether x is neither NaN nor an infinity (a bit test: no float compare to fold away).
+bool finite32(float x) { return (floatBitsToUint(x) & 0x7f800000u) != 0x7f800000u; }
+
 bool packed16, bf16;  // P.storage, set by main
 float load16or32(uint w, uint e) { return packed16 ? unpack16(w, e, bf16) : uintBitsToFloat(w); }
 float loadQ(uint e) { return load16or32(qbuf[packed16 ? e >> 1 : e], e); }

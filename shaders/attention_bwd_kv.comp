@@ -135,7 +135,7 @@ void main() {
 
 			for (uint r = l; r < BRK; r += 8u) {
 				uint i = i0 + r;
-				float p = 0.0, ds = 0.0;
+				float p = -1.0, ds = 0.0;  // p = -1: the pair contributes nothing
 				float lse = rowLse[r];
 				if (i >= myLo && i < myHi && lse != NEG_INF && (!hasMask || maskAt(i, myJ))) {
 					float dot = 0.0, dp = 0.0;
@@ -145,21 +145,24 @@ void main() {
 					}
 					float capd;
 					float s = pairScore(dot, kdel[c], hasBias, i, myJ, capd);
-					p = exp(s - lse);
-					ds = p * (dp - rowDsum[r]) * capd;
+					if (s != NEG_INF) {  // P = 0 exactly: nothing of V or dO passes (spec section 7)
+						p = exp(s - lse);
+						ds = p * (dp - rowDsum[r]) * capd;
+					}
 				}
 				Ps[r * PS + c] = p;
 				dSs[r * PS + c] = ds;
 			}
 			barrier();
 
+			// Only contributing pairs into dV, only nonzero dS into dK (not even 0 * NaN:
+			// spec section 7, ref.Backward).
 			for (uint r = 0u; r < BRK; r++) {
 				float p = Ps[r * PS + c], ds = dSs[r * PS + c];
-				if (p != 0.0 || ds != 0.0) {
-					for (uint k = 0u; k < DK; k++) {
-						dv[k] = fma(p, dOs[r * RS + l + 8u * k], dv[k]);
-						dk[k] = fma(ds, Qs[r * RS + l + 8u * k], dk[k]);
-					}
+				if (!(p < 0.0))
+					for (uint k = 0u; k < DK; k++) dv[k] = fma(p, dOs[r * RS + l + 8u * k], dv[k]);
+				if (ds != 0.0) {
+					for (uint k = 0u; k < DK; k++) dk[k] = fma(ds, Qs[r * RS + l + 8u * k], dk[k]);
 					dd += ds;
 				}
 			}

@@ -21,9 +21,11 @@
 // (variant wg) the driver stages operands through shared memory itself.
 //
 // A head whose V holds a non-finite value (select_vcheck's flag) takes an exact slower
-// route for P V: P goes to shared memory and each O element sums only the keys its row
-// keeps (P != 0), so a NaN or Inf reaches exactly the rows that keep its key; inside a
-// matrix product 0 * NaN would reach every row of the tile.
+// route for P V: P goes to shared memory (-1 marking the pairs that contribute nothing)
+// and each O element sums only the keys its row keeps, so a NaN or Inf reaches exactly
+// the rows that keep its key; inside a matrix product 0 * NaN would reach every row of
+// the tile. A NaN or +inf score reaches its row only (spec section 7): its P, the row's
+// L and O are NaN, and the epilogue tells l = NaN (LSE NaN) from l = 0 (no kept key).
 //
 // Specialization: DH (head dimension), BR (query rows per tile, divides 64), BC (keys
 // per chunk, divides 128: packed regions hold PackRows = 2 * blockC rows, a multiple of
@@ -132,16 +134,24 @@ float max2(const in uint r, const in uint c, const in float a, const in float b)
 float expSub(const in uint r, const in uint c, const in float a, const in float m) {
 	return a == NEG_INF ? 0.0 : exp(a - m);
 }
-float invOrZero(const in uint r, const in uint c, const in float l) { return l > 0.0 ? 1.0 / l : 0.0; }
+// The non-finite V route's P: exp(a - m), and -1 for a pair that contributes nothing
+// (a = -inf: not kept, or score -inf), so that a kept key whose P rounds to 0 still
+// passes a NaN in V on; noneToZero then gives the row sums their 0.
+float expSubMark(const in uint r, const in uint c, const in float a, const in float m) {
+	return a == NEG_INF ? -1.0 : exp(a - m);
+}
+float noneToZero(const in uint r, const in uint c, const in float p) { return p < 0.0 ? 0.0 : p; }
+// 1 / l, 0 for a row without kept keys (l = 0); NaN for a row with a NaN or +inf score.
+float invOrZero(const in uint r, const in uint c, const in float l) { return l != 0.0 ? 1.0 / l : 0.0; }
 
-// O(r, c) + sum over the chunk's keys k that row r keeps (P != 0) of P(r, k) V(k, c):
+// O(r, c) + sum over the chunk's keys k that row r keeps (P not -1) of P(r, k) V(k, c):
 // the non-finite V route.
 float addPV(const in uint r, const in uint c, const in float o, const in uint e0) {
 	float sum = o;
 	[[dont_unroll]]
 	for (uint k = 0u; k < BC; k++) {
 		float p = float(Psh[r * BC + k]);
-		if (p != 0.0) sum = fma(p, float(v16[kvBase + (e0 + k) * vStride + c]), sum);
+		if (!(p < 0.0)) sum = fma(p, float(v16[kvBase + (e0 + k) * vStride + c]), sum);
 	}
 	return sum;
 }
@@ -154,7 +164,7 @@ float storeO(const in uint r, const in uint c, const in float x) {
 
 float storeLSE(const in uint r, const in uint c, const in float m, const in float l, const in uint lseRow0) {
 	int ri = tilePos + int(r) - P.posOffset;
-	if (c == 0u && ri >= 0 && ri < int(P.Lq)) lseb[lseRow0 + uint(ri)] = l > 0.0 ? m + log(l) : NEG_INF;
+	if (c == 0u && ri >= 0 && ri < int(P.Lq)) lseb[lseRow0 + uint(ri)] = l != 0.0 ? m + log(l) : NEG_INF;
 	return m;
 }
 
@@ -304,22 +314,27 @@ void main() {
 		coopMatPerElementNV(eM, Mold, expSub, M);
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> Mw;
 		coopMatReduceNV(Mw, M, gl_CooperativeMatrixReduceRowNV, smearOp);
-		coopMatPerElementNV(S, S, expSub, Mw);  // S now holds P, in fp32
-		// Row sums in fp32 (LSE keeps float32 accuracy; only P V sees the fp16 P).
-		coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
-		L = eM * L + rsum;
-		coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA>(S);
-
 		coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> eMo;
 		coopMatReduceNV(eMo, eM, gl_CooperativeMatrixReduceRowNV, smearOp);
-		O = O * eMo;
+		// A NaN or +inf score makes P, and so L and the row of O, NaN (a row only).
 		if (!vBad) {
+			coopMatPerElementNV(S, S, expSub, Mw);  // S now holds P, in fp32
+			// Row sums in fp32 (LSE keeps float32 accuracy; only P V sees the fp16 P).
+			coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
+			L = eM * L + rsum;
+			coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA>(S);
+			O = O * eMo;
 			coopmat<T16, SCOPE, BC, DH, gl_MatrixUseB> vm;
 			coopMatLoad(vm, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutRowMajor);
 			O = coopMatMulAdd(pa, vm, O);
 		} else {
+			coopMatPerElementNV(S, S, expSubMark, Mw);  // P, -1 where nothing is contributed
 			coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator> ph = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator>(S);
 			coopMatStore(ph, Psh, 0, BC, gl_CooperativeMatrixLayoutRowMajor);
+			coopMatPerElementNV(S, S, noneToZero);
+			coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
+			L = eM * L + rsum;
+			O = O * eMo;
 			barrier();
 			coopMatPerElementNV(O, O, addPV, c0);
 			barrier();

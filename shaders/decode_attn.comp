@@ -30,7 +30,8 @@
 //      part[b][h][i][s] = (m, l, o).
 // variant reduce: workgroup (row i, head h, batch b) merges the partials in a fixed
 //   order: O = sum_s o_s e^(m_s - M) / L, L = sum_s l_s e^(m_s - M), LSE = M + log L; a
-//   row with no kept key gets O = 0, LSE = -inf.
+//   row with no kept key (every l_s = 0) gets O = 0, LSE = -inf; a row with a NaN or
+//   +inf score (some l_s NaN) gets NaN for both.
 // Slice s takes the blocks of BK keys s, s + slices, s + 2 slices, ... (push constant
 // slices, the split grid's x) of the P.Lk keys: one recorded grid serves every cache
 // length up to the one it was sized for, and keys kept in a cluster spread over slices.
@@ -341,7 +342,9 @@ void main() {
 				uint r = y * TL + tl;
 				float mr = m[y * TL];
 				for (uint c2 = 1u; c2 < TL; c2++) mr = tl == c2 ? m[y * TL + c2] : mr;
-				float p = (kept & (1u << y)) == 0u ? -1.0 : sc[y] == NEG_INF ? 0.0 : exp(sc[y] - mr);
+				// -1: the pair contributes nothing (not kept, or score -inf); a NaN or +inf
+				// score gives p NaN, which reaches the row's l and o only.
+				float p = ((kept & (1u << y)) == 0u || sc[y] == NEG_INF) ? -1.0 : exp(sc[y] - mr);
 				if (r < R) PS[r * NB + tm] = p;
 			}
 			barrier();
@@ -353,7 +356,7 @@ void main() {
 				for (uint r = 0u; r < NRP; r++) {
 					if (r >= R) break;
 					float p = PS[r * NB + g * KPG + x];
-					if (p >= 0.0) {
+					if (!(p < 0.0)) {  // kept: p >= 0, or NaN
 						l[r] += p;
 						for (uint y = 0u; y < EPP; y++) o[r][y] = fma(vec2(p), v[y], o[r][y]);
 					}
@@ -432,30 +435,31 @@ void main() {
 	float mx = NEG_INF;
 	for (uint q = lid; q < np; q += RED) mx = max(mx, part[(pBase + q) * W]);
 	float M = reduce(mx, 0u);
+	// A partial with l = 0 has no kept key; one with l NaN (a NaN or +inf score, its m
+	// possibly -inf) makes L, so the row's LSE and o, NaN (spec section 7).
 	float ls = 0.0;
 	for (uint q = lid; q < np; q += RED) {
-		float ms = part[(pBase + q) * W];
-		if (ms != NEG_INF) ls += exp(ms - M) * part[(pBase + q) * W + 1u];
+		float lq = part[(pBase + q) * W + 1u];
+		if (lq != 0.0) ls += exp(part[(pBase + q) * W] - M) * lq;
 	}
 	float L = reduce(ls, 1u);
-	if (lid == 0u) lseb[(b * P.H + h) * P.Lq + i] = L > 0.0 ? M + log(L) : NEG_INF;
+	if (lid == 0u) lseb[(b * P.H + h) * P.Lq + i] = L != 0.0 ? M + log(L) : NEG_INF;
 	// Invocation (group gi, pair dp) sums the partials gi, gi + NGR, ... of elements
 	// 2dp, 2dp + 1; then group 0 adds the groups up in order.
 	uint gi = lid / NPAIR, dp = lid - gi * NPAIR;
 	vec2 acc = vec2(0.0);
 	if (gi < NGR) {
 		for (uint q = gi; q < np; q += NGR) {
-			float ms = part[(pBase + q) * W];
-			if (ms == NEG_INF) continue;  // no kept key there (its o is 0)
+			if (part[(pBase + q) * W + 1u] == 0.0) continue;  // no kept key there (its o is 0)
 			uint e = (pBase + q) * W + 2u + 2u * dp;
-			acc += exp(ms - M) * vec2(part[e], part[e + 1u]);
+			acc += exp(part[(pBase + q) * W] - M) * vec2(part[e], part[e + 1u]);
 		}
 	}
 	accS[lid] = acc;
 	barrier();
 	if (gi != 0u) return;
 	for (uint z = 1u; z < NGR; z++) acc += accS[z * NPAIR + dp];
-	vec2 v = L > 0.0 ? acc / L : vec2(0.0);
+	vec2 v = L != 0.0 ? acc / L : vec2(0.0);
 	uint d = 2u * dp;
 	uint oBase = P.oOff + b * P.oSB + h * P.oSH + i * P.oSL;
 	if (packed16) ob[(oBase + d) >> 1] = pack16(v.x, v.y, bf16);

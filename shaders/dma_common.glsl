@@ -56,20 +56,18 @@ float unord(uint u) {
 // (P.ordSL 0: rows of Lk keys, the plan's layout; a KV cache's rows are its capacity apart).
 uint ordRow(uint bh) { return P.ordOff + bh * (P.ordSL != 0u ? P.ordSL : P.Lk); }
 
-// kern.Ord on float32 bits (select_ord, kv_append): -0 -> +0; negatives flip all bits,
-// positives set the sign bit; integer operations only, so no float compare can flush a
+// kern.Ord on float32 bits (select_ord, kv_append): -0 -> +0, every NaN -> the quiet
+// NaN 0x7fc00000 (above +Inf: spec section 7); negatives flip all bits, positives set
+// the sign bit; never 0. Integer operations only, so no float compare can flush a
 // denormal or fold -0.
 uint ordBits(uint u) {
-	if ((u & 0x7fffffffu) == 0u) u = 0u;
-	u = (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
-	return u == 0u ? 1u : u;
+	uint a = u & 0x7fffffffu;
+	if (a == 0u) u = 0u;
+	if (a > 0x7f800000u) u = 0x7fc00000u;
+	return (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
 }
 
-uint ordOf(float x) {
-	uint u = floatBitsToUint(x == 0.0 ? 0.0 : x);
-	u = (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
-	return u == 0u ? 1u : u;
-}
+uint ordOf(float x) { return ordBits(floatBitsToUint(x)); }
 
 // kappa comparison: a >= b, for (ord, idx) pairs.
 bool keyGE(uvec2 a, uvec2 b) { return a.x > b.x || (a.x == b.x && a.y >= b.y); }

@@ -20,7 +20,8 @@
 //     (k = h * D + d), through the float32 view in the push constants: the caller's
 //     dV buffer may already hold the attention's dV, and then holds the total.
 // Every sum runs in a fixed order in one invocation: results are bit-identical run to
-// run. Plain loops, no shared memory or subgroup operation: any device.
+// run. A key with dDelta = 0 (kept by no row: a padded key) adds nothing, so a NaN or an
+// infinity in its V reaches no gradient (spec section 7, ref.WeightsBackward). Plain loops, no shared memory or subgroup operation: any device.
 
 #include "dma_common.glsl"
 
@@ -90,8 +91,9 @@ void main() {
 			uint b = n / P.Lk, j = n - b * P.Lk;
 			float g = ddelta[(b * Hb + c) * P.Lk + j];
 			float a = aw[c], sp = softplus(dt), sg = sigmoid(dt);
-			float ddt, term;
-			if (P.form == 0u) {
+			float ddt = 0.0, term = 0.0;  // a key with dDelta 0 adds nothing, not even 0 * NaN
+			if (g == 0.0) {
+			} else if (P.form == 0u) {
 				float d = exp(a * sp);
 				ddt = g * d * a * sg;
 				term = g * d * sp;
@@ -106,7 +108,10 @@ void main() {
 			uint n0 = sg * SEG, n1 = min(n0 + SEG, N);
 			float acc = 0.0;
 			if (k < K) {
-				for (uint n = n0; n < n1; n++) acc = fma(vf(n, k), scr[n * Hb + c], acc);
+				for (uint n = n0; n < n1; n++) {
+					float t = scr[n * Hb + c];
+					if (t != 0.0) acc = fma(vf(n, k), t, acc);  // 0 * NaN stays out
+				}
 			} else {
 				uint at = k == K ? c : N * Hb + c;  // ddt (for dbdt) or the dA terms
 				for (uint n = n0; n < n1; n++) acc += scr[at + n * Hb];

@@ -54,6 +54,11 @@ type Case struct {
 	// Backward also checks Device.Backward after the forward (both modes, every
 	// gradient; not with KVCache).
 	Backward bool
+	// NonFinite puts NaN, +inf and -inf into q, k, v and the given weights (spec
+	// section 7), at places some row keeps and never in the last batch (B > 1), and
+	// asks for the reference's NaNs and infinities exactly: NaN O and LSE in the rows
+	// that keep a non-finite key or read a non-finite query, nothing elsewhere.
+	NonFinite bool
 }
 
 // Name is a short description for tables.
@@ -90,6 +95,9 @@ func (c Case) Name() string {
 	}
 	if c.InputScale > 1 {
 		s += fmt.Sprintf(" x%g", c.InputScale)
+	}
+	if c.NonFinite {
+		s += " nonfinite"
 	}
 	if c.Backward {
 		s += " +backward"
@@ -281,6 +289,16 @@ func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outc
 		opt.Bias, ropt.Bias = bb, rb
 	}
 
+	if c.NonFinite {
+		if c.B < 2 {
+			return fail(fmt.Errorf("check: a non-finite case needs B >= 2 (the last batch stays finite)"))
+		}
+		if err := injectNonFinite(ctx, c, rng, hb, ropt, qr, kr, vr, delta, q, k, v, opt.Weights); err != nil {
+			return fail(err)
+		}
+		qd, kd, vd = f32s(qr.Data), f32s(kr.Data), f32s(vr.Data)
+	}
+
 	var o, lse []float32
 	var res *dma.Result
 	if c.KVCache {
@@ -309,7 +327,11 @@ func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outc
 		}
 		want := ref.DynamicWeights64(vr, ref.WeightParams{Wdt: f64(wp.Wdt), Bdt: f64(wp.Bdt), A: f64(wp.A), Hb: hb, Form: ref.WeightForm(wp.Form)})
 		for i := range got {
-			if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*math.Abs(want[i])+1e-6) {
+			g := float64(got[i])
+			if g == want[i] || math.IsNaN(g) && math.IsNaN(want[i]) {
+				continue // infinities and NaNs (non-finite V) included
+			}
+			if d := math.Abs(g - want[i]); !(d <= 1e-5*math.Abs(want[i])+1e-6) {
 				return fail(fmt.Errorf("weight %d = %g, reference %g", i, got[i], want[i]))
 			}
 		}
@@ -321,10 +343,7 @@ func Run(ctx context.Context, dev *dma.Device, c Case, rng *rand.Rand) (out Outc
 	}
 	out = compare(out, c, o, lse, ro.Data, rlse, delta, scoreBound(qr, kr, c))
 	if c.Backward && out.Err == nil && res != nil {
-		maxDelta := 0.0
-		for _, x := range delta {
-			maxDelta = max(maxDelta, math.Abs(x))
-		}
+		maxDelta := maxFinite(delta)
 		const eps32 = 1.0 / (1 << 24)
 		out = checkBackward(ctx, dev, c, out, &bwdInputs{q: q, k: k, v: v, res: res, opt: opt, ropt: ropt,
 			qr: qr, kr: kr, vr: vr, delta: delta, hb: hb, o: o, lse: lse,
@@ -363,11 +382,11 @@ func f64(x []float32) []float64 {
 func compare(out Outcome, c Case, o, lse []float32, ro, rlse, delta []float64, sBound float64) Outcome {
 	maxRef, maxDelta := 0.0, 0.0
 	for _, x := range ro {
-		maxRef = max(maxRef, math.Abs(x))
+		if !math.IsInf(x, 0) && !math.IsNaN(x) {
+			maxRef = max(maxRef, math.Abs(x))
+		}
 	}
-	for _, x := range delta {
-		maxDelta = max(maxDelta, math.Abs(x))
-	}
+	maxDelta = maxFinite(delta)
 	const eps32 = 1.0 / (1 << 24)
 	scoreErr := 4 * eps32 * (maxDelta + sBound)
 	tol := 1e-5 + scoreErr
@@ -378,12 +397,31 @@ func compare(out Outcome, c Case, o, lse []float32, ro, rlse, delta []float64, s
 		tol = 1e-2 + scoreErr
 	}
 	out.Tol = tol
+	// Non-finite values (spec section 7): a NaN or an infinity exactly where the
+	// reference has it; the finite values are compared.
 	for i, x := range o {
-		if math.IsNaN(float64(x)) {
-			out.Err = fmt.Errorf("O[%d] is NaN (reference %g)", i, ro[i])
+		if x := float64(x); !sameClass(x, ro[i]) {
+			out.Err = fmt.Errorf("O[%d] = %g (reference %g)", i, x, ro[i])
 			return out
 		}
-		out.MaxAbs = max(out.MaxAbs, math.Abs(float64(x)-ro[i]))
+		if !math.IsNaN(ro[i]) && !math.IsInf(ro[i], 0) {
+			out.MaxAbs = max(out.MaxAbs, math.Abs(float64(x)-ro[i]))
+		}
+	}
+	if c.NonFinite {
+		nanRows, finiteRows := 0, 0
+		for _, r := range rlse {
+			switch {
+			case math.IsNaN(r):
+				nanRows++
+			case !math.IsInf(r, -1):
+				finiteRows++
+			}
+		}
+		if nanRows == 0 || finiteRows == 0 {
+			out.Err = fmt.Errorf("%d rows with NaN, %d finite rows: the case tests nothing", nanRows, finiteRows)
+			return out
+		}
 	}
 	out.Rel = out.MaxAbs / max(maxRef, 1e-30)
 	if maxRef == 0 {
@@ -393,8 +431,8 @@ func compare(out Outcome, c Case, o, lse []float32, ro, rlse, delta []float64, s
 	for i, x := range lse {
 		r := rlse[i]
 		switch {
-		case math.IsInf(r, -1):
-			if !math.IsInf(float64(x), -1) {
+		case math.IsInf(r, -1) || math.IsNaN(r):
+			if !sameClass(float64(x), r) {
 				lsePass = false
 				out.LSEAbs = math.Inf(1)
 			}

@@ -92,6 +92,30 @@ func Suite(long bool) []Case {
 	if long {
 		add(Case{DType: dma.Float16, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1000, Lk: 1000, H: 4, Hkv: 2, D: 128, Window: 128, Backward: true})
 	}
+	// Non-finite values (spec section 7): NaN and infinities in q, k, v and the weights,
+	// on every path (portable, coopmat, coopmat2, decode, KV cache, backward); only the
+	// rows that keep a non-finite key or read a non-finite query may show them.
+	for _, dt := range []dma.DType{dma.Float32, dma.Float16, dma.BFloat16} {
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 90, Lk: 90, H: 4, Hkv: 2, D: 64, Window: 12, NonFinite: true})
+		add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 2, Lq: 70, Lk: 40, H: 4, Hkv: 2, D: 32, Window: 6,
+			Padding: true, HbIsH: true, Layout: dma.BHLD, NonFinite: true})
+		add(Case{DType: dt, Mode: dma.ModeNone, B: 2, Lq: 33, Lk: 65, H: 4, Hkv: 1, D: 128, Softcap: 30, NonFinite: true})
+		add(Case{DType: dt, Mode: dma.ModeExplicit, Causal: true, B: 2, Lq: 40, Lk: 40, H: 2, Hkv: 2, D: 64,
+			Weights: WeightsNone, Mask: true, Bias: true, NonFinite: true})
+		// The decode kernels, through Forward and through a KV cache (Attend, and
+		// AppendAttendInto for one row in mode row).
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 3, Lk: 4200, H: 4, Hkv: 2, D: 64, Window: 50, NonFinite: true})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 1, Lk: 1500, H: 4, Hkv: 2, D: 64, Window: 32,
+			KVCache: true, NonFinite: true})
+		add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 2, Lq: 3, Lk: 1300, H: 4, Hkv: 2, D: 64, Window: 40,
+			HbIsH: true, KVCache: true, NonFinite: true})
+		add(Case{DType: dt, Mode: dma.ModeNone, Causal: true, B: 2, Lq: 2, Lk: 400, H: 4, Hkv: 1, D: 32, KVCache: true, NonFinite: true})
+		// Backward: weights given, and from V (a non-finite V makes a NaN weight).
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 77, Lk: 77, H: 4, Hkv: 2, D: 64, Window: 9,
+			Backward: true, NonFinite: true})
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 65, Lk: 65, H: 4, Hkv: 1, D: 32, Window: 8, Softcap: 30,
+			Weights: WeightsParams, Form: dma.FormLinear, HbIsH: true, Backward: true, NonFinite: true})
+	}
 	// bfloat16: the conversions are the only code of its own (the math is the float32
 	// path's, exercised above), so a few representative cases rather than the matrix:
 	// every mode, both layouts, GQA and MQA, Lq != Lk both ways, padding, softcap, the

@@ -70,8 +70,13 @@ func TestRecordAppend(t *testing.T) {
 			wb := make([]byte, 4*c.hb*c.n)
 			for i := range c.hb * c.n {
 				x := float32(rng.NormFloat64())
-				if i%7 == 3 {
+				switch i % 7 {
+				case 3:
 					x = float32(math.Copysign(0, -1))
+				case 5: // NaNs of any sign and payload rank as one, above +Inf
+					x = math.Float32frombits(0x7f800001 | rng.Uint32()&0x807fffff)
+				case 6:
+					x = float32(math.Inf(1 - 2*(i/7%2)))
 				}
 				binary.LittleEndian.PutUint32(wb[4*i:], math.Float32bits(x))
 			}

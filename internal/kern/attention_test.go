@@ -34,6 +34,7 @@ type attnCase struct {
 	pad                   string  // "" none, "batch1" (every key of batch 1 padded), "rand"
 	maskShape, biasShape  []int   // explicit mode: broadcast shapes [B, heads, Lq, Lk]
 	nanKey                int     // >= 0: V of this key (batch 0, kv head 0) holds a NaN
+	inject                string  // non-finite values at random places of q, k, v, w (weights) or all: see injectNonFinite
 	relTol                float64 // O tolerance (relative to max |O_ref|)
 	lseAbs, lseRel        float64
 	wantErr               string
@@ -321,6 +322,12 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 		}
 	}
 
+	if c.inject != "" {
+		// Fresh places for the non-finite values on every run (the rest of the inputs
+		// follow the name).
+		injectNonFinite(t, rand.New(rand.NewPCG(freshSeed(t), seed)), c.inject, q, k, v, delta, hb, opts)
+	}
+
 	// The plan, on the CPU.
 	ord := make([]uint32, c.B*hb*c.Lk)
 	for b := range c.B {
@@ -449,6 +456,10 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 	oRef, lseRef, err := ref.Forward(q, k, v, deltaRef, hb, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.inject != "" {
+		checkNonFinite(t, &c, p, oRef, lseRef, oRaw, lseRaw)
+		return
 	}
 	var nanRows map[[3]int]bool // rows that keep the NaN key
 	if c.nanKey >= 0 && strings.Contains(c.name, "nan") {

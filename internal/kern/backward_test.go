@@ -120,6 +120,10 @@ func newBwdProblem(t *testing.T, e *attnEnv, c attnCase) *bwdProblem {
 		}
 	}
 
+	if c.inject != "" {
+		injectNonFinite(t, rand.New(rand.NewPCG(freshSeed(t), seed)), c.inject, pr.q, pr.k, pr.v, pr.delta, hb, pr.opts)
+	}
+
 	p := &kern.Params{B: uint32(c.B), Lq: uint32(c.Lq), Lk: uint32(c.Lk), H: uint32(c.H), Hkv: uint32(c.Hkv),
 		Hb: uint32(hb), D: uint32(c.D), G: uint32(c.H / c.Hkv), Mode: uint32(c.mode), Causal: attnB2U(c.causal),
 		Storage: c.storage(), PosOffset: int32(c.Lk - c.Lq), Scale: scale, Softcap: float32(c.softcap),
@@ -216,6 +220,14 @@ func newBwdProblem(t *testing.T, e *attnEnv, c attnCase) *bwdProblem {
 	for i := range pr.lseGPU {
 		pr.lseGPU[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(pr.lseRaw[4*i:])))
 	}
+	if c.inject != "" {
+		// The backward takes the forward's O and LSE: they must be the reference's first.
+		oRef, lseRef, err := ref.Forward(pr.q, pr.k, pr.v, pr.delta, hb, pr.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkNonFinite(t, &pr.c, p, oRef, lseRef, pr.oRaw, pr.lseRaw)
+	}
 	return pr
 }
 
@@ -305,6 +317,9 @@ func (pr *bwdProblem) check(t *testing.T, g *bwdGrads, tol float64) {
 				got[i], want[i] = 0, 0
 				nans++
 			}
+		}
+		if pr.c.inject != "" && x.name == "dQ" && (nans == 0 || nans == len(got)) {
+			t.Errorf("dQ: %d NaN of %d: the case tests nothing (inject %q)", nans, len(got), pr.c.inject)
 		}
 		if strings.Contains(pr.c.name, "nan") {
 			// dV = sum P dO never reads V: no NaN there.

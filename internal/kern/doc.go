@@ -8,10 +8,11 @@
 // the selection kernels (select_*.comp) and the attention kernel (attention*.comp):
 //
 // ord, uint32 [B][Hb][Lk]: the order-preserving bits of each key's float32 weight
-// (Ord), or 0 for a key removed by key padding. -0 is first turned into +0 so that
-// equal weights compare equal. A key's rank is kappa_j = (ord_j, j) compared
+// (Ord), or 0 for a key removed by key padding. -0 is first turned into +0 and every
+// NaN into the quiet NaN 0x7fc00000 (above +Inf, as torch.topk ranks it: spec section
+// 7) so that equal weights compare equal. A key's rank is kappa_j = (ord_j, j) compared
 // lexicographically: a larger weight wins, and on equal weights the later key wins.
-// The weight itself is recovered exactly with Unord.
+// The weight itself is recovered exactly with Unord (a NaN as that quiet NaN).
 //
 // Blocks: key positions are cut into blocks of C = BlockSize(w) keys (a multiple of 64,
 // at least w), nb = ceil(Lk / C) of them. S_b is the set of the w best valid keys of the

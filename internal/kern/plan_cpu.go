@@ -5,25 +5,25 @@ import (
 	"sort"
 )
 
-// Ord maps a float32 weight to bits whose unsigned order is the float order, with -0
-// and +0 equal. It never returns 0, which marks a padded key.
+// Ord maps a float32 weight to bits whose unsigned order is the ranking of spec
+// sections 2 and 7 (torch.topk's): the float order, with -0 and +0 equal, every NaN
+// equal to every other and above +Inf. It never returns 0, which marks a padded key.
 func Ord(x float32) uint32 {
-	if x == 0 {
-		x = 0 // -0 -> +0
-	}
 	u := math.Float32bits(x)
+	switch a := u &^ 0x80000000; {
+	case a == 0:
+		u = 0 // -0 -> +0
+	case a > 0x7f800000:
+		u = 0x7fc00000 // every NaN -> one quiet NaN, above +Inf
+	}
 	if u&0x80000000 != 0 {
-		u = ^u
-	} else {
-		u |= 0x80000000
+		return ^u // nonzero: u is never 0xffffffff, a NaN
 	}
-	if u == 0 { // only for a negative NaN with every payload bit set
-		u = 1
-	}
-	return u
+	return u | 0x80000000
 }
 
-// Unord inverts Ord (up to -0, which comes back as +0).
+// Unord inverts Ord (up to -0, which comes back as +0, and NaN, which comes back as
+// the quiet NaN 0x7fc00000).
 func Unord(u uint32) float32 {
 	if u&0x80000000 != 0 {
 		return math.Float32frombits(u &^ 0x80000000)

@@ -40,10 +40,11 @@ const (
 	wZeros
 	wLarge
 	wInf
+	wNaN
 	numWeightKinds
 )
 
-var weightNames = []string{"normal", "equal", "dup3", "zeros", "large", "inf"}
+var weightNames = []string{"normal", "equal", "dup3", "zeros", "large", "inf", "nan"}
 
 func genWeights(rng *rand.Rand, kind, n int) []float32 {
 	x := make([]float32, n)
@@ -77,6 +78,17 @@ func genWeights(rng *rand.Rand, kind, n int) []float32 {
 			case 0, 1, 2:
 				x[i] = float32(math.Inf(1))
 			case 3, 4, 5:
+				x[i] = float32(math.Inf(-1))
+			default:
+				x[i] = float32(rng.NormFloat64())
+			}
+		case wNaN: // NaNs of both signs and any payload (all equal weights), infinities
+			switch rng.IntN(10) {
+			case 0, 1:
+				x[i] = math.Float32frombits(0x7f800001 | rng.Uint32()&0x807fffff)
+			case 2:
+				x[i] = float32(math.Inf(1))
+			case 3:
 				x[i] = float32(math.Inf(-1))
 			default:
 				x[i] = float32(rng.NormFloat64())

@@ -19,10 +19,14 @@ type weightsBwdCase struct {
 	bdt, bhld         bool
 	form              ref.WeightForm
 	accumulate        bool // dV already holds values: the term must be added to them
+	// nonFinite: a NaN and an infinity in V at keys whose dDelta is 0 in every bias
+	// head (a padded key): they reach no gradient; "kept": the same keys with nonzero
+	// dDelta, whose NaN reaches dA, dWdt, dbdt and the keys' own dV.
+	nonFinite string
 }
 
 func (c weightsBwdCase) String() string {
-	return fmt.Sprintf("B%d/Lk%d/Hkv%d/D%d/Hb%d/%v/bdt=%v/bhld=%v/%v/acc=%v", c.B, c.Lk, c.Hkv, c.D, c.Hb, c.st, c.bdt, c.bhld, c.form, c.accumulate)
+	return fmt.Sprintf("B%d/Lk%d/Hkv%d/D%d/Hb%d/%v/bdt=%v/bhld=%v/%v/acc=%v/%s", c.B, c.Lk, c.Hkv, c.D, c.Hb, c.st, c.bdt, c.bhld, c.form, c.accumulate, c.nonFinite)
 }
 
 // TestWeightsBackward checks RecordWeightsBackward against ref.WeightsBackward at the
@@ -38,6 +42,10 @@ func TestWeightsBackward(t *testing.T) {
 			weightsBwdCase{B: 2, Lk: 65, Hkv: 4, D: 8, Hb: 4, st: kern.StorageBF16, bdt: true, form: form, accumulate: true},
 			// B*Lk = 600: three segments of partial sums.
 			weightsBwdCase{B: 2, Lk: 300, Hkv: 2, D: 8, Hb: 2, st: kern.StorageF32, bdt: true, form: form},
+			// Non-finite V (spec section 7).
+			weightsBwdCase{B: 2, Lk: 300, Hkv: 2, D: 8, Hb: 4, st: kern.StorageF32, bdt: true, form: form, nonFinite: "padded"},
+			weightsBwdCase{B: 2, Lk: 37, Hkv: 2, D: 16, Hb: 2, st: kern.StorageF16, bdt: true, form: form, nonFinite: "padded", accumulate: true},
+			weightsBwdCase{B: 2, Lk: 37, Hkv: 2, D: 16, Hb: 2, st: kern.StorageBF16, bdt: true, form: form, nonFinite: "kept"},
 		)
 	}
 	for _, c := range cases {
@@ -57,7 +65,29 @@ func runWeightsBwd(t *testing.T, e *attnEnv, c weightsBwdCase) {
 		wp.Bdt = ref.Round32(ref.RandSlice(rng, c.Hb, 1))
 	}
 	dDelta := ref.Round32(ref.RandSlice(rng, c.B*c.Hb*c.Lk, 1))
+	if c.nonFinite != "" {
+		for b, j := range []int{rng.IntN(c.Lk), rng.IntN(c.Lk)}[:c.B] {
+			v.Set(b, j, rng.IntN(c.Hkv), rng.IntN(c.D), math.NaN())
+			v.Set(b, j, rng.IntN(c.Hkv), rng.IntN(c.D), math.Inf(1-2*rng.IntN(2)))
+			for hb := range c.Hb {
+				if c.nonFinite == "padded" {
+					dDelta[(b*c.Hb+hb)*c.Lk+j] = 0
+				}
+			}
+		}
+	}
 	dA, dW, dB, dV := ref.WeightsBackward(v, wp, dDelta)
+	if c.nonFinite == "padded" {
+		for _, x := range [][]float64{dA, dW, dB, dV.Data} {
+			for i, y := range x {
+				if math.IsNaN(y) || math.IsInf(y, 0) {
+					t.Fatalf("reference gradient [%d] = %v: a key with dDelta 0 reached it", i, y)
+				}
+			}
+		}
+	} else if c.nonFinite == "kept" && !math.IsNaN(dA[0]) {
+		t.Fatalf("reference dA = %v: the kept NaN did not reach it", dA)
+	}
 
 	ac := attnCase{D: c.D, bhld: c.bhld}
 	vView := attnViewOf(&ac, c.Lk, c.Hkv)
