@@ -247,15 +247,15 @@ void main() {
 		for (uint c = 0u; c < n; c++) mx = max(mx, Ss[r * SS + c]);
 		for (uint c = l; c < n; c += 8u) {
 			float s = Ss[r * SS + c];
-			Ps[r * SS + c] = s == NEG_INF ? -1.0 : exp(s - mx);
+			Ps[r * SS + c] = isNegInfF(s) ? -1.0 : exp(s - mx);
 		}
 		barrier();
-		float alpha = mrow == NEG_INF ? 0.0 : exp(mrow - mx);
+		float alpha = isNegInfF(mrow) ? 0.0 : exp(mrow - mx);
 		lrow *= alpha;
 		for (uint k = 0u; k < DK; k++) acc[k] *= alpha;
 		for (uint c = 0u; c < n; c++) {
 			float p = Ps[r * SS + c];
-			if (!(p < 0.0)) {  // a key the row does not keep never touches it (its V may be NaN)
+			if (!isNoneMark(p)) {  // a key the row does not keep never touches it (its V may be NaN)
 				lrow += p;
 				for (uint k = 0u; k < DK; k++) acc[k] = fma(p, Vs[c * DH + l + 8u * k], acc[k]);
 			}
@@ -273,7 +273,7 @@ void main() {
 
 	// Epilogue: O = acc / l, LSE = m + log l; a row without kept keys (l = 0) gets 0 and
 	// -inf, a row with a NaN or +inf score (l NaN) NaN and NaN.
-	bool any = lrow != 0.0;  // unordered: true for NaN
+	bool any = !isZeroF(lrow);  // true for NaN
 	float inv = any ? 1.0 / lrow : 0.0;
 	if (real && l == 0u) lseb[(bIdx * P.H + hIdx) * P.Lq + myRow] = any ? mrow + log(lrow) : NEG_INF;
 	uint oBase = P.oOff + bIdx * P.oSB + hIdx * P.oSH;

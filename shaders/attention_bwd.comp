@@ -158,7 +158,7 @@ void main() {
 	bool explicitMode = P.mode == MODE_EXPLICIT;
 	bool hasMask = explicitMode && P.hasMask != 0u;
 	bool hasBias = explicitMode && P.hasBias != 0u;
-	bool rowLive = real && lse != NEG_INF;  // an empty row has P = 0 everywhere
+	bool rowLive = real && !isNegInfF(lse);  // an empty row has P = 0 everywhere
 	uint dkBase = PC.dkOff + bIdx * PC.dkSB + kvh * PC.dkSH;
 	uint dvBase = PC.dvOff + bIdx * PC.dvSB + kvh * PC.dvSH;
 	uint ddBase = bhPlan * P.Lk;
@@ -242,7 +242,7 @@ void main() {
 					}
 					float capd;
 					float s = pairScore(dot, kdel[c], hasBias, myRow, j, capd);
-					if (s != NEG_INF) {  // P = 0 exactly: nothing of V or dO passes (spec section 7)
+					if (!isNegInfF(s)) {  // P = 0 exactly: nothing of V or dO passes (spec section 7)
 						p = exp(s - lse);
 						ds = p * (dp - dsum) * capd;
 					}
@@ -255,7 +255,7 @@ void main() {
 
 		for (uint c = 0u; c < n; c++) {
 			float ds = dSs[r * SS + c];
-			if (ds != 0.0)
+			if (!isZeroF(ds))
 				for (uint k = 0u; k < DK; k++) dq[k] = fma(ds, Ks[c * RS + l + 8u * k], dq[k]);
 		}
 		if (SCATTER != 0u) {
@@ -270,18 +270,18 @@ void main() {
 				} else {
 					for (uint rr = 0u; rr < BR; rr++) {
 						float pp = Ps[rr * SS + c], ds = dSs[rr * SS + c];
-						if (ds != 0.0) sk = fma(ds, Qs[rr * RS + d], sk);
-						if (!(pp < 0.0)) sv = fma(pp, dOs[rr * RS + d], sv);
+						if (!isZeroF(ds)) sk = fma(ds, Qs[rr * RS + d], sk);
+						if (!isNoneMark(pp)) sv = fma(pp, dOs[rr * RS + d], sv);
 					}
 				}
 				uint j = klist[c];
-				if (sk != 0.0) atomicAddDK(dkBase + j * PC.dkSL + d, scale * sk);
-				if (sv != 0.0) atomicAddDV(dvBase + j * PC.dvSL + d, sv);
+				if (!isZeroF(sk)) atomicAddDK(dkBase + j * PC.dkSL + d, scale * sk);
+				if (!isZeroF(sv)) atomicAddDV(dvBase + j * PC.dvSL + d, sv);
 			}
 			if (tid < n) {
 				float sd = 0.0;
 				for (uint rr = 0u; rr < BR; rr++) sd += dSs[rr * SS + tid];
-				if (sd != 0.0) atomicAddDD(ddBase + klist[tid], sd);
+				if (!isZeroF(sd)) atomicAddDD(ddBase + klist[tid], sd);
 			}
 		}
 

@@ -137,7 +137,7 @@ void main() {
 				uint i = i0 + r;
 				float p = -1.0, ds = 0.0;  // p = -1: the pair contributes nothing
 				float lse = rowLse[r];
-				if (i >= myLo && i < myHi && lse != NEG_INF && (!hasMask || maskAt(i, myJ))) {
+				if (i >= myLo && i < myHi && !isNegInfF(lse) && (!hasMask || maskAt(i, myJ))) {
 					float dot = 0.0, dp = 0.0;
 					for (uint d = 0u; d < DH; d++) {
 						dot = fma(Qs[r * RS + d], Ks[c * RS + d], dot);
@@ -145,7 +145,7 @@ void main() {
 					}
 					float capd;
 					float s = pairScore(dot, kdel[c], hasBias, i, myJ, capd);
-					if (s != NEG_INF) {  // P = 0 exactly: nothing of V or dO passes (spec section 7)
+					if (!isNegInfF(s)) {  // P = 0 exactly: nothing of V or dO passes (spec section 7)
 						p = exp(s - lse);
 						ds = p * (dp - rowDsum[r]) * capd;
 					}
@@ -159,9 +159,9 @@ void main() {
 			// spec section 7, ref.Backward).
 			for (uint r = 0u; r < BRK; r++) {
 				float p = Ps[r * PS + c], ds = dSs[r * PS + c];
-				if (!(p < 0.0))
+				if (!isNoneMark(p))
 					for (uint k = 0u; k < DK; k++) dv[k] = fma(p, dOs[r * RS + l + 8u * k], dv[k]);
-				if (ds != 0.0) {
+				if (!isZeroF(ds)) {
 					for (uint k = 0u; k < DK; k++) dk[k] = fma(ds, Qs[r * RS + l + 8u * k], dk[k]);
 					dd += ds;
 				}

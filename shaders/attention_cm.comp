@@ -431,16 +431,16 @@ void main() {
 		}
 		mx = rowMax(mx, sgid * MS + r, sp);
 		float mnew = max(mrow, mx);
-		float alpha = mrow == NEG_INF ? 0.0 : exp(mrow - mnew);
+		float alpha = isNegInfF(mrow) ? 0.0 : exp(mrow - mnew);
 		// A NaN or +inf score makes p, and so lrow and the row of O, NaN. On the scalar
 		// P V route a pair that contributes nothing (not kept, score -inf) is marked
 		// P = -1, so that a kept key whose P rounds to 0 still passes a NaN in V on.
 		float psum = 0.0, pNone = vBad ? -1.0 : 0.0;
 		for (uint c = sp; c < BC; c += TPR) {
 			float s = Ss[sBase + r * LS + c];
-			float p = s == NEG_INF ? 0.0 : exp(s - mnew);
+			float p = isNegInfF(s) ? 0.0 : exp(s - mnew);
 			psum += p;
-			Ps[pBase + r * LP + c] = float16_t(s == NEG_INF ? pNone : p);
+			Ps[pBase + r * LP + c] = float16_t(isNegInfF(s) ? pNone : p);
 		}
 		psum = rowSum(psum, sgid * MS + r, sp);
 		lrow = lrow * alpha + psum;
@@ -482,7 +482,7 @@ void main() {
 					float sum = 0.0;
 					for (uint c = 0u; c < n; c++) {
 						float p = float(Ps[pBase + row * LP + c]);
-						if (!(p < 0.0)) sum = fma(p, float(KV4[(BC + c) * LK4 + col / 4u][col % 4u]), sum);
+						if (!isNoneMark(p)) sum = fma(p, float(KV4[(BC + c) * LK4 + col / 4u][col % 4u]), sum);
 					}
 					Ss[sBase + x] = sum;
 				}
@@ -504,7 +504,7 @@ void main() {
 
 	// Epilogue: O = acc / l, LSE = m + log l; a row without kept keys (l = 0) gets 0 and
 	// -inf, a row with a NaN or +inf score (l NaN) NaN and NaN.
-	bool anyKept = lrow != 0.0;  // unordered: true for NaN
+	bool anyKept = !isZeroF(lrow);  // true for NaN
 	if (sp == 0u && real) lseb[(bIdx * P.H + hIdx) * P.Lq + myRow] = anyKept ? mrow + log(lrow) : NEG_INF;
 	if (sp == 0u) rowA[sr] = anyKept ? 1.0 / lrow : 0.0;
 	// Pairs of halves leave as whole words (offsets and strides of O are even).

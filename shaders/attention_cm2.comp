@@ -132,17 +132,17 @@ float smearOp(const in float a, const in float b) { return a; }
 float max2(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
 // exp(a - m), 0 for a = -inf (also when m = -inf: no kept key so far).
 float expSub(const in uint r, const in uint c, const in float a, const in float m) {
-	return a == NEG_INF ? 0.0 : exp(a - m);
+	return isNegInfF(a) ? 0.0 : exp(a - m);
 }
 // The non-finite V route's P: exp(a - m), and -1 for a pair that contributes nothing
 // (a = -inf: not kept, or score -inf), so that a kept key whose P rounds to 0 still
 // passes a NaN in V on; noneToZero then gives the row sums their 0.
 float expSubMark(const in uint r, const in uint c, const in float a, const in float m) {
-	return a == NEG_INF ? -1.0 : exp(a - m);
+	return isNegInfF(a) ? -1.0 : exp(a - m);
 }
-float noneToZero(const in uint r, const in uint c, const in float p) { return p < 0.0 ? 0.0 : p; }
+float noneToZero(const in uint r, const in uint c, const in float p) { return isNoneMark(p) ? 0.0 : p; }
 // 1 / l, 0 for a row without kept keys (l = 0); NaN for a row with a NaN or +inf score.
-float invOrZero(const in uint r, const in uint c, const in float l) { return l != 0.0 ? 1.0 / l : 0.0; }
+float invOrZero(const in uint r, const in uint c, const in float l) { return !isZeroF(l) ? 1.0 / l : 0.0; }
 
 // O(r, c) + sum over the chunk's keys k that row r keeps (P not -1) of P(r, k) V(k, c):
 // the non-finite V route.
@@ -151,7 +151,7 @@ float addPV(const in uint r, const in uint c, const in float o, const in uint e0
 	[[dont_unroll]]
 	for (uint k = 0u; k < BC; k++) {
 		float p = float(Psh[r * BC + k]);
-		if (!(p < 0.0)) sum = fma(p, float(v16[kvBase + (e0 + k) * vStride + c]), sum);
+		if (!isNoneMark(p)) sum = fma(p, float(v16[kvBase + (e0 + k) * vStride + c]), sum);
 	}
 	return sum;
 }
@@ -164,7 +164,7 @@ float storeO(const in uint r, const in uint c, const in float x) {
 
 float storeLSE(const in uint r, const in uint c, const in float m, const in float l, const in uint lseRow0) {
 	int ri = tilePos + int(r) - P.posOffset;
-	if (c == 0u && ri >= 0 && ri < int(P.Lq)) lseb[lseRow0 + uint(ri)] = l != 0.0 ? m + log(l) : NEG_INF;
+	if (c == 0u && ri >= 0 && ri < int(P.Lq)) lseb[lseRow0 + uint(ri)] = !isZeroF(l) ? m + log(l) : NEG_INF;
 	return m;
 }
 

@@ -333,7 +333,7 @@ void main() {
 				if (r >= R) break;
 				float mb = m[r];
 				for (uint z = 0u; z < NSG; z++) mb = max(mb, MxS[z * NRP + r]);
-				float alpha = m[r] == NEG_INF ? 0.0 : exp(m[r] - mb);
+				float alpha = isNegInfF(m[r]) ? 0.0 : exp(m[r] - mb);
 				l[r] *= alpha;
 				for (uint y = 0u; y < EPP; y++) o[r][y] *= alpha;
 				m[r] = mb;
@@ -344,7 +344,7 @@ void main() {
 				for (uint c2 = 1u; c2 < TL; c2++) mr = tl == c2 ? m[y * TL + c2] : mr;
 				// -1: the pair contributes nothing (not kept, or score -inf); a NaN or +inf
 				// score gives p NaN, which reaches the row's l and o only.
-				float p = ((kept & (1u << y)) == 0u || sc[y] == NEG_INF) ? -1.0 : exp(sc[y] - mr);
+				float p = ((kept & (1u << y)) == 0u || isNegInfF(sc[y])) ? -1.0 : exp(sc[y] - mr);
 				if (r < R) PS[r * NB + tm] = p;
 			}
 			barrier();
@@ -356,7 +356,7 @@ void main() {
 				for (uint r = 0u; r < NRP; r++) {
 					if (r >= R) break;
 					float p = PS[r * NB + g * KPG + x];
-					if (!(p < 0.0)) {  // kept: p >= 0, or NaN
+					if (!isNoneMark(p)) {  // kept: p >= 0, or NaN
 						l[r] += p;
 						for (uint y = 0u; y < EPP; y++) o[r][y] = fma(vec2(p), v[y], o[r][y]);
 					}
@@ -440,17 +440,17 @@ void main() {
 	float ls = 0.0;
 	for (uint q = lid; q < np; q += RED) {
 		float lq = part[(pBase + q) * W + 1u];
-		if (lq != 0.0) ls += exp(part[(pBase + q) * W] - M) * lq;
+		if (!isZeroF(lq)) ls += exp(part[(pBase + q) * W] - M) * lq;
 	}
 	float L = reduce(ls, 1u);
-	if (lid == 0u) lseb[(b * P.H + h) * P.Lq + i] = L != 0.0 ? M + log(L) : NEG_INF;
+	if (lid == 0u) lseb[(b * P.H + h) * P.Lq + i] = !isZeroF(L) ? M + log(L) : NEG_INF;
 	// Invocation (group gi, pair dp) sums the partials gi, gi + NGR, ... of elements
 	// 2dp, 2dp + 1; then group 0 adds the groups up in order.
 	uint gi = lid / NPAIR, dp = lid - gi * NPAIR;
 	vec2 acc = vec2(0.0);
 	if (gi < NGR) {
 		for (uint q = gi; q < np; q += NGR) {
-			if (part[(pBase + q) * W + 1u] == 0.0) continue;  // no kept key there (its o is 0)
+			if (isZeroF(part[(pBase + q) * W + 1u])) continue;  // no kept key there (its o is 0)
 			uint e = (pBase + q) * W + 2u + 2u * dp;
 			acc += exp(part[(pBase + q) * W] - M) * vec2(part[e], part[e + 1u]);
 		}
@@ -459,7 +459,7 @@ void main() {
 	barrier();
 	if (gi != 0u) return;
 	for (uint z = 1u; z < NGR; z++) acc += accS[z * NPAIR + dp];
-	vec2 v = L != 0.0 ? acc / L : vec2(0.0);
+	vec2 v = !isZeroF(L) ? acc / L : vec2(0.0);
 	uint d = 2u * dp;
 	uint oBase = P.oOff + b * P.oSB + h * P.oSH + i * P.oSL;
 	if (packed16) ob[(oBase + d) >> 1] = pack16(v.x, v.y, bf16);

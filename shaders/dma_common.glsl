@@ -69,5 +69,14 @@ uint ordBits(uint u) {
 
 uint ordOf(float x) { return ordBits(floatBitsToUint(x)); }
 
+// Float tests by bit pattern. Without the SignedZeroInfNanPreserve execution mode a
+// Vulkan compiler may assume that no float is NaN or infinite, and the NVIDIA driver
+// does: it turns l != 0.0 into an ordered compare, false for a NaN l, and a NaN row
+// then reads as empty. Integer tests of the bits mean what they say on every driver.
+bool isZeroF(float x) { return (floatBitsToUint(x) & 0x7fffffffu) == 0u; }
+bool isNegInfF(float x) { return floatBitsToUint(x) == 0xff800000u; }
+// The -1 that marks a pair that contributes nothing (P of a key the row does not keep).
+bool isNoneMark(float x) { return floatBitsToUint(x) == 0xbf800000u; }
+
 // kappa comparison: a >= b, for (ord, idx) pairs.
 bool keyGE(uvec2 a, uvec2 b) { return a.x > b.x || (a.x == b.x && a.y >= b.y); }

@@ -92,7 +92,7 @@ void main() {
 			float g = ddelta[(b * Hb + c) * P.Lk + j];
 			float a = aw[c], sp = softplus(dt), sg = sigmoid(dt);
 			float ddt = 0.0, term = 0.0;  // a key with dDelta 0 adds nothing, not even 0 * NaN
-			if (g == 0.0) {
+			if (isZeroF(g)) {
 			} else if (P.form == 0u) {
 				float d = exp(a * sp);
 				ddt = g * d * a * sg;
@@ -110,7 +110,7 @@ void main() {
 			if (k < K) {
 				for (uint n = n0; n < n1; n++) {
 					float t = scr[n * Hb + c];
-					if (t != 0.0) acc = fma(vf(n, k), t, acc);  // 0 * NaN stays out
+					if (!isZeroF(t)) acc = fma(vf(n, k), t, acc);  // 0 * NaN stays out
 				}
 			} else {
 				uint at = k == K ? c : N * Hb + c;  // ddt (for dbdt) or the dA terms

@@ -34,12 +34,12 @@ func ParseCM2Tiling(str string) (CM2Tiling, error) {
 	return t, nil
 }
 
-// Default coopmat2 tile, before rounding up to the shape's granularity. 128 x 128 of
-// fp32 C is 64 KiB of accumulator: 256 bytes (64 registers) per invocation at 256
-// invocations, which leaves room for the operand fragments and two workgroups per SM on
-// NVIDIA (64 Ki registers); 256 x 128 would need 128 accumulator registers alone, at
-// one workgroup per SM and close to the 255-register limit.
-const cm2DefBM, cm2DefBN, cm2DefBK = 128, 128, 32
+// Default coopmat2 tile, before rounding up to the shape's granularity. 128 x 256 of
+// fp32 C is 128 accumulator registers per invocation at 256 invocations (one workgroup
+// per SM on NVIDIA), and it measured best: on the H200 (4096^3, 2026-12-03, one run)
+// 128x256 bk 32 246 TFLOP/s, 128x128 bk 64 229, 128x256 bk 64 224, 128x128 bk 32 160,
+// 256x128 bk 64 130; ggml's Vulkan matrix product 222 in the same run.
+const cm2DefBM, cm2DefBN, cm2DefBK = 128, 256, 32
 
 // cm2Ready says why the device cannot run the coopmat2 kernel at all, or nil.
 func cm2Ready(caps *vk.Caps) error {
@@ -115,8 +115,9 @@ func roundUp(x, g, limit int) int {
 
 // ChooseCM2 picks the coopmat2 tile for the device and the flexible shape it relies on.
 // Without force: the workgroup-scope f16 * f16 + f32 shape with the most invocations
-// within the device's limits (the first such in the driver's order), and a 128 x 128
-// tile of C with a K step of 32, rounded up to the shape's granularity. With force: the
+// within the device's limits (the first such in the driver's order), and a 128 x 256
+// tile of C (128 x 128 below 256 invocations) with a K step of 32, rounded up to the
+// shape's granularity. With force: the
 // first listed shape the forced tile suits.
 func ChooseCM2(caps *vk.Caps, force *CM2Tiling) (CM2Tiling, vk.CoopMatFlexShape, error) {
 	if err := cm2Ready(caps); err != nil {
@@ -145,9 +146,12 @@ func ChooseCM2(caps *vk.Caps, force *CM2Tiling) (CM2Tiling, vk.CoopMatFlexShape,
 	}
 	s := shapes[best]
 	maxDim := int(caps.CoopMat2Props.FlexibleDimensionsMaxDimension)
+	// Fewer invocations hold the accumulator in more registers each: keep it at 128
+	// per invocation.
+	bn := cm2DefBN * min(int(s.WorkgroupInvocations), 256) / 256
 	t := CM2Tiling{
 		BM:      roundUp(cm2DefBM, int(s.MGranularity), maxDim),
-		BN:      roundUp(cm2DefBN, int(s.NGranularity), maxDim),
+		BN:      roundUp(max(bn, int(s.NGranularity)), int(s.NGranularity), maxDim),
 		BK:      roundUp(cm2DefBK, int(s.KGranularity), maxDim),
 		Threads: int(s.WorkgroupInvocations),
 	}

@@ -162,7 +162,8 @@ func TestCoopMat2Tilings(t *testing.T) {
 	cands := []CM2Tiling{def,
 		{BM: def.BM, BN: def.BN, BK: 2 * def.BK, Threads: def.Threads},
 		{BM: 2 * def.BM, BN: def.BN, BK: def.BK, Threads: def.Threads},
-		{BM: def.BM, BN: 2 * def.BN, BK: 2 * def.BK, Threads: def.Threads},
+		{BM: 128, BN: 128, BK: 32, Threads: def.Threads},
+		{BM: 128, BN: 128, BK: 64, Threads: def.Threads},
 		{BM: gm, BN: gn, BK: gk, Threads: def.Threads},
 	}
 	for _, s := range cm2Shapes(&caps) { // the smallest workgroup too
@@ -227,7 +228,7 @@ func TestChooseCM2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (CM2Tiling{BM: 128, BN: 128, BK: 32, Threads: 256}); got != want || s.WorkgroupInvocations != 256 || s.MGranularity != 32 {
+	if want := (CM2Tiling{BM: 128, BN: 256, BK: 32, Threads: 256}); got != want || s.WorkgroupInvocations != 256 || s.MGranularity != 32 {
 		t.Errorf("H200-like caps: tile %v (shape %v), want %v on 32x32x16", got, s, want)
 	}
 
