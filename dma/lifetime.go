@@ -92,15 +92,19 @@ func (d *Device) leave(uses []use) {
 			}
 		}
 	}
+	l.mu.Unlock()
+	// Free before the call counts as ended: a Device.Close waiting for it destroys the
+	// Vulkan device as soon as it does.
+	for _, o := range free {
+		o.free()
+	}
+	l.mu.Lock()
 	l.calls--
 	if l.calls == 0 && l.drained != nil {
 		close(l.drained)
 		l.drained = nil
 	}
 	l.mu.Unlock()
-	for _, o := range free {
-		o.free()
-	}
 }
 
 // adopt tracks o, just made by call op. When the device has been closed meanwhile (by a
