@@ -17,6 +17,10 @@ type Linear struct {
 	bias    *Tensor
 	In, Out int
 	DType   dma.DType
+	// HalfInputs lets products of many rows run on tensor cores (fp16 weights, no
+	// bias, a device with cooperative matrices): x is rounded to fp16 first. Off, every
+	// product is float32 arithmetic on x as given.
+	HalfInputs bool
 }
 
 // gemvRows is the most rows the split-K product takes (decode); more go to the tiled one.
@@ -75,10 +79,9 @@ func (l *Linear) ScratchElems(m int) int {
 	return 0
 }
 
-// tensorCores reports whether many-row products run on the device's tensor cores: fp16
-// weights, no bias.
+// tensorCores reports whether many-row products run on the device's tensor cores.
 func (l *Linear) tensorCores() bool {
-	return l.n.mm != nil && l.DType == dma.Float16 && l.bias == nil
+	return l.HalfInputs && l.n.mm != nil && l.DType == dma.Float16 && l.bias == nil
 }
 
 func (l *Linear) mmPath() matmul.Path {

@@ -110,11 +110,12 @@ func TestLinear(t *testing.T) {
 		for _, xt := range dtypes {
 			for _, s := range shapes {
 				m, out, in := s[0], s[1], s[2]
-				for _, withBias := range []bool{false, true} {
-					if withBias && (xt != dma.Float32 || m == 1) {
+				for _, c := range []struct{ withBias, half bool }{{false, false}, {true, false}, {false, true}} {
+					withBias, half := c.withBias, c.half
+					if withBias && (xt != dma.Float32 || m == 1) || half && wt != dma.Float16 {
 						continue
 					}
-					t.Run(fmt.Sprintf("w%v/x%v/%dx%dx%d/bias=%v", wt, xt, m, out, in, withBias), func(t *testing.T) {
+					t.Run(fmt.Sprintf("w%v/x%v/%dx%dx%d/bias=%v/half=%v", wt, xt, m, out, in, withBias, half), func(t *testing.T) {
 						w := nn.Round(wt, randv(rng, out*in, 1))
 						x := nn.Round(xt, randv(rng, m*in, 1))
 						var bias *nn.Array
@@ -126,6 +127,7 @@ func TestLinear(t *testing.T) {
 						l, err := n.NewLinear(ctx, nn.ArrayOf("w", wt, w, out, in), bias)
 						require.NoError(t, err)
 						defer l.Close()
+						l.HalfInputs = half
 						xs := tensor(t, n, xt, m, in, x)
 						y := tensor(t, n, dma.Float32, m, out, nil)
 						var scratch *nn.Tensor
@@ -147,7 +149,7 @@ func TestLinear(t *testing.T) {
 							}
 						}
 						tol := 1e-5 * math.Sqrt(float64(in))
-						if l.DType == dma.Float16 && m > 4 && xt != dma.Float16 {
+						if half && m > 4 && xt != dma.Float16 {
 							tol = tolOf(dma.Float16) // the tensor-core path rounds x to fp16
 						}
 						near(t, want, download(t, y), tol, "y")

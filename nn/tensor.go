@@ -155,3 +155,28 @@ func (n *Device) upload(ctx context.Context, dt dma.DType, rows, cols int, raw [
 
 // dtypeCode is the kernels' dtype code (nn_common.glsl).
 func dtypeCode(dt dma.DType) uint32 { return uint32(dt) }
+
+// NewMappedTensor allocates a tensor in host-visible memory, so that Upload and
+// Download are plain copies (per-step inputs and outputs of a recorded program).
+func (n *Device) NewMappedTensor(dt dma.DType, rows, cols int) (*Tensor, error) {
+	if rows < 1 || cols < 1 {
+		return nil, fmt.Errorf("nn: NewMappedTensor: shape [%d %d]", rows, cols)
+	}
+	buf, err := n.vd.NewMappedBuffer(max((int64(rows)*int64(cols)*int64(dt.Size())+3)&^3, 4))
+	if err != nil {
+		return nil, fmt.Errorf("nn: NewMappedTensor: %w", err)
+	}
+	return &Tensor{buf: buf, DType: dt, Rows: rows, Cols: cols, owned: true}, nil
+}
+
+// RecordCopy records a copy of src into dst (the same number of bytes).
+func RecordCopy(r *vk.Recorder, dst, src *Tensor) error {
+	if dst.bytes() != src.bytes() {
+		return fmt.Errorf("nn: Copy: %d bytes into %d", src.bytes(), dst.bytes())
+	}
+	if err := r.Copy(src.buf, src.off, dst.buf, dst.off, src.bytes()); err != nil {
+		return err
+	}
+	r.Barrier()
+	return nil
+}

@@ -1,0 +1,325 @@
+package doge
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/nn"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// maxDecodePrograms bounds the recorded steps a State keeps (one per set of sequences
+// stepped together).
+const maxDecodePrograms = 8
+
+// decodeProgram is the recorded decode step of one set of sequences: every layer in one
+// submission. Its per-step inputs (token ids, RoPE rows) and output (logits) live in
+// host-visible memory.
+type decodeProgram struct {
+	seqs             []int
+	ids, cs, logitsH *nn.Tensor // mapped
+	x, xn, ao, mo, o *nn.Tensor
+	logits, headTmp  *nn.Tensor
+	pb               *nn.ProjectBuffers
+	mb               *nn.MLPBuffers
+	eb               *nn.ExpertBuffers
+	q, k, v          []*dma.Tensor
+	w                []*dma.Weights
+	out              []*dma.Result
+	steps            [][]*dma.RecordedStep // [layer][sequence]
+	phases           []dma.StepPhase
+	prog             *vk.Program
+	free             closer
+}
+
+func (p *decodeProgram) close() {
+	if p.prog != nil {
+		p.prog.Close()
+	}
+	for _, l := range p.steps {
+		for _, s := range l {
+			s.Close()
+		}
+	}
+	p.free.close()
+}
+
+func (s *State) newDecodeProgram(seqs []int) (*decodeProgram, error) {
+	m, n, d := s.m, s.m.n, s.m.n.DMA()
+	c := m.Cfg
+	B := len(seqs)
+	p := &decodeProgram{seqs: append([]int(nil), seqs...)}
+	fail := func(err error) (*decodeProgram, error) {
+		p.close()
+		return nil, err
+	}
+	f32 := dma.Float32
+	for _, b := range []struct {
+		dst        **nn.Tensor
+		dt         dma.DType
+		rows, cols int
+		mapped     bool
+	}{
+		{&p.ids, f32, B, 1, true}, {&p.cs, f32, B, c.HeadDim, true}, {&p.logitsH, f32, B, c.VocabSize, true},
+		{&p.x, f32, B, c.HiddenSize, false}, {&p.xn, f32, B, c.HiddenSize, false}, {&p.ao, f32, B, c.HiddenSize, false},
+		{&p.mo, f32, B, c.HiddenSize, false}, {&p.o, m.DType, B, c.NumAttentionHeads * c.HeadDim, false},
+		{&p.logits, f32, B, c.VocabSize, false}, {&p.headTmp, f32, 1, max(1, m.lmHead.ScratchElems(B)), false},
+	} {
+		var t *nn.Tensor
+		var err error
+		if b.mapped {
+			t, err = n.NewMappedTensor(b.dt, b.rows, b.cols)
+		} else {
+			t, err = n.NewTensor(b.dt, b.rows, b.cols)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		*b.dst = t
+		p.free.add(t)
+	}
+	l0 := m.layers[0]
+	var err error
+	if p.pb, err = l0.attn.NewProjectBuffers(n, B); err != nil {
+		return fail(err)
+	}
+	p.free.add(p.pb)
+	if p.mb, err = l0.mlp.NewBuffers(n, B); err != nil {
+		return fail(err)
+	}
+	p.free.add(p.mb)
+	if l0.experts != nil {
+		if p.eb, err = l0.experts.NewBuffers(n, B); err != nil {
+			return fail(err)
+		}
+		p.free.add(p.eb)
+	}
+	for range seqs {
+		q, err := d.NewTensor(m.DType, dma.Shape{B: 1, L: 1, H: c.NumAttentionHeads, D: c.HeadDim}, dma.BLHD)
+		if err != nil {
+			return fail(err)
+		}
+		p.free.add(q)
+		p.q = append(p.q, q)
+		for _, dst := range []*[]*dma.Tensor{&p.k, &p.v} {
+			t, err := d.NewTensor(m.DType, dma.Shape{B: 1, L: 1, H: c.NumKeyValueHeads, D: c.HeadDim}, dma.BLHD)
+			if err != nil {
+				return fail(err)
+			}
+			p.free.add(t)
+			*dst = append(*dst, t)
+		}
+		w, err := d.NewWeights(1, c.NumKeyValueHeads, 1)
+		if err != nil {
+			return fail(err)
+		}
+		p.free.add(w)
+		p.w = append(p.w, w)
+		out, err := s.caches[0].NewResult(q)
+		if err != nil {
+			return fail(err)
+		}
+		p.free.add(out)
+		p.out = append(p.out, out)
+	}
+	for li, l := range m.layers {
+		var row []*dma.RecordedStep
+		for i, seq := range seqs {
+			st, err := s.caches[li].NewRecordedStep(seq, p.k[i], p.v[i], p.w[i], p.q[i], p.out[i], l.attn.Options())
+			if err != nil {
+				return fail(err)
+			}
+			row = append(row, st)
+		}
+		p.steps = append(p.steps, row)
+	}
+	return p, nil
+}
+
+// record records the whole step.
+func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
+	m, n := s.m, s.m.n
+	eps := float32(m.Cfg.RMSNormEps)
+	B := len(p.seqs)
+	if err := m.embed.Record(n, r, p.x, p.ids); err != nil {
+		return err
+	}
+	for li, l := range m.layers {
+		if err := n.RecordRMSNorm(r, p.xn, p.x, l.inNorm, eps); err != nil {
+			return err
+		}
+		if err := l.attn.RecordProject(r, p.pb, p.xn); err != nil {
+			return err
+		}
+		for i := 0; i < B; i++ {
+			q, _ := nn.ViewOf(p.q[i])
+			k, _ := nn.ViewOf(p.k[i])
+			v, _ := nn.ViewOf(p.v[i])
+			cs, err := p.cs.Slice(i, i+1)
+			if err != nil {
+				return err
+			}
+			if err := l.attn.RecordQKV(n, r, p.pb, i, 1, q, k, v, p.w[i], 0, cs); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < B; i++ {
+			if err := p.steps[li][i].Record(r); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < B; i++ {
+			o, _ := nn.ViewOf(p.out[i].O)
+			dst, err := p.o.Slice(i, i+1)
+			if err != nil {
+				return err
+			}
+			if err := nn.RecordCopy(r, dst, o); err != nil {
+				return err
+			}
+		}
+		if err := l.attn.O.Record(r, p.ao, p.o, p.pb.Scratch); err != nil {
+			return err
+		}
+		if err := n.RecordResidual(r, p.x, p.ao, p.x, l.inRes); err != nil {
+			return err
+		}
+		if err := n.RecordRMSNorm(r, p.xn, p.x, l.postNorm, eps); err != nil {
+			return err
+		}
+		if err := l.mlp.Record(n, r, p.mo, p.xn, p.mb); err != nil {
+			return err
+		}
+		if l.experts != nil {
+			if err := l.experts.RecordRouter(r, p.eb, 0, p.xn); err != nil {
+				return err
+			}
+			if err := l.experts.RecordRoute(n, r, p.eb, B); err != nil {
+				return err
+			}
+			if err := l.experts.RecordApply(n, r, p.eb, 0, p.mo, p.xn); err != nil {
+				return err
+			}
+		}
+		if err := n.RecordResidual(r, p.x, p.mo, p.x, l.postRes); err != nil {
+			return err
+		}
+	}
+	if err := n.RecordRMSNorm(r, p.xn, p.x, m.norm, eps); err != nil {
+		return err
+	}
+	if err := m.lmHead.Record(r, p.logits, p.xn, p.headTmp); err != nil {
+		return err
+	}
+	return nn.RecordCopy(r, p.logitsH, p.logits)
+}
+
+// Step appends tokens[i] to sequence seqs[i] (each already started by Prefill, each
+// listed once) and returns the logits of each new position ([len(seqs)*vocab]): every
+// layer of every sequence in one submission. Transformers' CDMoE routes the tokens of
+// one forward pass together; a Step is one such pass over len(seqs) tokens.
+func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fail := func(err error) ([]float32, error) { return nil, fmt.Errorf("doge: Step: %w", err) }
+	if s.closed {
+		return fail(fmt.Errorf("the state is closed"))
+	}
+	if len(seqs) == 0 || len(seqs) != len(tokens) {
+		return fail(fmt.Errorf("%d sequences for %d tokens", len(seqs), len(tokens)))
+	}
+	if err := s.checkTokens(tokens); err != nil {
+		return fail(err)
+	}
+	seen := map[int]bool{}
+	pos := make([]int, len(seqs))
+	maxPos := 0
+	var key strings.Builder
+	for i, seq := range seqs {
+		switch {
+		case seq < 0 || seq >= s.Sequences:
+			return fail(fmt.Errorf("sequence %d of %d", seq, s.Sequences))
+		case seen[seq]:
+			return fail(fmt.Errorf("sequence %d listed twice", seq))
+		case s.lens[seq] == 0:
+			return fail(fmt.Errorf("sequence %d is empty: start it with Prefill", seq))
+		case s.lens[seq] >= s.Capacity:
+			return fail(fmt.Errorf("sequence %d is full (%d tokens)", seq, s.Capacity))
+		}
+		seen[seq] = true
+		pos[i] = s.lens[seq]
+		maxPos = max(maxPos, pos[i])
+		fmt.Fprintf(&key, "%d,", seq)
+	}
+	p, ok := s.steps[key.String()]
+	if !ok {
+		if len(s.steps) >= maxDecodePrograms {
+			for k, old := range s.steps {
+				old.close()
+				delete(s.steps, k)
+			}
+		}
+		var err error
+		if p, err = s.newDecodeProgram(seqs); err != nil {
+			return fail(err)
+		}
+		s.steps[key.String()] = p
+	}
+	if err := p.ids.UploadIDs(ctx, tokens); err != nil {
+		return fail(err)
+	}
+	if err := p.cs.Upload(ctx, s.rope.Table(pos, maxPos)); err != nil {
+		return fail(err)
+	}
+	phases := make([]dma.StepPhase, 0, len(s.m.layers)*len(seqs))
+	var prepared []*dma.RecordedStep
+	commit := func(err error) {
+		for _, st := range prepared {
+			st.Commit(err)
+		}
+	}
+	for _, row := range p.steps {
+		for _, st := range row {
+			ph, err := st.Prepare(ctx)
+			if err != nil {
+				commit(err)
+				return fail(err)
+			}
+			prepared = append(prepared, st)
+			phases = append(phases, ph)
+		}
+	}
+	same := p.prog != nil && len(phases) == len(p.phases)
+	for i := 0; same && i < len(phases); i++ {
+		same = phases[i] == p.phases[i]
+	}
+	var err error
+	if !same {
+		if p.prog != nil {
+			p.prog.Close()
+			p.prog = nil
+		}
+		p.prog, err = s.m.n.DMA().VK().Record(func(r *vk.Recorder) error { return s.recordDecode(r, p) })
+		if err != nil {
+			p.prog = nil
+			commit(err)
+			return fail(err)
+		}
+		p.phases = phases
+	}
+	err = p.prog.Submit(ctx)
+	commit(err)
+	if err != nil {
+		return fail(err)
+	}
+	for _, seq := range seqs {
+		s.lens[seq]++
+	}
+	logits, err := p.logitsH.Download(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	return logits, nil
+}

@@ -1,0 +1,127 @@
+package doge_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/doge"
+	"github.com/dmavk/dmavk/internal/vktest"
+	"github.com/dmavk/dmavk/nn"
+	"github.com/stretchr/testify/require"
+)
+
+func openNN(t testing.TB) *nn.Device {
+	t.Helper()
+	in := vktest.Instance(t)
+	pd, err := in.Choose()
+	require.NoError(t, err)
+	d, err := dma.OpenOn(in, pd, dma.Config{})
+	require.NoError(t, err)
+	n, err := nn.New(d)
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Close(); d.Close() })
+	return n
+}
+
+func loadFixture(t testing.TB, n *nn.Device, name string) (*doge.Model, *stFiles) {
+	t.Helper()
+	dir := filepath.Join("..", "testdata", "doge", name)
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	cfg, err := doge.ParseConfig(raw)
+	require.NoError(t, err)
+	ck, err := readCheckpoint(dir)
+	require.NoError(t, err)
+	m, err := doge.New(context.Background(), n, cfg, ck, doge.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	ref, err := readSafetensors(filepath.Join(dir, "reference.safetensors"))
+	require.NoError(t, err)
+	return m, ref
+}
+
+// closeRows checks got against want row by row ([rows, vocab]): every row within
+// tol * max |want row|.
+func closeRows(t testing.TB, want, got []float32, vocab int, tol float64, what string) {
+	t.Helper()
+	require.Equal(t, len(want), len(got), what)
+	worst := 0.0
+	defer func() { t.Logf("%s: worst row error %.2e of its max |logit|", what, worst) }()
+	for r := 0; r < len(want)/vocab; r++ {
+		m, e := 0.0, 0.0
+		for c := 0; c < vocab; c++ {
+			i := r*vocab + c
+			m = max(m, math.Abs(float64(want[i])))
+			e = max(e, math.Abs(float64(want[i])-float64(got[i])))
+		}
+		worst = max(worst, e/m)
+		require.LessOrEqualf(t, e, tol*m, "%s row %d: max error %.3g of max |logit| %.3g (rel %.3g)", what, r, e, m, e/m)
+	}
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// TestFixtures runs each fixture model's prompt and greedy continuation and compares
+// with transformers' float32 logits: within 1e-4 of max |logit|, the same greedy tokens.
+func TestFixtures(t *testing.T) {
+	n := openNN(t)
+	ctx := context.Background()
+	const tol = 1e-4
+	for _, name := range []string{"tiny", "moe", "rope"} {
+		t.Run(name, func(t *testing.T) {
+			m, ref := loadFixture(t, n, name)
+			vocab := m.Cfg.VocabSize
+			prompt := ref.ints["prompt_ids"]
+			ids := make([]int, len(prompt))
+			for i, x := range prompt {
+				ids[i] = int(x)
+			}
+			st, err := m.NewState(1, len(ids)+16)
+			require.NoError(t, err)
+			defer st.Close()
+			all, err := st.Prefill(ctx, 0, ids, true)
+			require.NoError(t, err)
+			positions := ref.ints["positions"]
+			var got []float32
+			for _, p := range positions {
+				got = append(got, all[int(p)*vocab:(int(p)+1)*vocab]...)
+			}
+			closeRows(t, ref.floats("prefill_logits"), got, vocab, tol, "prefill")
+			// Argmax at every prompt position, where the reference's choice is clear.
+			wantArg, wantMax := ref.ints["prefill_argmax"], ref.floats("prefill_max")
+			for p := range ids {
+				row := all[p*vocab : (p+1)*vocab]
+				if a := argmax(row); a != int(wantArg[p]) {
+					require.LessOrEqualf(t, math.Abs(float64(row[a]-row[wantArg[p]])), 2*tol*math.Abs(float64(wantMax[p])),
+						"position %d: argmax %d, transformers %d", p, a, wantArg[p])
+				}
+			}
+			greedy := ref.ints["greedy_ids"]
+			stepWant := ref.floats("step_logits")
+			last := all[(len(ids)-1)*vocab:]
+			steps := append([]float32(nil), last...)
+			tok := argmax(last)
+			require.Equal(t, int(greedy[0]), tok, "first greedy token")
+			for i := 1; i < len(greedy); i++ {
+				logits, err := st.Step(ctx, []int{0}, []int{tok})
+				require.NoError(t, err)
+				steps = append(steps, logits...)
+				tok = argmax(logits)
+				require.Equalf(t, int(greedy[i]), tok, "greedy token %d", i)
+			}
+			closeRows(t, stepWant, steps, vocab, tol, "decode")
+		})
+	}
+}

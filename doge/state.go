@@ -1,0 +1,362 @@
+package doge
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/nn"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// PrefillChunk is the rows of a prompt the linear layers and the MLP take at once: it
+// bounds their scratch (attention runs over the whole prompt in O(length) memory).
+const PrefillChunk = 256
+
+// State holds the KV caches of up to Sequences sequences of up to Capacity tokens each
+// and runs the model over them: Prefill starts a sequence with its prompt, Step adds one
+// token to each of several sequences in one recorded submission. Calls on one State are
+// serialized; Close it before the model.
+type State struct {
+	m                   *Model
+	Sequences, Capacity int
+
+	mu     sync.Mutex
+	caches []*dma.KVCache
+	lens   []int
+	rope   *nn.RoPE
+	steps  map[string]*decodeProgram
+	closed bool
+}
+
+// NewState allocates the caches.
+func (m *Model) NewState(sequences, capacity int) (*State, error) {
+	if sequences < 1 || capacity < 1 {
+		return nil, fmt.Errorf("doge: NewState: %d sequences of %d tokens", sequences, capacity)
+	}
+	s := &State{m: m, Sequences: sequences, Capacity: capacity, lens: make([]int, sequences), rope: m.newRoPE(), steps: map[string]*decodeProgram{}}
+	for _, l := range m.layers {
+		c, err := m.n.DMA().NewKVCache(l.attn.KVCacheConfig(sequences, capacity))
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("doge: NewState: %w", err)
+		}
+		s.caches = append(s.caches, c)
+	}
+	return s, nil
+}
+
+// Len is the number of tokens sequence seq holds.
+func (s *State) Len(seq int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq < 0 || seq >= len(s.lens) {
+		return 0
+	}
+	return s.lens[seq]
+}
+
+// Reset empties sequence seq.
+func (s *State) Reset(seq int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq < 0 || seq >= len(s.lens) {
+		return fmt.Errorf("doge: Reset: sequence %d of %d", seq, len(s.lens))
+	}
+	for _, c := range s.caches {
+		if err := c.Reset(seq); err != nil {
+			return err
+		}
+	}
+	s.lens[seq] = 0
+	return nil
+}
+
+// Close frees the caches and recorded steps.
+func (s *State) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for _, p := range s.steps {
+		p.close()
+	}
+	s.steps = nil
+	for _, c := range s.caches {
+		c.Close()
+	}
+	s.caches = nil
+	return nil
+}
+
+func (s *State) checkTokens(tokens []int) error {
+	for i, t := range tokens {
+		if t < 0 || t >= s.m.Cfg.VocabSize {
+			return fmt.Errorf("token %d at %d is outside the vocabulary of %d", t, i, s.m.Cfg.VocabSize)
+		}
+	}
+	return nil
+}
+
+// closer collects what a call allocates.
+type closer []interface{ Close() error }
+
+func (c *closer) add(x interface{ Close() error }) { *c = append(*c, x) }
+func (c closer) close() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i].Close()
+	}
+}
+
+// Prefill runs the prompt tokens through the model as the start of sequence seq (which
+// must be empty) and returns the logits of the last position ([vocab]), or of every
+// position ([len(tokens)*vocab]) when all is set.
+func (s *State) Prefill(ctx context.Context, seq int, tokens []int, all bool) ([]float32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fail := func(err error) ([]float32, error) { return nil, fmt.Errorf("doge: Prefill: %w", err) }
+	switch {
+	case s.closed:
+		return fail(fmt.Errorf("the state is closed"))
+	case seq < 0 || seq >= s.Sequences:
+		return fail(fmt.Errorf("sequence %d of %d", seq, s.Sequences))
+	case s.lens[seq] != 0:
+		return fail(fmt.Errorf("sequence %d holds %d tokens: a prompt starts a sequence (Reset it, or Step)", seq, s.lens[seq]))
+	case len(tokens) == 0:
+		return fail(fmt.Errorf("no tokens"))
+	case len(tokens) > s.Capacity:
+		return fail(fmt.Errorf("%d tokens exceed the capacity %d", len(tokens), s.Capacity))
+	}
+	if err := s.checkTokens(tokens); err != nil {
+		return fail(err)
+	}
+	logits, err := s.prefill(ctx, seq, tokens, all)
+	if err != nil {
+		for _, c := range s.caches {
+			c.Reset(seq)
+		}
+		return fail(err)
+	}
+	s.lens[seq] = len(tokens)
+	return logits, nil
+}
+
+func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([]float32, error) {
+	m, n := s.m, s.m.n
+	c := m.Cfg
+	T := len(tokens)
+	chunk := min(PrefillChunk, T)
+	var free closer
+	defer func() { free.close() }()
+	newT := func(dt dma.DType, rows, cols int) (*nn.Tensor, error) {
+		t, err := n.NewTensor(dt, rows, cols)
+		if err == nil {
+			free.add(t)
+		}
+		return t, err
+	}
+	f32 := dma.Float32
+	var x, xn, ao, mo, cs, ids *nn.Tensor
+	var err error
+	for _, b := range []struct {
+		dst  **nn.Tensor
+		cols int
+	}{{&x, c.HiddenSize}, {&xn, c.HiddenSize}, {&ao, c.HiddenSize}, {&mo, c.HiddenSize}, {&cs, c.HeadDim}, {&ids, 1}} {
+		if *b.dst, err = newT(f32, T, b.cols); err != nil {
+			return nil, err
+		}
+	}
+	if err := ids.UploadIDs(ctx, tokens); err != nil {
+		return nil, err
+	}
+	pos := make([]int, T)
+	for i := range pos {
+		pos[i] = i
+	}
+	if err := cs.Upload(ctx, s.rope.Table(pos, T-1)); err != nil {
+		return nil, err
+	}
+	l0 := m.layers[0]
+	pb, err := l0.attn.NewProjectBuffers(n, chunk)
+	if err != nil {
+		return nil, err
+	}
+	free.add(pb)
+	mb, err := l0.mlp.NewBuffers(n, chunk)
+	if err != nil {
+		return nil, err
+	}
+	free.add(mb)
+	var eb *nn.ExpertBuffers
+	if l0.experts != nil {
+		if eb, err = l0.experts.NewBuffers(n, T); err != nil {
+			return nil, err
+		}
+		free.add(eb)
+	}
+	d := n.DMA()
+	qkvShape := func(h int) dma.Shape { return dma.Shape{B: 1, L: T, H: h, D: c.HeadDim} }
+	q, err := d.NewTensor(m.DType, qkvShape(c.NumAttentionHeads), dma.BLHD)
+	if err != nil {
+		return nil, err
+	}
+	free.add(q)
+	k, err := d.NewTensor(m.DType, qkvShape(c.NumKeyValueHeads), dma.BLHD)
+	if err != nil {
+		return nil, err
+	}
+	free.add(k)
+	v, err := d.NewTensor(m.DType, qkvShape(c.NumKeyValueHeads), dma.BLHD)
+	if err != nil {
+		return nil, err
+	}
+	free.add(v)
+	w, err := d.NewWeights(1, c.NumKeyValueHeads, T)
+	if err != nil {
+		return nil, err
+	}
+	free.add(w)
+	qv, _ := nn.ViewOf(q)
+	kv, _ := nn.ViewOf(k)
+	vv, _ := nn.ViewOf(v)
+	rows := func(t *nn.Tensor, a, b int) *nn.Tensor {
+		sl, e := t.Slice(a, b)
+		if e != nil && err == nil {
+			err = e
+		}
+		return sl
+	}
+	if err := n.Run(ctx, func(r *vk.Recorder) error { return m.embed.Record(n, r, x, ids) }); err != nil {
+		return nil, err
+	}
+	for li, l := range m.layers {
+		// Projections, norms, RoPE and the dynamic weights of every key, chunk by chunk.
+		err = n.Run(ctx, func(r *vk.Recorder) error {
+			for a := 0; a < T; a += chunk {
+				b := min(a+chunk, T)
+				xs, xns := rows(x, a, b), rows(xn, a, b)
+				if err != nil {
+					return err
+				}
+				if err := n.RecordRMSNorm(r, xns, xs, l.inNorm, float32(c.RMSNormEps)); err != nil {
+					return err
+				}
+				if err := l.attn.RecordProject(r, pb, xns); err != nil {
+					return err
+				}
+				qs, ks, vs, css := rows(qv, a, b), rows(kv, a, b), rows(vv, a, b), rows(cs, a, b)
+				if err != nil {
+					return err
+				}
+				if err := l.attn.RecordQKV(n, r, pb, 0, b-a, qs, ks, vs, w, a, css); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		opt := l.attn.Options()
+		opt.Weights = w
+		res, err := d.Forward(ctx, q, k, v, opt)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", li, err)
+		}
+		if err := s.caches[li].Append(ctx, seq, k, v, w); err != nil {
+			res.Close()
+			return nil, fmt.Errorf("layer %d: %w", li, err)
+		}
+		ov, _ := nn.ViewOf(res.O)
+		err = n.Run(ctx, func(r *vk.Recorder) error { return s.recordPrefillRest(r, l, T, chunk, ov, x, xn, ao, mo, pb, mb, eb) })
+		res.Close()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", li, err)
+		}
+	}
+	// The final norm and the output projection of the rows asked for.
+	first := T - 1
+	if all {
+		first = 0
+	}
+	out := make([]float32, 0, (T-first)*c.VocabSize)
+	lrows := min(chunk, T-first)
+	logits, err := newT(f32, lrows, c.VocabSize)
+	if err != nil {
+		return nil, err
+	}
+	scratch, err := newT(f32, 1, max(1, m.lmHead.ScratchElems(lrows)))
+	if err != nil {
+		return nil, err
+	}
+	for a := first; a < T; a += lrows {
+		b := min(a+lrows, T)
+		err = n.Run(ctx, func(r *vk.Recorder) error {
+			xs, xns, ls := rows(x, a, b), rows(xn, a, b), rows(logits, 0, b-a)
+			if err != nil {
+				return err
+			}
+			if err := n.RecordRMSNorm(r, xns, xs, m.norm, float32(c.RMSNormEps)); err != nil {
+				return err
+			}
+			return m.lmHead.Record(r, ls, xns, scratch)
+		})
+		if err != nil {
+			return nil, err
+		}
+		ls, _ := logits.Slice(0, b-a)
+		got, err := ls.Download(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+// recordPrefillRest records a layer after attention over all T rows: the output
+// projection and gated residual, the MLP (or CDMoE) and its gated residual.
+func (s *State) recordPrefillRest(r *vk.Recorder, l *layer, T, chunk int, o, x, xn, ao, mo *nn.Tensor, pb *nn.ProjectBuffers, mb *nn.MLPBuffers, eb *nn.ExpertBuffers) error {
+	n, eps := s.m.n, float32(s.m.Cfg.RMSNormEps)
+	for a := 0; a < T; a += chunk {
+		b := min(a+chunk, T)
+		var vs [5]*nn.Tensor
+		for i, t := range []*nn.Tensor{o, x, xn, ao, mo} {
+			sl, err := t.Slice(a, b)
+			if err != nil {
+				return err
+			}
+			vs[i] = sl
+		}
+		os, xs, xns, aos, mos := vs[0], vs[1], vs[2], vs[3], vs[4]
+		if err := l.attn.O.Record(r, aos, os, pb.Scratch); err != nil {
+			return err
+		}
+		if err := n.RecordResidual(r, xs, aos, xs, l.inRes); err != nil {
+			return err
+		}
+		if err := n.RecordRMSNorm(r, xns, xs, l.postNorm, eps); err != nil {
+			return err
+		}
+		if err := l.mlp.Record(n, r, mos, xns, mb); err != nil {
+			return err
+		}
+		if l.experts != nil {
+			if err := l.experts.RecordRouter(r, eb, a, xns); err != nil {
+				return err
+			}
+		}
+	}
+	if l.experts != nil {
+		if err := l.experts.RecordRoute(n, r, eb, T); err != nil {
+			return err
+		}
+		if err := l.experts.RecordApply(n, r, eb, 0, mo, xn); err != nil {
+			return err
+		}
+	}
+	return n.RecordResidual(r, x, mo, x, l.postRes)
+}
