@@ -91,7 +91,7 @@ func TestFixtures(t *testing.T) {
 			st, err := m.NewState(1, len(ids)+16)
 			require.NoError(t, err)
 			defer st.Close()
-			all, err := st.Prefill(ctx, 0, ids, true)
+			all, err := st.PrefillAll(ctx, 0, ids)
 			require.NoError(t, err)
 			positions := ref.ints["positions"]
 			var got []float32

@@ -112,9 +112,23 @@ func (c closer) close() {
 }
 
 // Prefill runs the prompt tokens through the model as the start of sequence seq (which
-// must be empty) and returns the logits of the last position ([vocab]), or of every
-// position ([len(tokens)*vocab]) when all is set.
-func (s *State) Prefill(ctx context.Context, seq int, tokens []int, all bool) ([]float32, error) {
+// must be empty), as one forward pass of transformers would (CDMoE routes the pass's
+// tokens together), and returns the logits of the last position ([vocab]). The linear
+// layers and the MLP take the prompt PrefillChunk rows at a time; attention runs over
+// the whole prompt at once (dma.Forward, memory linear in its length).
+func (s *State) Prefill(ctx context.Context, seq int, tokens []int) ([]float32, error) {
+	return s.prefillCall(ctx, seq, tokens, false)
+}
+
+// PrefillAll is Prefill returning the logits of every position ([len(tokens)*vocab]).
+func (s *State) PrefillAll(ctx context.Context, seq int, tokens []int) ([]float32, error) {
+	return s.prefillCall(ctx, seq, tokens, true)
+}
+
+// Vocab is the vocabulary size (the length of a row of logits).
+func (s *State) Vocab() int { return s.m.Cfg.VocabSize }
+
+func (s *State) prefillCall(ctx context.Context, seq int, tokens []int, all bool) ([]float32, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fail := func(err error) ([]float32, error) { return nil, fmt.Errorf("doge: Prefill: %w", err) }
