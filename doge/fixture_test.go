@@ -3,10 +3,10 @@ package doge_test
 import (
 	"context"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/dmavk/dmavk/checkpoint"
 	"github.com/dmavk/dmavk/dma"
 	"github.com/dmavk/dmavk/doge"
 	"github.com/dmavk/dmavk/internal/vktest"
@@ -27,21 +27,40 @@ func openNN(t testing.TB) *nn.Device {
 	return n
 }
 
-func loadFixture(t testing.TB, n *nn.Device, name string) (*doge.Model, *stFiles) {
+// fixture is a reference file of testdata/doge.
+type fixture struct{ f *checkpoint.File }
+
+func (r fixture) floats(t testing.TB, name string) []float32 {
+	x, err := r.f.Tensor(name)
+	require.NoError(t, err)
+	v, err := x.Float32s()
+	require.NoError(t, err)
+	return v
+}
+
+func (r fixture) ints(t testing.TB, name string) []int {
+	x, err := r.f.Tensor(name)
+	require.NoError(t, err)
+	v, err := x.Int64s()
+	require.NoError(t, err)
+	out := make([]int, len(v))
+	for i, y := range v {
+		out[i] = int(y)
+	}
+	return out
+}
+
+func fixtureDir(name string) string { return filepath.Join("..", "testdata", "doge", name) }
+
+func loadFixture(t testing.TB, n *nn.Device, name string, o doge.Options) (*doge.Model, fixture) {
 	t.Helper()
-	dir := filepath.Join("..", "testdata", "doge", name)
-	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	require.NoError(t, err)
-	cfg, err := doge.ParseConfig(raw)
-	require.NoError(t, err)
-	ck, err := readCheckpoint(dir)
-	require.NoError(t, err)
-	m, err := doge.New(context.Background(), n, cfg, ck, doge.Options{})
+	m, err := doge.Load(context.Background(), n, fixtureDir(name), o)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
-	ref, err := readSafetensors(filepath.Join(dir, "reference.safetensors"))
+	f, err := checkpoint.OpenFile(filepath.Join(fixtureDir(name), "reference.safetensors"))
 	require.NoError(t, err)
-	return m, ref
+	t.Cleanup(func() { f.Close() })
+	return m, fixture{f}
 }
 
 // closeRows checks got against want row by row ([rows, vocab]): every row within
@@ -81,45 +100,41 @@ func TestFixtures(t *testing.T) {
 	const tol = 1e-4
 	for _, name := range []string{"tiny", "moe", "rope"} {
 		t.Run(name, func(t *testing.T) {
-			m, ref := loadFixture(t, n, name)
+			m, ref := loadFixture(t, n, name, doge.Options{})
 			vocab := m.Cfg.VocabSize
-			prompt := ref.ints["prompt_ids"]
-			ids := make([]int, len(prompt))
-			for i, x := range prompt {
-				ids[i] = int(x)
-			}
+			ids := ref.ints(t, "prompt_ids")
 			st, err := m.NewState(1, len(ids)+16)
 			require.NoError(t, err)
 			defer st.Close()
 			all, err := st.PrefillAll(ctx, 0, ids)
 			require.NoError(t, err)
-			positions := ref.ints["positions"]
+			positions := ref.ints(t, "positions")
 			var got []float32
 			for _, p := range positions {
-				got = append(got, all[int(p)*vocab:(int(p)+1)*vocab]...)
+				got = append(got, all[p*vocab:(p+1)*vocab]...)
 			}
-			closeRows(t, ref.floats("prefill_logits"), got, vocab, tol, "prefill")
+			closeRows(t, ref.floats(t, "prefill_logits"), got, vocab, tol, "prefill")
 			// Argmax at every prompt position, where the reference's choice is clear.
-			wantArg, wantMax := ref.ints["prefill_argmax"], ref.floats("prefill_max")
+			wantArg, wantMax := ref.ints(t, "prefill_argmax"), ref.floats(t, "prefill_max")
 			for p := range ids {
 				row := all[p*vocab : (p+1)*vocab]
-				if a := argmax(row); a != int(wantArg[p]) {
+				if a := argmax(row); a != wantArg[p] {
 					require.LessOrEqualf(t, math.Abs(float64(row[a]-row[wantArg[p]])), 2*tol*math.Abs(float64(wantMax[p])),
 						"position %d: argmax %d, transformers %d", p, a, wantArg[p])
 				}
 			}
-			greedy := ref.ints["greedy_ids"]
-			stepWant := ref.floats("step_logits")
+			greedy := ref.ints(t, "greedy_ids")
+			stepWant := ref.floats(t, "step_logits")
 			last := all[(len(ids)-1)*vocab:]
 			steps := append([]float32(nil), last...)
 			tok := argmax(last)
-			require.Equal(t, int(greedy[0]), tok, "first greedy token")
+			require.Equal(t, greedy[0], tok, "first greedy token")
 			for i := 1; i < len(greedy); i++ {
 				logits, err := st.Step(ctx, []int{0}, []int{tok})
 				require.NoError(t, err)
 				steps = append(steps, logits...)
 				tok = argmax(logits)
-				require.Equalf(t, int(greedy[i]), tok, "greedy token %d", i)
+				require.Equalf(t, greedy[i], tok, "greedy token %d", i)
 			}
 			closeRows(t, stepWant, steps, vocab, tol, "decode")
 		})
