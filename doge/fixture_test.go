@@ -140,3 +140,40 @@ func TestFixtures(t *testing.T) {
 		})
 	}
 }
+
+// TestFixturesHalf runs the half-precision checkpoints with Half: DMA in the checkpoint's
+// dtype, tensor-core products where the device has them. The logits stay within the
+// dtype's rounding of the float32 reference (fp16 2e-3, bf16 1e-2 of max |logit|).
+func TestFixturesHalf(t *testing.T) {
+	n := openNN(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		tol  float64
+	}{{"moe", 1e-2}, {"rope", 2e-3}} {
+		t.Run(c.name, func(t *testing.T) {
+			m, ref := loadFixture(t, n, c.name, doge.Options{Half: true})
+			require.NotEqual(t, dma.Float32, m.DType)
+			vocab := m.Cfg.VocabSize
+			ids := ref.ints(t, "prompt_ids")
+			st, err := m.NewState(1, len(ids)+16)
+			require.NoError(t, err)
+			defer st.Close()
+			all, err := st.PrefillAll(ctx, 0, ids)
+			require.NoError(t, err)
+			var got []float32
+			for _, p := range ref.ints(t, "positions") {
+				got = append(got, all[p*vocab:(p+1)*vocab]...)
+			}
+			closeRows(t, ref.floats(t, "prefill_logits"), got, vocab, c.tol, "prefill")
+			greedy := ref.ints(t, "greedy_ids")
+			steps := append([]float32(nil), all[(len(ids)-1)*vocab:]...)
+			for i := 1; i < len(greedy); i++ {
+				l, err := st.Step(ctx, []int{0}, []int{greedy[i-1]})
+				require.NoError(t, err)
+				steps = append(steps, l...)
+			}
+			closeRows(t, ref.floats(t, "step_logits"), steps, vocab, c.tol, "decode")
+		})
+	}
+}

@@ -34,7 +34,8 @@ type Options struct {
 	// faster: DMA takes queries, keys and values (and the KV cache keeps them) in the
 	// checkpoint's dtype (half the cache memory; tensor-core attention), and the
 	// products of many rows round their inputs to fp16 for tensor cores (fp16
-	// checkpoints). Off, the model computes in float32 from the stored weights, as
+	// checkpoints), except the value projection and dt_proj: the dynamic weights that
+	// choose the kept keys stay float32. Off, the model computes in float32 from the stored weights, as
 	// transformers does with a checkpoint loaded in float32.
 	Half bool
 }
@@ -113,19 +114,21 @@ func New(ctx context.Context, n *nn.Device, ck *checkpoint.Model, o Options) (*M
 		}
 	}
 	if o.Half {
-		for _, l := range m.linears() {
+		for _, l := range m.halfLinears() {
 			l.HalfInputs = true
 		}
 	}
 	return m, nil
 }
 
-// linears are every linear layer of the model.
-func (m *Model) linears() []*nn.Linear {
+// halfLinears are the linear layers that Half lets round their inputs.
+func (m *Model) halfLinears() []*nn.Linear {
 	out := []*nn.Linear{m.lmHead}
 	for _, l := range m.layers {
 		a := l.attn
-		out = append(out, a.Q, a.K, a.V, a.O, a.DtProj, l.mlp.Gate, l.mlp.Up, l.mlp.Down)
+		// Not V and dt_proj: the dynamic weights, which choose the kept keys, stay float32,
+		// so half precision does not move a key across the selection's threshold.
+		out = append(out, a.Q, a.K, a.O, l.mlp.Gate, l.mlp.Up, l.mlp.Down)
 		if l.experts != nil {
 			out = append(out, l.experts.Router)
 		}
