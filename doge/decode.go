@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/dmavk/dmavk/dma"
 	"github.com/dmavk/dmavk/nn"
@@ -223,6 +224,14 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
+	var submitted, waited time.Time
+	defer func() {
+		if !waited.IsZero() {
+			s.last.Host = submitted.Sub(start) + time.Since(waited)
+			s.last.Submit = waited.Sub(submitted)
+		}
+	}()
 	fail := func(err error) ([]float32, error) { return nil, fmt.Errorf("doge: Step: %w", err) }
 	if s.closed {
 		return fail(fmt.Errorf("the state is closed"))
@@ -309,7 +318,10 @@ func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error)
 		}
 		p.phases = phases
 	}
+	s.last.Recorded = !same
+	submitted = time.Now()
 	err = p.prog.Submit(ctx)
+	waited = time.Now()
 	commit(err)
 	if err != nil {
 		return fail(err)
@@ -322,4 +334,24 @@ func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error)
 		return fail(err)
 	}
 	return logits, nil
+}
+
+// StepTiming is where the wall time of a Step went.
+type StepTiming struct {
+	// Host is the host's own work: checks, the parameters of every layer's attention
+	// step, writing the inputs, reading the logits (and recording, when Recorded).
+	Host time.Duration
+	// Submit is from the submission to the end of the GPU's work: the GPU's time
+	// plus the driver's submission and wake-up latency.
+	Submit time.Duration
+	// Recorded is set when the step recorded its program (the first step of a set of
+	// sequences, or a change of phase): Host then includes the recording.
+	Recorded bool
+}
+
+// LastStep is the timing of the last Step that reached the GPU.
+func (s *State) LastStep() StepTiming {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }

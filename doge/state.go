@@ -27,6 +27,7 @@ type State struct {
 	lens   []int
 	rope   *nn.RoPE
 	steps  map[string]*decodeProgram
+	last   StepTiming
 	closed bool
 }
 
