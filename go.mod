@@ -3,8 +3,10 @@ module github.com/dmavk/dmavk
 go 1.26
 
 require (
+	github.com/dlclark/regexp2 v1.12.0
 	github.com/stretchr/testify v1.12.1
 	github.com/vulkan-go/vulkan v0.0.0-20221209234627-c0a353ae26c8
+	golang.org/x/text v0.23.0
 	gonum.org/v1/gonum v0.17.0
 )
 
