@@ -62,3 +62,6 @@ func arrayOf(t *checkpoint.Tensor) (*nn.Array, error) {
 	}
 	return &nn.Array{Name: t.Name, DType: dt, Shape: t.Shape, Data: b}, nil
 }
+
+// RoPEOf is the rotary embedding a model of config c uses (a fresh state).
+func RoPEOf(c *checkpoint.Config) *nn.RoPE { return ropeOf(c) }

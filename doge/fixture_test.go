@@ -177,3 +177,25 @@ func TestFixturesHalf(t *testing.T) {
 		})
 	}
 }
+
+// TestRoPEFrequencies: the prefill's inverse frequencies are transformers' (dynamic
+// RoPE at 300 positions over max_position_embeddings 256, and the default).
+func TestRoPEFrequencies(t *testing.T) {
+	for _, name := range []string{"rope", "tiny"} {
+		ck, err := checkpoint.Open(fixtureDir(name))
+		require.NoError(t, err)
+		defer ck.Close()
+		f, err := checkpoint.OpenFile(filepath.Join(fixtureDir(name), "reference.safetensors"))
+		require.NoError(t, err)
+		defer f.Close()
+		want := fixture{f}.floats(t, "inv_freq_prefill")
+		got := doge.RoPEOf(ck.Config).InvFreqFor(300)
+		require.Len(t, got, len(want))
+		for i := range want {
+			// torch's float32 pow is not always correctly rounded: one unit in the last
+			// place apart at most.
+			w := want[i]
+			require.Truef(t, got[i] == w || got[i] == math.Nextafter32(w, 0) || got[i] == math.Nextafter32(w, 1), "%s: inv_freq[%d] %v, transformers %v", name, i, got[i], w)
+		}
+	}
+}

@@ -215,6 +215,9 @@ func TestNormRoPE(t *testing.T) {
 				t.Run(fmt.Sprintf("%v/%dx%dx%d/norm=%v", ot, c.rows, c.heads, c.d, norm), func(t *testing.T) {
 					rope := &nn.RoPE{Theta: 10000, HeadDim: c.d}
 					require.NoError(t, rope.Check())
+					for f, x := range rope.InvFreqFor(5001) {
+						require.InEpsilon(t, math.Pow(10000, -float64(2*f)/float64(c.d)), float64(x), 1e-6)
+					}
 					pos := make([]int, c.rows)
 					for i := range pos {
 						pos[i] = rng.IntN(5000)
@@ -252,8 +255,10 @@ func TestNormRoPE(t *testing.T) {
 								}
 							}
 							for k := 0; k < c.d; k++ {
+								// The angle as transformers computes it: float32 inv_freq
+								// times the float32 position, rounded to float32.
 								f := k % half
-								ang := float64(pos[i]) * math.Pow(10000, -float64(2*f)/float64(c.d))
+								ang := float64(float32(rope.InvFreq()[f]) * float32(pos[i]))
 								rot := a[k-half+2*half*boolInt(k < half)]
 								if k < half {
 									rot = -a[k+half]
@@ -262,8 +267,7 @@ func TestNormRoPE(t *testing.T) {
 							}
 						}
 					}
-					// The angle is float32(inv_freq * pos): up to 5000 * 2^-24 radians off.
-					near(t, want, download(t, out), max(tolOf(ot), 2e-4), "rope")
+					near(t, want, download(t, out), tolOf(ot), "rope")
 				})
 			}
 		}

@@ -49,12 +49,14 @@ func (r *RoPE) Check() error {
 	return nil
 }
 
-// base returns inv_freq for base theta: 1 / theta^(2i/dim), in float32.
+// invFreqOf returns inv_freq for base theta: 1 / theta^(2i/dim), as torch computes it
+// from a Python float base: in float32, the base rounded to float32 first.
 func invFreqOf(theta float64, dim int) []float32 {
+	base := float64(float32(theta))
 	out := make([]float32, dim/2)
 	for i := range out {
-		ex := float32(float32(2*i) / float32(dim))
-		out[i] = float32(1 / float32(math.Pow(theta, float64(ex))))
+		ex := float32(2*i) / float32(dim)
+		out[i] = 1 / float32(math.Pow(base, float64(ex)))
 	}
 	return out
 }
@@ -70,8 +72,10 @@ func (r *RoPE) compute(seqLen int) {
 		}
 		r.scale = 1
 	case "dynamic":
-		sl := max(seqLen, r.MaxPos)
-		base := r.Theta * math.Pow(r.Factor*float64(sl)/float64(r.MaxPos)-(r.Factor-1), float64(dim)/float64(dim-2))
+		// transformers computes the new base from the length as a float32 tensor.
+		sl := float32(max(seqLen, r.MaxPos))
+		grow := float32(float32(r.Factor)*sl)/float32(r.MaxPos) - float32(r.Factor-1)
+		base := float64(float32(r.Theta) * float32(math.Pow(float64(grow), float64(dim)/float64(dim-2))))
 		r.invFreq, r.scale = invFreqOf(base, dim), 1
 	case "yarn":
 		r.invFreq, r.scale = r.yarn()
@@ -149,4 +153,15 @@ func (r *RoPE) Table(pos []int, maxPos int) []float32 {
 		}
 	}
 	return cs
+}
+
+// InvFreq is the inverse frequencies of the last Table (nil before the first).
+func (r *RoPE) InvFreq() []float32 { return r.invFreq }
+
+// InvFreqFor is the inverse frequencies a pass over positions below seqLen would use
+// now, without changing the state.
+func (r *RoPE) InvFreqFor(seqLen int) []float32 {
+	c := *r
+	c.Table(nil, seqLen-1)
+	return c.invFreq
 }
