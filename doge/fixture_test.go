@@ -2,6 +2,7 @@ package doge_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"path/filepath"
 	"testing"
@@ -93,14 +94,19 @@ func argmax(v []float32) int {
 }
 
 // TestFixtures runs each fixture model's prompt and greedy continuation and compares
-// with transformers' float32 logits: within 1e-4 of max |logit|, the same greedy tokens.
+// with transformers' float32 logits: within 1e-4 of max |logit|, the same greedy tokens;
+// with the prompt's attention in one call and in chunks of queries.
 func TestFixtures(t *testing.T) {
 	n := openNN(t)
 	ctx := context.Background()
 	const tol = 1e-4
-	for _, name := range []string{"tiny", "moe", "rope"} {
-		t.Run(name, func(t *testing.T) {
-			m, ref := loadFixture(t, n, name, doge.Options{})
+	for _, c := range []struct {
+		name  string
+		chunk int
+	}{{"tiny", 0}, {"moe", 0}, {"rope", 0}, {"tiny", 64}, {"moe", 100}} {
+		name := c.name
+		t.Run(fmt.Sprintf("%s/attention-chunk=%d", name, c.chunk), func(t *testing.T) {
+			m, ref := loadFixture(t, n, name, doge.Options{AttentionChunk: c.chunk})
 			vocab := m.Cfg.VocabSize
 			ids := ref.ints(t, "prompt_ids")
 			st, err := m.NewState(1, len(ids)+16)

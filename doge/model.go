@@ -2,6 +2,7 @@ package doge
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/dmavk/dmavk/checkpoint"
 
@@ -18,6 +19,8 @@ type Model struct {
 	layers []*layer
 	norm   *nn.Vector
 	lmHead *nn.Linear
+
+	attnChunk int
 }
 
 type layer struct {
@@ -38,6 +41,9 @@ type Options struct {
 	// choose the kept keys stay float32. Off, the model computes in float32 from the stored weights, as
 	// transformers does with a checkpoint loaded in float32.
 	Half bool
+	// AttentionChunk is the queries of a prompt each attention call takes
+	// (0: DefaultAttentionChunk): it bounds the attention's scratch on long prompts.
+	AttentionChunk int
 }
 
 // New uploads the model's weights from src, each in its dtype (float32, float16 or
@@ -51,7 +57,13 @@ func New(ctx context.Context, n *nn.Device, ck *checkpoint.Model, o Options) (*M
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Cfg: *c, n: n}
+	if o.AttentionChunk < 0 {
+		return nil, fmt.Errorf("doge: Options.AttentionChunk %d is negative", o.AttentionChunk)
+	}
+	m := &Model{Cfg: *c, n: n, attnChunk: o.AttentionChunk}
+	if m.attnChunk == 0 {
+		m.attnChunk = DefaultAttentionChunk
+	}
 	fail := func(err error) (*Model, error) {
 		m.Close()
 		return nil, err

@@ -11,8 +11,12 @@ import (
 )
 
 // PrefillChunk is the rows of a prompt the linear layers and the MLP take at once: it
-// bounds their scratch (attention runs over the whole prompt in O(length) memory).
+// bounds their scratch.
 const PrefillChunk = 256
+
+// DefaultAttentionChunk is the queries of a prompt one attention call takes (each over
+// every key up to its last query), unless Options.AttentionChunk says otherwise.
+const DefaultAttentionChunk = 4096
 
 // State holds the KV caches of up to Sequences sequences of up to Capacity tokens each
 // and runs the model over them: Prefill starts a sequence with its prompt, Step adds one
@@ -115,8 +119,8 @@ func (c closer) close() {
 // Prefill runs the prompt tokens through the model as the start of sequence seq (which
 // must be empty), as one forward pass of transformers would (CDMoE routes the pass's
 // tokens together), and returns the logits of the last position ([vocab]). The linear
-// layers and the MLP take the prompt PrefillChunk rows at a time; attention runs over
-// the whole prompt at once (dma.Forward, memory linear in its length).
+// layers and the MLP take the prompt PrefillChunk rows at a time, attention
+// Options.AttentionChunk queries at a time.
 func (s *State) Prefill(ctx context.Context, seq int, tokens []int) ([]float32, error) {
 	return s.prefillCall(ctx, seq, tokens, false)
 }
@@ -234,6 +238,12 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 		return nil, err
 	}
 	free.add(w)
+	o, err := d.NewTensor(m.DType, qkvShape(c.NumAttentionHeads), dma.BLHD)
+	if err != nil {
+		return nil, err
+	}
+	free.add(o)
+	ov, _ := nn.ViewOf(o)
 	qv, _ := nn.ViewOf(q)
 	kv, _ := nn.ViewOf(k)
 	vv, _ := nn.ViewOf(v)
@@ -275,19 +285,13 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 		if err != nil {
 			return nil, err
 		}
-		opt := l.attn.Options()
-		opt.Weights = w
-		res, err := d.Forward(ctx, q, k, v, opt)
-		if err != nil {
-			return nil, fmt.Errorf("layer %d: %w", li, err)
-		}
 		if err := s.caches[li].Append(ctx, seq, k, v, w); err != nil {
-			res.Close()
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
-		ov, _ := nn.ViewOf(res.O)
+		if err := s.attendPrompt(ctx, l, q, k, v, w, o); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", li, err)
+		}
 		err = n.Run(ctx, func(r *vk.Recorder) error { return s.recordPrefillRest(r, l, T, chunk, ov, x, xn, ao, mo, pb, mb, eb) })
-		res.Close()
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
@@ -330,6 +334,98 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 		out = append(out, got...)
 	}
 	return out, nil
+}
+
+// attendPrompt computes DMA attention of the prompt's queries q over its keys k, v
+// (weights w) into o, Options.AttentionChunk queries per call: the chunk of queries
+// [a, b) attends keys [0, b), causally (bottom-right aligned).
+func (s *State) attendPrompt(ctx context.Context, l *layer, q, k, v *dma.Tensor, w *dma.Weights, o *dma.Tensor) error {
+	d := s.m.n.DMA()
+	T := q.Shape().L
+	step := s.m.attnChunk
+	opt := l.attn.Options()
+	if T <= step {
+		opt.Weights = w
+		res, err := d.Forward(ctx, q, k, v, opt)
+		if err != nil {
+			return err
+		}
+		defer res.Close()
+		return d.VK().Run(ctx, func(r *vk.Recorder) error {
+			return r.Copy(res.O.Buffer(), 0, o.Buffer(), 0, rowBytes(res.O, T))
+		})
+	}
+	for a := 0; a < T; a += step {
+		b := min(a+step, T)
+		if err := s.attendChunk(ctx, l, q, k, v, w, o, a, b, opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rowBytes is the bytes of n rows (positions) of a B=1 BLHD tensor.
+func rowBytes(t *dma.Tensor, n int) int64 {
+	sh := t.Shape()
+	return int64(n) * int64(sh.H*sh.D) * int64(t.DType().Size())
+}
+
+// attendChunk is attendPrompt's call for queries [a, b): the queries, the first b keys
+// and their weights copied into tensors of their own, the output copied back.
+func (s *State) attendChunk(ctx context.Context, l *layer, q, k, v *dma.Tensor, w *dma.Weights, o *dma.Tensor, a, b int, opt dma.Options) error {
+	d := s.m.n.DMA()
+	var free closer
+	defer func() { free.close() }()
+	qs, ks := q.Shape(), k.Shape()
+	qc, err := d.NewTensor(q.DType(), dma.Shape{B: 1, L: b - a, H: qs.H, D: qs.D}, dma.BLHD)
+	if err != nil {
+		return err
+	}
+	free.add(qc)
+	kc, err := d.NewTensor(k.DType(), dma.Shape{B: 1, L: b, H: ks.H, D: ks.D}, dma.BLHD)
+	if err != nil {
+		return err
+	}
+	free.add(kc)
+	vc, err := d.NewTensor(v.DType(), dma.Shape{B: 1, L: b, H: ks.H, D: ks.D}, dma.BLHD)
+	if err != nil {
+		return err
+	}
+	free.add(vc)
+	wc, err := d.NewWeights(1, w.Hb, b)
+	if err != nil {
+		return err
+	}
+	free.add(wc)
+	err = d.VK().Run(ctx, func(r *vk.Recorder) error {
+		if err := r.Copy(q.Buffer(), rowBytes(q, a), qc.Buffer(), 0, rowBytes(q, b-a)); err != nil {
+			return err
+		}
+		if err := r.Copy(k.Buffer(), 0, kc.Buffer(), 0, rowBytes(k, b)); err != nil {
+			return err
+		}
+		if err := r.Copy(v.Buffer(), 0, vc.Buffer(), 0, rowBytes(v, b)); err != nil {
+			return err
+		}
+		for h := 0; h < w.Hb; h++ { // weights [Hb][Lk]: the first b of each row
+			if err := r.Copy(w.Buffer(), int64(h*w.Lk)*4, wc.Buffer(), int64(h*b)*4, int64(b)*4); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	opt.Weights = wc
+	res, err := d.Forward(ctx, qc, kc, vc, opt)
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	return d.VK().Run(ctx, func(r *vk.Recorder) error {
+		return r.Copy(res.O.Buffer(), 0, o.Buffer(), rowBytes(o, a), rowBytes(o, b-a))
+	})
 }
 
 // recordPrefillRest records a layer after attention over all T rows: the output
