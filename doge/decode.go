@@ -236,6 +236,9 @@ func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error)
 	if s.closed {
 		return fail(fmt.Errorf("the state is closed"))
 	}
+	if s.m.closed() {
+		return fail(fmt.Errorf("the model is closed"))
+	}
 	if len(seqs) == 0 || len(seqs) != len(tokens) {
 		return fail(fmt.Errorf("%d sequences for %d tokens", len(seqs), len(tokens)))
 	}

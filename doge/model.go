@@ -3,6 +3,7 @@ package doge
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/dmavk/dmavk/checkpoint"
 
@@ -21,6 +22,7 @@ type Model struct {
 	lmHead *nn.Linear
 
 	attnChunk int
+	mu        sync.Mutex // Close against the States' checks
 }
 
 type layer struct {
@@ -151,16 +153,29 @@ func (m *Model) halfLinears() []*nn.Linear {
 // Device is the layer device the model runs on.
 func (m *Model) Device() *nn.Device { return m.n }
 
-// Close frees the weights. States must be closed first.
+// closed reports whether Close was called.
+func (m *Model) closed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.layers == nil
+}
+
+// Close frees the weights (a State's calls fail after it; close the States too). It is
+// safe to call more than once.
 func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.embed != nil {
 		m.embed.Close()
+		m.embed = nil
 	}
 	if m.lmHead != nil {
 		m.lmHead.Close()
+		m.lmHead = nil
 	}
 	if m.norm != nil {
 		m.norm.Close()
+		m.norm = nil
 	}
 	for _, l := range m.layers {
 		for _, v := range []*nn.Vector{l.inNorm, l.postNorm, l.inRes, l.postRes} {

@@ -40,6 +40,9 @@ func (m *Model) NewState(sequences, capacity int) (*State, error) {
 	if sequences < 1 || capacity < 1 {
 		return nil, fmt.Errorf("doge: NewState: %d sequences of %d tokens", sequences, capacity)
 	}
+	if m.closed() {
+		return nil, fmt.Errorf("doge: NewState: the model is closed")
+	}
 	s := &State{m: m, Sequences: sequences, Capacity: capacity, lens: make([]int, sequences), rope: m.newRoPE(), steps: map[string]*decodeProgram{}}
 	for _, l := range m.layers {
 		c, err := m.n.DMA().NewKVCache(l.attn.KVCacheConfig(sequences, capacity))
@@ -140,6 +143,8 @@ func (s *State) prefillCall(ctx context.Context, seq int, tokens []int, all bool
 	switch {
 	case s.closed:
 		return fail(fmt.Errorf("the state is closed"))
+	case s.m.closed():
+		return fail(fmt.Errorf("the model is closed"))
 	case seq < 0 || seq >= s.Sequences:
 		return fail(fmt.Errorf("sequence %d of %d", seq, s.Sequences))
 	case s.lens[seq] != 0:

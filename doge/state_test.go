@@ -102,3 +102,75 @@ func TestStateErrors(t *testing.T) {
 	_, err = st.Step(ctx, []int{0}, []int{1})
 	require.ErrorContains(t, err, "closed")
 }
+
+// TestStatesConcurrent: two states of one model, used from two goroutines at once,
+// give what each gives alone.
+func TestStatesConcurrent(t *testing.T) {
+	n := openNN(t)
+	ctx := context.Background()
+	m, ref := loadFixture(t, n, "moe", doge.Options{})
+	ids := ref.ints(t, "prompt_ids")
+	run := func(p []int) ([]float32, error) {
+		st, err := m.NewState(1, 128)
+		if err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		out, err := st.Prefill(ctx, 0, p)
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i < 5; i++ {
+			l, err := st.Step(ctx, []int{0}, []int{p[i]})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, l...)
+		}
+		return out, nil
+	}
+	prompts := [][]int{ids[:90], ids[40:117]}
+	want := make([][]float32, 2)
+	for i, p := range prompts {
+		var err error
+		want[i], err = run(p)
+		require.NoError(t, err)
+	}
+	got := make([][]float32, 2)
+	errs := make([]error, 2)
+	done := make(chan int)
+	for i, p := range prompts {
+		go func() {
+			got[i], errs[i] = run(p)
+			done <- i
+		}()
+	}
+	<-done
+	<-done
+	for i := range prompts {
+		require.NoError(t, errs[i])
+		require.Equal(t, want[i], got[i])
+	}
+}
+
+// TestCloseOrder: a model closed before its state makes the state's calls fail with
+// an error; closing twice, and in either order, is safe.
+func TestCloseOrder(t *testing.T) {
+	n := openNN(t)
+	ctx := context.Background()
+	m, _ := loadFixture(t, n, "tiny", doge.Options{})
+	st, err := m.NewState(1, 16)
+	require.NoError(t, err)
+	_, err = st.Prefill(ctx, 0, []int{0, 5, 6})
+	require.NoError(t, err)
+	_, err = st.Step(ctx, []int{0}, []int{7})
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	require.NoError(t, m.Close())
+	_, err = st.Step(ctx, []int{0}, []int{7})
+	require.ErrorContains(t, err, "model is closed")
+	_, err = m.NewState(1, 4)
+	require.ErrorContains(t, err, "model is closed")
+	require.NoError(t, st.Close())
+	require.NoError(t, st.Close())
+}
