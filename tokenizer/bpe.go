@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"container/heap"
 	"fmt"
 	"strings"
 	"sync"
@@ -124,20 +125,73 @@ func (b *bpe) symbols(word string) []int {
 	return ids
 }
 
-// merge applies the merges, lowest rank first and leftmost among equal ranks.
+// merge applies the merges, lowest rank first and leftmost among equal ranks, with a
+// heap over the adjacent pairs as tokenizers does (a word can be a long run of letters).
 func (b *bpe) merge(ids []int) []int {
-	for len(ids) > 1 {
-		best, at := merge{rank: -1}, -1
-		for i := 0; i+1 < len(ids); i++ {
-			if m, ok := b.merges[[2]int{ids[i], ids[i+1]}]; ok && (at < 0 || m.rank < best.rank) {
-				best, at = m, i
-			}
-		}
-		if at < 0 {
-			break
-		}
-		ids[at] = best.id
-		ids = append(ids[:at+1], ids[at+2:]...)
+	if len(ids) < 2 {
+		return ids
 	}
-	return ids
+	n := len(ids)
+	prev, next := make([]int, n), make([]int, n)
+	gone := make([]bool, n)
+	for i := range ids {
+		prev[i], next[i] = i-1, i+1
+	}
+	next[n-1] = -1
+	h := &pairHeap{}
+	push := func(pos, right int) {
+		if m, ok := b.merges[[2]int{ids[pos], ids[right]}]; ok {
+			heap.Push(h, pairAt{m.rank, pos, m.id})
+		}
+	}
+	for i := 0; i+1 < n; i++ {
+		push(i, i+1)
+	}
+	for h.Len() > 0 {
+		top := heap.Pop(h).(pairAt)
+		if gone[top.pos] || next[top.pos] < 0 {
+			continue
+		}
+		r := next[top.pos]
+		if m, ok := b.merges[[2]int{ids[top.pos], ids[r]}]; !ok || m.id != top.id {
+			continue // the pair there has changed since
+		}
+		ids[top.pos], gone[r] = top.id, true
+		next[top.pos] = next[r]
+		if next[r] >= 0 {
+			prev[next[r]] = top.pos
+		}
+		if p := prev[top.pos]; p >= 0 {
+			push(p, top.pos)
+		}
+		if nx := next[top.pos]; nx >= 0 {
+			push(top.pos, nx)
+		}
+	}
+	out := ids[:0]
+	for i := 0; i >= 0; i = next[i] {
+		out = append(out, ids[i])
+	}
+	return out
+}
+
+// pairAt is a mergeable pair: its merge's rank, its left symbol's position, the result.
+type pairAt struct{ rank, pos, id int }
+
+type pairHeap []pairAt
+
+func (h pairHeap) Len() int { return len(h) }
+func (h pairHeap) Less(i, j int) bool {
+	if h[i].rank != h[j].rank {
+		return h[i].rank < h[j].rank
+	}
+	return h[i].pos < h[j].pos
+}
+func (h pairHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *pairHeap) Push(x any)   { *h = append(*h, x.(pairAt)) }
+func (h *pairHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

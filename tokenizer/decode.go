@@ -100,17 +100,18 @@ func stripDecoder(content string, start, stop int) decoder {
 	}
 }
 
-// metaspaceDecoder turns the replacement character back into spaces and drops the
-// space the pre-tokenizer put before the first word.
-func metaspaceDecoder(replacement string, dropFirst bool) decoder {
+// metaspaceDecoder turns the replacement character back into spaces, except in the
+// first token, where it only stood for the space the pre-tokenizer put before the text
+// (unless its prepend_scheme is never): tokenizers drops it there.
+func metaspaceDecoder(replacement string, prepended bool) decoder {
 	return func(tokens []string) []string {
 		out := make([]string, len(tokens))
 		for i, t := range tokens {
-			t = strings.ReplaceAll(t, replacement, " ")
-			if i == 0 && dropFirst {
-				t = strings.TrimPrefix(t, " ")
+			with := " "
+			if i == 0 && prepended {
+				with = ""
 			}
-			out[i] = t
+			out[i] = strings.ReplaceAll(t, replacement, with)
 		}
 		return out
 	}

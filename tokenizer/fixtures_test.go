@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dmavk/dmavk/checkpoint"
 )
 
 const fixtures = "../testdata/doge"
@@ -91,6 +93,56 @@ func TestFixtureCases(t *testing.T) {
 				}
 				t.Errorf("%d %s %q: stream step %d = %q %v %v, want %q", i, c.Tokenizer, c.Text, j, text, ok, err, w)
 				break
+			}
+		}
+	}
+}
+
+// The models' prompts are 300 distinct random tokens and their greedy continuations
+// repeat pieces of characters: their decodings (by tokenizers, skipping special tokens)
+// test the byte-level decoder's replacement of broken UTF-8.
+func TestFixtureModelTexts(t *testing.T) {
+	for _, name := range []string{"tiny", "moe", "rope"} {
+		dir := filepath.Join(fixtures, name)
+		tk, err := Load(filepath.Join(dir, "tokenizer.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ref struct {
+			PromptText string `json:"prompt_text"`
+			GreedyIDs  []int  `json:"greedy_ids"`
+			GreedyText string `json:"greedy_text"`
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "reference.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &ref); err != nil {
+			t.Fatal(err)
+		}
+		f, err := checkpoint.OpenFile(filepath.Join(dir, "reference.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := f.Tensor("prompt_ids")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p64, err := pt.Int64s()
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		prompt := make([]int, len(p64))
+		for i, v := range p64 {
+			prompt[i] = int(v)
+		}
+		for what, c := range map[string]struct {
+			ids  []int
+			want string
+		}{"prompt": {prompt, ref.PromptText}, "greedy": {ref.GreedyIDs, ref.GreedyText}} {
+			if got, err := tk.Decode(c.ids, true); err != nil || got != c.want {
+				t.Errorf("%s %s: %q, %v\nwant %q", name, what, got, err, c.want)
 			}
 		}
 	}

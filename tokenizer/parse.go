@@ -53,6 +53,7 @@ type component struct {
 	// Metaspace
 	Replacement   string `json:"replacement"`
 	PrependScheme string `json:"prepend_scheme"`
+	Split         *bool  `json:"split"`
 	// TemplateProcessing
 	Single        []map[string]templatePart `json:"single"`
 	SpecialTokens map[string]struct {
@@ -102,12 +103,19 @@ func Parse(data []byte) (*Tokenizer, error) {
 	if isNull(f.Model) {
 		return nil, fmt.Errorf("no model")
 	}
+	var kind struct {
+		Type   string          `json:"type"`
+		Merges json.RawMessage `json:"merges"`
+	}
+	if err := json.Unmarshal(f.Model, &kind); err != nil {
+		return nil, fmt.Errorf("model: %v", err)
+	}
+	if kind.Type != "BPE" && !(kind.Type == "" && kind.Merges != nil) {
+		return nil, fmt.Errorf("model type %q is not supported (BPE)", kind.Type)
+	}
 	var m modelJSON
 	if err := json.Unmarshal(f.Model, &m); err != nil {
 		return nil, fmt.Errorf("model: %v", err)
-	}
-	if m.Type != "BPE" && !(m.Type == "" && m.Vocab != nil && m.Merges != nil) {
-		return nil, fmt.Errorf("model type %q is not supported (BPE)", m.Type)
 	}
 	if m.Dropout != nil && *m.Dropout > 0 {
 		return nil, fmt.Errorf("BPE dropout %v is not supported", *m.Dropout)
@@ -142,15 +150,16 @@ func Parse(data []byte) (*Tokenizer, error) {
 	}
 	t.idToToken = make([]string, size)
 	t.special = make([]bool, size)
+	t.assigned = make([]bool, size)
 	for tok, id := range m.Vocab {
-		t.idToToken[id] = tok
+		t.idToToken[id], t.assigned[id] = tok, true
 		t.tokenToID[tok] = id
 	}
 	var raw, norm []*AddedToken
 	for _, a := range f.AddedTokens {
 		at := &AddedToken{ID: a.ID, Content: a.Content, SingleWord: a.SingleWord, LStrip: a.LStrip, RStrip: a.RStrip, Normalized: a.Normalized, Special: a.Special}
 		t.added = append(t.added, at)
-		t.idToToken[a.ID] = a.Content
+		t.idToToken[a.ID], t.assigned[a.ID] = a.Content, true
 		t.tokenToID[a.Content] = a.ID
 		t.special[a.ID] = a.Special
 		t.addedByStr[a.Content] = at
@@ -234,7 +243,7 @@ func buildNormalizer(raw json.RawMessage) (normalizer, error) {
 	case "NFC", "NFD", "NFKC", "NFKD":
 		return unicodeNormalizer(c.Type)
 	case "Lowercase":
-		return strings.ToLower, nil
+		return lowercase, nil
 	case "StripAccents":
 		return stripAccents, nil
 	case "Strip":
@@ -280,6 +289,21 @@ func buildPreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		return splitPreTokenizer(p, c.Behavior, c.Invert), nil
 	case "Digits":
 		return digitsPreTokenizer(c.IndividualDigits), nil
+	case "Metaspace":
+		rep, scheme := c.Replacement, c.PrependScheme
+		if rep == "" {
+			rep = "\u2581"
+		}
+		if scheme == "" { // older files: add_prefix_space
+			scheme = "always"
+			if c.AddPrefixSpace != nil && !*c.AddPrefixSpace {
+				scheme = "never"
+			}
+		}
+		if scheme != "always" && scheme != "first" && scheme != "never" {
+			return nil, fmt.Errorf("pre_tokenizer Metaspace: prepend_scheme %q", scheme)
+		}
+		return metaspacePreTokenizer(rep, scheme, c.Split == nil || *c.Split), nil
 	}
 	return nil, unknownType("pre_tokenizer", c.Type)
 }
@@ -319,11 +343,11 @@ func buildDecoder(raw json.RawMessage) (decoder, error) {
 		if rep == "" {
 			rep = "\u2581"
 		}
-		drop := c.PrependScheme != "never" && (c.AddPrefixSpace == nil || *c.AddPrefixSpace)
-		if c.PrependScheme == "never" {
-			drop = false
+		prepended := c.PrependScheme != "never"
+		if c.PrependScheme == "" && c.AddPrefixSpace != nil { // older files
+			prepended = *c.AddPrefixSpace
 		}
-		return metaspaceDecoder(rep, drop), nil
+		return metaspaceDecoder(rep, prepended), nil
 	}
 	return nil, unknownType("decoder", c.Type)
 }

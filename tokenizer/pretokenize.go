@@ -7,14 +7,16 @@ import (
 )
 
 // preTokenizer cuts pieces of text into smaller ones; BPE then runs on each alone.
-type preTokenizer func(pieces []string) []string
+// atStart says that pieces[0] begins the text (Metaspace's prepend_scheme "first" needs
+// it); the result says the same of the pieces returned.
+type preTokenizer func(pieces []string, atStart bool) ([]string, bool)
 
 func sequencePreTokenizer(ps []preTokenizer) preTokenizer {
-	return func(pieces []string) []string {
+	return func(pieces []string, atStart bool) ([]string, bool) {
 		for _, p := range ps {
-			pieces = p(pieces)
+			pieces, atStart = p(pieces, atStart)
 		}
-		return pieces
+		return pieces, atStart
 	}
 }
 
@@ -34,7 +36,7 @@ func byteLevelPreTokenizer(addPrefixSpace, useRegex bool) preTokenizer {
 		}
 		split = splitPreTokenizer(p, "Isolated", false)
 	}
-	return func(pieces []string) []string {
+	return func(pieces []string, atStart bool) ([]string, bool) {
 		if addPrefixSpace {
 			for i, s := range pieces {
 				if !strings.HasPrefix(s, " ") {
@@ -43,12 +45,12 @@ func byteLevelPreTokenizer(addPrefixSpace, useRegex bool) preTokenizer {
 			}
 		}
 		if split != nil {
-			pieces = split(pieces)
+			pieces, atStart = split(pieces, atStart)
 		}
 		for i, s := range pieces {
 			pieces[i] = byteLevel(s)
 		}
-		return pieces
+		return pieces, atStart
 	}
 }
 
@@ -59,9 +61,9 @@ var splitBehaviors = map[string]bool{"Removed": true, "Isolated": true, "MergedW
 // (MergedWithPrevious, MergedWithNext), or kept with runs of matches joined
 // (Contiguous). With invert the matches are the pieces and the gaps the delimiters.
 func splitPreTokenizer(p *pattern, behavior string, invert bool) preTokenizer {
-	return func(pieces []string) []string {
+	return func(pieces []string, atStart bool) ([]string, bool) {
 		var out []string
-		for _, s := range pieces {
+		for k, s := range pieces {
 			sp := p.spans(s)
 			if invert {
 				for i := range sp {
@@ -70,11 +72,14 @@ func splitPreTokenizer(p *pattern, behavior string, invert bool) preTokenizer {
 			}
 			for _, x := range applyBehavior(sp, behavior) {
 				if x.end > x.begin {
+					if len(out) == 0 {
+						atStart = atStart && k == 0 && x.begin == 0
+					}
 					out = append(out, s[x.begin:x.end])
 				}
 			}
 		}
-		return out
+		return out, atStart && len(out) > 0
 	}
 }
 
@@ -134,7 +139,7 @@ func digitsPreTokenizer(individual bool) preTokenizer {
 	if individual {
 		behavior = "Isolated"
 	}
-	return func(pieces []string) []string {
+	return func(pieces []string, atStart bool) ([]string, bool) {
 		var out []string
 		for _, s := range pieces {
 			// each digit a match, each run of other characters one gap
@@ -153,7 +158,49 @@ func digitsPreTokenizer(individual bool) preTokenizer {
 				}
 			}
 		}
-		return out
+		return out, atStart // nothing is removed
+	}
+}
+
+// metaspacePreTokenizer writes spaces as the replacement character (SentencePiece's
+// ▁), puts one before each piece (prepend "always") or before the text's first
+// ("first") unless it has one, and with split cuts before every replacement character.
+func metaspacePreTokenizer(replacement, prepend string, split bool) preTokenizer {
+	return func(pieces []string, atStart bool) ([]string, bool) {
+		var out []string
+		for k, s := range pieces {
+			s = strings.ReplaceAll(s, " ", replacement)
+			if !strings.HasPrefix(s, replacement) && (prepend == "always" || prepend == "first" && k == 0 && atStart) {
+				s = replacement + s
+			}
+			if !split {
+				out = append(out, s)
+				continue
+			}
+			var sp []span
+			prev := 0
+			for i := strings.Index(s, replacement); i >= 0; {
+				if i > prev {
+					sp = append(sp, span{prev, i, false})
+				}
+				sp = append(sp, span{i, i + len(replacement), true})
+				prev = i + len(replacement)
+				j := strings.Index(s[prev:], replacement)
+				if j < 0 {
+					break
+				}
+				i = prev + j
+			}
+			if prev < len(s) {
+				sp = append(sp, span{prev, len(s), false})
+			}
+			for _, x := range applyBehavior(sp, "MergedWithNext") {
+				if x.end > x.begin {
+					out = append(out, s[x.begin:x.end])
+				}
+			}
+		}
+		return out, atStart
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package tokenizer reads Hugging Face tokenizer.json files (the fast tokenizers of the
 // tokenizers library) and encodes and decodes text with them, giving the ids tokenizers
 // gives: BPE with its normalizer, pre-tokenizer (ByteLevel, Split with Oniguruma-style
-// patterns, Digits, Sequence), post-processor (TemplateProcessing, RobertaProcessing,
+// patterns, Metaspace, Digits, Sequence), post-processor (TemplateProcessing, RobertaProcessing,
 // BertProcessing, ByteLevel) and decoder (ByteLevel, ByteFallback, Fuse, Replace, Strip,
 // Metaspace), and added and special tokens. Components it does not know are an error
 // when the file is read, never a silently different tokenization.
@@ -24,6 +24,7 @@ type Tokenizer struct {
 	normAdded  *addedMatcher
 	added      []*AddedToken
 	idToToken  []string
+	assigned   []bool // ids with a token: vocabularies may leave holes
 	special    []bool
 	tokenToID  map[string]int
 	addedByStr map[string]*AddedToken
@@ -49,7 +50,7 @@ func Load(path string) (*Tokenizer, error) {
 func (t *Tokenizer) Encode(text string, addSpecialTokens bool) []int {
 	text = strings.ToValidUTF8(text, "\uFFFD")
 	var ids []int
-	for _, p := range t.rawAdded.split(text) {
+	for i, p := range t.rawAdded.split(text) {
 		if p.token != nil {
 			ids = append(ids, p.token.ID)
 			continue
@@ -58,14 +59,14 @@ func (t *Tokenizer) Encode(text string, addSpecialTokens bool) []int {
 		if t.normalize != nil {
 			s = t.normalize(s)
 		}
-		for _, q := range t.normAdded.split(s) {
+		for j, q := range t.normAdded.split(s) {
 			if q.token != nil {
 				ids = append(ids, q.token.ID)
 				continue
 			}
 			words := []string{q.text}
 			if t.preTok != nil {
-				words = t.preTok(words)
+				words, _ = t.preTok(words, i == 0 && j == 0)
 			}
 			for _, w := range words {
 				ids = t.model.tokenize(ids, w)
@@ -119,7 +120,7 @@ func (t *Tokenizer) TokenToID(token string) (int, bool) {
 
 // IDToToken returns the token string of id.
 func (t *Tokenizer) IDToToken(id int) (string, bool) {
-	if id < 0 || id >= len(t.idToToken) || (t.idToToken[id] == "" && t.tokenToID[""] != id) {
+	if id < 0 || id >= len(t.idToToken) || !t.assigned[id] {
 		return "", false
 	}
 	return t.idToToken[id], true
@@ -162,7 +163,8 @@ func (t *Tokenizer) NewStreamDecoder(skipSpecialTokens bool) *StreamDecoder {
 }
 
 // Next takes one id and returns the text it completes; ok is false while the text so
-// far ends inside a character (or adds nothing).
+// far ends inside a character (or adds nothing). Like tokenizers', it also holds back a
+// text that ends in U+FFFD itself until a later id.
 func (d *StreamDecoder) Next(id int) (text string, ok bool, err error) {
 	d.ids = append(d.ids, id)
 	s, err := d.t.Decode(d.ids, d.skipSpecial)

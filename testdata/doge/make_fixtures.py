@@ -375,6 +375,17 @@ def margins(logits):
     return (top[..., 0] - top[..., 1])
 
 
+def finite(x):
+    """JSON has no infinities: an unbounded gap (nothing to choose from) is null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    return x
+
+
 def build_model(out, name, tok, tok_dir, *, layers, tied, is_moe=False, rope=None,
                 max_pos=2048, save_dtype=torch.float32, shard=None, gen):
     vocab = tok.get_vocab_size(with_added_tokens=True)
@@ -495,7 +506,7 @@ def build_model(out, name, tok, tok_dir, *, layers, tied, is_moe=False, rope=Non
         "files": sorted(os.listdir(d)),
     }
     with open(os.path.join(d, "reference.json"), "w") as f:
-        json.dump(meta, f, indent=1, ensure_ascii=False)
+        json.dump(finite(meta), f, indent=1, ensure_ascii=False, allow_nan=False)
     print(json.dumps({k: meta[k] for k in ("model", "greedy_ids", "generate_matches",
                                            "min_step_top2_margin", "prompt_attempts", "clear_of_ties",
                                            "min_selection_relative_gap", "min_moe_expert_gap",
