@@ -95,7 +95,7 @@ func argmax(v []float32) int {
 
 // TestFixtures runs each fixture model's prompt and greedy continuation and compares
 // with transformers' float32 logits: within 1e-4 of max |logit|, the same greedy tokens;
-// with the prompt's attention in one call and in chunks of queries.
+// with the prompt in one chunk and in several.
 func TestFixtures(t *testing.T) {
 	n := openNN(t)
 	ctx := context.Background()
@@ -103,10 +103,10 @@ func TestFixtures(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		chunk int
-	}{{"tiny", 0}, {"moe", 0}, {"rope", 0}, {"tiny", 64}, {"moe", 100}} {
+	}{{"tiny", 0}, {"moe", 0}, {"rope", 0}, {"tiny", 64}, {"moe", 96}} {
 		name := c.name
-		t.Run(fmt.Sprintf("%s/attention-chunk=%d", name, c.chunk), func(t *testing.T) {
-			m, ref := loadFixture(t, n, name, doge.Options{AttentionChunk: c.chunk})
+		t.Run(fmt.Sprintf("%s/chunk=%d", name, c.chunk), func(t *testing.T) {
+			m, ref := loadFixture(t, n, name, doge.Options{PrefillChunk: c.chunk})
 			vocab := m.Cfg.VocabSize
 			ids := ref.ints(t, "prompt_ids")
 			st, err := m.NewState(1, len(ids)+16)
@@ -154,11 +154,12 @@ func TestFixturesHalf(t *testing.T) {
 	n := openNN(t)
 	ctx := context.Background()
 	for _, c := range []struct {
-		name string
-		tol  float64
-	}{{"moe", 1e-2}, {"rope", 2e-3}} {
-		t.Run(c.name, func(t *testing.T) {
-			m, ref := loadFixture(t, n, c.name, doge.Options{Half: true})
+		name  string
+		tol   float64
+		chunk int
+	}{{"moe", 1e-2, 0}, {"rope", 2e-3, 0}, {"rope", 2e-3, 96}} {
+		t.Run(fmt.Sprintf("%s/chunk=%d", c.name, c.chunk), func(t *testing.T) {
+			m, ref := loadFixture(t, n, c.name, doge.Options{Half: true, PrefillChunk: c.chunk})
 			require.NotEqual(t, dma.Float32, m.DType)
 			vocab := m.Cfg.VocabSize
 			ids := ref.ints(t, "prompt_ids")

@@ -21,8 +21,8 @@ type Model struct {
 	norm   *nn.Vector
 	lmHead *nn.Linear
 
-	attnChunk int
-	mu        sync.Mutex // Close against the States' checks
+	chunk int        // Options.PrefillChunk
+	mu    sync.Mutex // Close against the States' checks
 }
 
 type layer struct {
@@ -43,9 +43,10 @@ type Options struct {
 	// choose the kept keys stay float32. Off, the model computes in float32 from the stored weights, as
 	// transformers does with a checkpoint loaded in float32.
 	Half bool
-	// AttentionChunk is the queries of a prompt each attention call takes
-	// (0: DefaultAttentionChunk): it bounds the attention's scratch on long prompts.
-	AttentionChunk int
+	// PrefillChunk is the rows of a prompt the linear layers, the MLP and each
+	// attention call take at once (0: DefaultPrefillChunk; else a multiple of 16): it
+	// bounds the prefill's scratch on long prompts.
+	PrefillChunk int
 }
 
 // New uploads the model's weights from src, each in its dtype (float32, float16 or
@@ -59,12 +60,12 @@ func New(ctx context.Context, n *nn.Device, ck *checkpoint.Model, o Options) (*M
 	if err != nil {
 		return nil, err
 	}
-	if o.AttentionChunk < 0 {
-		return nil, fmt.Errorf("doge: Options.AttentionChunk %d is negative", o.AttentionChunk)
+	if o.PrefillChunk < 0 || o.PrefillChunk%16 != 0 {
+		return nil, fmt.Errorf("doge: Options.PrefillChunk %d: 0 or a positive multiple of 16", o.PrefillChunk)
 	}
-	m := &Model{Cfg: *c, n: n, attnChunk: o.AttentionChunk}
-	if m.attnChunk == 0 {
-		m.attnChunk = DefaultAttentionChunk
+	m := &Model{Cfg: *c, n: n, chunk: o.PrefillChunk}
+	if m.chunk == 0 {
+		m.chunk = DefaultPrefillChunk
 	}
 	fail := func(err error) (*Model, error) {
 		m.Close()

@@ -10,13 +10,9 @@ import (
 	"github.com/dmavk/dmavk/vk"
 )
 
-// PrefillChunk is the rows of a prompt the linear layers and the MLP take at once: it
-// bounds their scratch.
-const PrefillChunk = 256
-
-// DefaultAttentionChunk is the queries of a prompt one attention call takes (each over
-// every key up to its last query), unless Options.AttentionChunk says otherwise.
-const DefaultAttentionChunk = 4096
+// DefaultPrefillChunk is the rows of a prompt that the linear layers, the MLP and one
+// attention call take at once, unless Options.PrefillChunk says otherwise.
+const DefaultPrefillChunk = 4096
 
 // State holds the KV caches of up to Sequences sequences of up to Capacity tokens each
 // and runs the model over them: Prefill starts a sequence with its prompt, Step adds one
@@ -122,8 +118,8 @@ func (c closer) close() {
 // Prefill runs the prompt tokens through the model as the start of sequence seq (which
 // must be empty), as one forward pass of transformers would (CDMoE routes the pass's
 // tokens together), and returns the logits of the last position ([vocab]). The linear
-// layers and the MLP take the prompt PrefillChunk rows at a time, attention
-// Options.AttentionChunk queries at a time.
+// layers, the MLP and attention take the prompt Options.PrefillChunk rows at a time
+// (attention: each chunk of queries over every key up to its last).
 func (s *State) Prefill(ctx context.Context, seq int, tokens []int) ([]float32, error) {
 	return s.prefillCall(ctx, seq, tokens, false)
 }
@@ -172,7 +168,7 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 	m, n := s.m, s.m.n
 	c := m.Cfg
 	T := len(tokens)
-	chunk := min(PrefillChunk, T)
+	chunk := min(m.chunk, T)
 	var free closer
 	defer func() { free.close() }()
 	newT := func(dt dma.DType, rows, cols int) (*nn.Tensor, error) {
@@ -307,7 +303,7 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 		first = 0
 	}
 	out := make([]float32, 0, (T-first)*c.VocabSize)
-	lrows := min(chunk, T-first)
+	lrows := min(256, chunk, T-first) // logits rows at a time: vocab-wide rows are large
 	logits, err := newT(f32, lrows, c.VocabSize)
 	if err != nil {
 		return nil, err
@@ -347,7 +343,7 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 func (s *State) attendPrompt(ctx context.Context, l *layer, q, k, v *dma.Tensor, w *dma.Weights, o *dma.Tensor) error {
 	d := s.m.n.DMA()
 	T := q.Shape().L
-	step := s.m.attnChunk
+	step := s.m.chunk
 	opt := l.attn.Options()
 	if T <= step {
 		opt.Weights = w

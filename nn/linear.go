@@ -79,7 +79,10 @@ func (l *Linear) ScratchElems(m int) int {
 	return 0
 }
 
-// tensorCores reports whether many-row products run on the device's tensor cores.
+// TensorCores reports whether products of more than 4 rows run on the device's tensor
+// cores (HalfInputs, fp16 weights, no bias, a device with cooperative matrices).
+func (l *Linear) TensorCores() bool { return l.tensorCores() }
+
 func (l *Linear) tensorCores() bool {
 	return l.HalfInputs && l.n.mm != nil && l.DType == dma.Float16 && l.bias == nil
 }
@@ -123,15 +126,15 @@ func (l *Linear) Record(r *vk.Recorder, y, x, scratch *Tensor) error {
 			return err
 		}
 		return dispatch(r, red, [3]uint32{groups(m*l.Out, 256), 1, 1}, push(m, l.Out, slices, hasBias), part, bias, y.binding())
-	case l.tensorCores() && y.off == 0 && scratch.off == 0 && (x.DType == dma.Float32 || x.DType == dma.Float16 && x.off == 0):
+	case l.tensorCores() && (x.DType == dma.Float32 || x.DType == dma.Float16):
 		x16 := x
 		if x.DType != dma.Float16 {
-			x16 = &Tensor{buf: scratch.buf, DType: dma.Float16, Rows: m, Cols: l.In}
+			x16 = &Tensor{buf: scratch.buf, off: scratch.off, DType: dma.Float16, Rows: m, Cols: l.In}
 			if err := l.n.RecordCast(r, x16, x); err != nil {
 				return err
 			}
 		}
-		if err := l.n.mm.Record(r, l.mmPath(), true, x16.buf, l.wt.buf, y.buf, m, l.Out, l.In); err != nil {
+		if err := l.n.mm.RecordBound(r, l.mmPath(), true, x16.binding(), l.wt.binding(), y.binding(), m, l.Out, l.In); err != nil {
 			return fmt.Errorf("nn: Linear.Record: %w", err)
 		}
 		r.Barrier()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/dmavk/dmavk/dma"
@@ -128,8 +129,16 @@ func TestLinear(t *testing.T) {
 						require.NoError(t, err)
 						defer l.Close()
 						l.HalfInputs = half
-						xs := tensor(t, n, xt, m, in, x)
-						y := tensor(t, n, dma.Float32, m, out, nil)
+						if half && os.Getenv("DMAVK_REQUIRE_COOPMAT") == "1" {
+							require.True(t, l.TensorCores(), "no tensor-core product on this device")
+						}
+						// x and y are views 16 rows into larger tensors.
+						xbig := tensor(t, n, xt, m+16, in, append(make([]float32, 16*in), x...))
+						ybig := tensor(t, n, dma.Float32, m+16, out, nil)
+						xs, err := xbig.Slice(16, 16+m)
+						require.NoError(t, err)
+						y, err := ybig.Slice(16, 16+m)
+						require.NoError(t, err)
 						var scratch *nn.Tensor
 						if e := l.ScratchElems(m); e > 0 {
 							scratch = tensor(t, n, dma.Float32, 1, e, nil)
