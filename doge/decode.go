@@ -20,7 +20,7 @@ const maxDecodePrograms = 8
 // host-visible memory.
 type decodeProgram struct {
 	seqs             []int
-	ids, cs, logitsH *nn.Tensor // mapped
+	ids, cs, logitsH *nn.Tensor // host-visible: written, written, read by the host
 	x, xn, ao, mo, o *nn.Tensor
 	logits, headTmp  *nn.Tensor
 	pb               *nn.ProjectBuffers
@@ -61,18 +61,21 @@ func (s *State) newDecodeProgram(seqs []int) (*decodeProgram, error) {
 		dst        **nn.Tensor
 		dt         dma.DType
 		rows, cols int
-		mapped     bool
+		host       int // 1: written by the host, 2: read by the host
 	}{
-		{&p.ids, f32, B, 1, true}, {&p.cs, f32, B, c.HeadDim, true}, {&p.logitsH, f32, B, c.VocabSize, true},
-		{&p.x, f32, B, c.HiddenSize, false}, {&p.xn, f32, B, c.HiddenSize, false}, {&p.ao, f32, B, c.HiddenSize, false},
-		{&p.mo, f32, B, c.HiddenSize, false}, {&p.o, m.DType, B, c.NumAttentionHeads * c.HeadDim, false},
-		{&p.logits, f32, B, c.VocabSize, false}, {&p.headTmp, f32, 1, max(1, m.lmHead.ScratchElems(B)), false},
+		{&p.ids, f32, B, 1, 1}, {&p.cs, f32, B, c.HeadDim, 1}, {&p.logitsH, f32, B, c.VocabSize, 2},
+		{&p.x, f32, B, c.HiddenSize, 0}, {&p.xn, f32, B, c.HiddenSize, 0}, {&p.ao, f32, B, c.HiddenSize, 0},
+		{&p.mo, f32, B, c.HiddenSize, 0}, {&p.o, m.DType, B, c.NumAttentionHeads * c.HeadDim, 0},
+		{&p.logits, f32, B, c.VocabSize, 0}, {&p.headTmp, f32, 1, max(1, m.lmHead.ScratchElems(B)), 0},
 	} {
 		var t *nn.Tensor
 		var err error
-		if b.mapped {
+		switch b.host {
+		case 1:
 			t, err = n.NewMappedTensor(b.dt, b.rows, b.cols)
-		} else {
+		case 2:
+			t, err = n.NewReadbackTensor(b.dt, b.rows, b.cols)
+		default:
 			t, err = n.NewTensor(b.dt, b.rows, b.cols)
 		}
 		if err != nil {

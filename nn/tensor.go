@@ -169,6 +169,19 @@ func (n *Device) NewMappedTensor(dt dma.DType, rows, cols int) (*Tensor, error) 
 	return &Tensor{buf: buf, DType: dt, Rows: rows, Cols: cols, owned: true}, nil
 }
 
+// NewReadbackTensor allocates a tensor in host memory that only copies can write
+// (RecordCopy) and Download reads as a plain copy: a recorded program's outputs.
+func (n *Device) NewReadbackTensor(dt dma.DType, rows, cols int) (*Tensor, error) {
+	if rows < 1 || cols < 1 {
+		return nil, fmt.Errorf("nn: NewReadbackTensor: shape [%d %d]", rows, cols)
+	}
+	buf, err := n.vd.NewReadbackBuffer(max((int64(rows)*int64(cols)*int64(dt.Size())+3)&^3, 4))
+	if err != nil {
+		return nil, fmt.Errorf("nn: NewReadbackTensor: %w", err)
+	}
+	return &Tensor{buf: buf, DType: dt, Rows: rows, Cols: cols, owned: true}, nil
+}
+
 // RecordCopy records a copy of src into dst (the same number of bytes).
 func RecordCopy(r *vk.Recorder, dst, src *Tensor) error {
 	if dst.bytes() != src.bytes() {
