@@ -133,23 +133,22 @@ func (a *Attention) NewProjectBuffers(n *Device, t int) (*ProjectBuffers, error)
 	for _, x := range []struct {
 		dst  **Tensor
 		cols int
-	}{{&b.Q, c.Heads * c.HeadDim}, {&b.K, c.KVHeads * c.HeadDim}, {&b.V, c.KVHeads * c.HeadDim}, {&b.Dt, c.KVHeads}, {&b.Scratch, a.ScratchElems(t)}} {
-		if *x.dst, err = n.NewTensor(dma.Float32, t, max(x.cols, 1)); err != nil {
+	}{{&b.Q, c.Heads * c.HeadDim}, {&b.K, c.KVHeads * c.HeadDim}, {&b.V, c.KVHeads * c.HeadDim}, {&b.Dt, c.KVHeads}} {
+		if *x.dst, err = n.NewTensor(dma.Float32, t, x.cols); err != nil {
 			b.Close()
 			return nil, err
 		}
 	}
+	if b.Scratch, err = n.NewTensor(dma.Float32, 1, a.ScratchElems(t)); err != nil {
+		b.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
-// ScratchElems is the float32 scratch per row count that the block's linears need,
-// divided by rows (rounded up): a [t, ScratchElems(t)] tensor is enough.
+// ScratchElems is the float32 scratch the block's linears need for t rows.
 func (a *Attention) ScratchElems(t int) int {
-	m := 0
-	for _, l := range []*Linear{a.Q, a.K, a.V, a.O, a.DtProj} {
-		m = max(m, l.ScratchElems(t))
-	}
-	return (m + t - 1) / t
+	return max(LinearsScratchElems(t, a.Q, a.K, a.V), a.O.ScratchElems(t), a.DtProj.ScratchElems(t), 1)
 }
 
 // Close frees the buffers.
@@ -163,24 +162,20 @@ func (b *ProjectBuffers) Close() error {
 }
 
 // RecordProject records the projections of x (normed hidden states, [T, Hidden]
-// float32) into b: q, k, v and dt = dt_proj(v) (v in float32).
+// float32) into b: q, k and v side by side, then dt = dt_proj(v) (v in float32).
 func (a *Attention) RecordProject(r *vk.Recorder, b *ProjectBuffers, x *Tensor) error {
 	t := x.Rows
-	sl := func(y *Tensor) *Tensor { s, _ := y.Slice(0, t); return s }
-	for _, p := range []struct {
-		l    *Linear
-		y, x *Tensor
-	}{{a.Q, sl(b.Q), x}, {a.K, sl(b.K), x}, {a.V, sl(b.V), x}, {a.DtProj, sl(b.Dt), sl(b.V)}} {
-		if err := p.l.Record(r, p.y, p.x, b.Scratch); err != nil {
-			return err
-		}
+	rows := func(y *Tensor) *Tensor { s, _ := y.Slice(0, t); return s }
+	if err := RecordLinears(r, b.Scratch, LinearJob{a.Q, rows(b.Q), x}, LinearJob{a.K, rows(b.K), x}, LinearJob{a.V, rows(b.V), x}); err != nil {
+		return err
 	}
-	return nil
+	return a.DtProj.Record(r, rows(b.Dt), rows(b.V), b.Scratch)
 }
 
-// RecordQKV records the per-head norms and rotary embedding of rows [r0, r0+n) of the
-// projections into q ([n, Heads*HeadDim]) and k, the cast of v, and the dynamic
-// weights of those keys into w at key off; cs is the rows' RoPE table ([n, HeadDim]).
+// RecordQKV records, side by side, the per-head norms and rotary embedding of rows
+// [r0, r0+n) of the projections into q ([n, Heads*HeadDim]) and k, the cast of v, and
+// the dynamic weights of those keys into w at key off; cs is the rows' RoPE table
+// ([n, HeadDim]).
 func (a *Attention) RecordQKV(nd *Device, r *vk.Recorder, b *ProjectBuffers, r0, n int, q, k, v *Tensor, w *dma.Weights, off int, cs *Tensor) error {
 	c := a.Cfg
 	rows := func(x *Tensor) (*Tensor, error) { return x.Slice(r0, r0+n) }
@@ -190,14 +185,21 @@ func (a *Attention) RecordQKV(nd *Device, r *vk.Recorder, b *ProjectBuffers, r0,
 	}
 	kf, _ := rows(b.K)
 	vf, _ := rows(b.V)
-	if err := nd.RecordNormRoPE(r, q, qf, c.Heads, c.HeadDim, a.QNorm, c.Eps, cs); err != nil {
+	ropeQ, err := nd.normRoPEPass(q, qf, c.Heads, c.HeadDim, a.QNorm, c.Eps, cs)
+	if err != nil {
 		return err
 	}
-	if err := nd.RecordNormRoPE(r, k, kf, c.KVHeads, c.HeadDim, a.KNorm, c.Eps, cs); err != nil {
+	ropeK, err := nd.normRoPEPass(k, kf, c.KVHeads, c.HeadDim, a.KNorm, c.Eps, cs)
+	if err != nil {
 		return err
 	}
-	if err := nd.RecordCast(r, v, vf); err != nil {
+	cast, err := nd.castPass(v, vf)
+	if err != nil {
 		return err
 	}
-	return nd.recordDynamicWeightsRows(r, w, off, b.Dt, r0, n, a.A)
+	weights, err := nd.dynamicWeightsPass(w, off, b.Dt, r0, n, a.A)
+	if err != nil {
+		return err
+	}
+	return RecordPasses(r, ropeQ, ropeK, cast, weights)
 }

@@ -97,13 +97,82 @@ func (l *Linear) mmPath() matmul.Path {
 // Record records y = x W^T + b: x [m, In] of any dtype, y [m, Out] float32, scratch of
 // ScratchElems(m) float32 elements (nil when that is 0). y must not overlap x.
 func (l *Linear) Record(r *vk.Recorder, y, x, scratch *Tensor) error {
+	return RecordLinears(r, scratch, LinearJob{l, y, x})
+}
+
+// LinearJob is one product of RecordLinears: Y = X W^T + b.
+type LinearJob struct {
+	L    *Linear
+	Y, X *Tensor
+}
+
+// scratchAlign is the float32 elements each job's scratch is rounded up to, so that
+// every job's part starts on a storage-buffer offset the devices allow (256 bytes).
+const scratchAlign = 64
+
+// LinearsScratchElems is the float32 scratch RecordLinears needs for m rows of each of
+// the layers.
+func LinearsScratchElems(m int, ls ...*Linear) int {
+	n := 0
+	for _, l := range ls {
+		n += (l.ScratchElems(m) + scratchAlign - 1) / scratchAlign * scratchAlign
+	}
+	return n
+}
+
+// RecordLinears records products that do not depend on one another side by side: their
+// passes share barriers (one after each pass of all of them, instead of one after each
+// pass of each), which matters when each is small (decode). Each gets its own part of
+// scratch (LinearsScratchElems); no Y may overlap any X.
+func RecordLinears(r *vk.Recorder, scratch *Tensor, jobs ...LinearJob) error {
+	var phases [][]func(*vk.Recorder) error
+	off := int64(0)
+	for _, j := range jobs {
+		need := j.L.ScratchElems(j.X.Rows)
+		var part *Tensor
+		if need > 0 {
+			if scratch == nil || scratch.off%4 != 0 || (off+int64(need))*4 > scratch.bytes() {
+				return fmt.Errorf("nn: Linear.Record: %d rows of %d layers need %d float32 elements of scratch", j.X.Rows, len(jobs), LinearsScratchElems(j.X.Rows, linearsOf(jobs)...))
+			}
+			part = &Tensor{buf: scratch.buf, off: scratch.off + off*4, DType: dma.Float32, Rows: 1, Cols: need}
+			off += int64((need + scratchAlign - 1) / scratchAlign * scratchAlign)
+		}
+		ps, err := j.L.passes(j.Y, j.X, part)
+		if err != nil {
+			return err
+		}
+		for i, p := range ps {
+			if i == len(phases) {
+				phases = append(phases, nil)
+			}
+			phases[i] = append(phases[i], p)
+		}
+	}
+	for _, ph := range phases {
+		for _, p := range ph {
+			if err := p(r); err != nil {
+				return err
+			}
+		}
+		r.Barrier()
+	}
+	return nil
+}
+
+func linearsOf(jobs []LinearJob) []*Linear {
+	ls := make([]*Linear, len(jobs))
+	for i, j := range jobs {
+		ls[i] = j.L
+	}
+	return ls
+}
+
+// passes are the dispatches of y = x W^T + b, in order; each needs the ones before it
+// done (a barrier between).
+func (l *Linear) passes(y, x, scratch *Tensor) ([]func(*vk.Recorder) error, error) {
 	m := x.Rows
 	if x.Cols != l.In || y.Cols != l.Out || y.Rows != m || y.DType != dma.Float32 {
-		return fmt.Errorf("nn: Linear.Record: x [%d %d] %v, y [%d %d] %v for a %dx%d layer (y float32)", x.Rows, x.Cols, x.DType, y.Rows, y.Cols, y.DType, l.In, l.Out)
-	}
-	need := l.ScratchElems(m)
-	if need > 0 && (scratch == nil || scratch.Elems()*scratch.DType.Size() < need*4) {
-		return fmt.Errorf("nn: Linear.Record: %d rows need %d float32 elements of scratch", m, need)
+		return nil, fmt.Errorf("nn: Linear.Record: x [%d %d] %v, y [%d %d] %v for a %dx%d layer (y float32)", x.Rows, x.Cols, x.DType, y.Rows, y.Cols, y.DType, l.In, l.Out)
 	}
 	bias, hasBias := vk.Bind(l.n.dummy), false
 	if l.bias != nil {
@@ -115,34 +184,44 @@ func (l *Linear) Record(r *vk.Recorder, y, x, scratch *Tensor) error {
 		slices := int(groups(l.In, gemvSlice))
 		p, err := l.n.pipeline("nn_gemv", 3, 16, xt, wt)
 		if err != nil {
-			return err
-		}
-		part := vk.Binding{Buf: scratch.buf, Offset: scratch.off, Size: int64(slices*m*l.Out) * 4}
-		if err := dispatch(r, p, [3]uint32{groups(l.Out, 128), uint32(slices), 1}, push(m, l.Out, l.In, gemvSlice), x.binding(), l.wt.binding(), part); err != nil {
-			return err
+			return nil, err
 		}
 		red, err := l.n.pipeline("nn_gemv_reduce", 3, 16)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return dispatch(r, red, [3]uint32{groups(m*l.Out, 256), 1, 1}, push(m, l.Out, slices, hasBias), part, bias, y.binding())
+		part := vk.Binding{Buf: scratch.buf, Offset: scratch.off, Size: int64(slices*m*l.Out) * 4}
+		return []func(*vk.Recorder) error{
+			func(r *vk.Recorder) error {
+				return r.Dispatch(p, [3]uint32{groups(l.Out, 128), uint32(slices), 1}, push(m, l.Out, l.In, gemvSlice), x.binding(), l.wt.binding(), part)
+			},
+			func(r *vk.Recorder) error {
+				return r.Dispatch(red, [3]uint32{groups(m*l.Out, 256), 1, 1}, push(m, l.Out, slices, hasBias), part, bias, y.binding())
+			},
+		}, nil
 	case l.tensorCores() && (x.DType == dma.Float32 || x.DType == dma.Float16):
+		var out []func(*vk.Recorder) error
 		x16 := x
 		if x.DType != dma.Float16 {
 			x16 = &Tensor{buf: scratch.buf, off: scratch.off, DType: dma.Float16, Rows: m, Cols: l.In}
-			if err := l.n.RecordCast(r, x16, x); err != nil {
-				return err
+			cast, err := l.n.castPass(x16, x)
+			if err != nil {
+				return nil, err
 			}
+			out = append(out, cast)
 		}
-		if err := l.n.mm.RecordBound(r, l.mmPath(), true, x16.binding(), l.wt.binding(), y.binding(), m, l.Out, l.In); err != nil {
-			return fmt.Errorf("nn: Linear.Record: %w", err)
-		}
-		r.Barrier()
-		return nil
+		return append(out, func(r *vk.Recorder) error {
+			if err := l.n.mm.RecordBound(r, l.mmPath(), true, x16.binding(), l.wt.binding(), y.binding(), m, l.Out, l.In); err != nil {
+				return fmt.Errorf("nn: Linear.Record: %w", err)
+			}
+			return nil
+		}), nil
 	}
 	p, err := l.n.pipeline("nn_linear", 4, 16, xt, wt)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return dispatch(r, p, [3]uint32{groups(l.Out, 64), groups(m, 64), 1}, push(m, l.Out, l.In, hasBias), x.binding(), l.wt.binding(), bias, y.binding())
+	return []func(*vk.Recorder) error{func(r *vk.Recorder) error {
+		return r.Dispatch(p, [3]uint32{groups(l.Out, 64), groups(m, 64), 1}, push(m, l.Out, l.In, hasBias), x.binding(), l.wt.binding(), bias, y.binding())
+	}}, nil
 }

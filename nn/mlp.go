@@ -53,10 +53,7 @@ type MLPBuffers struct {
 // NewBuffers allocates the intermediates of up to t rows.
 func (m *GatedMLP) NewBuffers(n *Device, t int) (*MLPBuffers, error) {
 	b := &MLPBuffers{}
-	s := 1
-	for _, l := range []*Linear{m.Gate, m.Up, m.Down} {
-		s = max(s, l.ScratchElems(t))
-	}
+	s := max(1, LinearsScratchElems(t, m.Gate, m.Up), m.Down.ScratchElems(t))
 	var err error
 	for _, x := range []struct {
 		dst        **Tensor
@@ -88,10 +85,7 @@ func (m *GatedMLP) Record(n *Device, r *vk.Recorder, y, x *Tensor, b *MLPBuffers
 		return err
 	}
 	u, _ := b.U.Slice(0, x.Rows)
-	if err := m.Gate.Record(r, g, x, b.Scratch); err != nil {
-		return err
-	}
-	if err := m.Up.Record(r, u, x, b.Scratch); err != nil {
+	if err := RecordLinears(r, b.Scratch, LinearJob{m.Gate, g, x}, LinearJob{m.Up, u, x}); err != nil {
 		return err
 	}
 	if err := n.RecordSiLUMul(r, g, g, u); err != nil {

@@ -367,3 +367,39 @@ func TestEmbeddingSiLUCastWeights(t *testing.T) {
 		near(t, want, got, 1e-5, "weights")
 	})
 }
+
+// TestRecordLinears: products recorded side by side (shared barriers, one scratch
+// carved among them) give the bits of each recorded alone.
+func TestRecordLinears(t *testing.T) {
+	n := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	for _, m := range []int{1, 3, 70} {
+		t.Run(fmt.Sprint(m), func(t *testing.T) {
+			const in = 96
+			x := tensor(t, n, dma.Float32, m, in, randv(rng, m*in, 1))
+			var jobs []nn.LinearJob
+			var ls []*nn.Linear
+			for i, out := range []int{40, 200, 7} {
+				dt := dtypes[i]
+				l, err := n.NewLinear(ctx, nn.ArrayOf("w", dt, randv(rng, out*in, 1), out, in), nil)
+				require.NoError(t, err)
+				defer l.Close()
+				ls = append(ls, l)
+				jobs = append(jobs, nn.LinearJob{L: l, Y: tensor(t, n, dma.Float32, m, out, nil), X: x})
+			}
+			scratch := tensor(t, n, dma.Float32, 1, max(1, nn.LinearsScratchElems(m, ls...)), nil)
+			run(t, n, func(r *vk.Recorder) error { return nn.RecordLinears(r, scratch, jobs...) })
+			for _, j := range jobs {
+				y := tensor(t, n, dma.Float32, m, j.L.Out, nil)
+				run(t, n, func(r *vk.Recorder) error { return j.L.Record(r, y, x, scratch) })
+				require.Equal(t, download(t, y), download(t, j.Y))
+			}
+			small := tensor(t, n, dma.Float32, 1, 1, nil)
+			if nn.LinearsScratchElems(m, ls...) > 1 {
+				err := n.Run(ctx, func(r *vk.Recorder) error { return nn.RecordLinears(r, small, jobs...) })
+				require.ErrorContains(t, err, "scratch")
+			}
+		})
+	}
+}

@@ -133,36 +133,72 @@ func (n *Device) NewRoPETable(rows, headDim int) (*Tensor, error) {
 // per-head RMSNorm with weight (nil: no norm) then the rotary embedding with cs (a
 // table from RoPE.Table, [T, D]) into out [T, heads*D] of any dtype.
 func (n *Device) RecordNormRoPE(r *vk.Recorder, out, x *Tensor, heads, headDim int, weight *Vector, eps float32, cs *Tensor) error {
+	return barrierAfter(r)(n.normRoPEPass(out, x, heads, headDim, weight, eps, cs))
+}
+
+// barrierAfter runs a pass and records a barrier after it.
+func barrierAfter(r *vk.Recorder) func(func(*vk.Recorder) error, error) error {
+	return func(p func(*vk.Recorder) error, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := p(r); err != nil {
+			return err
+		}
+		r.Barrier()
+		return nil
+	}
+}
+
+// RecordPasses records independent passes side by side, then one barrier.
+func RecordPasses(r *vk.Recorder, passes ...func(*vk.Recorder) error) error {
+	for _, p := range passes {
+		if err := p(r); err != nil {
+			return err
+		}
+	}
+	r.Barrier()
+	return nil
+}
+
+// NormRoPEPass is RecordNormRoPE as a pass for RecordPasses (no barrier after it).
+func (n *Device) NormRoPEPass(out, x *Tensor, heads, headDim int, weight *Vector, eps float32, cs *Tensor) (func(*vk.Recorder) error, error) {
+	return n.normRoPEPass(out, x, heads, headDim, weight, eps, cs)
+}
+
+func (n *Device) normRoPEPass(out, x *Tensor, heads, headDim int, weight *Vector, eps float32, cs *Tensor) (func(*vk.Recorder) error, error) {
 	if err := checkF32("NormRoPE", x, cs); err != nil {
-		return err
+		return nil, err
 	}
 	if err := sameShape("NormRoPE", out, x); err != nil {
-		return err
+		return nil, err
 	}
 	if headDim%2 != 0 || headDim > 256 || x.Cols != heads*headDim {
-		return fmt.Errorf("nn: NormRoPE: rows of %d for %d heads of %d (even, at most 256)", x.Cols, heads, headDim)
+		return nil, fmt.Errorf("nn: NormRoPE: rows of %d for %d heads of %d (even, at most 256)", x.Cols, heads, headDim)
 	}
 	if cs.Rows < x.Rows || cs.Cols != headDim {
-		return fmt.Errorf("nn: NormRoPE: table [%d %d] for %d rows of head dim %d", cs.Rows, cs.Cols, x.Rows, headDim)
+		return nil, fmt.Errorf("nn: NormRoPE: table [%d %d] for %d rows of head dim %d", cs.Rows, cs.Cols, x.Rows, headDim)
 	}
 	w, hasNorm := n.dummy, weight != nil
 	wt := dma.Float32
 	wb := vk.Bind(w)
 	if hasNorm {
 		if weight.N != headDim {
-			return fmt.Errorf("nn: NormRoPE: norm weight of %d for head dim %d", weight.N, headDim)
+			return nil, fmt.Errorf("nn: NormRoPE: norm weight of %d for head dim %d", weight.N, headDim)
 		}
 		wb, wt = weight.t.binding(), weight.t.DType
 	}
 	if x.Rows > 65535 || heads > 65535 {
-		return fmt.Errorf("nn: NormRoPE: %d rows at once (at most 65535)", x.Rows)
+		return nil, fmt.Errorf("nn: NormRoPE: %d rows at once (at most 65535)", x.Rows)
 	}
 	p, err := n.pipeline("nn_rope", 4, 20, dtypeCode(wt), dtypeCode(out.DType))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return dispatch(r, p, [3]uint32{uint32(x.Rows), uint32(heads), 1}, push(x.Rows, heads, headDim, hasNorm, eps),
-		x.binding(), wb, cs.binding(), out.binding())
+	return func(r *vk.Recorder) error {
+		return r.Dispatch(p, [3]uint32{uint32(x.Rows), uint32(heads), 1}, push(x.Rows, heads, headDim, hasNorm, eps),
+			x.binding(), wb, cs.binding(), out.binding())
+	}, nil
 }
 
 // RecordSiLUMul records y = silu(gate) * up (float32), the gated MLP's activation.
@@ -209,12 +245,38 @@ func (n *Device) RecordCast(r *vk.Recorder, y, x *Tensor) error {
 }
 
 func (n *Device) eltwise(r *vk.Recorder, name string, y, a, b *Tensor, g vk.Binding, gt dma.DType, cols int) error {
-	p, err := n.pipeline(name, 4, 8, dtypeCode(gt), dtypeCode(y.DType))
+	pass, err := n.eltwisePass(name, y, a, b, g, gt, cols)
 	if err != nil {
 		return err
 	}
+	if err := pass(r); err != nil {
+		return err
+	}
+	r.Barrier()
+	return nil
+}
+
+// eltwisePass is eltwise's dispatch without the barrier after it.
+func (n *Device) eltwisePass(name string, y, a, b *Tensor, g vk.Binding, gt dma.DType, cols int) (func(*vk.Recorder) error, error) {
+	p, err := n.pipeline(name, 4, 8, dtypeCode(gt), dtypeCode(y.DType))
+	if err != nil {
+		return nil, err
+	}
 	elems := a.Elems()
-	return dispatch(r, p, [3]uint32{groups((elems+1)/2, 256), 1, 1}, push(elems, cols), a.binding(), b.binding(), g, y.binding())
+	return func(r *vk.Recorder) error {
+		return r.Dispatch(p, [3]uint32{groups((elems+1)/2, 256), 1, 1}, push(elems, cols), a.binding(), b.binding(), g, y.binding())
+	}, nil
+}
+
+// castPass is RecordCast's dispatch without the barrier after it.
+func (n *Device) castPass(y, x *Tensor) (func(*vk.Recorder) error, error) {
+	if err := checkF32("Cast", x); err != nil {
+		return nil, err
+	}
+	if y.Elems() != x.Elems() {
+		return nil, fmt.Errorf("nn: Cast: %d elements into %d", x.Elems(), y.Elems())
+	}
+	return n.eltwisePass("nn_eltwise_cast", y, x, x, vk.Bind(n.dummy), dma.Float32, x.Cols)
 }
 
 // RecordDynamicWeights records DMA's dynamic weights from dt ([T, Hb] float32, the
@@ -226,17 +288,23 @@ func (n *Device) RecordDynamicWeights(r *vk.Recorder, w *dma.Weights, off int, d
 
 // recordDynamicWeightsRows is RecordDynamicWeights of rows [r0, r0+rows) of dt.
 func (n *Device) recordDynamicWeightsRows(r *vk.Recorder, w *dma.Weights, off int, dt *Tensor, r0, rows int, a *Tensor) error {
+	return barrierAfter(r)(n.dynamicWeightsPass(w, off, dt, r0, rows, a))
+}
+
+func (n *Device) dynamicWeightsPass(w *dma.Weights, off int, dt *Tensor, r0, rows int, a *Tensor) (func(*vk.Recorder) error, error) {
 	if err := checkF32("DynamicWeights", dt, a); err != nil {
-		return err
+		return nil, err
 	}
 	if w.B != 1 || w.Hb != dt.Cols || a.Elems() != dt.Cols || off < 0 || off+rows > w.Lk || r0 < 0 || r0+rows > dt.Rows {
-		return fmt.Errorf("nn: DynamicWeights: rows [%d, %d) of dt [%d %d], A of %d into weights [%d %d %d] at key %d", r0, r0+rows, dt.Rows, dt.Cols, a.Elems(), w.B, w.Hb, w.Lk, off)
+		return nil, fmt.Errorf("nn: DynamicWeights: rows [%d, %d) of dt [%d %d], A of %d into weights [%d %d %d] at key %d", r0, r0+rows, dt.Rows, dt.Cols, a.Elems(), w.B, w.Hb, w.Lk, off)
 	}
 	p, err := n.pipeline("nn_dynweights", 3, 20)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return dispatch(r, p, [3]uint32{groups(rows*dt.Cols, 256), 1, 1}, push(rows, dt.Cols, w.Lk, off, r0), dt.binding(), a.binding(), vk.Bind(w.Buffer()))
+	return func(r *vk.Recorder) error {
+		return r.Dispatch(p, [3]uint32{groups(rows*dt.Cols, 256), 1, 1}, push(rows, dt.Cols, w.Lk, off, r0), dt.binding(), a.binding(), vk.Bind(w.Buffer()))
+	}, nil
 }
 
 // NewIDs allocates a [n, 1] tensor of token ids (uint32 bits in a float32 tensor).
