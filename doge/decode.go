@@ -150,10 +150,12 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 	if err := m.embed.Record(n, r, p.x, p.ids); err != nil {
 		return err
 	}
+	// Each gated residual is fused with the norm after it (the next layer's input norm,
+	// or the final norm).
+	if err := n.RecordRMSNorm(r, p.xn, p.x, m.layers[0].inNorm, eps); err != nil {
+		return err
+	}
 	for li, l := range m.layers {
-		if err := n.RecordRMSNorm(r, p.xn, p.x, l.inNorm, eps); err != nil {
-			return err
-		}
 		if err := l.attn.RecordProject(r, p.pb, p.xn); err != nil {
 			return err
 		}
@@ -187,10 +189,7 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 		if err := l.attn.O.Record(r, p.ao, p.o, p.pb.Scratch); err != nil {
 			return err
 		}
-		if err := n.RecordResidual(r, p.x, p.ao, p.x, l.inRes); err != nil {
-			return err
-		}
-		if err := n.RecordRMSNorm(r, p.xn, p.x, l.postNorm, eps); err != nil {
+		if err := n.RecordResidualNorm(r, p.x, p.ao, l.inRes, p.xn, l.postNorm, eps); err != nil {
 			return err
 		}
 		if err := l.mlp.Record(n, r, p.mo, p.xn, p.mb); err != nil {
@@ -207,12 +206,13 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 				return err
 			}
 		}
-		if err := n.RecordResidual(r, p.x, p.mo, p.x, l.postRes); err != nil {
+		next := m.norm
+		if li+1 < len(m.layers) {
+			next = m.layers[li+1].inNorm
+		}
+		if err := n.RecordResidualNorm(r, p.x, p.mo, l.postRes, p.xn, next, eps); err != nil {
 			return err
 		}
-	}
-	if err := n.RecordRMSNorm(r, p.xn, p.x, m.norm, eps); err != nil {
-		return err
 	}
 	if err := m.lmHead.Record(r, p.logits, p.xn, p.headTmp); err != nil {
 		return err

@@ -209,7 +209,16 @@ func TestRMSNormAndResidual(t *testing.T) {
 				for i := range want {
 					want[i] += float64(g[i%cols]) * float64(res[i])
 				}
-				near(t, want, download(t, rs), 1e-5, "residual")
+				got := download(t, rs)
+				near(t, want, got, 1e-5, "residual")
+				// The fused residual + norm gives the bits of the two passes.
+				xf := tensor(t, n, dma.Float32, rows, cols, res)
+				normed := tensor(t, n, dma.Float32, rows, cols, nil)
+				run(t, n, func(r *vk.Recorder) error { return n.RecordResidualNorm(r, xf, y, gv, normed, wv, eps) })
+				require.Equal(t, got, download(t, xf), "fused residual")
+				sep := tensor(t, n, dma.Float32, rows, cols, nil)
+				run(t, n, func(r *vk.Recorder) error { return n.RecordRMSNorm(r, sep, rs, wv, eps) })
+				require.Equal(t, download(t, sep), download(t, normed), "fused norm")
 			})
 		}
 	}

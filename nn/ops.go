@@ -233,6 +233,29 @@ func (n *Device) RecordResidual(r *vk.Recorder, y, x, residual *Tensor, g *Vecto
 	return n.eltwise(r, "nn_eltwise_residual", y, x, residual, g.t.binding(), g.t.DType, x.Cols)
 }
 
+// RecordResidualNorm records x = g * x + a (Doge's gated residual, in place) and then
+// y = weight * x / sqrt(mean(x^2) + eps) over each row, in one pass: the bits of
+// RecordResidual then RecordRMSNorm.
+func (n *Device) RecordResidualNorm(r *vk.Recorder, x, a *Tensor, g *Vector, y *Tensor, weight *Vector, eps float32) error {
+	if err := checkF32("ResidualNorm", x, a, y); err != nil {
+		return err
+	}
+	if err := sameShape("ResidualNorm", x, a); err != nil {
+		return err
+	}
+	if err := sameShape("ResidualNorm", x, y); err != nil {
+		return err
+	}
+	if g.N != x.Cols || weight.N != x.Cols {
+		return fmt.Errorf("nn: ResidualNorm: gate of %d and weight of %d for rows of %d", g.N, weight.N, x.Cols)
+	}
+	p, err := n.pipeline("nn_residual_norm", 5, 12, dtypeCode(g.t.DType), dtypeCode(weight.t.DType))
+	if err != nil {
+		return err
+	}
+	return dispatch(r, p, rowGrid(x.Rows), push(x.Rows, x.Cols, eps), x.binding(), a.binding(), g.t.binding(), weight.t.binding(), y.binding())
+}
+
 // RecordCast records y = x, x float32, y of any dtype (rounded to nearest even).
 func (n *Device) RecordCast(r *vk.Recorder, y, x *Tensor) error {
 	if err := checkF32("Cast", x); err != nil {
