@@ -176,17 +176,24 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 				return err
 			}
 		}
-		for i := 0; i < B; i++ {
-			o, _ := nn.ViewOf(p.out[i].O)
-			dst, err := p.o.Slice(i, i+1)
-			if err != nil {
-				return err
+		// The sequences' outputs side by side for the output projection (one sequence:
+		// its output itself).
+		o, _ := nn.ViewOf(p.out[0].O)
+		if B > 1 {
+			o = p.o
+			for i := 0; i < B; i++ {
+				src, _ := nn.ViewOf(p.out[i].O)
+				dst, err := p.o.Slice(i, i+1)
+				if err != nil {
+					return err
+				}
+				if err := r.Copy(src.Buffer(), src.Offset(), dst.Buffer(), dst.Offset(), int64(dst.Cols*dst.DType.Size())); err != nil {
+					return err
+				}
 			}
-			if err := nn.RecordCopy(r, dst, o); err != nil {
-				return err
-			}
+			r.Barrier()
 		}
-		if err := l.attn.O.Record(r, p.ao, p.o, p.pb.Scratch); err != nil {
+		if err := l.attn.O.Record(r, p.ao, o, p.pb.Scratch); err != nil {
 			return err
 		}
 		if err := n.RecordResidualNorm(r, p.x, p.ao, l.inRes, p.xn, l.postNorm, eps); err != nil {
