@@ -22,8 +22,8 @@ type dogeShape struct {
 // dogeShapes are the shapes --random knows: SmallDoge's Doge-160M (hidden 768, 24
 // layers, 6 / 3 heads of 128) and a small one for trying the command on a CPU.
 var dogeShapes = map[string]dogeShape{
-	"160m":  {Vocab: 32768, Hidden: 768, Inter: 1536, Layers: 24, Heads: 6, KVHeads: 3, HeadDim: 128, Window: 2048, MaxPos: 65536},
-	"small": {Vocab: 2000, Hidden: 256, Inter: 512, Layers: 4, Heads: 4, KVHeads: 2, HeadDim: 64, Window: 64, MaxPos: 65536},
+	"160m":  {Vocab: 32768, Hidden: 768, Inter: 1536, Layers: 24, Heads: 6, KVHeads: 3, HeadDim: 128, Window: 2048, MaxPos: 2048},
+	"small": {Vocab: 2000, Hidden: 256, Inter: 512, Layers: 4, Heads: 4, KVHeads: 2, HeadDim: 64, Window: 64, MaxPos: 256},
 }
 
 // writeRandomDoge writes a DogeForCausalLM checkpoint with random weights into dir:
