@@ -19,8 +19,9 @@ type dogeShape struct {
 	Vocab, Hidden, Inter, Layers, Heads, KVHeads, HeadDim, Window, MaxPos int
 }
 
-// dogeShapes are the shapes --random knows: SmallDoge's Doge-160M (hidden 768, 24
-// layers, 6 / 3 heads of 128) and a small one for trying the command on a CPU.
+// dogeShapes are the shapes --random knows: SmallDoge's Doge-160M (its recipe: hidden
+// 768, intermediate 1536, 24 layers, 6 / 3 heads of 128, tied embeddings, dynamic RoPE
+// with factor 4 over 2048 positions) and a small one for trying the command on a CPU.
 var dogeShapes = map[string]dogeShape{
 	"160m":  {Vocab: 32768, Hidden: 768, Inter: 1536, Layers: 24, Heads: 6, KVHeads: 3, HeadDim: 128, Window: 2048, MaxPos: 2048},
 	"small": {Vocab: 2000, Hidden: 256, Inter: 512, Layers: 4, Heads: 4, KVHeads: 2, HeadDim: 64, Window: 64, MaxPos: 256},
@@ -43,7 +44,7 @@ func writeRandomDoge(dir string, s dogeShape, dtype string, seed uint64) error {
 		"vocab_size": s.Vocab, "hidden_size": s.Hidden, "intermediate_size": s.Inter, "num_hidden_layers": s.Layers,
 		"num_attention_heads": s.Heads, "num_key_value_heads": s.KVHeads, "head_dim": s.HeadDim,
 		"hidden_act": "silu", "rms_norm_eps": 1e-6, "max_position_embeddings": s.MaxPos, "keep_window_size": s.Window,
-		"rope_parameters":     map[string]any{"rope_type": "default", "rope_theta": 10000.0},
+		"rope_parameters":     map[string]any{"rope_type": "dynamic", "factor": 4.0, "original_max_position_embeddings": s.MaxPos, "rope_theta": 10000.0},
 		"tie_word_embeddings": true, "attention_bias": false, "mlp_bias": false, "is_moe": false,
 		"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2,
 	}
@@ -90,7 +91,7 @@ func writeRandomDoge(dir string, s dogeShape, dtype string, seed uint64) error {
 	}
 	sort.Slice(ts, func(i, j int) bool { return ts[i].name < ts[j].name })
 	es := map[string]int{"F16": 2, "BF16": 2, "F32": 4}[st]
-	header := map[string]any{}
+	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
 	off := 0
 	for _, t := range ts {
 		n := 1
