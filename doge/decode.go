@@ -193,11 +193,27 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 			}
 			r.Barrier()
 		}
-		if err := l.attn.O.Record(r, p.ao, o, p.pb.Scratch); err != nil {
-			return err
+		if l.attn.O.FusesResidual(B) {
+			if err := l.attn.O.RecordResidualNorm(r, p.x, o, l.inRes, p.xn, l.postNorm, eps, p.pb.Scratch); err != nil {
+				return err
+			}
+		} else {
+			if err := l.attn.O.Record(r, p.ao, o, p.pb.Scratch); err != nil {
+				return err
+			}
+			if err := n.RecordResidualNorm(r, p.x, p.ao, l.inRes, p.xn, l.postNorm, eps); err != nil {
+				return err
+			}
 		}
-		if err := n.RecordResidualNorm(r, p.x, p.ao, l.inRes, p.xn, l.postNorm, eps); err != nil {
-			return err
+		next := m.norm
+		if li+1 < len(m.layers) {
+			next = m.layers[li+1].inNorm
+		}
+		if l.experts == nil && l.mlp.FusesResidual(B) {
+			if err := l.mlp.RecordResidualNorm(n, r, p.x, p.xn, l.postRes, p.xn, next, eps, p.mb); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := l.mlp.Record(n, r, p.mo, p.xn, p.mb); err != nil {
 			return err
@@ -212,10 +228,6 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 			if err := l.experts.RecordApply(n, r, p.eb, 0, p.mo, p.xn); err != nil {
 				return err
 			}
-		}
-		next := m.norm
-		if li+1 < len(m.layers) {
-			next = m.layers[li+1].inNorm
 		}
 		if err := n.RecordResidualNorm(r, p.x, p.mo, l.postRes, p.xn, next, eps); err != nil {
 			return err

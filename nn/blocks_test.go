@@ -274,3 +274,71 @@ func TestAttentionBlock(t *testing.T) {
 		})
 	}
 }
+
+// TestFusedResidualNorm: a product (or the gated MLP) whose partial sums go straight
+// into the residual and norm pass gives what the separate passes give.
+func TestFusedResidualNorm(t *testing.T) {
+	n := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	for _, dt := range dtypes {
+		for _, m := range []int{1, 4} {
+			t.Run(fmt.Sprintf("%v/%d", dt, m), func(t *testing.T) {
+				const hidden, inter = 52, 300
+				vec := func(scale float64) *nn.Vector {
+					v, err := n.NewVector(ctx, nn.ArrayOf("v", dt, randv(rng, hidden, scale), hidden))
+					require.NoError(t, err)
+					t.Cleanup(func() { v.Close() })
+					return v
+				}
+				g, w := vec(2), vec(2)
+				arr := func(out, in int) *nn.Array { return nn.ArrayOf("w", dt, randv(rng, out*in, 0.3), out, in) }
+				mlp, err := n.NewGatedMLP(ctx, arr(inter, hidden), arr(inter, hidden), arr(hidden, inter), nil, nil, nil)
+				require.NoError(t, err)
+				defer mlp.Close()
+				require.True(t, mlp.FusesResidual(m) && mlp.Down.FusesResidual(m))
+				b, err := mlp.NewBuffers(n, m)
+				require.NoError(t, err)
+				defer b.Close()
+				x0, in := randv(rng, m*hidden, 1), randv(rng, m*hidden, 1)
+				const eps = 1e-6
+				// The gated MLP, fused and not.
+				xa, ya := tensor(t, n, dma.Float32, m, hidden, x0), tensor(t, n, dma.Float32, m, hidden, nil)
+				ins := tensor(t, n, dma.Float32, m, hidden, in)
+				run(t, n, func(r *vk.Recorder) error { return mlp.RecordResidualNorm(n, r, xa, ins, g, ya, w, eps, b) })
+				xb, yb := tensor(t, n, dma.Float32, m, hidden, x0), tensor(t, n, dma.Float32, m, hidden, nil)
+				mo := tensor(t, n, dma.Float32, m, hidden, nil)
+				run(t, n, func(r *vk.Recorder) error {
+					if err := mlp.Record(n, r, mo, ins, b); err != nil {
+						return err
+					}
+					return n.RecordResidualNorm(r, xb, mo, g, yb, w, eps)
+				})
+				near(t, f64(download(t, xb)), download(t, xa), 1e-6, "gated residual")
+				near(t, f64(download(t, yb)), download(t, ya), 1e-6, "gated norm")
+				// A plain product: the same bits.
+				lin, err := n.NewLinear(ctx, arr(hidden, inter), nil)
+				require.NoError(t, err)
+				defer lin.Close()
+				lin.HalfInputs = true // no effect at these rows: the split-K product either way
+				li := tensor(t, n, dma.Float32, m, inter, randv(rng, m*inter, 1))
+				scratch := tensor(t, n, dma.Float32, 1, lin.ScratchElems(m), nil)
+				xc, yc := tensor(t, n, dma.Float32, m, hidden, x0), tensor(t, n, dma.Float32, m, hidden, nil)
+				run(t, n, func(r *vk.Recorder) error { return lin.RecordResidualNorm(r, xc, li, g, yc, w, eps, scratch) })
+				xd, yd := tensor(t, n, dma.Float32, m, hidden, x0), tensor(t, n, dma.Float32, m, hidden, nil)
+				lo := tensor(t, n, dma.Float32, m, hidden, nil)
+				run(t, n, func(r *vk.Recorder) error {
+					if err := lin.Record(r, lo, li, scratch); err != nil {
+						return err
+					}
+					return n.RecordResidualNorm(r, xd, lo, g, yd, w, eps)
+				})
+				require.Equal(t, download(t, xd), download(t, xc), "residual")
+				require.Equal(t, download(t, yd), download(t, yc), "norm")
+				big := tensor(t, n, dma.Float32, 5, inter, nil)
+				err = n.Run(ctx, func(r *vk.Recorder) error { return lin.RecordResidualNorm(r, xc, big, g, yc, w, eps, scratch) })
+				require.ErrorContains(t, err, "5 rows")
+			})
+		}
+	}
+}

@@ -182,7 +182,7 @@ func (l *Linear) passes(y, x, scratch *Tensor) ([]func(*vk.Recorder) error, erro
 	switch {
 	case m <= gemvRows:
 		slices := int(groups(l.In, gemvSlice))
-		p, err := l.n.pipeline("nn_gemv", 3, 16, xt, wt)
+		partial, part, err := l.partialPass(x, nil, scratch)
 		if err != nil {
 			return nil, err
 		}
@@ -190,11 +190,8 @@ func (l *Linear) passes(y, x, scratch *Tensor) ([]func(*vk.Recorder) error, erro
 		if err != nil {
 			return nil, err
 		}
-		part := vk.Binding{Buf: scratch.buf, Offset: scratch.off, Size: int64(slices*m*l.Out) * 4}
 		return []func(*vk.Recorder) error{
-			func(r *vk.Recorder) error {
-				return r.Dispatch(p, [3]uint32{groups(l.Out, 128), uint32(slices), 1}, push(m, l.Out, l.In, gemvSlice), x.binding(), l.wt.binding(), part)
-			},
+			partial,
 			func(r *vk.Recorder) error {
 				return r.Dispatch(red, [3]uint32{groups(m*l.Out, 256), 1, 1}, push(m, l.Out, slices, hasBias), part, bias, y.binding())
 			},
@@ -224,4 +221,68 @@ func (l *Linear) passes(y, x, scratch *Tensor) ([]func(*vk.Recorder) error, erro
 	return []func(*vk.Recorder) error{func(r *vk.Recorder) error {
 		return r.Dispatch(p, [3]uint32{groups(l.Out, 64), groups(m, 64), 1}, push(m, l.Out, l.In, hasBias), x.binding(), l.wt.binding(), bias, y.binding())
 	}}, nil
+}
+
+// partialPass is the split-K pass of x W^T (x at most gemvRows rows) into scratch:
+// the slices' partial sums [slices][m][Out]. With u, x is the gated MLP's gate (float32)
+// and the product's input is silu(x) * u.
+func (l *Linear) partialPass(x, u, scratch *Tensor) (func(*vk.Recorder) error, vk.Binding, error) {
+	m := x.Rows
+	slices := int(groups(l.In, gemvSlice))
+	var none vk.Binding
+	if m > gemvRows || x.Cols != l.In {
+		return nil, none, fmt.Errorf("nn: Linear: split-K product of [%d %d] for a %dx%d layer (at most %d rows)", x.Rows, x.Cols, l.In, l.Out, gemvRows)
+	}
+	if scratch == nil || scratch.bytes() < int64(slices*m*l.Out)*4 {
+		return nil, none, fmt.Errorf("nn: Linear: %d rows need %d float32 elements of scratch", m, slices*m*l.Out)
+	}
+	part := vk.Binding{Buf: scratch.buf, Offset: scratch.off, Size: int64(slices*m*l.Out) * 4}
+	name, bindings := "nn_gemv_plain", []vk.Binding{x.binding(), l.wt.binding(), part}
+	if u != nil {
+		if err := checkF32("gated product", x, u); err != nil {
+			return nil, none, err
+		}
+		if err := sameShape("gated product", x, u); err != nil {
+			return nil, none, err
+		}
+		name, bindings = "nn_gemv_gated", append(bindings, u.binding())
+	}
+	p, err := l.n.pipeline(name, len(bindings), 16, dtypeCode(x.DType), dtypeCode(l.DType))
+	if err != nil {
+		return nil, none, err
+	}
+	return func(r *vk.Recorder) error {
+		return r.Dispatch(p, [3]uint32{groups(l.Out, 128), uint32(slices), 1}, push(m, l.Out, l.In, gemvSlice), bindings...)
+	}, part, nil
+}
+
+// FusesResidual reports whether RecordResidualNorm of m rows takes one pass fewer than
+// Record then Device.RecordResidualNorm: at most 4 rows, no bias.
+func (l *Linear) FusesResidual(m int) bool { return m <= gemvRows && l.bias == nil }
+
+// RecordResidualNorm records x = g * x + in W^T (Doge's gated residual over the
+// layer's output) and then y = weight * x / sqrt(mean(x^2) + eps), the product's
+// partial sums added by the residual pass itself (FusesResidual must hold; scratch of
+// ScratchElems(rows)): the bits of Record, then Device.RecordResidualNorm.
+func (l *Linear) RecordResidualNorm(r *vk.Recorder, x, in *Tensor, g *Vector, y *Tensor, weight *Vector, eps float32, scratch *Tensor) error {
+	return l.recordResidualNorm(r, x, in, nil, g, y, weight, eps, scratch)
+}
+
+func (l *Linear) recordResidualNorm(r *vk.Recorder, x, in, u *Tensor, g *Vector, y *Tensor, weight *Vector, eps float32, scratch *Tensor) error {
+	if !l.FusesResidual(in.Rows) {
+		return fmt.Errorf("nn: Linear.RecordResidualNorm: %d rows (at most %d), bias %v", in.Rows, gemvRows, l.bias != nil)
+	}
+	if x.Rows != in.Rows || x.Cols != l.Out {
+		return fmt.Errorf("nn: Linear.RecordResidualNorm: x [%d %d] for %d rows of a %dx%d layer", x.Rows, x.Cols, in.Rows, l.In, l.Out)
+	}
+	partial, part, err := l.partialPass(in, u, scratch)
+	if err != nil {
+		return err
+	}
+	if err := partial(r); err != nil {
+		return err
+	}
+	r.Barrier()
+	a := &Tensor{buf: part.Buf, off: part.Offset, DType: dma.Float32, Rows: x.Rows, Cols: x.Cols}
+	return l.n.residualNorm(r, x, a, int(groups(l.In, gemvSlice)), g, y, weight, eps)
 }

@@ -93,3 +93,23 @@ func (m *GatedMLP) Record(n *Device, r *vk.Recorder, y, x *Tensor, b *MLPBuffers
 	}
 	return m.Down.Record(r, y, g, b.Scratch)
 }
+
+// FusesResidual reports whether RecordResidualNorm of m rows saves passes: at most 4
+// rows, no bias on the down projection.
+func (m *GatedMLP) FusesResidual(rows int) bool { return m.Down.FusesResidual(rows) }
+
+// RecordResidualNorm records x = g * x + down(silu(gate(in)) * up(in)) and then
+// y = weight * x / sqrt(mean(x^2) + eps): the activation formed as the down projection
+// reads its input, and its partial sums added by the residual pass (FusesResidual must
+// hold). in may be y (it is read first), not x.
+func (m *GatedMLP) RecordResidualNorm(n *Device, r *vk.Recorder, x, in *Tensor, g *Vector, y *Tensor, weight *Vector, eps float32, b *MLPBuffers) error {
+	gt, err := b.G.Slice(0, in.Rows)
+	if err != nil {
+		return err
+	}
+	ut, _ := b.U.Slice(0, in.Rows)
+	if err := RecordLinears(r, b.Scratch, LinearJob{m.Gate, gt, in}, LinearJob{m.Up, ut, in}); err != nil {
+		return err
+	}
+	return m.Down.recordResidualNorm(r, x, gt, ut, g, y, weight, eps, b.Scratch)
+}

@@ -246,14 +246,22 @@ func (n *Device) RecordResidualNorm(r *vk.Recorder, x, a *Tensor, g *Vector, y *
 	if err := sameShape("ResidualNorm", x, y); err != nil {
 		return err
 	}
+	return n.residualNorm(r, x, a, 1, g, y, weight, eps)
+}
+
+// residualNorm is RecordResidualNorm with a the sum of slices [rows, cols] arrays one
+// after another.
+func (n *Device) residualNorm(r *vk.Recorder, x, a *Tensor, slices int, g *Vector, y *Tensor, weight *Vector, eps float32) error {
 	if g.N != x.Cols || weight.N != x.Cols {
 		return fmt.Errorf("nn: ResidualNorm: gate of %d and weight of %d for rows of %d", g.N, weight.N, x.Cols)
 	}
-	p, err := n.pipeline("nn_residual_norm", 5, 12, dtypeCode(g.t.DType), dtypeCode(weight.t.DType))
+	p, err := n.pipeline("nn_residual_norm", 5, 16, dtypeCode(g.t.DType), dtypeCode(weight.t.DType))
 	if err != nil {
 		return err
 	}
-	return dispatch(r, p, rowGrid(x.Rows), push(x.Rows, x.Cols, eps), x.binding(), a.binding(), g.t.binding(), weight.t.binding(), y.binding())
+	ab := a.binding()
+	ab.Size *= int64(slices)
+	return dispatch(r, p, rowGrid(x.Rows), push(x.Rows, x.Cols, eps, slices), x.binding(), ab, g.t.binding(), weight.t.binding(), y.binding())
 }
 
 // RecordCast records y = x, x float32, y of any dtype (rounded to nearest even).

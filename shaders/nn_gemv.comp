@@ -3,8 +3,12 @@
 // M <= 4, W stored transposed ([in, out], row-major). Workgroup (x, s) owns 128 columns
 // (two adjacent ones per invocation: one 32-bit word of a 16-bit W) and the K rows
 // [s*KC, (s+1)*KC), split over the workgroup's 4 row groups of 64 invocations; it writes
-// its sum to part[s][M][N]. nn_gemv_reduce adds the slices (and the bias) in order.
+// its sum to part[s][M][N]. nn_gemv_reduce adds the slices (and the bias) in order, or
+// the consumer does (nn_residual_norm).
 // Splitting K over workgroups keeps a wide GPU's memory busy on narrow layers.
+
+// variant: plain
+// variant: gated -DGATED=1
 
 #include "nn_common.glsl"
 
@@ -15,14 +19,23 @@ layout(constant_id = 1) const uint WT = 0;
 layout(std430, binding = 0) readonly buffer BufX { uint x[]; };
 layout(std430, binding = 1) readonly buffer BufW { uint w[]; };
 layout(std430, binding = 2) writeonly buffer BufP { float part[]; };
+#ifdef GATED
+// The gated MLP's down projection: X = silu(X) * U, as nn_eltwise's silu_mul computes
+// it, formed as it is staged (X and U float32).
+layout(std430, binding = 3) readonly buffer BufU { float u[]; };
+float loadX(uint e) {
+	float v = uintBitsToFloat(x[e]);
+	return v / (1.0 + exp(-v)) * u[e];
+}
+#else
+float loadX(uint e) { return widen(x[wordOf(e, XT)], e, XT); }
+#endif
 
 layout(push_constant) uniform Push { uint M, N, K, KC; } pc;
 
 const uint MR = 4, COLS = 128, GROUPS = 4;
 shared vec2 red[GROUPS][MR][64];
 shared float xs[MR][256];
-
-float loadX(uint e) { return widen(x[wordOf(e, XT)], e, XT); }
 
 void main() {
 	uint lane = gl_LocalInvocationID.x % 64u, g = gl_LocalInvocationID.x / 64u;

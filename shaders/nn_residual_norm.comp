@@ -3,8 +3,10 @@
 // (a decode step's layers end and begin with them):
 //   X = G * X + A                                      (G dtype GT; in place)
 //   Y = W * (X * inversesqrt(mean(X^2) + eps))         (W dtype WT)
-// with the arithmetic of nn_eltwise's residual and nn_rmsnorm (the same bits). One
-// workgroup per row.
+// with the arithmetic of nn_eltwise's residual and nn_rmsnorm (the same bits). A may be
+// the slices partial sums of nn_gemv (A = sum over s of A[s][R][C], in slice order, as
+// nn_gemv_reduce adds them): the product's last pass and this one in one. One workgroup
+// per row.
 
 #include "nn_common.glsl"
 
@@ -18,7 +20,7 @@ layout(std430, binding = 2) readonly buffer BufG { uint g[]; };
 layout(std430, binding = 3) readonly buffer BufW { uint w[]; };
 layout(std430, binding = 4) writeonly buffer BufY { float y[]; };
 
-layout(push_constant) uniform Push { uint R, C; float eps; } pc;
+layout(push_constant) uniform Push { uint R, C; float eps; uint slices; } pc;
 
 shared float red[256];
 
@@ -29,7 +31,9 @@ void main() {
 	uint base = row * pc.C;
 	float s = 0.0;
 	for (uint c = t; c < pc.C; c += 256u) {
-		float v = fma(widen(g[wordOf(c, GT)], c, GT), x[base + c], a[base + c]);
+		float av = 0.0;
+		for (uint k = 0; k < pc.slices; k++) av += a[k * pc.R * pc.C + base + c];
+		float v = fma(widen(g[wordOf(c, GT)], c, GT), x[base + c], av);
 		x[base + c] = v;
 		s = fma(v, v, s);
 	}
