@@ -33,10 +33,14 @@ type AttentionWeights struct {
 // kv head: dma.FormExp, Hb = KVHeads); DMA (mode row, causal, the Window best keys per
 // query, the weights added to the scores) over the KV cache; the output projection.
 type Attention struct {
-	Cfg                AttentionConfig
-	Q, K, V, O, DtProj *Linear
-	QNorm, KNorm       *Vector
-	A                  *Tensor // float32 [1, KVHeads]
+	Cfg        AttentionConfig
+	Q, K, V, O *Linear
+	// Dt is dt_proj after v_proj as one product of the block's input (the weights
+	// multiplied out in float64, kept in float32): dt = dt_proj(v) in one pass with q, k
+	// and v instead of a pass after v.
+	Dt           *Linear
+	QNorm, KNorm *Vector
+	A            *Tensor // float32 [1, KVHeads]
 }
 
 // NewAttention uploads a block.
@@ -57,7 +61,6 @@ func (n *Device) NewAttention(ctx context.Context, cfg AttentionConfig, w *Atten
 		{&a.K, w.K, w.KBias, cfg.KVHeads * hd, cfg.Hidden},
 		{&a.V, w.V, w.VBias, cfg.KVHeads * hd, cfg.Hidden},
 		{&a.O, w.O, w.OBias, cfg.Hidden, cfg.Heads * hd},
-		{&a.DtProj, w.DtProj, w.DtBias, cfg.KVHeads, cfg.KVHeads * hd},
 	} {
 		if err := l.w.check(l.out, l.in); err != nil {
 			return fail(err)
@@ -65,6 +68,16 @@ func (n *Device) NewAttention(ctx context.Context, cfg AttentionConfig, w *Atten
 		if *l.dst, err = n.NewLinear(ctx, l.w, l.b); err != nil {
 			return fail(err)
 		}
+	}
+	if err := w.DtProj.check(cfg.KVHeads, cfg.KVHeads*hd); err != nil {
+		return fail(err)
+	}
+	dtw, dtb, err := composeDt(w, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if a.Dt, err = n.NewLinear(ctx, dtw, dtb); err != nil {
+		return fail(err)
 	}
 	for _, v := range []struct {
 		dst **Vector
@@ -91,7 +104,7 @@ func (n *Device) NewAttention(ctx context.Context, cfg AttentionConfig, w *Atten
 
 // Close frees the block.
 func (a *Attention) Close() error {
-	for _, l := range []*Linear{a.Q, a.K, a.V, a.O, a.DtProj} {
+	for _, l := range []*Linear{a.Q, a.K, a.V, a.O, a.Dt} {
 		if l != nil {
 			l.Close()
 		}
@@ -148,7 +161,7 @@ func (a *Attention) NewProjectBuffers(n *Device, t int) (*ProjectBuffers, error)
 
 // ScratchElems is the float32 scratch the block's linears need for t rows.
 func (a *Attention) ScratchElems(t int) int {
-	return max(LinearsScratchElems(t, a.Q, a.K, a.V), a.O.ScratchElems(t), a.DtProj.ScratchElems(t), 1)
+	return max(LinearsScratchElems(t, a.Q, a.K, a.V, a.Dt), a.O.ScratchElems(t), 1)
 }
 
 // Close frees the buffers.
@@ -162,14 +175,64 @@ func (b *ProjectBuffers) Close() error {
 }
 
 // RecordProject records the projections of x (normed hidden states, [T, Hidden]
-// float32) into b: q, k and v side by side, then dt = dt_proj(v) (v in float32).
+// float32) into b, side by side: q, k, v and dt = dt_proj(v) (as Dt).
 func (a *Attention) RecordProject(r *vk.Recorder, b *ProjectBuffers, x *Tensor) error {
 	t := x.Rows
 	rows := func(y *Tensor) *Tensor { s, _ := y.Slice(0, t); return s }
-	if err := RecordLinears(r, b.Scratch, LinearJob{a.Q, rows(b.Q), x}, LinearJob{a.K, rows(b.K), x}, LinearJob{a.V, rows(b.V), x}); err != nil {
-		return err
+	return RecordLinears(r, b.Scratch, LinearJob{a.Q, rows(b.Q), x}, LinearJob{a.K, rows(b.K), x},
+		LinearJob{a.V, rows(b.V), x}, LinearJob{a.Dt, rows(b.Dt), x})
+}
+
+// composeDt multiplies dt_proj [Hkv, Hkv*D] by v_proj [Hkv*D, hidden] (and carries
+// v_proj's bias through dt_proj), in float64: the float32 weight and bias of dt as a
+// product of the block's input.
+func composeDt(w *AttentionWeights, cfg AttentionConfig) (*Array, *Array, error) {
+	kv, hidden := cfg.KVHeads*cfg.HeadDim, cfg.Hidden
+	wdt, wv := w.DtProj.Floats(), w.V.Floats()
+	out := make([]float32, cfg.KVHeads*hidden)
+	acc := make([]float64, hidden)
+	for h := 0; h < cfg.KVHeads; h++ {
+		clear(acc)
+		for j := 0; j < kv; j++ {
+			c := float64(wdt[h*kv+j])
+			row := wv[j*hidden : (j+1)*hidden]
+			for i, x := range row {
+				acc[i] += c * float64(x)
+			}
+		}
+		for i, x := range acc {
+			out[h*hidden+i] = float32(x)
+		}
 	}
-	return a.DtProj.Record(r, rows(b.Dt), rows(b.V), b.Scratch)
+	dtw := ArrayOf(w.DtProj.Name+" * "+w.V.Name, dma.Float32, out, cfg.KVHeads, hidden)
+	if w.VBias == nil && w.DtBias == nil {
+		return dtw, nil, nil
+	}
+	bias := make([]float32, cfg.KVHeads)
+	var bv, bdt []float32
+	if w.VBias != nil {
+		if err := w.VBias.check(kv); err != nil {
+			return nil, nil, err
+		}
+		bv = w.VBias.Floats()
+	}
+	if w.DtBias != nil {
+		if err := w.DtBias.check(cfg.KVHeads); err != nil {
+			return nil, nil, err
+		}
+		bdt = w.DtBias.Floats()
+	}
+	for h := range bias {
+		s := 0.0
+		for j := range bv {
+			s += float64(wdt[h*kv+j]) * float64(bv[j])
+		}
+		if bdt != nil {
+			s += float64(bdt[h])
+		}
+		bias[h] = float32(s)
+	}
+	return dtw, ArrayOf("dt bias", dma.Float32, bias, cfg.KVHeads), nil
 }
 
 // RecordQKV records, side by side, the per-head norms and rotary embedding of rows
