@@ -255,7 +255,20 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 		}
 		return sl
 	}
-	if err := n.Run(ctx, func(r *vk.Recorder) error { return m.embed.Record(n, r, x, ids) }); err != nil {
+	err = n.Run(ctx, func(r *vk.Recorder) error {
+		for a := 0; a < T; a += chunk {
+			b := min(a+chunk, T)
+			xs, is := rows(x, a, b), rows(ids, a, b)
+			if err != nil {
+				return err
+			}
+			if err := m.embed.Record(n, r, xs, is); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	for li, l := range m.layers {

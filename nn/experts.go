@@ -118,14 +118,14 @@ func (e *ProductKeyExperts) RecordRouter(r *vk.Recorder, b *ExpertBuffers, r0 in
 
 // RecordRoute records the routing of the pass's first t tokens (all scored).
 func (e *ProductKeyExperts) RecordRoute(n *Device, r *vk.Recorder, b *ExpertBuffers, t int) error {
-	if t < 1 || t > b.Router.Rows || t > 65535 {
-		return fmt.Errorf("nn: ProductKeyExperts: route %d tokens (buffers of %d, at most 65535)", t, b.Router.Rows)
+	if t < 1 || t > b.Router.Rows {
+		return fmt.Errorf("nn: ProductKeyExperts: route %d tokens (buffers of %d)", t, b.Router.Rows)
 	}
 	p, err := n.pipeline("nn_experts_route", 3, 16)
 	if err != nil {
 		return err
 	}
-	return dispatch(r, p, [3]uint32{uint32(t), 1, 1}, push(t, e.Keys, e.Top, e.NormTopK), b.Router.binding(), b.Idx.binding(), b.W.binding())
+	return dispatch(r, p, rowGrid(t), push(t, e.Keys, e.Top, e.NormTopK), b.Router.binding(), b.Idx.binding(), b.W.binding())
 }
 
 // RecordApply records y[i] += the experts' output for token r0+i of the pass, h its
@@ -137,8 +137,8 @@ func (e *ProductKeyExperts) RecordApply(n *Device, r *vk.Recorder, b *ExpertBuff
 	if err := sameShape("ProductKeyExperts", y, h); err != nil {
 		return err
 	}
-	if h.Cols != e.Down.Cols || h.Rows > 65535 {
-		return fmt.Errorf("nn: ProductKeyExperts: rows of %d for experts of %d (at most 65535 rows)", h.Cols, e.Down.Cols)
+	if h.Cols != e.Down.Cols {
+		return fmt.Errorf("nn: ProductKeyExperts: rows of %d for experts of %d", h.Cols, e.Down.Cols)
 	}
 	idx, err := b.Idx.Slice(r0, r0+h.Rows)
 	if err != nil {
@@ -149,6 +149,6 @@ func (e *ProductKeyExperts) RecordApply(n *Device, r *vk.Recorder, b *ExpertBuff
 	if err != nil {
 		return err
 	}
-	return dispatch(r, p, [3]uint32{uint32(h.Rows), 1, 1}, push(h.Rows, h.Cols, e.Top, e.Experts),
+	return dispatch(r, p, rowGrid(h.Rows), push(h.Rows, h.Cols, e.Top, e.Experts),
 		h.binding(), idx.binding(), w.binding(), e.Down.binding(), e.Up.binding(), y.binding())
 }

@@ -412,3 +412,26 @@ func TestRecordLinears(t *testing.T) {
 		})
 	}
 }
+
+// TestManyWorkgroups: element-wise passes over more elements than 65535 workgroups of
+// one dimension cover (long prompts) reach every element. Skipped with -short.
+func TestManyWorkgroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large buffers skipped with -short")
+	}
+	n := open(t)
+	const rows, cols = 8192, 4096 // 2 * 256 * 65535 < rows * cols, and 128 MiB fits lavapipe's binding range
+	x := make([]float32, rows*cols)
+	for i := range x {
+		x[i] = float32(i % 1000003)
+	}
+	xs := tensor(t, n, dma.Float32, rows, cols, x)
+	y := tensor(t, n, dma.Float32, rows, cols, nil)
+	run(t, n, func(r *vk.Recorder) error { return n.RecordCast(r, y, xs) })
+	got := download(t, y)
+	for i := range x {
+		if got[i] != x[i] {
+			t.Fatalf("element %d: %v, want %v", i, got[i], x[i])
+		}
+	}
+}

@@ -295,7 +295,7 @@ func (n *Device) eltwisePass(name string, y, a, b *Tensor, g vk.Binding, gt dma.
 	}
 	elems := a.Elems()
 	return func(r *vk.Recorder) error {
-		return r.Dispatch(p, [3]uint32{groups((elems+1)/2, 256), 1, 1}, push(elems, cols), a.binding(), b.binding(), g, y.binding())
+		return r.Dispatch(p, rowGrid(int(groups((elems+1)/2, 256))), push(elems, cols), a.binding(), b.binding(), g, y.binding())
 	}, nil
 }
 

@@ -35,7 +35,8 @@ float op(uint i) {
 }
 
 void main() {
-	uint i = 2u * gl_GlobalInvocationID.x;
+	// Workgroups spread over x and y (more than 65535 of them for long prompts).
+	uint i = 2u * ((gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * 256u + gl_LocalInvocationID.x);
 	if (i >= pc.n) return;
 #if defined(OP_CAST)
 	if (OT != DT_F32) {

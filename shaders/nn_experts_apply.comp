@@ -3,7 +3,7 @@
 // weights w_i of nn_experts_route,
 //   s_i = silu(down[e_i] . h_n) * w_i,     Y[n] += sum_i s_i * up[e_i]
 // (down and up: [experts, C] tables of dtype TT; h, Y float32 [N, C]). One workgroup
-// per token; each dot product is reduced in shared memory in a fixed order.
+// per token (x + 65535 y); each dot product is reduced in shared memory in a fixed order.
 
 #include "nn_common.glsl"
 
@@ -23,7 +23,8 @@ shared float red[256];
 shared float s[256];
 
 void main() {
-	uint n = gl_WorkGroupID.x, t = gl_LocalInvocationID.x;
+	uint n = gl_WorkGroupID.x + gl_WorkGroupID.y * 65535u, t = gl_LocalInvocationID.x;
+	if (n >= pc.N) return;
 	uint C = pc.C;
 	for (uint i = 0; i < pc.top; i++) {
 		uint e = min(idx[n * pc.top + i], pc.experts - 1u);

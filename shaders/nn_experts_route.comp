@@ -7,7 +7,7 @@
 // is set). x and y are sorted first (descending, ties by index); a pair of sorted
 // positions (i, j) can be among the top only if (i+1)(j+1) <= top, since the (i+1)(j+1)
 // pairs at or before it in both orders score at least as much. Each candidate's rank
-// is the number of candidates that beat it. One workgroup per token; K <= 256,
+// is the number of candidates that beat it. One workgroup per token (x + 65535 y); K <= 256,
 // top <= 256.
 
 layout(local_size_x = 256) in;
@@ -32,7 +32,8 @@ shared float red[256];
 bool beats(float sa, uint pa, float sb, uint pb) { return sa > sb || (sa == sb && pa < pb); }
 
 void main() {
-	uint n = gl_WorkGroupID.x, t = gl_LocalInvocationID.x;
+	uint n = gl_WorkGroupID.x + gl_WorkGroupID.y * 65535u, t = gl_LocalInvocationID.x;
+	if (n >= pc.N) return;
 	uint K = pc.K;
 	// Rank sort of x (s = 0) and y (s = 1).
 	for (uint s = 0; s < 2u; s++) {
