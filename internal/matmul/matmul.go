@@ -305,6 +305,10 @@ func (k *Kernel) Multiply(ctx context.Context, p Path, f16 bool, a, b, c *vk.Buf
 }
 
 func (k *Kernel) plan(p Path, f16 bool, a, b, c *vk.Buffer, m, n, kk int) (*vk.Pipeline, [3]uint32, []byte, error) {
+	return k.planSized(p, f16, a.Size(), b.Size(), c.Size(), m, n, kk)
+}
+
+func (k *Kernel) planSized(p Path, f16 bool, aSize, bSize, cSize int64, m, n, kk int) (*vk.Pipeline, [3]uint32, []byte, error) {
 	var groups [3]uint32
 	if m <= 0 || n <= 0 || kk <= 0 {
 		return nil, groups, nil, fmt.Errorf("matmul: bad shape %dx%dx%d", m, n, kk)
@@ -315,7 +319,7 @@ func (k *Kernel) plan(p Path, f16 bool, a, b, c *vk.Buffer, m, n, kk int) (*vk.P
 	}
 	// fp16 operands are read as 32-bit words: the buffers must cover the last word.
 	words := func(elems int) int64 { return (int64(elems)*elem + 3) &^ 3 }
-	if a.Size() < words(m*kk) || b.Size() < words(kk*n) || c.Size() < int64(m*n)*4 {
+	if aSize < words(m*kk) || bSize < words(kk*n) || cSize < int64(m*n)*4 {
 		return nil, groups, nil, fmt.Errorf("matmul: buffers too small for %dx%dx%d", m, n, kk)
 	}
 	pipe, bm, bn := k.f32, 64, 64
@@ -358,6 +362,25 @@ func (k *Kernel) Record(r *vk.Recorder, p Path, f16 bool, a, b, c *vk.Buffer, m,
 		return err
 	}
 	return r.Dispatch(pipe, groups, push, vk.Bind(a), vk.Bind(b), vk.Bind(c))
+}
+
+// RecordBound is Record over byte ranges of buffers (each offset a multiple of the
+// device's storage-buffer offset alignment; Size 0: to the end of the buffer).
+func (k *Kernel) RecordBound(r *vk.Recorder, p Path, f16 bool, a, b, c vk.Binding, m, n, kk int) error {
+	size := func(x vk.Binding) int64 {
+		if x.Buf == nil {
+			return 0
+		}
+		if x.Size != 0 {
+			return x.Size
+		}
+		return x.Buf.Size() - x.Offset
+	}
+	pipe, groups, push, err := k.planSized(p, f16, size(a), size(b), size(c), m, n, kk)
+	if err != nil {
+		return err
+	}
+	return r.Dispatch(pipe, groups, push, a, b, c)
 }
 
 // Close destroys the pipelines.

@@ -1,0 +1,5 @@
+//go:build race
+
+package doge_test
+
+const raceEnabled = true
