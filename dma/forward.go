@@ -276,6 +276,16 @@ func (d *Device) ForwardProfiled(ctx context.Context, q, k, v *Tensor, opt Optio
 }
 
 func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, timed bool) (*Result, Profile, error) {
+	return d.forwardWith(ctx, q, k, v, opt, timed, nil, d.vd.RunTimed)
+}
+
+// runner runs what record records: a submission of dmavk's (vk.Device.RunTimed), or a
+// recording into an application's command buffer (record.go).
+type runner func(ctx context.Context, record func(*vk.Recorder) error) ([]vk.Timestamp, error)
+
+// forwardWith is Forward through run, writing into into's O and LSE (and Weights, when
+// set and WeightParams computes them) when into is not nil.
+func (d *Device) forwardWith(ctx context.Context, q, k, v *Tensor, opt Options, timed bool, into *Result, run runner) (*Result, Profile, error) {
 	var prof Profile
 	pr, err := d.check("Forward", q, k, v, &opt)
 	if err != nil {
@@ -305,21 +315,36 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 		res.closePartial()
 		return nil, prof, err
 	}
-	if res.O, err = d.NewTensor(q.dtype, Shape{B: q.shape.B, L: q.shape.L, H: q.shape.H, D: q.shape.D}, q.layout); err != nil {
+	if into != nil {
+		if err := checkForwardInto(q, into, pr.hb, int(p.Lk), opt.WeightParams != nil); err != nil {
+			return nil, prof, err
+		}
+		res = &Result{O: into.O, LSE: into.LSE, Weights: into.Weights}
+		fail = func(err error) (*Result, Profile, error) { return nil, prof, err }
+	} else if res.O, err = d.NewTensor(q.dtype, Shape{B: q.shape.B, L: q.shape.L, H: q.shape.H, D: q.shape.D}, q.layout); err != nil {
 		return fail(err)
 	}
 	p.O = view(res.O)
-	lseBuf, err := d.vd.NewBuffer(int64(p.B) * int64(p.H) * int64(p.Lq) * 4)
-	if err != nil {
-		return fail(fmt.Errorf("dma: Forward: %w", err))
+	lseBuf := res.LSE.bufOrNil()
+	if lseBuf == nil {
+		if lseBuf, err = d.vd.NewBuffer(int64(p.B) * int64(p.H) * int64(p.Lq) * 4); err != nil {
+			return fail(fmt.Errorf("dma: Forward: %w", err))
+		}
+		res.LSE = &LSE{buf: lseBuf, B: int(p.B), H: int(p.H), Lq: int(p.Lq)}
 	}
-	res.LSE = &LSE{buf: lseBuf, B: int(p.B), H: int(p.H), Lq: int(p.Lq)}
 
 	weights := opt.Weights
 	var wdt, bdt, a *vk.Buffer
 	if wp := opt.WeightParams; wp != nil {
-		if res.Weights, err = d.NewWeights(int(p.B), pr.hb, int(p.Lk)); err != nil {
-			return fail(err)
+		if res.Weights == nil {
+			w, err := d.NewWeights(int(p.B), pr.hb, int(p.Lk))
+			if err != nil {
+				return fail(err)
+			}
+			res.Weights = w
+			if into != nil {
+				tmp = append(tmp, w) // the caller wants no weights back
+			}
 		}
 		weights = res.Weights
 		if wdt, bdt, a, err = d.uploadWeightParams(ctx, wp); err != nil {
@@ -361,7 +386,7 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	if opt.Bias != nil {
 		ab.Bias = opt.Bias.buf
 	}
-	ts, err := d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
+	ts, err := run(ctx, func(r *vk.Recorder) error {
 		stamp := stamper(r, timed)
 		if err := cp.recordParams(r, p); err != nil {
 			return err
@@ -425,6 +450,9 @@ func (d *Device) forward(ctx context.Context, q, k, v *Tensor, opt Options, time
 	res.Path = d.kern.AttentionPath(p)
 	if decode {
 		res.Path = "decode"
+	}
+	if into != nil {
+		into.Path = res.Path
 	}
 	// Stamps: start, weights, the plan's passes..., selection, attention.
 	if n := len(ts); n >= 4 {
