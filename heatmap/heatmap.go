@@ -37,7 +37,7 @@ const (
 // View is what one picture shows.
 type View struct {
 	Batch, Head   int
-	Width, Height int // the whole picture, strips included (at least 2*StripRight x 2*StripBottom)
+	Width, Height int // the whole picture, strips included (more than StripRight+2 x StripBottom+2)
 	// Zoom magnifies the heat map (1 = every row and key in view, 2 = half of each).
 	Zoom float64
 	// Row0 and Key0 are the first row and key in view (the pan), clamped so that the
@@ -79,7 +79,7 @@ func (r *Renderer) Close() error {
 	return nil
 }
 
-const pushSize = 17 * 4
+const pushSize = 18 * 4 // shaders/heatmap.comp's Push: 12 words, 6 floats
 
 // Frame is where a view's pixels fall: the view with its pan clamped and its scale.
 type Frame struct {
@@ -90,8 +90,8 @@ type Frame struct {
 
 // FrameOf clamps v to sel and works out its scale.
 func FrameOf(sel *dma.Selection, v View) (Frame, error) {
-	if v.Width < 2*StripRight || v.Height < 2*StripBottom {
-		return Frame{}, fmt.Errorf("heatmap: %dx%d pixels: at least %dx%d", v.Width, v.Height, 2*StripRight, 2*StripBottom)
+	if v.Width <= StripRight+gap || v.Height <= StripBottom+gap || v.Width > 1<<14 || v.Height > 1<<14 {
+		return Frame{}, fmt.Errorf("heatmap: %dx%d pixels: at least %dx%d, at most 16384 each way", v.Width, v.Height, StripRight+gap+1, StripBottom+gap+1)
 	}
 	if v.Batch < 0 || v.Batch >= sel.B || v.Head < 0 || v.Head >= sel.H {
 		return Frame{}, fmt.Errorf("heatmap: batch %d head %d: the selection has %d batches, %d heads", v.Batch, v.Head, sel.B, sel.H)
