@@ -22,6 +22,11 @@ import (
 // application created stays the application's: closing what dmavk built on it never
 // destroys it.
 
+// Load finds the Vulkan loader (libvulkan.so.1) and points vulkan-go's global entry
+// points at it, for an application that calls vulkan-go itself; dmavk does the same
+// on first use, so both then share one loader.
+func Load() error { return load() }
+
 // AdoptConfig describes an instance the application created.
 type AdoptConfig struct {
 	// APIVersion is the apiVersion the application gave in VkApplicationInfo: the
