@@ -25,6 +25,18 @@ import (
 // bfloat16. PathsFor tells which paths a request gives.
 func Recommend(pd vk.PhysicalDevice) vk.DeviceRequest { return pd.Request(vk.Features{}) }
 
+// Required is the least an application must enable on pd for dmavk: maintenance4,
+// since every kernel takes its workgroup size from specialization constants
+// (LocalSizeId). The kernels are SPIR-V 1.6: the device must offer Vulkan 1.3. On
+// such a device only the portable kernels run; Recommend enables the fast paths.
+func Required(pd vk.PhysicalDevice) vk.DeviceRequest {
+	r := vk.DeviceRequest{Features: vk.FeatureSet{Maintenance4: true}}
+	if pd.Caps.APIVersion < 1<<22|3<<12 {
+		r.Extensions = []string{"VK_KHR_maintenance4"}
+	}
+	return r
+}
+
 // PathInfo is the kernel one kind of call runs on a device.
 type PathInfo struct {
 	DType DType
@@ -76,6 +88,10 @@ func Adopt(in *vk.Instance, a vk.AppDevice) (*Device, error) {
 	vd, err := in.Adopt(a)
 	if err != nil {
 		return nil, fmt.Errorf("dma: Adopt: %w", err)
+	}
+	if caps := vd.Caps(); !caps.Maintenance4 || caps.APIVersion < 1<<22|3<<12 {
+		vd.Close()
+		return nil, fmt.Errorf("dma: Adopt: %s (Vulkan %s) was created without maintenance4, or below Vulkan 1.3: every dmavk kernel needs both (enable at least dma.Required)", caps.Name, caps.APIVersionString())
 	}
 	return &Device{vd: vd, kern: kern.New(vd)}, nil
 }
