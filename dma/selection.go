@@ -30,8 +30,8 @@ type Selection struct {
 	Lq, Lk   int
 	Opt      SelectOptions // as given, Lq and H filled in
 	// Mode is the mode the kernels run: ModeNone when the window covers every key.
-	Mode  Mode
-	rng   [][2]float32 // finite weight range per batch * Hb + bias head
+	Mode Mode
+	rng  [][2]float32 // finite weight range per batch * Hb + bias head
 }
 
 // Select computes the selection of weights w ([B, Hb, Lk]) for rows described by o,

@@ -110,14 +110,14 @@ func (in *Instance) Handle() uintptr { return uintptr(unsafe.Pointer(in.handle))
 // FeatureSet names the device features dmavk's kernels use, with Vulkan's names. A
 // true field is a feature enabled (or to enable) at vkCreateDevice.
 type FeatureSet struct {
-	ShaderFloat16, ShaderInt8, ShaderInt16, ShaderInt64, ShaderFloat64             bool
-	StorageBuffer16BitAccess, StoragePushConstant16, StorageBuffer8BitAccess       bool
-	VulkanMemoryModel, VulkanMemoryModelDeviceScope                                bool
-	SubgroupSizeControl, ComputeFullSubgroups                                      bool
-	ShaderSubgroupExtendedTypes                                                    bool
-	Maintenance4                                                                   bool
-	CooperativeMatrix                                                              bool // VK_KHR_cooperative_matrix
-	CooperativeMatrix2                                                             CoopMat2Features
+	ShaderFloat16, ShaderInt8, ShaderInt16, ShaderInt64, ShaderFloat64            bool
+	StorageBuffer16BitAccess, StoragePushConstant16, StorageBuffer8BitAccess      bool
+	VulkanMemoryModel, VulkanMemoryModelDeviceScope                               bool
+	SubgroupSizeControl, ComputeFullSubgroups                                     bool
+	ShaderSubgroupExtendedTypes                                                   bool
+	Maintenance4                                                                  bool
+	CooperativeMatrix                                                             bool // VK_KHR_cooperative_matrix
+	CooperativeMatrix2                                                            CoopMat2Features
 	ShaderBFloat16Type, ShaderBFloat16DotProduct, ShaderBFloat16CooperativeMatrix bool // VK_KHR_shader_bfloat16
 }
 

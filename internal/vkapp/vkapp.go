@@ -155,8 +155,8 @@ func (a *App) createDevice(cfg Config) error {
 		exts = append(exts, cstr(e))
 	}
 	info := vulkan.DeviceCreateInfo{
-		SType: vulkan.StructureTypeDeviceCreateInfo,
-		PNext: chain.Next(),
+		SType:                vulkan.StructureTypeDeviceCreateInfo,
+		PNext:                chain.Next(),
 		QueueCreateInfoCount: 1,
 		PQueueCreateInfos: []vulkan.DeviceQueueCreateInfo{{
 			SType: vulkan.StructureTypeDeviceQueueCreateInfo, QueueFamilyIndex: a.Family, QueueCount: 1,
