@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/dmavk/dmavk/internal/kern"
 	"github.com/dmavk/dmavk/vk"
@@ -109,16 +110,7 @@ func (d *Device) Select(ctx context.Context, w *Weights, o SelectOptions) (*Sele
 	}
 	s.rng = make([][2]float32, w.B*w.Hb)
 	for bh := range s.rng {
-		lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
-		for _, x := range vals[bh*w.Lk : (bh+1)*w.Lk] {
-			if !math.IsInf(float64(x), 0) && !math.IsNaN(float64(x)) {
-				lo, hi = min(lo, x), max(hi, x)
-			}
-		}
-		if lo > hi {
-			lo, hi = 0, 0
-		}
-		s.rng[bh] = [2]float32{lo, hi}
+		s.rng[bh] = colourRange(vals[bh*w.Lk : (bh+1)*w.Lk])
 	}
 	return s, nil
 }
@@ -131,7 +123,26 @@ func (s *Selection) BiasHead(h int) int {
 	return h / (s.H / s.Hb)
 }
 
-// WeightRange is the smallest and largest finite weight of batch b, query head h.
+// colourRange is the 1st and 99th percentiles of the finite weights: a few outliers
+// would otherwise squeeze every other weight into one colour.
+func colourRange(w []float32) [2]float32 {
+	var f []float32
+	for _, x := range w {
+		if !math.IsInf(float64(x), 0) && !math.IsNaN(float64(x)) {
+			f = append(f, x)
+		}
+	}
+	if len(f) == 0 {
+		return [2]float32{0, 0}
+	}
+	slices.Sort(f)
+	n := len(f) - 1
+	return [2]float32{f[n/100], f[n-n/100]}
+}
+
+// WeightRange is the range of weights a picture of batch b, query head h spans with its
+// colours: the 1st to the 99th percentile of the finite weights (colours saturate
+// beyond).
 func (s *Selection) WeightRange(b, h int) (lo, hi float32) {
 	r := s.rng[b*s.Hb+s.BiasHead(h)]
 	return r[0], r[1]

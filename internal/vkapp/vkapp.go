@@ -68,6 +68,20 @@ func check(what string, r vulkan.Result) error {
 // New creates the instance, picks the physical device dmavk would (DMAVK_DEVICE or the
 // best), and creates a device with one queue.
 func New(cfg Config) (*App, error) {
+	a, err := NewInstance(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.CreateDevice(cfg, nil); err != nil {
+		a.Destroy()
+		return nil, err
+	}
+	return a, nil
+}
+
+// NewInstance creates the instance and picks the physical device; CreateDevice then
+// creates the device (a window's surface can come in between).
+func NewInstance(cfg Config) (*App, error) {
 	if err := vk.Load(); err != nil {
 		return nil, err
 	}
@@ -115,14 +129,12 @@ func New(cfg Config) (*App, error) {
 	}
 	h := a.PD.Handle() // driver memory, not Go's
 	a.PhysicalDevice = vulkan.PhysicalDevice(*(*unsafe.Pointer)(unsafe.Pointer(&h)))
-	if err := a.createDevice(cfg); err != nil {
-		a.Destroy()
-		return nil, err
-	}
 	return a, nil
 }
 
-func (a *App) createDevice(cfg Config) error {
+// CreateDevice creates the device with one queue of a family that has compute (and
+// graphics with cfg.Graphics) and, when present is not nil, can present to it.
+func (a *App) CreateDevice(cfg Config, present func(family uint32) bool) error {
 	var n uint32
 	vulkan.GetPhysicalDeviceQueueFamilyProperties(a.PhysicalDevice, &n, nil)
 	fams := make([]vulkan.QueueFamilyProperties, n)
@@ -134,7 +146,7 @@ func (a *App) createDevice(cfg Config) error {
 		if cfg.Graphics {
 			want |= vulkan.QueueFlags(vulkan.QueueGraphicsBit)
 		}
-		if fams[i].QueueFlags&want == want {
+		if fams[i].QueueFlags&want == want && (present == nil || present(uint32(i))) {
 			a.Family = uint32(i)
 			break
 		}
