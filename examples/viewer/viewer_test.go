@@ -228,4 +228,3 @@ func decodeXWD(b []byte) (*image.RGBA, error) {
 	}
 	return img, nil
 }
-
