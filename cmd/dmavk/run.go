@@ -43,6 +43,7 @@ func runRun(args []string, stdout io.Writer) error {
 	oPath := fs.String("o", "o.npy", "output O, [B, Lq, H, D] in the storage dtype (bfloat16: widened to float32, exactly)")
 	lsePath := fs.String("lse", "lse.npy", "output LSE, float32 [B, H, Lq]")
 	outW := fs.String("out-weights", "", "output the weights used, float32 [B, Hb, Lk]")
+	pngOut := addPNGFlags(fs)
 	if err := parseFlags(c, fs, args, stdout); err != nil {
 		return err
 	}
@@ -274,7 +275,11 @@ func runRun(args []string, stdout io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "%s: O %v %v -> %s, LSE -> %s\n", dev.Name(), dt, os, *oPath, *lsePath)
-	return nil
+	used := opt.Weights
+	if res.Weights != nil {
+		used = res.Weights
+	}
+	return pngOut.write(ctx, dev, used, q.Shape(), k.Shape(), opt, stdout)
 }
 
 func bools(x []float32) []bool {
