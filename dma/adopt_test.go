@@ -445,14 +445,22 @@ func TestAdoptedTensorsBadInput(t *testing.T) {
 	if a := d.VK().Caps().MinStorageBufferAlign; a > 1 {
 		require.ErrorContains(t, err, "multiple of minStorageBufferOffsetAlignment")
 	}
-	// An empty recording is released like any other.
+	// While a recording is not released, Close refuses (its commands use dmavk's
+	// pipelines); a Recording kept past its function refuses to record.
 	cmd, err := app.NewCommandBuffer()
 	require.NoError(t, err)
 	defer app.FreeCommandBuffer(cmd)
 	require.NoError(t, vkapp.Begin(cmd))
-	rec, err := d.RecordInto(vkapp.CommandBufferHandle(cmd), vk.Visibility{}, vk.ForHost, func(*dma.Recording) error { return nil })
+	var kept *dma.Recording
+	rec, err := d.RecordInto(vkapp.CommandBufferHandle(cmd), vk.Visibility{}, vk.ForHost, func(r *dma.Recording) error {
+		kept = r
+		return nil
+	})
 	require.NoError(t, err)
 	vulkan.EndCommandBuffer(cmd)
+	require.ErrorContains(t, kept.Layer(func(*vk.Recorder) error { return nil }), "used after the recording function returned")
+	require.ErrorContains(t, d.Close(), "not released")
+	require.NoError(t, rec.Release())
 	require.NoError(t, rec.Release())
 	require.NoError(t, d.Close())
 }

@@ -77,6 +77,9 @@ func (d *Device) VK() *vk.Device { return d.vd }
 // Close releases the kernels and the device (and the instance when Open made it).
 // Tensors from this device must be closed first.
 func (d *Device) Close() error {
+	if err := d.vd.Busy(); err != nil { // recordings the application has not released
+		return fmt.Errorf("dma: Close: %w", err)
+	}
 	d.kern.Close()
 	err := d.vd.Close()
 	if d.in != nil {

@@ -19,8 +19,16 @@ import (
 // application's own buffers (TensorFromBuffer) are the application's to keep alive
 // until its submission completes.
 type Recording struct {
-	d *Device
-	r *vk.Recorder
+	d    *Device
+	r    *vk.Recorder
+	done bool // the recording function has returned
+}
+
+func (rec *Recording) usable(op string) error {
+	if rec.done {
+		return fmt.Errorf("dma: Recording.%s: used after the recording function returned", op)
+	}
+	return nil
 }
 
 // Recorded is a recording into the application's command buffer. Release it once
@@ -47,7 +55,9 @@ func (d *Device) RecordInto(cmd uintptr, from, to vk.Visibility, record func(*Re
 		if from.Stage != 0 {
 			r.BarrierFrom(from)
 		}
-		if err := record(&Recording{d: d, r: r}); err != nil {
+		rec := &Recording{d: d, r: r}
+		defer func() { rec.done = true }()
+		if err := record(rec); err != nil {
 			return err
 		}
 		r.BarrierTo(to)
@@ -67,7 +77,9 @@ func (d *Device) RecordInto(cmd uintptr, from, to vk.Visibility, record func(*Re
 func (d *Device) SubmitWith(sync vk.Sync, record func(*Recording) error) (*vk.Submission, error) {
 	s, err := d.vd.Submit(func(r *vk.Recorder) error {
 		r.Barrier()
-		if err := record(&Recording{d: d, r: r}); err != nil {
+		rec := &Recording{d: d, r: r}
+		defer func() { rec.done = true }()
+		if err := record(rec); err != nil {
 			return err
 		}
 		r.Barrier()
@@ -89,6 +101,9 @@ func (rec *Recording) recorded(_ context.Context, record func(*vk.Recorder) erro
 // computes weights and the caller wants them (nil: they stay internal). ctx bounds the
 // uploads of WeightParams, the only host work; out.Path says which kernel was recorded.
 func (rec *Recording) Forward(ctx context.Context, q, k, v *Tensor, opt Options, out *Result) error {
+	if err := rec.usable("Forward"); err != nil {
+		return err
+	}
 	if out == nil {
 		return fmt.Errorf("dma: Recording.Forward: nil result")
 	}
@@ -103,6 +118,9 @@ func (rec *Recording) Forward(ctx context.Context, q, k, v *Tensor, opt Options,
 // of its shaders on Device.VK()) between dmavk's, ordered after the work recorded
 // before and before the work recorded after it.
 func (rec *Recording) Layer(layer func(*vk.Recorder) error) error {
+	if err := rec.usable("Layer"); err != nil {
+		return err
+	}
 	rec.r.Barrier()
 	if err := layer(rec.r); err != nil {
 		return err
@@ -118,6 +136,9 @@ func (rec *Recording) Layer(layer func(*vk.Recorder) error) error {
 func (rec *Recording) AppendAttend(cache *KVCache, seq int, k, v *Tensor, weights *Weights, q *Tensor, out *Result, opt Options) error {
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("dma: Recording.AppendAttend: "+format, a...)
+	}
+	if err := rec.usable("AppendAttend"); err != nil {
+		return err
 	}
 	c := cache
 	if c == nil || c.d != rec.d {

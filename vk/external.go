@@ -142,6 +142,17 @@ func (d *Device) RecordExternal(cmd uintptr, record func(*Recorder) error) (*Ext
 	return e, nil
 }
 
+// Busy reports an error while recordings into application command buffers are not
+// released (Close then refuses too).
+func (d *Device) Busy() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.externals > 0 {
+		return fmt.Errorf("vk: %d recordings into application command buffers not released (External.Release, once the application's submission has completed)", d.externals)
+	}
+	return nil
+}
+
 // Release frees the descriptor sets of the recorded commands and lets go of the
 // buffers they bind. Call it once the GPU is done with the command buffer. It is safe
 // to call more than once.

@@ -196,7 +196,7 @@ func (v *viewer) loop(after hook) error {
 // open creates the application's Vulkan objects, adopts dmavk into them and decodes
 // the first tokens.
 func (v *viewer) open() error {
-	cfg := vkapp.Config{Validate: v.cfg.validate, InstanceExtensions: v.win.GetRequiredInstanceExtensions(),
+	cfg := vkapp.Config{Validate: v.cfg.validate, SyncValidation: v.cfg.validate, InstanceExtensions: v.win.GetRequiredInstanceExtensions(),
 		DeviceExtensions: []string{"VK_KHR_swapchain"}, Request: dma.Recommend, Graphics: true}
 	app, err := vkapp.NewInstance(cfg)
 	if err != nil {

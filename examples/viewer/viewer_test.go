@@ -89,8 +89,10 @@ func samePicture(t *testing.T, v *viewer, what string) {
 // TestViewer opens the window under the display (Xvfb in CI), decodes, draws frames and
 // checks each checked frame against the PNG path: at the start, after keys change the
 // head, mode, window, zoom and pan, after a resize (swapchain recreation), after the
-// window is minimised and restored, and against the X server's own copy of the window
-// (xwd). Closing frees everything with validation silent (run's error otherwise).
+// window is asked to minimise and restore (Xvfb without a window manager ignores it:
+// the frames simply go on), and against the X server's own copy of the window (xwd).
+// Closing frees everything with validation, synchronization validation included,
+// silent (run's error otherwise).
 func TestViewer(t *testing.T) {
 	needDisplay(t)
 	cfg := testConfig()

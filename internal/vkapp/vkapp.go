@@ -86,9 +86,22 @@ func NewInstance(cfg Config) (*App, error) {
 		return nil, err
 	}
 	if cfg.SyncValidation {
-		// The layer's settings from the environment: the current name and the legacy one.
-		os.Setenv("VK_KHRONOS_VALIDATION_VALIDATE_SYNC", "1")
-		os.Setenv("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT")
+		// The layer's settings from the environment (the current name and the legacy
+		// one), read at instance creation: set for this instance only.
+		for k, v := range map[string]string{
+			"VK_KHRONOS_VALIDATION_VALIDATE_SYNC": "1",
+			"VK_LAYER_ENABLES":                    "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT",
+		} {
+			old, had := os.LookupEnv(k)
+			os.Setenv(k, v)
+			defer func() {
+				if had {
+					os.Setenv(k, old)
+				} else {
+					os.Unsetenv(k)
+				}
+			}()
+		}
 	}
 	a := &App{}
 	var layers, exts []string
