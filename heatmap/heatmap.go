@@ -219,9 +219,9 @@ func WritePNG(path string, img image.Image) error {
 	return f.Close()
 }
 
-// Weight is the colour the heat map gives a kept key of weight w in the range [lo, hi]
+// WeightColour is the colour the heat map gives a kept key of weight w in the range [lo, hi]
 // (for a legend); dropped candidates get 22% of it.
-func Weight(w, lo, hi float32) color.RGBA {
+func WeightColour(w, lo, hi float32) color.RGBA {
 	t := float32(1)
 	if hi > lo {
 		t = (w - lo) / (hi - lo)

@@ -67,7 +67,7 @@ func TestPixelsShowTheSelection(t *testing.T) {
 			for i := range lq {
 				for j := range lk {
 					px := img.RGBAAt(j, i)
-					colour := heatmap.Weight(vals[bias*lk+j], lo, hi)
+					colour := heatmap.WeightColour(vals[bias*lk+j], lo, hi)
 					switch {
 					case j > i+lk-lq:
 						require.Equalf(t, color.RGBA{5, 5, 10, 255}, px, "mode %v head %d row %d key %d: past the causal row", mode, head, i, j)
