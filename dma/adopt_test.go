@@ -348,6 +348,12 @@ func adoptedHeatMap(t *testing.T, app *vkapp.App, d *dma.Device) {
 		return rec.Layer(func(vr *vk.Recorder) error { return r.Record(vr, sel, view, target, false) })
 	})
 	require.NoError(t, err)
+	// Closing what the recorded commands use, before the application submits them, is
+	// safe: the pipeline, the selection's buffers and the wrapped target live on until
+	// Release.
+	require.NoError(t, r.Close())
+	require.NoError(t, sel.Close())
+	require.NoError(t, target.Close())
 	vkapp.ImageBarrier(cmd, img.Img, vulkan.ImageLayoutUndefined, vulkan.ImageLayoutTransferDstOptimal, vk.StageTopOfPipe, 0, vk.StageTransfer, vk.AccessTransferWrite)
 	vkapp.CopyBufferToImage(cmd, pixelsApp.Buf, img.Img, view.Width, view.Height)
 	vkapp.ImageBarrier(cmd, img.Img, vulkan.ImageLayoutTransferDstOptimal, vulkan.ImageLayoutTransferSrcOptimal, vk.StageTransfer, vk.AccessTransferWrite, vk.StageTransfer, vk.AccessTransferRead)

@@ -111,8 +111,50 @@ func (r *Recorder) BarrierFrom(v Visibility) {
 // Release frees only dmavk's objects; the command buffer stays the application's to
 // reset or free. Device.Close fails while Externals are not released.
 type External struct {
-	mu sync.Mutex
-	rc *runContext
+	mu    sync.Mutex
+	rc    *runContext
+	pipes []*Pipeline
+}
+
+// externals maps the run contexts of External recordings to them, so that a Dispatch
+// there keeps its pipeline alive until Release.
+var externals sync.Map // *runContext -> *External
+
+// retainPipeline keeps p alive while an External recording uses it (a Run or Program
+// needs nothing: Pipeline.Close waits for them).
+func (r *Recorder) retainPipeline(p *Pipeline) error {
+	e, ok := externals.Load(r.rc)
+	if !ok {
+		return nil
+	}
+	p.extMu.Lock()
+	defer p.extMu.Unlock()
+	if p.closing {
+		return fmt.Errorf("vk: Dispatch %s: %w: pipeline", p.name, ErrClosed)
+	}
+	p.extRefs++
+	ext := e.(*External)
+	ext.pipes = append(ext.pipes, p)
+	return nil
+}
+
+// deferClose marks p closing and reports whether recordings still use it (the last
+// Release then destroys it).
+func (p *Pipeline) deferClose() bool {
+	p.extMu.Lock()
+	defer p.extMu.Unlock()
+	p.closing = true
+	return p.extRefs > 0
+}
+
+func (p *Pipeline) releaseExternal() {
+	p.extMu.Lock()
+	p.extRefs--
+	last := p.extRefs == 0 && p.closing
+	p.extMu.Unlock()
+	if last {
+		p.destroy()
+	}
 }
 
 // RecordExternal records commands with record into the application's command buffer
@@ -133,6 +175,8 @@ func (d *Device) RecordExternal(cmd uintptr, record func(*Recorder) error) (*Ext
 	d.externals++
 	d.mu.Unlock()
 	e := &External{rc: rc}
+	externals.Store(rc, e)
+	defer externals.Delete(rc)
 	if err := record(&Recorder{rc: rc}); err != nil {
 		// Commands may already be in the application's command buffer: it must not
 		// submit it; what they reference is freed now.
@@ -167,6 +211,10 @@ func (e *External) Release() error {
 	for _, b := range rc.bufs {
 		b.release()
 	}
+	for _, p := range e.pipes {
+		p.releaseExternal()
+	}
+	e.pipes = nil
 	for _, p := range rc.dpools {
 		vulkan.DestroyDescriptorPool(rc.d.dev, p, nil)
 	}

@@ -271,6 +271,9 @@ func (r *Recorder) Dispatch(p *Pipeline, groups [3]uint32, push []byte, bindings
 			return fmt.Errorf("vk: Dispatch %s: %w", p.name, err)
 		}
 	}
+	if err := r.retainPipeline(p); err != nil {
+		return err
+	}
 	d := r.rc.d
 	var set C.dv_handle
 	if p.bindings > 0 {
