@@ -224,12 +224,10 @@ func (e *External) Release() error {
 	return nil
 }
 
-// Semaphore is one of the application's semaphores that a submission waits on or
-// signals.
+// Semaphore is one of the application's binary semaphores that a submission waits
+// on or signals.
 type Semaphore struct {
 	Handle uint64 // VkSemaphore
-	// Value is the timeline value to wait for or to signal; 0 for a binary semaphore.
-	Value uint64
 	// Stage is where the wait applies (VkPipelineStageFlags; waits only); 0 means the
 	// compute and transfer stages, where dmavk's commands start.
 	Stage uint32
@@ -262,9 +260,9 @@ func (s *Submission) Done() <-chan struct{} { return s.done }
 
 // Submit records commands with record and submits them after the waits of sync,
 // signalling its semaphores when they are done, and returns without waiting: the
-// application orders its own work after dmavk's through those semaphores. Binary
-// semaphores to wait on must have a signal operation submitted (or about to be: the
-// wait may come first only with timeline semaphores).
+// application orders its own work after dmavk's through those semaphores. A semaphore
+// to wait on must have its signal operation submitted before Submit is called
+// (Vulkan's rule for binary semaphores).
 func (d *Device) Submit(record func(*Recorder) error, sync Sync) (*Submission, error) {
 	if err := d.usable(); err != nil {
 		return nil, err
@@ -285,30 +283,21 @@ func (d *Device) Submit(record func(*Recorder) error, sync Sync) (*Submission, e
 	n, m := len(sync.Wait), len(sync.Signal)
 	wait := make([]C.dv_handle, n+1)
 	stages := make([]C.uint32_t, n+1)
-	waitValues := make([]C.uint64_t, n+1)
 	signal := make([]C.dv_handle, m+1)
-	signalValues := make([]C.uint64_t, m+1)
-	timeline := 0
 	for i, s := range sync.Wait {
-		wait[i], waitValues[i], stages[i] = handleOf(s.Handle), C.uint64_t(s.Value), C.uint32_t(s.Stage)
+		wait[i], stages[i] = handleOf(s.Handle), C.uint32_t(s.Stage)
 		if s.Stage == 0 {
 			stages[i] = ownStages
 		}
-		if s.Value != 0 {
-			timeline = 1
-		}
 	}
 	for i, s := range sync.Signal {
-		signal[i], signalValues[i] = handleOf(s.Handle), C.uint64_t(s.Value)
-		if s.Value != 0 {
-			timeline = 1
-		}
+		signal[i] = handleOf(s.Handle)
 	}
 	d.inflight.Add(1)
 	q := d.queueLocker()
 	q.Lock()
 	r := C.dv_queue_submit_sync(d.in.handle, d.qhandle, C.dv_handle(unsafe.Pointer(rc.cmd)), C.dv_handle(unsafe.Pointer(rc.fence)),
-		C.uint32_t(n), &wait[0], &stages[0], &waitValues[0], C.uint32_t(m), &signal[0], &signalValues[0], C.int(timeline))
+		C.uint32_t(n), &wait[0], &stages[0], C.uint32_t(m), &signal[0])
 	q.Unlock()
 	if err := check("vkQueueSubmit", int32(r)); err != nil {
 		d.inflight.Done()

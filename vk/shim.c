@@ -803,17 +803,12 @@ void dv_cmd_barrier_masks(dv_handle instance, dv_handle cmd, uint32_t src_stage,
 
 dv_result dv_queue_submit_sync(dv_handle instance, dv_handle queue, dv_handle cmd,
 	dv_handle fence, uint32_t nwait, const dv_handle* wait, const uint32_t* wait_stages,
-	const uint64_t* wait_values, uint32_t nsignal, const dv_handle* signal,
-	const uint64_t* signal_values, int timeline) {
-	typedef struct { int32_t sType; const void* pNext; uint32_t nwait;
-		const uint64_t* wait; uint32_t nsignal; const uint64_t* signal; } timeline_info;
+	uint32_t nsignal, const dv_handle* signal) {
 	typedef struct { int32_t sType; const void* pNext; uint32_t nwait; const dv_handle* wait;
 		const uint32_t* mask; uint32_t ncmd; const dv_handle* cmds; uint32_t nsig;
 		const dv_handle* sig; } submit_info;
 	typedef dv_result (*PFN)(dv_handle, uint32_t, const submit_info*, dv_handle);
-	timeline_info ti = {1000207003 /* TIMELINE_SEMAPHORE_SUBMIT_INFO */, NULL, nwait,
-		wait_values, nsignal, signal_values};
-	submit_info si = {ST_SUBMIT_INFO, timeline ? &ti : NULL, nwait, wait, wait_stages, 1,
+	submit_info si = {ST_SUBMIT_INFO, NULL, nwait, wait, wait_stages, 1,
 		&cmd, nsignal, signal};
 	return FN(instance, PFN, "vkQueueSubmit")(queue, 1, &si, fence);
 }

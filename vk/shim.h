@@ -151,11 +151,9 @@ void dv_destroy_messenger(dv_handle instance, dv_handle messenger);
 void dv_cmd_barrier_masks(dv_handle instance, dv_handle cmd, uint32_t src_stage,
 	uint32_t src_access, uint32_t dst_stage, uint32_t dst_access);
 
-// vkQueueSubmit of one command buffer that waits on and signals semaphores (timeline
-// values chained when timeline is set; binary semaphores' values are ignored).
+// vkQueueSubmit of one command buffer that waits on and signals binary semaphores.
 dv_result dv_queue_submit_sync(dv_handle instance, dv_handle queue, dv_handle cmd,
 	dv_handle fence, uint32_t nwait, const dv_handle* wait, const uint32_t* wait_stages,
-	const uint64_t* wait_values, uint32_t nsignal, const dv_handle* signal,
-	const uint64_t* signal_values, int timeline);
+	uint32_t nsignal, const dv_handle* signal);
 
 #endif
