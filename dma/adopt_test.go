@@ -451,6 +451,8 @@ func TestAdoptedTensorsBadInput(t *testing.T) {
 	if a := d.VK().Caps().MinStorageBufferAlign; a > 1 {
 		require.ErrorContains(t, err, "multiple of minStorageBufferOffsetAlignment")
 	}
+	_, err = d.SubmitWith(vk.Sync{Wait: []vk.Semaphore{{}}}, func(*dma.Recording) error { return nil })
+	require.ErrorContains(t, err, "zero handle")
 	// While a recording is not released, Close refuses (its commands use dmavk's
 	// pipelines); a Recording kept past its function refuses to record.
 	cmd, err := app.NewCommandBuffer()
