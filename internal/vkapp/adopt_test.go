@@ -1,10 +1,14 @@
-package dma_test
+// The tests of dmavk on an application's device live here, beside the application,
+// rather than in package dma: vulkan-go's wrappers store Go pointers in C memory, which
+// the cgocheck2 run of package dma (tools/test.sh) would stop at.
+package vkapp_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
 	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -19,6 +23,40 @@ import (
 	"github.com/stretchr/testify/require"
 	vulkan "github.com/vulkan-go/vulkan"
 )
+
+// open returns a dma.Device that dmavk opens itself on the test device.
+func open(t *testing.T) *dma.Device {
+	t.Helper()
+	in := vktest.Instance(t)
+	pd, err := in.Choose()
+	require.NoError(t, err)
+	d, err := dma.OpenOn(in, pd, dma.Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func seed(t *testing.T) *rand.Rand {
+	s := rand.Uint64()
+	t.Logf("seed %d", s)
+	return rand.New(rand.NewPCG(s, 1))
+}
+
+// tensor uploads data (nil: a fixed pattern) into a new BLHD tensor of d.
+func tensor(t *testing.T, d *dma.Device, dt dma.DType, s dma.Shape, data []float32) *dma.Tensor {
+	t.Helper()
+	x, err := d.NewTensor(dt, s, dma.BLHD)
+	require.NoError(t, err)
+	t.Cleanup(func() { x.Close() })
+	if data == nil {
+		data = make([]float32, s.Elems())
+		for i := range data {
+			data[i] = float32(math.Sin(float64(i)))
+		}
+	}
+	require.NoError(t, x.Upload(context.Background(), data))
+	return x
+}
 
 // newApp creates an application's own instance and device with vulkan-go, validation
 // and synchronization validation on (required under DMAVK_VALIDATE=1 and in CI; else
