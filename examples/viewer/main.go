@@ -196,18 +196,16 @@ func (v *viewer) loop(after hook) error {
 // open creates the application's Vulkan objects, adopts dmavk into them and decodes
 // the first tokens.
 func (v *viewer) open() error {
-	cfg := vkapp.Config{Validate: v.cfg.validate, SyncValidation: v.cfg.validate, InstanceExtensions: v.win.GetRequiredInstanceExtensions(),
+	cfg := vkapp.Config{Validate: v.cfg.validate, SyncValidation: v.cfg.validate, InstanceExtensions: surfaceExtensions,
 		DeviceExtensions: []string{"VK_KHR_swapchain"}, Request: dma.Recommend, Graphics: true}
 	app, err := vkapp.NewInstance(cfg)
 	if err != nil {
 		return err
 	}
 	v.app = app
-	sp, err := v.win.CreateWindowSurface(app.Instance, nil)
-	if err != nil {
+	if v.surface, err = createSurface(app.Instance, v.win); err != nil {
 		return err
 	}
-	v.surface = vulkan.SurfaceFromPointer(sp)
 	err = app.CreateDevice(cfg, func(family uint32) bool {
 		var ok vulkan.Bool32
 		vulkan.GetPhysicalDeviceSurfaceSupport(app.PhysicalDevice, family, v.surface, &ok)
