@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/internal/npy"
 	"github.com/go-gl/glfw/v3.3/glfw"
 	"github.com/stretchr/testify/require"
 )
@@ -229,4 +230,44 @@ func decodeXWD(b []byte) (*image.RGBA, error) {
 		}
 	}
 	return img, nil
+}
+
+// TestViewerNpy decodes a sequence read from .npy files (weights given), through to
+// the last token, and checks the last frame against the PNG path.
+func TestViewerNpy(t *testing.T) {
+	needDisplay(t)
+	dir := t.TempDir()
+	const l, h, hkv, d = 24, 2, 1, 16
+	for name, shape := range map[string][]int{"q": {1, l, h, d}, "k": {1, l, hkv, d}, "v": {1, l, hkv, d}, "w": {1, hkv, l}} {
+		n := 1
+		for _, s := range shape {
+			n *= s
+		}
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32((i*7919)%23) / 23
+		}
+		require.NoError(t, npy.WriteFloat32(dir+"/"+name+".npy", shape, x))
+	}
+	cfg := testConfig()
+	cfg.qPath, cfg.kPath, cfg.vPath, cfg.wPath = dir+"/q.npy", dir+"/k.npy", dir+"/v.npy", dir+"/w.npy"
+	cfg.window, cfg.start = 5, 20
+	done := false
+	var err error
+	onMain(func() {
+		err = run(cfg, func(v *viewer) bool {
+			if v.dec.n < l {
+				return true // decoding the last tokens
+			}
+			samePicture(t, v, "the whole sequence")
+			require.Equal(t, l, v.dec.sel.Lq)
+			done = true
+			return false
+		})
+	})
+	require.NoError(t, err)
+	require.True(t, done)
+	cfg.kPath = dir + "/w.npy"
+	onMain(func() { err = run(cfg, nil) })
+	require.ErrorContains(t, err, "want 4 dimensions")
 }
