@@ -88,6 +88,9 @@ func (d *Device) VK() *vk.Device { return d.vd }
 // through VK() directly are the caller's and must be closed first. Close is safe to call
 // more than once, and from several goroutines; the calls after the first return nil.
 func (d *Device) Close() error {
+	if err := d.vd.Busy(); err != nil { // recordings the application has not released
+		return fmt.Errorf("dma: Close: %w", err)
+	}
 	if !d.closeAll() {
 		return nil
 	}

@@ -307,8 +307,19 @@ func (d *Device) ForwardProfiled(ctx context.Context, q, k, v *Tensor, opt Optio
 }
 
 func (d *Device) forward(ctx context.Context, op string, q, k, v *Tensor, opt Options, timed bool) (*Result, Profile, error) {
+	return d.forwardWith(ctx, op, q, k, v, opt, timed, nil, d.vd.RunTimed)
+}
+
+// runner runs what record records: a submission of dmavk's (vk.Device.RunTimed), or a
+// recording into an application's command buffer (record.go).
+type runner func(ctx context.Context, record func(*vk.Recorder) error) ([]vk.Timestamp, error)
+
+// forwardWith is Forward (call op) through run, writing into into's O and LSE (and
+// Weights, when set and WeightParams computes them) when into is not nil.
+func (d *Device) forwardWith(ctx context.Context, op string, q, k, v *Tensor, opt Options, timed bool, into *Result, run runner) (*Result, Profile, error) {
 	var prof Profile
-	leave, err := d.enter(op, append([]use{{"q", q}, {"k", k}, {"v", v}}, opt.uses()...)...)
+	uses := append([]use{{"q", q}, {"k", k}, {"v", v}}, opt.uses()...)
+	leave, err := d.enter(op, append(uses, resultUses(into)...)...)
 	if err != nil {
 		return nil, prof, err
 	}
@@ -341,20 +352,35 @@ func (d *Device) forward(ctx context.Context, op string, q, k, v *Tensor, opt Op
 		res.closePartial()
 		return nil, prof, err
 	}
-	if res.O, err = d.newTensor(op, q.dtype, q.shape, q.layout); err != nil {
+	if into != nil {
+		if err := checkForwardInto(q, into, pr.hb, int(p.Lk), opt.WeightParams != nil); err != nil {
+			return nil, prof, err
+		}
+		res = &Result{O: into.O, LSE: into.LSE, Weights: into.Weights}
+		fail = func(err error) (*Result, Profile, error) { return nil, prof, err }
+	} else if res.O, err = d.newTensor(op, q.dtype, q.shape, q.layout); err != nil {
 		return fail(err)
 	}
 	p.O = view(res.O)
-	if res.LSE, err = d.newLSE(op, int(p.B), int(p.H), int(p.Lq)); err != nil {
-		return fail(err)
+	if res.LSE == nil {
+		if res.LSE, err = d.newLSE(op, int(p.B), int(p.H), int(p.Lq)); err != nil {
+			return fail(err)
+		}
 	}
 	lseBuf := res.LSE.buf
 
 	weights := opt.Weights
 	var wdt, bdt, a *vk.Buffer
 	if wp := opt.WeightParams; wp != nil {
-		if res.Weights, err = d.newWeights(op, int(p.B), pr.hb, int(p.Lk)); err != nil {
-			return fail(err)
+		if res.Weights == nil {
+			w, err := d.newWeights(op, int(p.B), pr.hb, int(p.Lk))
+			if err != nil {
+				return fail(err)
+			}
+			res.Weights = w
+			if into != nil {
+				tmp = append(tmp, w) // the caller wants no weights back
+			}
 		}
 		weights = res.Weights
 		if wdt, bdt, a, err = d.uploadWeightParams(ctx, wp); err != nil {
@@ -396,7 +422,7 @@ func (d *Device) forward(ctx context.Context, op string, q, k, v *Tensor, opt Op
 	if opt.Bias != nil {
 		ab.Bias = opt.Bias.buf
 	}
-	ts, err := d.vd.RunTimed(ctx, func(r *vk.Recorder) error {
+	ts, err := run(ctx, func(r *vk.Recorder) error {
 		stamp := stamper(r, timed)
 		if err := cp.recordParams(r, p); err != nil {
 			return err
@@ -460,6 +486,9 @@ func (d *Device) forward(ctx context.Context, op string, q, k, v *Tensor, opt Op
 	res.Path = d.kern.AttentionPath(p)
 	if decode {
 		res.Path = "decode"
+	}
+	if into != nil {
+		into.Path = res.Path
 	}
 	// Stamps: start, weights, the plan's passes..., selection, attention.
 	if n := len(ts); n >= 4 {

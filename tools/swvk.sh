@@ -27,7 +27,10 @@ FORKY_LDSO="$FORKY_LIB/ld-linux-x86-64.so.2"
 # Rewritten manifests (library_path made absolute into $FORKY) live here.
 FORKY_MANIFESTS="$FORKY/.dmavk"
 FORKY_PKGS=mesa-vulkan-drivers,libvulkan1,glslc,vulkan-validationlayers,vulkan-tools,spirv-tools
-HOST_PKGS=(mesa-vulkan-drivers libvulkan1 vulkan-validationlayers vulkan-tools)
+# The viewer (examples/viewer, GLFW through cgo) needs X11's headers to build and Xvfb
+# to run its tests.
+HOST_PKGS=(mesa-vulkan-drivers libvulkan1 vulkan-validationlayers vulkan-tools
+	xvfb x11-apps libx11-dev libxrandr-dev libxinerama-dev libxcursor-dev libxi-dev libxxf86vm-dev libgl-dev)
 HOST_ICD=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
 
 log() { printf 'swvk: %s\n' "$*" >&2; }
@@ -62,7 +65,7 @@ announce() { # bookworm|forky ...
 		case $d in
 		bookworm)
 			mapfile -t pkgs < <(missing_host_pkgs)
-			((${#pkgs[@]})) && plan+=("apt-get install on this machine: ${pkgs[*]} (Mesa 22 lavapipe, Vulkan loader, validation layers; about 60 MB)")
+			((${#pkgs[@]})) && plan+=("apt-get install on this machine: ${pkgs[*]} (Mesa 22 lavapipe, Vulkan loader, validation layers; Xvfb and X11 headers for the viewer; about 100 MB)")
 			;;
 		forky)
 			[[ -f $FORKY/.complete ]] ||

@@ -31,6 +31,10 @@ type Buffer struct {
 	mem    vulkan.DeviceMemory
 	size   int64
 	mapped unsafe.Pointer // non-nil when the memory is host visible and coherent
+	// An application's buffer (WrapBuffer): this Buffer is the range from byte base of
+	// it, and Close leaves the VkBuffer and its memory alone.
+	base     int64
+	borrowed bool
 
 	mu      sync.Mutex
 	refs    int  // Runs in flight that bind it
@@ -173,6 +177,9 @@ func (b *Buffer) Close() error {
 }
 
 func (b *Buffer) destroy() {
+	if b.borrowed {
+		return
+	}
 	if b.mapped != nil {
 		vulkan.UnmapMemory(b.d.dev, b.mem)
 		b.mapped = nil

@@ -46,6 +46,11 @@ type Device struct {
 	memTypes C.dv_memory
 
 	queueMu sync.Mutex // vkQueueSubmit needs external synchronization
+	// The application's device (Instance.Adopt): Close leaves the device alive, waits
+	// only for dmavk's own work, and queue access goes through the application's lock.
+	borrowed  bool
+	queueLock sync.Locker
+	externals int // recordings into application command buffers not yet released
 
 	mu       sync.Mutex
 	closed   bool
@@ -142,10 +147,17 @@ func (d *Device) Close() error {
 		d.mu.Unlock()
 		return nil
 	}
+	if d.externals > 0 {
+		n := d.externals
+		d.mu.Unlock()
+		return fmt.Errorf("vk: Close: %d recordings into application command buffers not released (External.Release, once the application's submission has completed)", n)
+	}
 	d.closed = true
 	d.mu.Unlock()
 	d.inflight.Wait()
-	vulkan.DeviceWaitIdle(d.dev)
+	if !d.borrowed { // vkDeviceWaitIdle would also wait on (and race with) the application's queues
+		vulkan.DeviceWaitIdle(d.dev)
+	}
 	d.mu.Lock()
 	for _, rc := range d.idle {
 		rc.destroy()
@@ -157,7 +169,9 @@ func (d *Device) Close() error {
 		err = d.cache.save()
 		d.cache.destroy()
 	}
-	vulkan.DestroyDevice(d.dev, nil)
+	if !d.borrowed {
+		vulkan.DestroyDevice(d.dev, nil)
+	}
 	return err
 }
 

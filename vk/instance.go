@@ -58,6 +58,7 @@ type Instance struct {
 	mu       sync.Mutex
 	messages []Message
 	closed   bool
+	borrowed bool // the application's (AdoptInstance): Close leaves it alive
 }
 
 // PhysicalDevice is one device the instance can open, with its capabilities.
@@ -330,6 +331,11 @@ func (in *Instance) Close() error {
 	}
 	in.closed = true
 	in.mu.Unlock()
+	if in.borrowed {
+		C.dv_destroy_messenger(in.handle, in.messenger)
+		in.self.Delete()
+		return nil
+	}
 	C.dv_destroy_instance(in.handle, in.messenger)
 	in.self.Delete()
 	return nil

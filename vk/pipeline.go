@@ -10,6 +10,7 @@ import "C"
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"unsafe"
 
 	vulkan "github.com/vulkan-go/vulkan"
@@ -42,6 +43,11 @@ type Pipeline struct {
 	module   vulkan.ShaderModule
 	bindings int
 	pushSize int
+	// Recordings into application command buffers that use the pipeline (External):
+	// Close leaves the destruction to the last one's Release.
+	extMu   sync.Mutex
+	extRefs int
+	closing bool
 }
 
 // NewPipeline compiles a compute pipeline, through the device's pipeline cache.
@@ -127,6 +133,13 @@ func (p *Pipeline) Close() error {
 	if p.d == nil {
 		return nil
 	}
+	if p.deferClose() {
+		return nil
+	}
+	return p.destroy()
+}
+
+func (p *Pipeline) destroy() error {
 	d := p.d
 	p.d = nil
 	d.pipeMu.Lock()

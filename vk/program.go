@@ -87,9 +87,10 @@ func (p *Program) submit(ctx context.Context, timed bool) ([]Timestamp, error) {
 		return nil, d.noteErr(err)
 	}
 	d.inflight.Add(1)
-	d.queueMu.Lock()
+	q := d.queueLocker()
+	q.Lock()
 	r := C.dv_queue_submit(d.in.handle, d.qhandle, C.dv_handle(unsafe.Pointer(p.rc.cmd)), C.dv_handle(unsafe.Pointer(p.rc.fence)))
-	d.queueMu.Unlock()
+	q.Unlock()
 	if err := check("vkQueueSubmit", int32(r)); err != nil {
 		d.inflight.Done()
 		return nil, d.noteErr(err)

@@ -264,12 +264,15 @@ func (r *Recorder) Dispatch(p *Pipeline, groups [3]uint32, push []byte, bindings
 		if uint64(size) > uint64(caps.MaxStorageBufferRange) {
 			return fmt.Errorf("vk: Dispatch %s: binding %d spans %d bytes, over the device's maxStorageBufferRange %d", p.name, i, size, caps.MaxStorageBufferRange)
 		}
-		bufs[i], offs[i], sizes[i] = b.Buf.handle(), C.uint64_t(b.Offset), C.uint64_t(size)
+		bufs[i], offs[i], sizes[i] = b.Buf.handle(), C.uint64_t(b.Buf.base+b.Offset), C.uint64_t(size)
 	}
 	for _, b := range bindings {
 		if err := r.retain(b.Buf); err != nil {
 			return fmt.Errorf("vk: Dispatch %s: %w", p.name, err)
 		}
+	}
+	if err := r.retainPipeline(p); err != nil {
+		return err
 	}
 	d := r.rc.d
 	var set C.dv_handle
@@ -318,7 +321,7 @@ func (r *Recorder) Copy(src *Buffer, srcOff int64, dst *Buffer, dstOff int64, n 
 	if err := r.retain(dst); err != nil {
 		return err
 	}
-	region := []vulkan.BufferCopy{{SrcOffset: vulkan.DeviceSize(srcOff), DstOffset: vulkan.DeviceSize(dstOff), Size: vulkan.DeviceSize(n)}}
+	region := []vulkan.BufferCopy{{SrcOffset: vulkan.DeviceSize(src.base + srcOff), DstOffset: vulkan.DeviceSize(dst.base + dstOff), Size: vulkan.DeviceSize(n)}}
 	vulkan.CmdCopyBuffer(r.rc.cmd, src.buf, dst.buf, 1, region)
 	return nil
 }
@@ -368,9 +371,10 @@ func (d *Device) run(ctx context.Context, record func(*Recorder) error, timed bo
 	}
 
 	d.inflight.Add(1)
-	d.queueMu.Lock()
+	q := d.queueLocker()
+	q.Lock()
 	r2 := C.dv_queue_submit(d.in.handle, d.qhandle, C.dv_handle(unsafe.Pointer(rc.cmd)), C.dv_handle(unsafe.Pointer(rc.fence)))
-	d.queueMu.Unlock()
+	q.Unlock()
 	if err := check("vkQueueSubmit", int32(r2)); err != nil {
 		d.inflight.Done()
 		d.giveBack(rc)
@@ -483,7 +487,7 @@ func (r *Recorder) Update(b *Buffer, off int64, data []byte) error {
 		return err
 	}
 	// vkCmdUpdateBuffer copies the data into the command buffer during the call.
-	vulkan.CmdUpdateBuffer(r.rc.cmd, b.buf, vulkan.DeviceSize(off), vulkan.DeviceSize(len(data)), (*uint32)(unsafe.Pointer(&data[0])))
+	vulkan.CmdUpdateBuffer(r.rc.cmd, b.buf, vulkan.DeviceSize(b.base+off), vulkan.DeviceSize(len(data)), (*uint32)(unsafe.Pointer(&data[0])))
 	return nil
 }
 
@@ -501,6 +505,6 @@ func (r *Recorder) Fill(b *Buffer, off, n int64, v uint32) error {
 	if err := r.retain(b); err != nil {
 		return err
 	}
-	vulkan.CmdFillBuffer(r.rc.cmd, b.buf, vulkan.DeviceSize(off), vulkan.DeviceSize(n), v)
+	vulkan.CmdFillBuffer(r.rc.cmd, b.buf, vulkan.DeviceSize(b.base+off), vulkan.DeviceSize(n), v)
 	return nil
 }

@@ -4,6 +4,7 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 // ---- ABI declarations (from the Vulkan specification) -------------------------------
@@ -166,6 +167,25 @@ typedef struct { int32_t sType; void* pNext; dv_bool v[7]; } vk_bool7;
 	vk_bool3 bf16 = {ST_BFLOAT16_FEATURES}; \
 	vk_bool1 m4f = {ST_MAINTENANCE_4_FEATURES}; \
 	vk_bool1 pef = {ST_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES}
+
+// What build_chain fills: the feature structs (linked through pNext, f2 first) and the
+// extension names they need.
+struct dv_chain {
+	vk_features2 f2;
+	vk_bool4 s16;
+	vk_bool3 s8;
+	vk_bool2 f16;
+	vk_bool3 mm;
+	vk_bool2 sgscf;
+	vk_bool1 sget;
+	vk_bool2 cmf;
+	vk_bool7 cm2f;
+	vk_bool3 bf16;
+	vk_bool1 m4f;
+	vk_bool1 pef;
+	const char* exts[16];
+	uint32_t next;
+};
 
 typedef struct { int32_t sType; void* pNext; uint32_t m, n, k; int32_t a, b, c, r;
 	dv_bool sat; int32_t scope; } vk_coopmat_props;
@@ -469,6 +489,104 @@ uint32_t dv_coopmat_flex_shapes(dv_handle instance, dv_handle pdev,
 
 // ---- device -----------------------------------------------------------------------------
 
+// The pNext chain of VkDeviceCreateInfo that enables what e asks for, and the extension
+// names it needs: built into c (which must stay in place while the chain is used).
+static void build_chain(const dv_enable* e, dv_chain* c) {
+	int v12 = e->api_version >= API_VERSION(1, 2), v13 = e->api_version >= API_VERSION(1, 3);
+	uint32_t n = 0;
+	void* head = NULL;
+	memset(c, 0, sizeof *c);
+	c->f2.sType = ST_FEATURES_2;
+	c->s16.sType = ST_16BIT_STORAGE_FEATURES;
+	c->s8.sType = ST_8BIT_STORAGE_FEATURES;
+	c->f16.sType = ST_FLOAT16_INT8_FEATURES;
+	c->mm.sType = ST_MEMORY_MODEL_FEATURES;
+	c->sgscf.sType = ST_SUBGROUP_SIZE_CONTROL_FEATURES;
+	c->sget.sType = ST_SUBGROUP_EXTENDED_TYPES_FEATURES;
+	c->cmf.sType = ST_COOPMAT_FEATURES;
+	c->cm2f.sType = ST_COOPMAT2_FEATURES;
+	c->bf16.sType = ST_BFLOAT16_FEATURES;
+	c->m4f.sType = ST_MAINTENANCE_4_FEATURES;
+	c->pef.sType = ST_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES;
+
+	if (e->maintenance4) {
+		c->m4f.a = 1;
+		if (!v13) c->exts[n++] = "VK_KHR_maintenance4";
+		LINK(c->m4f);
+	}
+	c->f2.f[F_SHADER_INT16] = e->shader_int16;
+	c->f2.f[F_SHADER_INT64] = e->shader_int64;
+	c->f2.f[F_SHADER_FLOAT64] = e->shader_float64;
+	if (e->storage_buffer_16bit || e->storage_push_constant_16) {
+		c->s16.a = e->storage_buffer_16bit;
+		c->s16.c = e->storage_push_constant_16;
+		if (e->ext_16bit_storage) c->exts[n++] = "VK_KHR_16bit_storage";
+		LINK(c->s16);
+	}
+	if (e->storage_buffer_8bit) {
+		c->s8.a = 1;
+		if (!v12) c->exts[n++] = "VK_KHR_8bit_storage";
+		LINK(c->s8);
+	}
+	if (e->shader_float16 || e->shader_int8) {
+		c->f16.a = e->shader_float16;
+		c->f16.b = e->shader_int8;
+		if (!v12) c->exts[n++] = "VK_KHR_shader_float16_int8";
+		LINK(c->f16);
+	}
+	if (e->vulkan_memory_model) {
+		c->mm.a = 1;
+		c->mm.b = e->vulkan_memory_model_device_scope;
+		if (!v12) c->exts[n++] = "VK_KHR_vulkan_memory_model";
+		LINK(c->mm);
+	}
+	if (e->subgroup_size_control || e->compute_full_subgroups) {
+		c->sgscf.a = e->subgroup_size_control;
+		c->sgscf.b = e->compute_full_subgroups;
+		if (!v13) c->exts[n++] = "VK_EXT_subgroup_size_control";
+		LINK(c->sgscf);
+	}
+	if (e->subgroup_extended_types) {
+		c->sget.a = 1;
+		if (!v12) c->exts[n++] = "VK_KHR_shader_subgroup_extended_types";
+		LINK(c->sget);
+	}
+	if (e->coopmat) {
+		c->cmf.a = 1;
+		c->exts[n++] = "VK_KHR_cooperative_matrix";
+		LINK(c->cmf);
+	}
+	// Every VK_NV_cooperative_matrix2 feature the device reports is enabled (the caller
+	// clears ext_coopmat2 to leave the extension off); it requires the KHR extension.
+	if (e->ext_coopmat2 && e->coopmat && (e->coopmat2_workgroup_scope || e->coopmat2_flexible_dims ||
+		e->coopmat2_reductions || e->coopmat2_conversions || e->coopmat2_per_element ||
+		e->coopmat2_tensor_addressing || e->coopmat2_block_loads)) {
+		c->cm2f.v[0] = e->coopmat2_workgroup_scope;
+		c->cm2f.v[1] = e->coopmat2_flexible_dims;
+		c->cm2f.v[2] = e->coopmat2_reductions;
+		c->cm2f.v[3] = e->coopmat2_conversions;
+		c->cm2f.v[4] = e->coopmat2_per_element;
+		c->cm2f.v[5] = e->coopmat2_tensor_addressing;
+		c->cm2f.v[6] = e->coopmat2_block_loads;
+		c->exts[n++] = "VK_NV_cooperative_matrix2";
+		LINK(c->cm2f);
+	}
+	if (e->ext_bfloat16 && (e->bfloat16_type || e->bfloat16_dot || e->bfloat16_coopmat)) {
+		c->bf16.a = e->bfloat16_type;
+		c->bf16.b = e->bfloat16_dot;
+		c->bf16.c = e->bfloat16_coopmat;
+		c->exts[n++] = "VK_KHR_shader_bfloat16";
+		LINK(c->bf16);
+	}
+	if (e->ext_pipeline_executable_properties && e->pipeline_executable_info) {
+		c->pef.a = 1;
+		c->exts[n++] = "VK_KHR_pipeline_executable_properties";
+		LINK(c->pef);
+	}
+	c->f2.pNext = head;
+	c->next = n;
+}
+
 dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* e,
 	uint32_t queue_family, dv_handle* device) {
 	typedef struct { int32_t sType; const void* pNext; uint32_t flags; uint32_t family;
@@ -478,93 +596,21 @@ dv_result dv_create_device(dv_handle instance, dv_handle pdev, const dv_enable* 
 		uint32_t nexts; const char* const* exts; const void* features; } device_info;
 	typedef dv_result (*PFN)(dv_handle, const device_info*, const void*, dv_handle*);
 
-	int v12 = e->api_version >= API_VERSION(1, 2), v13 = e->api_version >= API_VERSION(1, 3);
-	const char* exts[16];
-	uint32_t n = 0;
-	void* head = NULL;
-	FEATURE_STRUCTS;
-
-	if (e->maintenance4) {
-		m4f.a = 1;
-		if (!v13) exts[n++] = "VK_KHR_maintenance4";
-		LINK(m4f);
-	}
-	f2.f[F_SHADER_INT16] = e->shader_int16;
-	f2.f[F_SHADER_INT64] = e->shader_int64;
-	f2.f[F_SHADER_FLOAT64] = e->shader_float64;
-	if (e->storage_buffer_16bit || e->storage_push_constant_16) {
-		s16.a = e->storage_buffer_16bit;
-		s16.c = e->storage_push_constant_16;
-		if (e->ext_16bit_storage) exts[n++] = "VK_KHR_16bit_storage";
-		LINK(s16);
-	}
-	if (e->storage_buffer_8bit) {
-		s8.a = 1;
-		if (!v12) exts[n++] = "VK_KHR_8bit_storage";
-		LINK(s8);
-	}
-	if (e->shader_float16 || e->shader_int8) {
-		f16.a = e->shader_float16;
-		f16.b = e->shader_int8;
-		if (!v12) exts[n++] = "VK_KHR_shader_float16_int8";
-		LINK(f16);
-	}
-	if (e->vulkan_memory_model) {
-		mm.a = 1;
-		mm.b = e->vulkan_memory_model_device_scope;
-		if (!v12) exts[n++] = "VK_KHR_vulkan_memory_model";
-		LINK(mm);
-	}
-	if (e->subgroup_size_control || e->compute_full_subgroups) {
-		sgscf.a = e->subgroup_size_control;
-		sgscf.b = e->compute_full_subgroups;
-		if (!v13) exts[n++] = "VK_EXT_subgroup_size_control";
-		LINK(sgscf);
-	}
-	if (e->subgroup_extended_types) {
-		sget.a = 1;
-		if (!v12) exts[n++] = "VK_KHR_shader_subgroup_extended_types";
-		LINK(sget);
-	}
-	if (e->coopmat) {
-		cmf.a = 1;
-		exts[n++] = "VK_KHR_cooperative_matrix";
-		LINK(cmf);
-	}
-	// Every VK_NV_cooperative_matrix2 feature the device reports is enabled (the caller
-	// clears ext_coopmat2 to leave the extension off); it requires the KHR extension.
-	if (e->ext_coopmat2 && e->coopmat && (e->coopmat2_workgroup_scope || e->coopmat2_flexible_dims ||
-		e->coopmat2_reductions || e->coopmat2_conversions || e->coopmat2_per_element ||
-		e->coopmat2_tensor_addressing || e->coopmat2_block_loads)) {
-		cm2f.v[0] = e->coopmat2_workgroup_scope;
-		cm2f.v[1] = e->coopmat2_flexible_dims;
-		cm2f.v[2] = e->coopmat2_reductions;
-		cm2f.v[3] = e->coopmat2_conversions;
-		cm2f.v[4] = e->coopmat2_per_element;
-		cm2f.v[5] = e->coopmat2_tensor_addressing;
-		cm2f.v[6] = e->coopmat2_block_loads;
-		exts[n++] = "VK_NV_cooperative_matrix2";
-		LINK(cm2f);
-	}
-	if (e->ext_bfloat16 && (e->bfloat16_type || e->bfloat16_dot || e->bfloat16_coopmat)) {
-		bf16.a = e->bfloat16_type;
-		bf16.b = e->bfloat16_dot;
-		bf16.c = e->bfloat16_coopmat;
-		exts[n++] = "VK_KHR_shader_bfloat16";
-		LINK(bf16);
-	}
-	if (e->ext_pipeline_executable_properties && e->pipeline_executable_info) {
-		pef.a = 1;
-		exts[n++] = "VK_KHR_pipeline_executable_properties";
-		LINK(pef);
-	}
-	f2.pNext = head;
-
+	dv_chain c;
+	build_chain(e, &c);
 	float prio = 1.0f;
 	queue_info q = {ST_DEVICE_QUEUE_CREATE_INFO, NULL, 0, queue_family, 1, &prio};
-	device_info di = {ST_DEVICE_CREATE_INFO, &f2, 0, 1, &q, 0, NULL, n, exts, NULL};
+	device_info di = {ST_DEVICE_CREATE_INFO, &c.f2, 0, 1, &q, 0, NULL, c.next, c.exts, NULL};
 	return FN(instance, PFN, "vkCreateDevice")(pdev, &di, NULL, device);
 }
+
+dv_chain* dv_chain_new(const dv_enable* e) {
+	dv_chain* c = malloc(sizeof *c);
+	if (c) build_chain(e, c);
+	return c;
+}
+
+void dv_chain_free(dv_chain* c) { free(c); }
 
 // ---- pipelines ------------------------------------------------------------------------
 
@@ -783,4 +829,50 @@ void dv_cmd_barrier(dv_handle instance, dv_handle cmd, int to_host) {
 	// compute shader | transfer stages -> the same, or the host stage
 	FN(instance, PFN, "vkCmdPipelineBarrier")(cmd, 0x800 | 0x1000,
 		to_host ? 0x4000u : (0x800u | 0x1000u), 0, 1, &b, 0, NULL, 0, NULL);
+}
+
+// ---- applications' objects: adopted instances, their command buffers and semaphores --
+
+dv_result dv_create_messenger(dv_handle instance, uintptr_t go_handle, dv_handle* messenger) {
+	typedef struct { int32_t sType; const void* pNext; uint32_t flags; uint32_t severity;
+		uint32_t types; void* callback; void* user; } msgr_info;
+	typedef dv_result (*PFN_msgr)(dv_handle, const msgr_info*, const void*, dv_handle*);
+	msgr_info mi = {ST_DEBUG_UTILS_MESSENGER_CREATE_INFO, NULL, 0, 0x100 | 0x1000,
+		0x1 | 0x2 | 0x4, (void*)debug_callback, (void*)go_handle};
+	PFN_msgr cm = FN(instance, PFN_msgr, "vkCreateDebugUtilsMessengerEXT");
+	if (!cm) return -7;  // VK_ERROR_EXTENSION_NOT_PRESENT
+	return cm(instance, &mi, NULL, messenger);
+}
+
+void dv_destroy_messenger(dv_handle instance, dv_handle messenger) {
+	typedef void (*PFN_dm)(dv_handle, dv_handle, const void*);
+	PFN_dm dm = FN(instance, PFN_dm, "vkDestroyDebugUtilsMessengerEXT");
+	if (dm && messenger) dm(instance, messenger, NULL);
+}
+
+const void* dv_chain_next(const dv_chain* c) { return &c->f2; }
+uint32_t dv_chain_nexts(const dv_chain* c) { return c->next; }
+const char* dv_chain_ext(const dv_chain* c, uint32_t i) { return c->exts[i]; }
+const char* const* dv_chain_exts(const dv_chain* c) { return c->exts; }
+
+void dv_cmd_barrier_masks(dv_handle instance, dv_handle cmd, uint32_t src_stage,
+	uint32_t src_access, uint32_t dst_stage, uint32_t dst_access) {
+	typedef struct { int32_t sType; const void* pNext; uint32_t src, dst; } mem_barrier;
+	typedef void (*PFN)(dv_handle, uint32_t, uint32_t, uint32_t, uint32_t,
+		const mem_barrier*, uint32_t, const void*, uint32_t, const void*);
+	mem_barrier b = {46 /* MEMORY_BARRIER */, NULL, src_access, dst_access};
+	FN(instance, PFN, "vkCmdPipelineBarrier")(cmd, src_stage, dst_stage, 0, 1, &b, 0, NULL,
+		0, NULL);
+}
+
+dv_result dv_queue_submit_sync(dv_handle instance, dv_handle queue, dv_handle cmd,
+	dv_handle fence, uint32_t nwait, const dv_handle* wait, const uint32_t* wait_stages,
+	uint32_t nsignal, const dv_handle* signal) {
+	typedef struct { int32_t sType; const void* pNext; uint32_t nwait; const dv_handle* wait;
+		const uint32_t* mask; uint32_t ncmd; const dv_handle* cmds; uint32_t nsig;
+		const dv_handle* sig; } submit_info;
+	typedef dv_result (*PFN)(dv_handle, uint32_t, const submit_info*, dv_handle);
+	submit_info si = {ST_SUBMIT_INFO, NULL, nwait, wait, wait_stages, 1,
+		&cmd, nsignal, signal};
+	return FN(instance, PFN, "vkQueueSubmit")(queue, 1, &si, fence);
 }

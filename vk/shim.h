@@ -150,4 +150,29 @@ void dv_write_storage_buffers(dv_handle instance, dv_handle device, dv_handle se
 	uint32_t n, const dv_handle* buffers, const uint64_t* offsets,
 	const uint64_t* ranges);
 
+// ---- applications' objects (adopt.go, external.go) --------------------------------------
+
+// The feature chain and extension names of a device creation, for an application that
+// creates the device itself (see DeviceRequest.Chain).
+typedef struct dv_chain dv_chain;
+dv_chain* dv_chain_new(const dv_enable* en);
+void dv_chain_free(dv_chain* c);
+const void* dv_chain_next(const dv_chain* c);  // the VkPhysicalDeviceFeatures2 at its head
+uint32_t dv_chain_nexts(const dv_chain* c);
+const char* dv_chain_ext(const dv_chain* c, uint32_t i);
+const char* const* dv_chain_exts(const dv_chain* c);
+
+// A debug messenger on an instance the application created with VK_EXT_debug_utils.
+dv_result dv_create_messenger(dv_handle instance, uintptr_t go_handle, dv_handle* messenger);
+void dv_destroy_messenger(dv_handle instance, dv_handle messenger);
+
+// One memory barrier with the given masks.
+void dv_cmd_barrier_masks(dv_handle instance, dv_handle cmd, uint32_t src_stage,
+	uint32_t src_access, uint32_t dst_stage, uint32_t dst_access);
+
+// vkQueueSubmit of one command buffer that waits on and signals binary semaphores.
+dv_result dv_queue_submit_sync(dv_handle instance, dv_handle queue, dv_handle cmd,
+	dv_handle fence, uint32_t nwait, const dv_handle* wait, const uint32_t* wait_stages,
+	uint32_t nsignal, const dv_handle* signal);
+
 #endif

@@ -65,6 +65,7 @@ func runRun(args []string, stdout io.Writer) error {
 	lsePath := fs.String("lse", "lse.npy", "output LSE, float32 [B, H, Lq]")
 	outW := fs.String("out-weights", "", "output the weights used, float32 [B, Hb, Lk]")
 	asJSON := fs.Bool("json", false, "print what ran and what was written as JSON")
+	pngOut := addPNGFlags(fs)
 	if err := parseFlags(c, fs, args, stdout); err != nil {
 		return err
 	}
@@ -297,23 +298,26 @@ func runRun(args []string, stdout io.Writer) error {
 		}
 	}
 	fmt.Fprintf(runNotes, "dmavk run: %s, path %s\n", dev.Name(), res.Path)
+	used := opt.Weights
+	if res.Weights != nil {
+		used = res.Weights
+	}
 	if *asJSON {
 		rep := runReport{Device: dev.Name(), Path: res.Path, DType: dt.String(),
 			O:   runOutput{*oPath, oShape},
 			LSE: runOutput{*lsePath, []int{res.LSE.B, res.LSE.H, res.LSE.Lq}}}
 		if *outW != "" {
-			w := res.Weights
-			if w == nil {
-				w = opt.Weights
-			}
-			rep.Weights = &runOutput{*outW, []int{w.B, w.Hb, w.Lk}}
+			rep.Weights = &runOutput{*outW, []int{used.B, used.Hb, used.Lk}}
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+		return pngOut.write(ctx, dev, used, q.Shape(), k.Shape(), opt, io.Discard)
 	}
 	fmt.Fprintf(stdout, "%s: path %s, O %v %v -> %s, LSE -> %s\n", dev.Name(), res.Path, dt, outShape, *oPath, *lsePath)
-	return nil
+	return pngOut.write(ctx, dev, used, q.Shape(), k.Shape(), opt, stdout)
 }
 
 // checkRunFlags refuses flags that would be ignored or that contradict each other.

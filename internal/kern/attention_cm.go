@@ -143,19 +143,30 @@ func (k *Kernels) AttentionPath(p *Params) string {
 	k.mu.Lock()
 	portable, noCM2 := k.portableOnly, k.noCoopMat2
 	k.mu.Unlock()
-	if portable || p == nil || (p.Storage != StorageF16 && p.Storage != StorageBF16) {
+	if portable {
 		return PathPortable
 	}
 	caps := k.d.Caps()
+	return attentionPathFor(&caps, p, noCM2)
+}
+
+// AttentionPathFor is the attention kernel that a device of caps runs p on (what
+// AttentionPath says once such a device is open).
+func AttentionPathFor(caps *vk.Caps, p *Params) string { return attentionPathFor(caps, p, false) }
+
+func attentionPathFor(caps *vk.Caps, p *Params, noCM2 bool) string {
+	if p == nil || (p.Storage != StorageF16 && p.Storage != StorageBF16) {
+		return PathPortable
+	}
 	if !noCM2 {
-		if _, err := cm2Eligible(&caps, p); err == nil {
+		if _, err := cm2Eligible(caps, p); err == nil {
 			return PathCoopMat2
 		}
 	}
 	if p.Storage != StorageF16 {
 		return PathPortable // the KHR kernel is fp16 only
 	}
-	if _, err := AttnCMTiling(&caps, int(p.D)); err != nil {
+	if _, err := AttnCMTiling(caps, int(p.D)); err != nil {
 		return PathPortable
 	}
 	return PathCoopMat

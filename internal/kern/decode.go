@@ -100,6 +100,12 @@ func decodeHeads(p *Params, rows uint32) uint32 {
 // fix, from the team width (decodeTeam) to decodeThreads, with arithmetic and shuffle
 // operations.
 func (k *Kernels) DecodeTakes(p *Params) error {
+	caps := k.d.Caps()
+	return DecodeTakesOn(&caps, p)
+}
+
+// DecodeTakesOn is DecodeTakes for a device of caps (before one is open).
+func DecodeTakesOn(caps *vk.Caps, p *Params) error {
 	if !((p.Mode == ModeRow || p.Mode == ModeShared) && p.Causal == 1) && p.Mode != ModeNone {
 		return fmt.Errorf("mode %d (causal %d): row or shared with causality, or none", p.Mode, p.Causal)
 	}
@@ -110,7 +116,6 @@ func (k *Kernels) DecodeTakes(p *Params) error {
 	if p.Lq == 0 || p.Lq > DecodeMaxRows {
 		return fmt.Errorf("%d query rows, takes 1 to %d", p.Lq, DecodeMaxRows)
 	}
-	caps := k.d.Caps()
 	sg := caps.SubgroupSize
 	if caps.MinSubgroupSize != caps.MaxSubgroupSize && !(caps.SubgroupSizeControl && caps.SubgroupSizeComputeReq) {
 		return fmt.Errorf("%s's subgroup size varies and cannot be fixed", caps.Name)
