@@ -251,17 +251,17 @@ func (d *Device) NewResult(q *Tensor) (*Result, error) {
 	if q == nil || q.d != d {
 		return nil, fmt.Errorf("dma: NewResult: q is nil or lives on another device")
 	}
-	o, err := d.NewTensor(q.dtype, q.shape, q.layout)
+	o, err := d.newTensor("NewResult", q.dtype, q.shape, q.layout)
 	if err != nil {
 		return nil, err
 	}
 	s := q.shape
-	lse, err := d.vd.NewBuffer(int64(s.B) * int64(s.H) * int64(s.L) * 4)
+	lse, err := d.newLSE("NewResult", s.B, s.H, s.L)
 	if err != nil {
 		o.Close()
-		return nil, fmt.Errorf("dma: NewResult: %w", err)
+		return nil, err
 	}
-	return &Result{O: o, LSE: &LSE{buf: lse, B: s.B, H: s.H, Lq: s.L}}, nil
+	return &Result{O: o, LSE: lse}, nil
 }
 
 // TensorFromBuffer is a tensor in the application's buffer: the bytes from offset of
@@ -289,5 +289,9 @@ func (d *Device) TensorFromBuffer(handle uint64, offset int64, dt DType, s Shape
 	if err != nil {
 		return nil, fmt.Errorf("dma: TensorFromBuffer: %w", err)
 	}
-	return &Tensor{d: d, buf: buf, dtype: dt, shape: s, layout: l}, nil
+	t := &Tensor{d: d, buf: buf, dtype: dt, shape: s, layout: l}
+	if err := d.adopt("TensorFromBuffer", t); err != nil {
+		return nil, err
+	}
+	return t, nil
 }

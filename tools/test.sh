@@ -17,7 +17,7 @@
 # Environment:
 #   DMAVK_SHORT=1              add -test.short
 #   DMAVK_DEVICES="bookworm forky"   software devices to use (default both)
-#   DMAVK_TEST_TIMEOUT=5m      per-run test timeout
+#   DMAVK_TEST_TIMEOUT=10m     per-run test timeout
 #   DMAVK_NATIVE=0             skip step 1
 #   DMAVK_FUZZTIME=800x        length of the fuzz run, executions or a duration (0 skips it)
 set -euo pipefail
@@ -27,7 +27,7 @@ SWVK="$ROOT/tools/swvk.sh"
 cd "$ROOT"
 command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
 
-args=("-test.timeout=${DMAVK_TEST_TIMEOUT:-5m}" "$@")
+args=("-test.timeout=${DMAVK_TEST_TIMEOUT:-10m}" "$@")
 [[ ${DMAVK_SHORT:-0} == 1 ]] && args+=(-test.short)
 read -r -a devices <<<"${DMAVK_DEVICES:-bookworm forky}"
 
