@@ -31,17 +31,8 @@ func (c *KVCache) appendAttendInto(ctx context.Context, seq int, k, v *Tensor, w
 		return Profile{}, err
 	}
 	defer leave()
-	n, err := c.checkAppend(k, v, weights)
+	n, err := c.checkStep(k, v, weights, q, out, opt)
 	if err != nil {
-		return fail("%v", err)
-	}
-	if n > maxRecordedAppend {
-		return fail("%d new keys: a step appends at most %d (Append takes more)", n, maxRecordedAppend)
-	}
-	if err := checkStepOptions(opt); err != nil {
-		return fail("%v", err)
-	}
-	if err := c.checkInto(q, out); err != nil {
 		return fail("%v", err)
 	}
 	c.mu.Lock()
@@ -63,4 +54,23 @@ func (c *KVCache) appendAttendInto(ctx context.Context, seq int, k, v *Tensor, w
 		return fail("%v", err)
 	}
 	return prof, nil
+}
+
+// checkStep checks the arguments of a recorded decode step (append n keys, then attend
+// q into out) and returns n.
+func (c *KVCache) checkStep(k, v *Tensor, weights *Weights, q *Tensor, out *Result, opt Options) (int, error) {
+	n, err := c.checkAppend(k, v, weights)
+	if err != nil {
+		return 0, err
+	}
+	if n > maxRecordedAppend {
+		return 0, fmt.Errorf("%d new keys: a step appends at most %d (Append takes more)", n, maxRecordedAppend)
+	}
+	if err := checkStepOptions(opt); err != nil {
+		return 0, err
+	}
+	if err := c.checkInto(q, out); err != nil {
+		return 0, err
+	}
+	return n, nil
 }

@@ -144,17 +144,8 @@ func (rec *Recording) AppendAttend(cache *KVCache, seq int, k, v *Tensor, weight
 	if c == nil || c.d != rec.d {
 		return fail("cache is nil or lives on another device")
 	}
-	n, err := c.checkAppend(k, v, weights)
+	n, err := c.checkStep(k, v, weights, q, out, opt)
 	if err != nil {
-		return fail("%v", err)
-	}
-	if n > maxRecordedAppend {
-		return fail("%d new keys: a step appends at most %d", n, maxRecordedAppend)
-	}
-	if err := checkStepOptions(opt); err != nil {
-		return fail("%v", err)
-	}
-	if err := c.checkInto(q, out); err != nil {
 		return fail("%v", err)
 	}
 	c.mu.Lock()

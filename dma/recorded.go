@@ -54,17 +54,8 @@ func (c *KVCache) NewRecordedStep(seq int, k, v *Tensor, weights *Weights, q *Te
 	fail := func(format string, a ...any) (*RecordedStep, error) {
 		return nil, fmt.Errorf("dma: KVCache.NewRecordedStep: "+format, a...)
 	}
-	n, err := c.checkAppend(k, v, weights)
+	n, err := c.checkStep(k, v, weights, q, out, opt)
 	if err != nil {
-		return fail("%v", err)
-	}
-	if n > maxRecordedAppend {
-		return fail("%d new keys: a step appends at most %d", n, maxRecordedAppend)
-	}
-	if err := checkStepOptions(opt); err != nil {
-		return fail("%v", err)
-	}
-	if err := c.checkInto(q, out); err != nil {
 		return fail("%v", err)
 	}
 	c.mu.Lock()
