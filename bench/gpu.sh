@@ -17,6 +17,9 @@
 #   prefill    dmavk bench: DMA beside dense attention at w = 2048 (4K-32K), mode none
 #              and bf16 at 16K, the KHR and portable paths; SDPA on the same shapes
 #   tiles      the coopmat2 attention's tiles, each with the driver's kernel statistics
+#   builds     the coopmat2 attention builds of bench/cm2-builds.sh (.gpu/cm2), each at
+#              its tiles, modes none and row, with the driver's statistics; ggml's FA
+#   quick      the coopmat2 kernel tests and dmavk selftest (not --long)
 #   long       128K and 1M keys, with SDPA where it fits
 #   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
 #   backward   Forward + Backward beside SDPA's forward + backward
@@ -42,6 +45,7 @@ prepare() {
 	done
 	gzip -f .gpu/*.test .gpu/dmavk
 	tools/vvl.sh pack .gpu/vvl.tgz
+	bench/cm2-builds.sh .gpu/cm2 >/dev/null
 	cp ../shared/peers/llamacpp-vulkan/test-backend-ops.gz .peers/
 	cp ../shared/peers/flash-dmattn/*.py .peers/
 	du -shc .gl .gpu .peers | tail -1
@@ -160,6 +164,36 @@ part_tiles() {
 		done
 	} >"$OUT/tiles.txt" 2>&1
 	cat "$OUT/tiles.txt"
+}
+
+part_builds() {
+	local name tile
+	{
+		while read -r name tile; do
+			echo "== build $name, tile $tile"
+			DMAVK_CM2_SPV=.gpu/cm2/$name.spv DMAVK_CM2_TILE=$tile timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --warmup 300ms --profile 2>&1 |
+				grep -E '^ *custom|attention_cm2|error'
+			DMAVK_CM2_SPV=.gpu/cm2/$name.spv DMAVK_CM2_TILE=$tile timeout 60 $D bench --lengths 16K --h 8 --reps 5 2>&1 | grep -E '^ *custom|error'
+		done <.gpu/cm2/list
+		echo "== the committed default"
+		timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --warmup 300ms --profile 2>&1 | grep -E '^ *custom|attention_cm2|error'
+		timeout 60 $D bench --lengths 16K --h 8 --reps 5 2>&1 | grep -E '^ *custom|error'
+		timeout 60 $D bench --lengths 32K --h 4 --reps 5 2>&1 | grep -E '^ *custom|error'
+		echo "== ggml Vulkan FLASH_ATTN_EXT (coopmat2), L 16K, H 8, D 128"
+		tbo -o FLASH_ATTN_EXT -p 'hsk=128,hsv=128,nh=8,nr23=\[1,1\],kv=16384,nb=16384,.*prec=f32'
+	} >"$OUT/builds.txt" 2>&1
+	cat "$OUT/builds.txt"
+}
+
+part_quick() {
+	{
+		echo "=== kern (coopmat2, non-finite)"
+		tests internal/kern kern.test -test.run 'CoopMat2|NonFinite'
+		echo "=== selftest"
+		timeout 200 $D selftest
+	} >"$OUT/quick.txt" 2>&1
+	summary "$OUT/quick.txt" quick
+	grep -E '^(ok|PASS|FAIL|---)|passed|failed' "$OUT/quick.txt" | head -20
 }
 
 part_long() {

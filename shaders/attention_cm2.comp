@@ -1,8 +1,14 @@
 #version 460
+// variant: sg -DSCOPE=gl_ScopeSubgroup -DWIDE=1 -DKHRLOAD=1
+// variant: wg -DSCOPE=gl_ScopeWorkgroup -DWIDE=1
+// variant: wg_eq -DSCOPE=gl_ScopeWorkgroup -DWIDE=1 -DEQ=1
+// variant: sg_bf16 -DSCOPE=gl_ScopeSubgroup -DWIDE=1 -DBF16=1 -DKHRLOAD=1
+// variant: wg_bf16 -DSCOPE=gl_ScopeWorkgroup -DWIDE=1 -DBF16=1
+// variant: wg_eq_bf16 -DSCOPE=gl_ScopeWorkgroup -DWIDE=1 -DEQ=1 -DBF16=1
 // DMA attention forward through VK_NV_cooperative_matrix2 (spec section 3; the plan and
 // pack contracts: internal/kern/doc.go). fp16 (bf16 in the _bf16 variants) Q/K/V/O and
-// operands, fp32 scores, softmax and accumulators. Modes row, shared and none (explicit masks and biases stay
-// on attention_cm.comp).
+// operands, fp32 scores, softmax and accumulators. Modes row, shared and none (explicit
+// masks and biases stay on attention_cm.comp).
 //
 // The keys come as one contiguous matrix per tile, so the kernel is a plain
 // FlashAttention loop over chunks of BC rows with a per-element keep test:
@@ -15,29 +21,32 @@
 //   mode none: K and V themselves, key e kept when ord_e != 0 (not padded) and e <= p_r
 //     (causal).
 // Everything between the loads and O stays in cooperative matrices (no shared-memory
-// round trip of S or P): per-element operations apply scale, weight, softcap and the
-// keep test; row reductions give the running max and P's row sums; the
-// per-row rescale of O is a row reduction "smeared" to O's shape. With workgroup scope
-// (variant wg) the driver stages operands through shared memory itself.
+// round trip of S or P). The running row max M and row sum L are BR x SW matrices whose
+// every column holds the row's value: with SW = BC (the wide variants) they have the
+// score tile's shape, so the max reduction lands in it directly and P = exp(S - M) needs
+// no smear; the rescale of O needs one smear of exp(Mold - M) to O's shape, none at all
+// when BC = DH (the _eq variants, compiled with BC := DH). The narrow variants (SW = NW,
+// the shape's N granularity) keep fewer registers and smear M back each chunk. K and V
+// come in through tensor layouts whose strides are multiples of 8 elements (16-byte
+// rows) and which never clamp: every chunk lies inside its packed region or inside K/V.
+// The chunk's keys (positions, weights) are staged in shared memory one chunk ahead,
+// double-buffered, so a chunk costs one barrier.
 //
 // A head whose V holds a non-finite value (select_vcheck's flag) takes an exact slower
 // route for P V: P goes to shared memory (-1 marking the pairs that contribute nothing)
 // and each O element sums only the keys its row keeps, so a NaN or Inf reaches exactly
 // the rows that keep its key; inside a matrix product 0 * NaN would reach every row of
-// the tile. A NaN or +inf score reaches its row only (spec section 7): its P, the row's
+// the tile. That route is a pipeline of its own (NFROUTE = 1, dispatched after the
+// other over the same grid; each returns at once for the other's heads), so that the
+// fast route declares no P scratch and leaves the shared memory to the driver's staging. A NaN or +inf score reaches its row only (spec section 7): its P, the row's
 // L and O are NaN, and the epilogue tells l = NaN (LSE NaN) from l = 0 (no kept key).
 //
 // Specialization: DH (head dimension), BR (query rows per tile, divides 64), BC (keys
 // per chunk, divides 128: packed regions hold PackRows = 2 * blockC rows, a multiple of
-// 128, so a chunk never leaves its region), NT (invocations: the subgroup size with subgroup scope, the
-// device's workgroup-scope invocation count otherwise), NW (columns of the per-row
-// statistics, the shape's N granularity). The host
+// 128, so a chunk never leaves its region; the _eq variants use DH instead), NT
+// (invocations: the subgroup size with subgroup scope, the device's workgroup-scope
+// invocation count otherwise), NW (the shape's N granularity). The host
 // (internal/kern/attention_cm2.go) checks them against the device's flexible shapes.
-//
-// variant: sg -DSCOPE=gl_ScopeSubgroup
-// variant: wg -DSCOPE=gl_ScopeWorkgroup
-// variant: sg_bf16 -DSCOPE=gl_ScopeSubgroup -DBF16=1
-// variant: wg_bf16 -DSCOPE=gl_ScopeWorkgroup -DBF16=1
 #pragma use_vulkan_memory_model
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
@@ -54,11 +63,48 @@
 
 #include "dma_common.glsl"
 
+// Build switches (the committed variants above; the others are for measurements, see
+// bench/NOTES.md): WIDE (statistics as wide as the score tile), EQ (chunks of DH keys),
+// SUMMMA (row sums as a product with a matrix of ones), KHRLOAD (K and V through plain
+// KHR loads instead of tensor layouts), NOSCORE (timing only: the plain scaled score, no
+// weights or keep test; wrong results).
+#ifndef WIDE
+#define WIDE 0
+#endif
+#ifndef EQ
+#define EQ 0
+#endif
+#ifndef SUMMMA
+#define SUMMMA 0
+#endif
+#ifndef KHRLOAD
+#define KHRLOAD 0
+#endif
+#ifndef NOSCORE
+#define NOSCORE 0
+#endif
+
 layout(constant_id = 0) const uint DH = 64;
 layout(constant_id = 1) const uint BR = 16;
-layout(constant_id = 2) const uint BC = 16;
+layout(constant_id = 2) const uint BCSPEC = 16;
 layout(local_size_x_id = 3) in;
-layout(constant_id = 4) const uint NW = 8;  // columns of the per-row statistics (N granularity)
+layout(constant_id = 4) const uint NW = 8;  // the shape's N granularity
+layout(constant_id = 5) const uint NFROUTE = 0;  // 1: the heads with non-finite V only
+
+#if EQ
+#define BC DH
+#else
+#define BC BCSPEC
+#endif
+#if WIDE
+#define SW BC
+#else
+#define SW NW
+#endif
+// The per-row statistics, and O-shaped matrices.
+#define STAT coopmat<float, SCOPE, BR, SW, gl_MatrixUseAccumulator>
+#define OACC coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>
+#define SACC coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>
 
 // T16: float16_t, or bfloat16_t in the bf16 variants (operands of the products too).
 layout(std430, binding = 1) readonly buffer BufQ { T16 q16[]; };
@@ -77,10 +123,15 @@ layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
 layout(push_constant) uniform Range { uint bhFirst, bhCount; } rg;
 
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
-shared uint colIdx[BC];            // the chunk's keys: position (~0u: not a key, or done)
-shared float colDelta[BC];         // and weight
-shared uint chunkMasked[4];        // per chunk parity: some row drops some key of the chunk
-shared float16_t Psh[BR * BC];     // P of the chunk, on the non-finite V route only
+// Two chunks' keys (chunk j in half j & 1): position (~0u: not a key, or done) and weight.
+shared uint colIdx[2 * BC];
+shared float colDelta[2 * BC];
+// chunkMasked[j & 1] == j + 1: some row drops some key of chunk j (never reset: chunk
+// numbers only grow).
+shared uint chunkMasked[2];
+// P of the chunk, on the non-finite V route only.
+const uint PSH = NFROUTE * BR * BC + 1u;
+shared float16_t Psh[PSH];
 
 const float NEG_INF = -1.0 / 0.0;
 
@@ -104,19 +155,19 @@ float loadQ(const in uint r, const in uint c, const in float x) {
 }
 
 // Score of tile row r and chunk column c from the raw product s: scaled, plus the key's
-// weight, softcapped; -inf when the row does not keep the key (colIdx/colDelta hold the
-// chunk's keys, e0 its first list entry).
-float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0) {
-	uint idx = colIdx[c];
+// weight, softcapped; -inf when the row does not keep the key (the chunk's keys in half
+// h of colIdx/colDelta, e0 its first list entry).
+float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0, const in uint h) {
+	uint idx = colIdx[h + c];
 	if (e0 + c >= rowT[r] || (causal && int(idx) > tilePos + int(r)) || idx == ~0u) return NEG_INF;
-	float v = P.scale * s + colDelta[c];
+	float v = fma(P.scale, s, colDelta[h + c]);
 	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
 	return v;
 }
 
 // The score of a chunk every row keeps whole: no test needed.
-float scoreAllOp(const in uint r, const in uint c, const in float s) {
-	float v = P.scale * s + colDelta[c];
+float scoreAllOp(const in uint r, const in uint c, const in float s, const in uint h) {
+	float v = fma(P.scale, s, colDelta[h + c]);
 	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
 	return v;
 }
@@ -168,6 +219,33 @@ float storeLSE(const in uint r, const in uint c, const in float m, const in floa
 	return m;
 }
 
+// Stages chunk j (walk entries from e0 = j * BC) into half (j & 1) of colIdx/colDelta,
+// and marks it in chunkMasked when some row of the tile drops some of its keys.
+void stageChunk(uint j, uint minT) {
+	uint e0 = j * BC, c0 = chunkStart(e0), skip = c0 != e0 ? e0 : 0u, h = (j & 1u) * BC;
+	for (uint c = lid; c < BC; c += gl_WorkGroupSize.x) {
+		uint e = c0 + c, idx = ~0u;
+		float dl = 0.0;
+		if (e >= skip && e < nList) {
+			uint o;
+			if (packed) {
+				uvec2 ent = ub[listBase + e];
+				o = ent.x;
+				idx = ent.y;
+			} else {
+				o = ordb[ordBase + e];
+				idx = o != 0u ? e : ~0u;
+			}
+			dl = unord(o);
+		}
+		colIdx[h + c] = idx;
+		colDelta[h + c] = dl;
+		// Row r keeps key c when c0 + c < rowT[r] and idx <= tilePos + r: for every row
+		// when c0 + c < minT and idx <= tilePos (row 0, the smallest position).
+		if (idx == ~0u || c0 + c >= minT || (causal && int(idx) > tilePos)) atomicMax(chunkMasked[j & 1u], j + 1u);
+	}
+}
+
 void main() {
 	uint bIdx = gl_WorkGroupID.z, hIdx = gl_WorkGroupID.y;
 	lid = gl_LocalInvocationID.x;
@@ -178,6 +256,8 @@ void main() {
 	rowCausal = P.mode == MODE_ROW && causal;
 	packed = P.mode == MODE_ROW || P.mode == MODE_SHARED;
 	if (packed && (bh < rg.bhFirst || bh - rg.bhFirst >= rg.bhCount)) return;  // another buffer's
+	bool vBad = vflags[bIdx * P.Hkv + kvh] != 0u;
+	if (vBad != (NFROUTE != 0u)) return;  // the other route's head
 
 	int t0 = P.posOffset >= 0 ? P.posOffset / int(BR) : -((-P.posOffset + int(BR) - 1) / int(BR));
 	tilePos = (t0 + int(gl_WorkGroupID.x)) * int(BR);
@@ -232,121 +312,145 @@ void main() {
 		}
 		rowT[r] = t;
 	}
+	if (lid < 2u) chunkMasked[lid] = 0u;
 	barrier();
 	uint nWalk = 0u, minT = ~0u;
 	for (uint r = 0u; r < BR; r++) {
 		nWalk = max(nWalk, rowT[r]);
 		minT = min(minT, rowT[r]);
 	}
-	if (lid < 4u) chunkMasked[lid] = 0u;
+	barrier();  // chunkMasked cleared before the first stage marks it
+	if (nWalk > 0u) stageChunk(0u, minT);
 
-	uint kSrc, vSrc, kStride;
+	uint kSrc, vSrc, kStride, nRows;
 	if (packed) {
 		kSrc = region * np * DH;
 		vSrc = kSrc;
 		kStride = DH;
 		vStride = DH;
+		nRows = np;
 	} else {
-		kSrc = P.kOff + bIdx * P.kSB + kvh * P.kSH;
-		vSrc = P.vOff + bIdx * P.vSB + kvh * P.vSH;
-		kStride = P.kSL;
-		vStride = P.vSL;
+		// The host checks that offsets and strides are multiples of 8 elements; saying so
+		// lets the compiler load whole 16-byte rows.
+		kSrc = (P.kOff + bIdx * P.kSB + kvh * P.kSH) & ~7u;
+		vSrc = (P.vOff + bIdx * P.vSB + kvh * P.vSH) & ~7u;
+		kStride = P.kSL & ~7u;
+		vStride = P.vSL & ~7u;
+		nRows = P.Lk;
 	}
 	kvBase = vSrc;
-	bool vBad = vflags[bIdx * P.Hkv + kvh] != 0u;
+
+#if !KHRLOAD
+	// Row-major K and V of nRows rows from kSrc / vSrc; unclamped (every chunk is inside).
+	tensorLayoutNV<2> tK = createTensorLayoutNV(2);
+	tK = setTensorLayoutDimensionNV(tK, nRows, DH);
+	tK = setTensorLayoutStrideNV(tK, kStride, 1);
+	tensorLayoutNV<2> tV = createTensorLayoutNV(2);
+	tV = setTensorLayoutDimensionNV(tV, nRows, DH);
+	tV = setTensorLayoutStrideNV(tV, vStride, 1);
+	tensorViewNV<2, false, 1, 0> transposed = createTensorViewNV(2, false, 1, 0);
+#endif
 
 	// Q through an fp32 accumulator (exact for 16-bit values): bf16 has no 16-bit
 	// accumulator shape.
-	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> qacc;
+	OACC qacc;
 	coopMatPerElementNV(qacc, qacc, loadQ);
 	coopmat<T16, SCOPE, BR, DH, gl_MatrixUseA> qa = coopmat<T16, SCOPE, BR, DH, gl_MatrixUseA>(qacc);
 
-	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> O = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
-	// Per-row running max and sum, as narrow BR x NW matrices (every column holds the
-	// row's value): fewer registers than BR x BC ones.
-	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> M = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(NEG_INF);
-	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> L = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(0.0);
+	OACC O = OACC(0.0);
+	STAT M = STAT(NEG_INF);
+	STAT L = STAT(0.0);
+#if SUMMMA
+	coopmat<T16, SCOPE, BC, SW, gl_MatrixUseB> ones = coopmat<T16, SCOPE, BC, SW, gl_MatrixUseB>(1.0);
+#endif
+	barrier();  // chunk 0 staged
 	[[dont_unroll]]
-	for (uint e0 = 0u; e0 < nWalk; e0 += BC) {
-		uint c0 = chunkStart(e0), skip = c0 != e0 ? e0 : 0u;
-		// The chunk's keys: list entries (or key positions) c0 + c, those below skip done.
-		// chunkMasked[par] tells whether any row drops any of them (else the plain score).
-		uint par = (e0 / BC) & 1u;
-		if (lid == 0u) chunkMasked[par] = 0u;  // last read two chunks ago
-		barrier();  // the previous chunk's score pass is over
-		for (uint c = lid; c < BC; c += gl_WorkGroupSize.x) {
-			uint e = c0 + c, idx = ~0u;
-			float dl = 0.0;
-			if (e >= skip && e < nList) {
-				uint o;
-				if (packed) {
-					uvec2 ent = ub[listBase + e];
-					o = ent.x;
-					idx = ent.y;
-				} else {
-					o = ordb[ordBase + e];
-					idx = o != 0u ? e : ~0u;
-				}
-				dl = unord(o);
-			}
-			colIdx[c] = idx;
-			colDelta[c] = dl;
-			// Row r keeps key c when c0 + c < rowT[r] and idx <= tilePos + r: for every
-			// row when c0 + c < minT and idx <= tilePos (row 0, the smallest position).
-			if (idx == ~0u || c0 + c >= minT || (causal && int(idx) > tilePos)) atomicOr(chunkMasked[par], 1u);
-		}
-		barrier();
-		bool masked = chunkMasked[par] != 0u;
-		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> kt;
-		coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
-		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
-		S = coopMatMulAdd(qa, kt, S);
-		if (masked) {
-			coopMatPerElementNV(S, S, scoreOp, c0);
-		} else {
-			coopMatPerElementNV(S, S, scoreAllOp);
-		}
+	for (uint j = 0u; j * BC < nWalk; j++) {
+		uint e0 = j * BC, c0 = chunkStart(e0), h = (j & 1u) * BC;
+		// The next chunk's keys, read while this one computes.
+		if (e0 + BC < nWalk) stageChunk(j + 1u, minT);
+		bool masked = chunkMasked[j & 1u] == j + 1u;
 
-		coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> rmax, Mold, eM, rsum;
+		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> kt;
+#if KHRLOAD
+		coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
+#else
+		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), transposed);
+#endif
+		SACC S = SACC(0.0);
+		S = coopMatMulAdd(qa, kt, S);
+#if NOSCORE
+		S = S * P.scale;
+#else
+		if (masked) {
+			coopMatPerElementNV(S, S, scoreOp, c0, h);
+		} else {
+			coopMatPerElementNV(S, S, scoreAllOp, h);
+		}
+#endif
+
+		STAT rmax, Mold, eM, rsum;
 		coopMatReduceNV(rmax, S, gl_CooperativeMatrixReduceRowNV, maxOp);
 		Mold = M;
 		coopMatPerElementNV(M, rmax, max2, Mold);
 		coopMatPerElementNV(eM, Mold, expSub, M);
-		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> Mw;
+#if WIDE
+#define MW M
+#else
+		SACC Mw;
 		coopMatReduceNV(Mw, M, gl_CooperativeMatrixReduceRowNV, smearOp);
-		coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> eMo;
+#define MW Mw
+#endif
+#if EQ
+#define EMO eM
+#else
+		OACC eMo;
 		coopMatReduceNV(eMo, eM, gl_CooperativeMatrixReduceRowNV, smearOp);
+#define EMO eMo
+#endif
 		// A NaN or +inf score makes P, and so L and the row of O, NaN (a row only).
-		if (!vBad) {
-			coopMatPerElementNV(S, S, expSub, Mw);  // S now holds P, in fp32
-			// Row sums in fp32 (LSE keeps float32 accuracy; only P V sees the fp16 P).
-			coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
-			L = eM * L + rsum;
+		if (NFROUTE == 0u) {
+			coopMatPerElementNV(S, S, expSub, MW);  // S now holds P, in fp32
 			coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA>(S);
-			O = O * eMo;
+#if SUMMMA
+			rsum = STAT(0.0);
+			rsum = coopMatMulAdd(pa, ones, rsum);
+#else
+			coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
+#endif
+			L = eM * L + rsum;
+			O = O * EMO;
 			coopmat<T16, SCOPE, BC, DH, gl_MatrixUseB> vm;
+#if KHRLOAD
 			coopMatLoad(vm, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutRowMajor);
+#else
+			coopMatLoadTensorNV(vm, v16, vSrc, sliceTensorLayoutNV(tV, c0, BC, 0, DH));
+#endif
 			O = coopMatMulAdd(pa, vm, O);
 		} else {
-			coopMatPerElementNV(S, S, expSubMark, Mw);  // P, -1 where nothing is contributed
+			coopMatPerElementNV(S, S, expSubMark, MW);  // P, -1 where nothing is contributed
 			coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator> ph = coopmat<float16_t, SCOPE, BR, BC, gl_MatrixUseAccumulator>(S);
 			coopMatStore(ph, Psh, 0, BC, gl_CooperativeMatrixLayoutRowMajor);
 			coopMatPerElementNV(S, S, noneToZero);
 			coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
 			L = eM * L + rsum;
-			O = O * eMo;
+			O = O * EMO;
 			barrier();
 			coopMatPerElementNV(O, O, addPV, c0);
-			barrier();
 		}
+		barrier();  // chunk j + 1 staged; chunk j's half free for chunk j + 2
 	}
 
 	// O / l and LSE = m + log l; a row without kept keys gets 0 and -inf.
-	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> il;
+	STAT il;
 	coopMatPerElementNV(il, L, invOrZero);
-	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> ilo;
+#if EQ
+	O = O * il;
+#else
+	OACC ilo;
 	coopMatReduceNV(ilo, il, gl_CooperativeMatrixReduceRowNV, smearOp);
 	O = O * ilo;
+#endif
 	coopMatPerElementNV(O, O, storeO);
 	coopMatPerElementNV(M, M, storeLSE, L, (bIdx * P.H + hIdx) * P.Lq);
 }

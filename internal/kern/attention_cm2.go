@@ -24,8 +24,11 @@ const AttnCM2MaxD = 128
 type AttnCM2Tile struct {
 	BR, BC, Threads, Shared int
 	Scope                   uint32
-	NW                      int  // columns of the per-row statistics matrices (N granularity)
+	NW                      int  // the shape's N granularity (columns of narrow per-row statistics)
 	BF16                    bool // bfloat16 operands (the _bf16 variants), else fp16
+	// Wide: workgroup scope, per-row statistics as wide as the score tile; Eq: and chunks
+	// of exactly D keys (the _eq variants: O's rescale needs no smear).
+	Wide, Eq bool
 }
 
 // variant is the SPIR-V name of the tile's shader variant.
@@ -33,6 +36,9 @@ func (t AttnCM2Tile) variant() string {
 	name := "attention_cm2_sg"
 	if t.Scope == vk.ScopeWorkgroup {
 		name = "attention_cm2_wg"
+		if t.Eq {
+			name += "_eq"
+		}
 	}
 	if t.BF16 {
 		name += "_bf16"
@@ -40,9 +46,9 @@ func (t AttnCM2Tile) variant() string {
 	return name
 }
 
-// attnCM2Shared is the shared memory attention_cm2.comp declares: rowT, the chunk's keys
-// and weights, and the fp16 P of the non-finite V route.
-func attnCM2Shared(br, bc int) int { return 4*br + 8*bc + 16 + 2*br*bc }
+// attnCM2Shared is the shared memory attention_cm2.comp declares on its non-finite V
+// route, the larger: rowT, two chunks' keys and weights, and the fp16 P.
+func attnCM2Shared(br, bc int) int { return 4*br + 16*bc + 8 + 2*(br*bc+1) }
 
 // AttnCM2Tiling chooses the coopmat2 kernel's tile for fp16 and head dimension d, or says
 // why the device cannot run it.
@@ -93,7 +99,9 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 	}
 	budget := int(caps.MaxSharedMemory)
 	want := cm2TileOverride()
-	if caps.CoopMat2Flags.WorkgroupScope && (want == nil || want.Scope != vk.ScopeSubgroup) {
+	// Workgroup-scope variants load K and V through tensor layouts; the subgroup-scope
+	// ones (Mesa's lavapipe, which has no tensor addressing) through plain loads.
+	if f.WorkgroupScope && f.TensorAddressing && (want == nil || want.Scope != vk.ScopeSubgroup) {
 		// Workgroup scope: the entry with the most invocations the device allows (the
 		// driver then stages K and V through shared memory), the largest tile: 64 x 128
 		// at 256 invocations (H200: 4.0 ms at 16K against 4.6 for 64 x 64, NOTES.md). DMAVK_CM2_TILE=BRxBCxTHREADS picks another entry and tile (tuning).
@@ -118,7 +126,8 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 					if want == nil && (br == 128 || (bc == 128 && nt < 256)) {
 						continue
 					}
-					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup, NW: int(s.NGranularity), BF16: bf16}
+					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup, NW: int(s.NGranularity), BF16: bf16,
+						Wide: true, Eq: bc == d}
 					if !fits(s, br, bc) || t.Shared > wb {
 						continue
 					}
@@ -156,7 +165,7 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 		}
 		for _, br := range brs {
 			for _, bc := range bcs {
-				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup, NW: int(s.NGranularity), BF16: bf16}
+				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup, NW: int(s.NGranularity), BF16: bf16, Wide: true}
 				if fits(s, br, bc) && t.Shared <= budget && 64%br == 0 && 64%bc == 0 {
 					return t, nil
 				}
@@ -271,8 +280,13 @@ func (c *CM2Buffers) Close() error {
 
 // cm2Pipeline returns the coopmat2 attention pipeline of a tile (subgroup size pinned
 // where the device lets it vary and the subgroup-scope variant needs it).
-func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile) (*vk.Pipeline, error) {
-	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW)}
+// nonFinite picks the route of the heads whose V holds a NaN or an infinity.
+func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile, nonFinite bool) (*vk.Pipeline, error) {
+	route := uint32(0)
+	if nonFinite {
+		route = 1
+	}
+	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW), route}
 	key := pipeKey{name: t.variant(), bindings: attnBindings, push: 8}
 	if t.Scope == vk.ScopeSubgroup {
 		key.subgroup = k.pinnedSubgroup(uint32(t.Threads))
@@ -332,17 +346,21 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 	if err := stamp("pack"); err != nil {
 		return err
 	}
-	pipe, err := k.cm2Pipeline(p.D, tile)
-	if err != nil {
-		return err
-	}
-	for _, x := range parts {
-		// The same bindings as the other kernels, with the packed (or in-place) K and V
-		// and the flags of non-finite V in the mask's slot (explicit masks never come here).
-		bb := *b
-		bb.K, bb.V, bb.Mask, bb.Bias = x.k, x.v, c.VFlags, nil
-		if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count)); err != nil {
+	// Two routes over the same grid, each returning at once for the other's heads: the
+	// heads with finite V, and those with a NaN or an infinity in V.
+	for _, nonFinite := range []bool{false, true} {
+		pipe, err := k.cm2Pipeline(p.D, tile, nonFinite)
+		if err != nil {
 			return err
+		}
+		for _, x := range parts {
+			// The same bindings as the other kernels, with the packed (or in-place) K and V
+			// and the flags of non-finite V in the mask's slot (explicit masks never come here).
+			bb := *b
+			bb.K, bb.V, bb.Mask, bb.Bias = x.k, x.v, c.VFlags, nil
+			if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds of shaders/attention_cm2.comp with parts switched by its build switches (see
+# the shader's header), for measuring what each part costs on a GPU:
+#
+#   bench/cm2-builds.sh DIR      write DIR/NAME.spv and DIR/list ("NAME TILE" lines)
+#
+# bench/gpu.sh's part "builds" runs every line of .gpu/cm2/list through DMAVK_CM2_SPV
+# and DMAVK_CM2_TILE (16K keys, H 8, D 128; modes none and row). The set below is
+# edited to the question at hand; the results go to bench/NOTES.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir=${1:?usage: bench/cm2-builds.sh DIR}
+mkdir -p "$dir"
+: >"$dir/list"
+
+# build NAME "TILE..." FLAGS...
+build() {
+	local name=$1 tiles=$2 t
+	shift 2
+	"$ROOT/tools/swvk.sh" glslc -fshader-stage=compute --target-env=vulkan1.3 -O -I "$ROOT/shaders" \
+		-DSCOPE=gl_ScopeWorkgroup "$@" -o "$dir/$name.spv" "$ROOT/shaders/attention_cm2.comp"
+	for t in $tiles; do echo "$name $t" >>"$dir/list"; done
+}
+
+build narrow_khr "64x128x256" -DWIDE=0 -DKHRLOAD=1
+build narrow "64x128x256" -DWIDE=0
+build wide "64x128x256 64x64x128 64x64x256" -DWIDE=1
+build wide_eq "64x128x256 32x128x128 64x128x128" -DWIDE=1 -DEQ=1
+build wide_eq_summ "64x128x256" -DWIDE=1 -DEQ=1 -DSUMMMA=1
+build wide_summ "64x64x128 64x128x256" -DWIDE=1 -DSUMMMA=1
+build wide_eq_noscore "64x128x256" -DWIDE=1 -DEQ=1 -DNOSCORE=1
+build wide_noscore "64x64x128" -DWIDE=1 -DNOSCORE=1
+cat "$dir/list"
