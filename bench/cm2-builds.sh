@@ -22,12 +22,8 @@ build() {
 	for t in $tiles; do echo "$name $t" >>"$dir/list"; done
 }
 
-build narrow_khr "64x128x256" -DWIDE=0 -DKHRLOAD=1
-build narrow "64x128x256" -DWIDE=0
-build wide "64x128x256 64x64x128 64x64x256" -DWIDE=1
-build wide_eq "64x128x256 32x128x128 64x128x128" -DWIDE=1 -DEQ=1
-build wide_eq_summ "64x128x256" -DWIDE=1 -DEQ=1 -DSUMMMA=1
-build wide_summ "64x64x128 64x128x256" -DWIDE=1 -DSUMMMA=1
-build wide_eq_noscore "64x128x256" -DWIDE=1 -DEQ=1 -DNOSCORE=1
+build wide "64x64x128 64x32x128 32x64x128 128x64x256" -DWIDE=1
+build wide_summ "64x64x128" -DWIDE=1 -DSUMMMA=1
+build narrow "64x64x128" -DWIDE=0
 build wide_noscore "64x64x128" -DWIDE=1 -DNOSCORE=1
 cat "$dir/list"

@@ -26,9 +26,9 @@ type AttnCM2Tile struct {
 	Scope                   uint32
 	NW                      int  // the shape's N granularity (columns of narrow per-row statistics)
 	BF16                    bool // bfloat16 operands (the _bf16 variants), else fp16
-	// Wide: workgroup scope, per-row statistics as wide as the score tile; Eq: and chunks
-	// of exactly D keys (the _eq variants: O's rescale needs no smear).
-	Wide, Eq bool
+	// Wide: per-row statistics as wide as the score tile (every variant today; narrow
+	// builds are for measurements).
+	Wide bool
 }
 
 // variant is the SPIR-V name of the tile's shader variant.
@@ -36,9 +36,6 @@ func (t AttnCM2Tile) variant() string {
 	name := "attention_cm2_sg"
 	if t.Scope == vk.ScopeWorkgroup {
 		name = "attention_cm2_wg"
-		if t.Eq {
-			name += "_eq"
-		}
 	}
 	if t.BF16 {
 		name += "_bf16"
@@ -102,9 +99,9 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 	// Workgroup-scope variants load K and V through tensor layouts; the subgroup-scope
 	// ones (Mesa's lavapipe, which has no tensor addressing) through plain loads.
 	if f.WorkgroupScope && f.TensorAddressing && (want == nil || want.Scope != vk.ScopeSubgroup) {
-		// Workgroup scope: the entry with the most invocations the device allows (the
-		// driver then stages K and V through shared memory), the largest tile: 64 x 128
-		// at 256 invocations (H200: 4.0 ms at 16K against 4.6 for 64 x 64, NOTES.md). DMAVK_CM2_TILE=BRxBCxTHREADS picks another entry and tile (tuning).
+		// Workgroup scope (the driver stages K and V through shared memory): the largest
+		// tile up to 64 x 64 at up to 128 invocations. DMAVK_CM2_TILE=BRxBCxTHREADS picks
+		// another entry and tile (tuning).
 		wb := budget - int(caps.CoopMat2Props.WorkgroupScopeReservedSharedMemory)
 		var best *AttnCM2Tile
 		for _, s := range caps.CoopMatFlexShapes {
@@ -121,13 +118,15 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 			}
 			for _, br := range []int{128, 64, 32, 16} {
 				for _, bc := range []int{128, 64, 32, 16} {
-					// 128-key chunks only with 256 invocations and up (the score tile's
-					// registers); 128-row tiles for tuning only (measured slower on the H200).
-					if want == nil && (br == 128 || (bc == 128 && nt < 256)) {
+					// At most 64 x 64 and 128 invocations by default: on the H200 the wide
+					// statistics make larger tiles spill their registers' worth of work
+					// (64x64 at 128: 4.0 ms dense causal 16K, 64x128 at 256: 5.7 ms,
+					// bench/NOTES.md); the others for tuning only.
+					if want == nil && (br > 64 || bc > 64 || nt > 128) {
 						continue
 					}
 					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup, NW: int(s.NGranularity), BF16: bf16,
-						Wide: true, Eq: bc == d}
+						Wide: true}
 					if !fits(s, br, bc) || t.Shared > wb {
 						continue
 					}
@@ -192,8 +191,9 @@ func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
 			return t, fmt.Errorf("kern: attention (coopmat2): one head's packed keys need %d bytes, over %s's largest allocation or binding", n, caps.Name)
 		}
 	}
-	if p.Mode == ModeNone {
-		// K and V are read in place by whole chunks of rows, 16-byte aligned.
+	if p.Mode == ModeNone || p.Causal != 0 {
+		// K and V are read in place by whole chunks of rows, 16-byte aligned (mode none,
+		// and the diagonal walk of the causal packed modes).
 		for _, v := range []View{p.K, p.V} {
 			if v.Off%8 != 0 || v.SB%8 != 0 || v.SL%8 != 0 || v.SH%8 != 0 {
 				return t, fmt.Errorf("kern: attention (coopmat2): K/V offsets and strides not multiples of 8 elements")
@@ -278,6 +278,10 @@ func (c *CM2Buffers) Close() error {
 	return nil
 }
 
+// attnCM2Bindings is the binding count of attention_cm2.comp: attention.comp's, then K
+// and V in place.
+const attnCM2Bindings = attnBindings + 2
+
 // cm2Pipeline returns the coopmat2 attention pipeline of a tile (subgroup size pinned
 // where the device lets it vary and the subgroup-scope variant needs it).
 // nonFinite picks the route of the heads whose V holds a NaN or an infinity.
@@ -287,7 +291,7 @@ func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile, nonFinite bool) (*vk.Pipe
 		route = 1
 	}
 	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW), route}
-	key := pipeKey{name: t.variant(), bindings: attnBindings, push: 8}
+	key := pipeKey{name: t.variant(), bindings: attnCM2Bindings, push: 8}
 	if t.Scope == vk.ScopeSubgroup {
 		key.subgroup = k.pinnedSubgroup(uint32(t.Threads))
 	}
@@ -354,11 +358,12 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 			return err
 		}
 		for _, x := range parts {
-			// The same bindings as the other kernels, with the packed (or in-place) K and V
-			// and the flags of non-finite V in the mask's slot (explicit masks never come here).
+			// The other kernels' bindings with the packed (or in-place) K and V and the
+			// flags of non-finite V in the mask's slot (explicit masks never come here),
+			// then K and V in place.
 			bb := *b
 			bb.K, bb.V, bb.Mask, bb.Bias = x.k, x.v, c.VFlags, nil
-			if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count)); err != nil {
+			if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count), b.K, b.V); err != nil {
 				return err
 			}
 		}

@@ -47,13 +47,14 @@ func TestAttentionCoopMat2(t *testing.T) {
 		if c.mode == ref.ModeExplicit {
 			continue // the KHR kernel's
 		}
-		// Mode none reads K and V in place: 16-byte aligned, at least one chunk of keys;
-		// otherwise the KHR kernel takes it.
+		// Mode none and the causal packed modes (their diagonal walk) read K and V in
+		// place: 16-byte aligned, at least one chunk of keys; otherwise the KHR kernel
+		// takes them.
 		lk := c.Lk
 		if lk == 0 {
 			lk = c.Lq
 		}
-		if c.mode != ref.ModeNone || (c.off%8 == 0 && lk >= tile.BC) {
+		if (c.mode != ref.ModeNone && !c.causal) || (c.off%8 == 0 && lk >= tile.BC) {
 			c.wantPath = kern.PathCoopMat2
 		}
 		t.Run(c.name, func(t *testing.T) {
@@ -139,8 +140,8 @@ func TestAttentionCoopMat2Tiling(t *testing.T) {
 			flex(16, 16, 16, 64, vk.ScopeWorkgroup), flex(32, 16, 16, 128, vk.ScopeWorkgroup), flex(32, 32, 16, 256, vk.ScopeWorkgroup)}}
 	for _, d := range []int{32, 64, 96, 128} {
 		tile, err := kern.AttnCM2Tiling(&nv, d)
-		if err != nil || tile.BR != 64 || tile.BC != 128 || tile.Threads != 256 || tile.Scope != vk.ScopeWorkgroup {
-			t.Errorf("nvidia-like D=%d: %+v %v, want 64x128, 256 invocations, workgroup scope", d, tile, err)
+		if err != nil || tile.BR != 64 || tile.BC != 64 || tile.Threads != 128 || tile.Scope != vk.ScopeWorkgroup {
+			t.Errorf("nvidia-like D=%d: %+v %v, want 64x64, 128 invocations, workgroup scope", d, tile, err)
 		}
 	}
 	lvp := vk.Caps{Name: "lavapipe-like", MaxSharedMemory: 32 << 10, SubgroupSize: 8, MinSubgroupSize: 8, MaxSubgroupSize: 8,
