@@ -9,7 +9,7 @@
 // masks and biases stay on attention_cm.comp).
 //
 // The keys come as one contiguous matrix per tile, so the kernel is a plain
-// FlashAttention loop over chunks of BC rows with a keep test:
+// FlashAttention loop over chunks of BC rows with a per-element keep test:
 //   mode row, causal: the packed rows (select_pack) of U_b, b the tile's selection
 //     block, in U_b's order (kappa descending); tile row r keeps packed row e when
 //     e < rowT[r] (kappa_e >= tau_r: U_b holds tau_r at position rowT[r] - 1) and
@@ -18,21 +18,13 @@
 //     idx_e <= p_r (causal) or always;
 //   mode none: K and V themselves, key e kept when ord_e != 0 (not padded) and e <= p_r
 //     (causal).
-// With causality the packed walk leaves out every key at or after the tile's first
-// position (idx >= tilePos: kept by no row, or by only some of them) and a last "diagonal"
-// walk takes the tile's own positions from K and V in place (bindings 12, 13), kept when
-// ord_q != 0, q <= p_r and kappa_q >= tau_r (mode row; tau_r = (0, 0): every valid key)
-// or kappa_q >= the last entry of S_final (mode shared). Those keys lie all over the
-// kappa order, so without this nearly every packed chunk would hold one and need the
-// per-element test; now a packed chunk needs it only past the tile's smallest rowT. A
-// column no row keeps has position ~0u and scores -inf whatever its product (a NaN in
-// a dropped key's K reaches no row).
 // Everything between the loads and O stays in cooperative matrices (no shared-memory
 // round trip of S or P). The running row max M and row sum L are BR x SW matrices whose
 // every column holds the row's value: with SW = BC (the wide variants) they have the
 // score tile's shape, so the max reduction lands in it directly and P = exp(S - M) needs
-// no smear; the rescale of O needs one smear of exp(Mold - M) to O's shape. The narrow
-// builds (SW = NW, the shape's N granularity) smear M back each chunk. K and V
+// no smear; the rescale of O needs one smear of exp(Mold - M) to O's shape, none at all
+// when BC = DH (the EQ build switch, measured slower on the H200). The narrow variants (SW = NW,
+// the shape's N granularity) keep fewer registers and smear M back each chunk. K and V
 // come in through tensor layouts whose strides are multiples of 8 elements (16-byte
 // rows) and which never clamp: every chunk lies inside its packed region or inside K/V.
 // The chunk's keys (positions, weights) are staged in shared memory one chunk ahead,
@@ -49,7 +41,7 @@
 //
 // Specialization: DH (head dimension), BR (query rows per tile, divides 64), BC (keys
 // per chunk, divides 128: packed regions hold PackRows = 2 * blockC rows, a multiple of
-// 128, so a chunk never leaves its region), NT
+// 128, so a chunk never leaves its region; the _eq variants use DH instead), NT
 // (invocations: the subgroup size with subgroup scope, the device's workgroup-scope
 // invocation count otherwise), NW (the shape's N granularity). The host
 // (internal/kern/attention_cm2.go) checks them against the device's flexible shapes.
@@ -70,11 +62,15 @@
 #include "dma_common.glsl"
 
 // Build switches (the committed variants above; the others are for measurements, see
-// bench/NOTES.md): WIDE (statistics as wide as the score tile), SUMMMA (row sums as a product with a matrix of ones), KHRLOAD (K and V through plain
+// bench/NOTES.md): WIDE (statistics as wide as the score tile), EQ (chunks of DH keys),
+// SUMMMA (row sums as a product with a matrix of ones), KHRLOAD (K and V through plain
 // KHR loads instead of tensor layouts), NOSCORE (timing only: the plain scaled score, no
 // weights or keep test; wrong results).
 #ifndef WIDE
 #define WIDE 0
+#endif
+#ifndef EQ
+#define EQ 0
 #endif
 #ifndef SUMMMA
 #define SUMMMA 0
@@ -93,7 +89,11 @@ layout(local_size_x_id = 3) in;
 layout(constant_id = 4) const uint NW = 8;  // the shape's N granularity
 layout(constant_id = 5) const uint NFROUTE = 0;  // 1: the heads with non-finite V only
 
+#if EQ
+#define BC DH
+#else
 #define BC BCSPEC
+#endif
 #if WIDE
 #define SW BC
 #else
@@ -115,20 +115,15 @@ layout(std430, binding = 7) readonly buffer BufTau { uvec2 taub[]; };
 layout(std430, binding = 8) readonly buffer BufFlags { uint vflags[]; };  // [B*Hkv]
 layout(std430, binding = 10) buffer BufO { T16 o16[]; };
 layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
-layout(std430, binding = 12) readonly buffer BufK0 { T16 k0[]; };  // K in place
-layout(std430, binding = 13) readonly buffer BufV0 { T16 v0[]; };  // V in place
 
 // The packed K/V bound here may hold only some (batch, bias head) pairs (the host splits
 // them over buffers below the device's allocation limit): bh in [rg.bhFirst, +bhCount).
 layout(push_constant) uniform Range { uint bhFirst, bhCount; } rg;
 
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
-shared uvec2 rowTau[BR];           // the diagonal walk's threshold ((0, 0): all; ~0: none)
-// Two chunks' keys (chunk j in half j & 1): position (~0u: kept by no row of the tile),
-// weight, and ord (the diagonal walk's kappa test).
+// Two chunks' keys (chunk j in half j & 1): position (~0u: not a key, or done) and weight.
 shared uint colIdx[2 * BC];
 shared float colDelta[2 * BC];
-shared uint colOrd[2 * BC];
 // chunkMasked[j & 1] == j + 1: some row drops some key of chunk j (never reset: chunk
 // numbers only grow).
 shared uint chunkMasked[2];
@@ -140,12 +135,9 @@ const float NEG_INF = -1.0 / 0.0;
 
 // Per-tile state the per-element operations read.
 uint qBase, oBase, listBase, ordBase, kvBase, vStride, nList;
-uint kvBase0, vStride0;            // V in place
-int tilePos, kLast;
-bool packed, causal, rowCausal, splitDiag;
+int tilePos;
+bool packed, causal, rowCausal;
 uint lid;
-uint nWalk, minT, nMain, dq0;      // the packed walk's length and chunks; the diagonal's start
-float gScale, gCap;                // P.scale and P.softcap, read once
 
 float safeTanh(float x) {
 	float t = exp(-2.0 * abs(x));
@@ -160,34 +152,28 @@ float loadQ(const in uint r, const in uint c, const in float x) {
 	return float(q16[qBase + uint(ri) * P.qSL + c]);
 }
 
-// The score from the raw product s and the key's weight d: scaled, plus d, softcapped.
-float finish(const in float s, const in float d) {
-	float v = fma(gScale, s, d);
-	if (gCap > 0.0) v = gCap * safeTanh(v / gCap);
+// Score of tile row r and chunk column c from the raw product s: scaled, plus the key's
+// weight, softcapped; -inf when the row does not keep the key (the chunk's keys in half
+// h of colIdx/colDelta, e0 its first list entry).
+float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0, const in uint h) {
+	uint idx = colIdx[h + c];
+	if (e0 + c >= rowT[r] || (causal && int(idx) > tilePos + int(r)) || idx == ~0u) return NEG_INF;
+	float v = fma(P.scale, s, colDelta[h + c]);
+	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
 	return v;
 }
 
-// Score of tile row r and chunk column c (half h of colIdx/colDelta; c0 the list entry
-// of column 0): -inf when the row does not keep the key.
-float scoreOp(const in uint r, const in uint c, const in float s, const in uint c0, const in uint h) {
-	uint idx = colIdx[h + c];
-	if (idx == ~0u || c0 + c >= rowT[r] || (causal && int(idx) > tilePos + int(r))) return NEG_INF;
-	return finish(s, colDelta[h + c]);
+// The score of a chunk every row keeps whole: no test needed.
+float scoreAllOp(const in uint r, const in uint c, const in float s, const in uint h) {
+	float v = fma(P.scale, s, colDelta[h + c]);
+	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
+	return v;
 }
 
-// The score of a chunk whose keys every row keeps, but for those that no row keeps.
-float dropOp(const in uint r, const in uint c, const in float s, const in uint h) {
-	return colIdx[h + c] == ~0u ? NEG_INF : finish(s, colDelta[h + c]);
-}
-
-// The diagonal walk's score: key q kept when q <= p_r and kappa_q >= rowTau[r].
-float diagOp(const in uint r, const in uint c, const in float s, const in uint h) {
-	uint q = colIdx[h + c];
-	if (q == ~0u || int(q) > tilePos + int(r)) return NEG_INF;
-	uvec2 t = rowTau[r];
-	if (t != uvec2(0u) && !keyGE(uvec2(colOrd[h + c], q), t)) return NEG_INF;
-	return finish(s, colDelta[h + c]);
-}
+// First key (list entry) of the chunk that starts the walk at e0. Mode none reads K and
+// V in place: a last chunk past the end starts earlier instead (the host guarantees
+// Lk >= BC), and the caller skips the columns already done.
+uint chunkStart(uint e0) { return (!packed && e0 + BC > P.Lk) ? P.Lk - BC : e0; }
 
 float maxOp(const in float a, const in float b) { return max(a, b); }
 float addOp(const in float a, const in float b) { return a + b; }
@@ -208,15 +194,13 @@ float noneToZero(const in uint r, const in uint c, const in float p) { return is
 float invOrZero(const in uint r, const in uint c, const in float l) { return !isZeroF(l) ? 1.0 / l : 0.0; }
 
 // O(r, c) + sum over the chunk's keys k that row r keeps (P not -1) of P(r, k) V(k, c):
-// the non-finite V route (inPlace: a diagonal chunk, V read in place).
-float addPV(const in uint r, const in uint c, const in float o, const in uint c0, const in bool inPlace) {
+// the non-finite V route.
+float addPV(const in uint r, const in uint c, const in float o, const in uint e0) {
 	float sum = o;
 	[[dont_unroll]]
 	for (uint k = 0u; k < BC; k++) {
 		float p = float(Psh[r * BC + k]);
-		if (isNoneMark(p)) continue;
-		float v = inPlace ? float(v0[kvBase0 + (c0 + k) * vStride0 + c]) : float(v16[kvBase + (c0 + k) * vStride + c]);
-		sum = fma(p, v, sum);
+		if (!isNoneMark(p)) sum = fma(p, float(v16[kvBase + (e0 + k) * vStride + c]), sum);
 	}
 	return sum;
 }
@@ -233,48 +217,30 @@ float storeLSE(const in uint r, const in uint c, const in float m, const in floa
 	return m;
 }
 
-// Where chunk j starts (c0: list entry, or key position, of its column 0) and the
-// first column not already done (columns below skip are). Chunks j < nMain walk the
-// list (mode none: K in place, whose last chunk starts earlier when it would pass Lk;
-// the host guarantees Lk >= BC), the others the tile's own positions from dq0 on.
-void chunkAt(uint j, out uint c0, out uint skip) {
-	uint s = j < nMain ? j * BC : dq0 + (j - nMain) * BC;
-	c0 = ((!packed || j >= nMain) && s + BC > P.Lk) ? P.Lk - BC : s;
-	skip = s;
-}
-
-// Stages chunk j into half (j & 1) of colIdx/colDelta/colOrd, and marks it in
-// chunkMasked when some row of the tile keeps some of its keys and another does not.
-void stageChunk(uint j) {
-	uint c0, skip, h = (j & 1u) * BC;
-	chunkAt(j, c0, skip);
-	bool diag = j >= nMain;
+// Stages chunk j (walk entries from e0 = j * BC) into half (j & 1) of colIdx/colDelta,
+// and marks it in chunkMasked when some row of the tile drops some of its keys.
+void stageChunk(uint j, uint minT) {
+	uint e0 = j * BC, c0 = chunkStart(e0), skip = c0 != e0 ? e0 : 0u, h = (j & 1u) * BC;
 	for (uint c = lid; c < BC; c += gl_WorkGroupSize.x) {
-		uint e = c0 + c, idx = ~0u, o = 0u;
+		uint e = c0 + c, idx = ~0u;
 		float dl = 0.0;
-		if (diag) {
-			if (e >= skip && int(e) <= kLast) {
-				o = ordb[ordBase + e];
-				if (o != 0u) idx = e;
-			}
-		} else if (e >= skip && e < nWalk) {
+		if (e >= skip && e < nList) {
+			uint o;
 			if (packed) {
 				uvec2 ent = ub[listBase + e];
 				o = ent.x;
 				idx = ent.y;
-				if (splitDiag && int(idx) >= tilePos) idx = ~0u;  // the diagonal walk's, or no row's
 			} else {
 				o = ordb[ordBase + e];
 				idx = o != 0u ? e : ~0u;
 			}
+			dl = unord(o);
 		}
-		if (idx != ~0u) dl = unord(o);
 		colIdx[h + c] = idx;
 		colDelta[h + c] = dl;
-		colOrd[h + c] = o;
-		// Row r keeps list entry e when e < rowT[r] and idx <= tilePos + r: every row
-		// when e < minT and idx <= tilePos (row 0, the smallest position).
-		if (!diag && idx != ~0u && (e >= minT || (causal && int(idx) > tilePos))) atomicMax(chunkMasked[j & 1u], j + 1u);
+		// Row r keeps key c when c0 + c < rowT[r] and idx <= tilePos + r: for every row
+		// when c0 + c < minT and idx <= tilePos (row 0, the smallest position).
+		if (idx == ~0u || c0 + c >= minT || (causal && int(idx) > tilePos)) atomicMax(chunkMasked[j & 1u], j + 1u);
 	}
 }
 
@@ -287,9 +253,6 @@ void main() {
 	causal = P.causal != 0u;
 	rowCausal = P.mode == MODE_ROW && causal;
 	packed = P.mode == MODE_ROW || P.mode == MODE_SHARED;
-	splitDiag = packed && causal;
-	gScale = P.scale;
-	gCap = P.softcap;
 	if (packed && (bh < rg.bhFirst || bh - rg.bhFirst >= rg.bhCount)) return;  // another buffer's
 	bool vBad = vflags[bIdx * P.Hkv + kvh] != 0u;
 	if (vBad != (NFROUTE != 0u)) return;  // the other route's head
@@ -308,7 +271,7 @@ void main() {
 	uint np = (P.ncap + 63u) / 64u * 64u;
 	uint region = 0u;
 	nList = 0u;
-	kLast = causal ? min(lastPos, int(P.Lk) - 1) : int(P.Lk) - 1;
+	int kLast = causal ? min(lastPos, int(P.Lk) - 1) : int(P.Lk) - 1;
 	if (kLast >= 0) {
 		if (rowCausal) {
 			uint blk = min(uint(firstPos) / P.blockC, P.nblocks - 1u);
@@ -329,10 +292,8 @@ void main() {
 		int pr = tilePos + int(r);
 		int ri = pr - P.posOffset;
 		uint t = 0u;
-		uvec2 dt = uvec2(~0u);
 		if (ri >= 0 && ri < int(P.Lq) && nList > 0u && (!causal || pr >= 0)) {
 			t = nList;
-			dt = uvec2(0u);
 			if (rowCausal) {
 				uvec2 tau = taub[bh * P.Lq + uint(ri)];
 				if (tau != uvec2(0u)) {
@@ -345,64 +306,46 @@ void main() {
 					}
 					t = lo + 1u;
 				}
-				dt = tau;
-			} else if (splitDiag) {
-				dt = ub[listBase + nList - 1u];  // S_final's last (smallest) entry
 			}
 		}
 		rowT[r] = t;
-		rowTau[r] = dt;
 	}
 	if (lid < 2u) chunkMasked[lid] = 0u;
 	barrier();
-	nWalk = 0u;
-	minT = ~0u;
+	uint nWalk = 0u, minT = ~0u;
 	for (uint r = 0u; r < BR; r++) {
 		nWalk = max(nWalk, rowT[r]);
 		minT = min(minT, rowT[r]);
 	}
-	// The chunks: the list's (or K's), then the diagonal's, keys dq0 .. kLast in place.
-	nMain = (nWalk + BC - 1u) / BC;
-	dq0 = uint(max(tilePos, 0));
-	uint nChunks = nMain;
-	if (splitDiag && nWalk > 0u && kLast >= int(dq0)) nChunks += (uint(kLast) - dq0 + BC) / BC;
 	barrier();  // chunkMasked cleared before the first stage marks it
-	if (nChunks > 0u) stageChunk(0u);
+	if (nWalk > 0u) stageChunk(0u, minT);
 
-	uint kSrc, vSrc, kStride;
-	// K and V in place. The host checks that offsets and strides are multiples of 8
-	// elements; saying so lets the compiler load whole 16-byte rows.
-	uint kSrc0 = (P.kOff + bIdx * P.kSB + kvh * P.kSH) & ~7u, kStride0 = P.kSL & ~7u;
-	kvBase0 = (P.vOff + bIdx * P.vSB + kvh * P.vSH) & ~7u;
-	vStride0 = P.vSL & ~7u;
+	uint kSrc, vSrc, kStride, nRows;
 	if (packed) {
 		kSrc = region * np * DH;
 		vSrc = kSrc;
 		kStride = DH;
 		vStride = DH;
+		nRows = np;
 	} else {
-		kSrc = kSrc0;
-		vSrc = kvBase0;
-		kStride = kStride0;
-		vStride = vStride0;
+		// The host checks that offsets and strides are multiples of 8 elements; saying so
+		// lets the compiler load whole 16-byte rows.
+		kSrc = (P.kOff + bIdx * P.kSB + kvh * P.kSH) & ~7u;
+		vSrc = (P.vOff + bIdx * P.vSB + kvh * P.vSH) & ~7u;
+		kStride = P.kSL & ~7u;
+		vStride = P.vSL & ~7u;
+		nRows = P.Lk;
 	}
 	kvBase = vSrc;
 
 #if !KHRLOAD
-	// Row-major K and V: the packed region (np rows) or K/V in place (Lk rows); unclamped,
-	// every chunk lies inside.
+	// Row-major K and V of nRows rows from kSrc / vSrc; unclamped (every chunk is inside).
 	tensorLayoutNV<2> tK = createTensorLayoutNV(2);
-	tK = setTensorLayoutDimensionNV(tK, packed ? np : P.Lk, DH);
+	tK = setTensorLayoutDimensionNV(tK, nRows, DH);
 	tK = setTensorLayoutStrideNV(tK, kStride, 1);
 	tensorLayoutNV<2> tV = createTensorLayoutNV(2);
-	tV = setTensorLayoutDimensionNV(tV, packed ? np : P.Lk, DH);
+	tV = setTensorLayoutDimensionNV(tV, nRows, DH);
 	tV = setTensorLayoutStrideNV(tV, vStride, 1);
-	tensorLayoutNV<2> tK0 = createTensorLayoutNV(2);
-	tK0 = setTensorLayoutDimensionNV(tK0, P.Lk, DH);
-	tK0 = setTensorLayoutStrideNV(tK0, kStride0, 1);
-	tensorLayoutNV<2> tV0 = createTensorLayoutNV(2);
-	tV0 = setTensorLayoutDimensionNV(tV0, P.Lk, DH);
-	tV0 = setTensorLayoutStrideNV(tV0, vStride0, 1);
 	tensorViewNV<2, false, 1, 0> transposed = createTensorViewNV(2, false, 1, 0);
 #endif
 
@@ -420,33 +363,27 @@ void main() {
 #endif
 	barrier();  // chunk 0 staged
 	[[dont_unroll]]
-	for (uint j = 0u; j < nChunks; j++) {
-		uint c0, skip, h = (j & 1u) * BC;
-		chunkAt(j, c0, skip);
-		bool diag = j >= nMain;
+	for (uint j = 0u; j * BC < nWalk; j++) {
+		uint e0 = j * BC, c0 = chunkStart(e0), h = (j & 1u) * BC;
 		// The next chunk's keys, read while this one computes.
-		if (j + 1u < nChunks) stageChunk(j + 1u);
+		if (e0 + BC < nWalk) stageChunk(j + 1u, minT);
 		bool masked = chunkMasked[j & 1u] == j + 1u;
 
 		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> kt;
 #if KHRLOAD
-		if (diag) coopMatLoad(kt, k0, kSrc0 + c0 * kStride0, kStride0, gl_CooperativeMatrixLayoutColumnMajor);
-		else coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
+		coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
 #else
-		if (diag) coopMatLoadTensorNV(kt, k0, kSrc0, sliceTensorLayoutNV(tK0, c0, BC, 0, DH), transposed);
-		else coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), transposed);
+		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), transposed);
 #endif
 		SACC S = SACC(0.0);
 		S = coopMatMulAdd(qa, kt, S);
 #if NOSCORE
-		S = S * gScale;
+		S = S * P.scale;
 #else
-		if (diag) {
-			coopMatPerElementNV(S, S, diagOp, h);
-		} else if (masked) {
+		if (masked) {
 			coopMatPerElementNV(S, S, scoreOp, c0, h);
 		} else {
-			coopMatPerElementNV(S, S, dropOp, h);
+			coopMatPerElementNV(S, S, scoreAllOp, h);
 		}
 #endif
 
@@ -462,8 +399,13 @@ void main() {
 		coopMatReduceNV(Mw, M, gl_CooperativeMatrixReduceRowNV, smearOp);
 #define MW Mw
 #endif
+#if EQ
+#define EMO eM
+#else
 		OACC eMo;
 		coopMatReduceNV(eMo, eM, gl_CooperativeMatrixReduceRowNV, smearOp);
+#define EMO eMo
+#endif
 		// A NaN or +inf score makes P, and so L and the row of O, NaN (a row only).
 		if (NFROUTE == 0u) {
 			coopMatPerElementNV(S, S, expSub, MW);  // S now holds P, in fp32
@@ -475,14 +417,12 @@ void main() {
 			coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
 #endif
 			L = eM * L + rsum;
-			O = O * eMo;
+			O = O * EMO;
 			coopmat<T16, SCOPE, BC, DH, gl_MatrixUseB> vm;
 #if KHRLOAD
-			if (diag) coopMatLoad(vm, v0, kvBase0 + c0 * vStride0, vStride0, gl_CooperativeMatrixLayoutRowMajor);
-			else coopMatLoad(vm, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutRowMajor);
+			coopMatLoad(vm, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutRowMajor);
 #else
-			if (diag) coopMatLoadTensorNV(vm, v0, kvBase0, sliceTensorLayoutNV(tV0, c0, BC, 0, DH));
-			else coopMatLoadTensorNV(vm, v16, vSrc, sliceTensorLayoutNV(tV, c0, BC, 0, DH));
+			coopMatLoadTensorNV(vm, v16, vSrc, sliceTensorLayoutNV(tV, c0, BC, 0, DH));
 #endif
 			O = coopMatMulAdd(pa, vm, O);
 		} else {
@@ -492,9 +432,9 @@ void main() {
 			coopMatPerElementNV(S, S, noneToZero);
 			coopMatReduceNV(rsum, S, gl_CooperativeMatrixReduceRowNV, addOp);
 			L = eM * L + rsum;
-			O = O * eMo;
+			O = O * EMO;
 			barrier();
-			coopMatPerElementNV(O, O, addPV, c0, diag);
+			coopMatPerElementNV(O, O, addPV, c0);
 		}
 		barrier();  // chunk j + 1 staged; chunk j's half free for chunk j + 2
 	}
@@ -502,9 +442,13 @@ void main() {
 	// O / l and LSE = m + log l; a row without kept keys gets 0 and -inf.
 	STAT il;
 	coopMatPerElementNV(il, L, invOrZero);
+#if EQ
+	O = O * il;
+#else
 	OACC ilo;
 	coopMatReduceNV(ilo, il, gl_CooperativeMatrixReduceRowNV, smearOp);
 	O = O * ilo;
+#endif
 	coopMatPerElementNV(O, O, storeO);
 	coopMatPerElementNV(M, M, storeLSE, L, (bIdx * P.H + hIdx) * P.Lq);
 }

@@ -119,9 +119,8 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 			for _, br := range []int{128, 64, 32, 16} {
 				for _, bc := range []int{128, 64, 32, 16} {
 					// At most 64 x 64 and 128 invocations by default: on the H200 the wide
-					// statistics make larger tiles spill their registers' worth of work
-					// (64x64 at 128: 4.0 ms dense causal 16K, 64x128 at 256: 5.7 ms,
-					// bench/NOTES.md); the others for tuning only.
+					// statistics make larger tiles spill (64x64 at 128: 4.0 ms dense causal
+					// 16K, 64x128 at 256: 5.7 ms, bench/NOTES.md); the others for tuning only.
 					if want == nil && (br > 64 || bc > 64 || nt > 128) {
 						continue
 					}
@@ -191,9 +190,8 @@ func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
 			return t, fmt.Errorf("kern: attention (coopmat2): one head's packed keys need %d bytes, over %s's largest allocation or binding", n, caps.Name)
 		}
 	}
-	if p.Mode == ModeNone || p.Causal != 0 {
-		// K and V are read in place by whole chunks of rows, 16-byte aligned (mode none,
-		// and the diagonal walk of the causal packed modes).
+	if p.Mode == ModeNone {
+		// K and V are read in place by whole chunks of rows, 16-byte aligned.
 		for _, v := range []View{p.K, p.V} {
 			if v.Off%8 != 0 || v.SB%8 != 0 || v.SL%8 != 0 || v.SH%8 != 0 {
 				return t, fmt.Errorf("kern: attention (coopmat2): K/V offsets and strides not multiples of 8 elements")
@@ -278,10 +276,6 @@ func (c *CM2Buffers) Close() error {
 	return nil
 }
 
-// attnCM2Bindings is the binding count of attention_cm2.comp: attention.comp's, then K
-// and V in place.
-const attnCM2Bindings = attnBindings + 2
-
 // cm2Pipeline returns the coopmat2 attention pipeline of a tile (subgroup size pinned
 // where the device lets it vary and the subgroup-scope variant needs it).
 // nonFinite picks the route of the heads whose V holds a NaN or an infinity.
@@ -291,7 +285,7 @@ func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile, nonFinite bool) (*vk.Pipe
 		route = 1
 	}
 	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW), route}
-	key := pipeKey{name: t.variant(), bindings: attnCM2Bindings, push: 8}
+	key := pipeKey{name: t.variant(), bindings: attnBindings, push: 8}
 	if t.Scope == vk.ScopeSubgroup {
 		key.subgroup = k.pinnedSubgroup(uint32(t.Threads))
 	}
@@ -358,12 +352,11 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 			return err
 		}
 		for _, x := range parts {
-			// The other kernels' bindings with the packed (or in-place) K and V and the
-			// flags of non-finite V in the mask's slot (explicit masks never come here),
-			// then K and V in place.
+			// The same bindings as the other kernels, with the packed (or in-place) K and V
+			// and the flags of non-finite V in the mask's slot (explicit masks never come here).
 			bb := *b
 			bb.K, bb.V, bb.Mask, bb.Bias = x.k, x.v, c.VFlags, nil
-			if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count), b.K, b.V); err != nil {
+			if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count)); err != nil {
 				return err
 			}
 		}
