@@ -2,6 +2,7 @@ package kern
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/dmavk/dmavk/shaders"
 	"github.com/dmavk/dmavk/vk"
@@ -34,11 +35,23 @@ type AttnCMTile struct {
 // attnCMShared is the shared memory attention_cm.comp declares, in bytes.
 func attnCMShared(d, br, bc, nsg, nt int, s vk.CoopMatShape) int {
 	ms := int(s.M)
-	halves := 2*bc*(d+8) + nsg*ms*(bc+8) // K/V rows, P
-	words := nsg*ms*(bc+4) +             // scores / scratch
-		(bc + nt) + 3*bc + 2*br + // ring, kidx+kord+kdel, tauS
-		(2*nsg+3)/4*4 + 4 + br // sgCnt, flags, rowA
+	lp := bc // P's row stride, padded where rows would alias the same banks
+	if bc%32 == 0 {
+		lp = bc + 8
+	}
+	halves := 2*bc*(d+8) + nsg*ms*lp // K/V rows, P
+	words := nsg*ms*(bc+4) +         // scores / scratch
+		2*attnCMRing(bc, nt) + 2*br + // ring of keys, tauS
+		(2*nsg+3)/4*4 + 4 // sgCnt, flags
 	return 2*halves + 4*words
+}
+
+// attnCMRing is the kernel's ring of keys: a power of two of at least 2 bc + nt entries.
+func attnCMRing(bc, nt int) int {
+	if 2*bc+nt <= 256 {
+		return 256
+	}
+	return 512
 }
 
 // attnCMShape is the device's subgroup-scope f16 x f16 + f32 cooperative-matrix shape
@@ -92,13 +105,19 @@ func AttnCMTiling(caps *vk.Caps, d int) (AttnCMTile, error) {
 	ms, ns, ks := int(s.M), int(s.N), int(s.K)
 	sg := int(caps.SubgroupSize)
 	smallest := 0
+	brs, bcs := []int{64, 32, 16}, []int{64, 48, 32, 16}
+	want := cmTileOverride()
+	if want != nil {
+		brs, bcs = []int{want[0]}, []int{want[1]}
+	}
 	// Larger row tiles first (more reuse of each gathered K/V row), then larger chunks
 	// (fewer workgroup barriers per key).
-	for _, br := range []int{64, 32, 16} {
-		for _, bc := range []int{64, 48, 32, 16} {
+	for _, br := range brs {
+		for _, bc := range bcs {
 			nsg := br / ms
 			nt := nsg * sg
-			if br%ms != 0 || bc%ns != 0 || bc%ks != 0 || d%ns != 0 || d%ks != 0 || ms*d/sg > attnCMMaxRegs ||
+			if br%ms != 0 || 64%br != 0 || bc%16 != 0 || bc > 64 || bc%ns != 0 || bc%ks != 0 || d%ns != 0 || d%ks != 0 ||
+				ms*d/sg > attnCMMaxRegs || 2*bc+nt > 512 ||
 				uint32(nt) > caps.MaxWorkgroupInvocations || uint32(nt) > caps.MaxWorkgroupSize[0] {
 				continue
 			}
@@ -109,11 +128,29 @@ func AttnCMTiling(caps *vk.Caps, d int) (AttnCMTile, error) {
 			smallest = t.Shared
 		}
 	}
+	if want != nil {
+		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): DMAVK_CM_TILE=%dx%d does not fit D=%d with shape %s and subgroup size %d on %s",
+			want[0], want[1], d, s, sg, caps.Name)
+	}
 	if smallest == 0 {
 		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): no tile for D=%d with shape %s and subgroup size %d", d, s, sg)
 	}
 	return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): D=%d needs %d bytes of shared memory at the smallest tile, %s has %d",
 		d, smallest, caps.Name, caps.MaxSharedMemory)
+}
+
+// cmTileOverride parses DMAVK_CM_TILE ("64x48": query rows, keys per chunk), a tuning
+// knob for the KHR kernel's tile; nil when unset or malformed.
+func cmTileOverride() []int {
+	v := os.Getenv("DMAVK_CM_TILE")
+	if v == "" {
+		return nil
+	}
+	var br, bc int
+	if n, err := fmt.Sscanf(v, "%dx%d", &br, &bc); n != 2 || err != nil {
+		return nil
+	}
+	return []int{br, bc}
 }
 
 // SetPortableOnly keeps attention on the portable kernel (on) or lets RecordAttention
@@ -172,9 +209,19 @@ func attentionPathFor(caps *vk.Caps, p *Params, noCM2 bool) string {
 	return PathCoopMat
 }
 
-// cmCode gives the SPIR-V of the cooperative-matrix kernel; a test may swap in a
-// debugging build of the same source.
-var cmCode = func() ([]byte, error) { return shaders.Get("attention_cm") }
+// cmCode gives the SPIR-V of the cooperative-matrix kernel: the embedded build, or the
+// file DMAVK_CM_SPV names (a build of the same source with other switches:
+// tools/cm_builds.sh makes the ablation and debugging builds; bench/gpu.sh khr times them).
+var cmCode = func() ([]byte, error) {
+	if path := os.Getenv("DMAVK_CM_SPV"); path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("kern: DMAVK_CM_SPV: %w", err)
+		}
+		return raw, nil
+	}
+	return shaders.Get("attention_cm")
+}
 
 // cmPipeline returns the cooperative-matrix attention pipeline of a tile, compiling it
 // the first time (with the subgroup size pinned where the device lets it vary).
