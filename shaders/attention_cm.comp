@@ -1,8 +1,12 @@
 #version 460
+// variant: f16
+// variant: bf16 -DBF16=1
+//
 // DMA attention forward on tensor cores through VK_KHR_cooperative_matrix (spec section
-// 3; the plan contract: internal/kern/doc.go). fp16 storage of Q/K/V/O only (P.storage
-// fp16), fp16 operands and fp32 accumulation; scores, softmax and O accumulate in float32.
-// Same bindings, parameter block, plan contract and outputs as attention.comp.
+// 3; the plan contract: internal/kern/doc.go). fp16 storage of Q/K/V/O (bf16 in the bf16
+// variant), operands of the same type and fp32 accumulation; scores, softmax and O
+// accumulate in float32. Same bindings, parameter block, plan contract and outputs as
+// attention.comp.
 //
 // A workgroup is NSG subgroups of SG invocations and owns a tile of BR = NSG * MS query
 // rows of one (batch, head), aligned on key positions as in attention.comp (BR divides
@@ -44,9 +48,11 @@
 // (internal/kern/attention_cm.go) checks these and (MS * NS) % (2 * SG) == 0.
 //
 // Build switches (ablations and debugging, tools/cm_builds.sh; none is set in the
-// committed SPIR-V): V_BEFORE_S requests V before S instead of after it; S_SERIAL
-// computes the score tiles one after another (fewer live registers); DEBUG_SCALAR_PV
-// takes the scalar P V route on every chunk.
+// committed SPIR-V): V_BEFORE_S requests V before S instead of after it (and stores it
+// before the softmax); K_LATE requests the next chunk's K after P V instead of before
+// (fewer live registers, latency exposed); S_SERIAL computes the score tiles one after
+// another (fewer live registers); DEBUG_SCALAR_PV takes the scalar P V route on every
+// chunk.
 #pragma use_vulkan_memory_model
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
@@ -55,6 +61,15 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_KHR_shader_subgroup_ballot : require
+#ifdef BF16
+#extension GL_EXT_bfloat16 : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
+#define T16 bfloat16_t
+#define T16V4 bf16vec4
+#else
+#define T16 float16_t
+#define T16V4 f16vec4
+#endif
 
 #include "dma_common.glsl"
 
@@ -101,9 +116,9 @@ layout(std430, binding = 11) writeonly buffer BufLSE { float lseb[]; };
 // drivers lay shared variables out by their own alignment, and a cooperative-matrix
 // load or store needs a 16-byte aligned address (NVIDIA returns garbage otherwise).
 // Offsets and strides of every cooperative-matrix access are multiples of 16 bytes.
-shared f16vec4 KV4[2u * BC * LK4];  // K rows [0, BC), V rows [BC, 2 BC); Q staging first
+shared T16V4 KV4[2u * BC * LK4];  // K rows [0, BC), V rows [BC, 2 BC); Q staging first
 shared float Ss[NSG * MS * LS];     // per subgroup: raw scores of the chunk, then scratch
-shared float16_t Ps[NSG * MS * LP]; // per subgroup: probabilities of the chunk
+shared T16 Ps[NSG * MS * LP];    // per subgroup: probabilities of the chunk
 shared uvec2 ring[KCAP];            // keys (idx, ord) in walk order, slot = position % KCAP
 shared uvec2 tauS[BR];
 shared uint sgCnt[SGC];             // gather: kept count (| stop bit) per subgroup, 2 slots
@@ -158,10 +173,54 @@ uvec4 loadV(uint e) {
 	return uvec4(wordV(e), wordV(e + 2u), wordV(e + 4u), wordV(e + 6u));
 }
 
-f16vec4 h4(uint a, uint b) { return f16vec4(unpackFloat2x16(a), unpackFloat2x16(b)); }
+// Four 16-bit elements from two words (low half first).
+#ifdef BF16
+bf16vec2 bf2(uint a) { return uintBitsToBFloat16EXT(u16vec2(a & 0xffffu, a >> 16)); }
+T16V4 h4(uint a, uint b) { return bf16vec4(bf2(a), bf2(b)); }
+#else
+T16V4 h4(uint a, uint b) { return f16vec4(unpackFloat2x16(a), unpackFloat2x16(b)); }
+#endif
 
-// Whether both halves of a word are finite (exponent not all ones).
-bool finiteW(uint w) { return (w & 0x7c00u) != 0x7c00u && (w & 0x7c000000u) != 0x7c000000u; }
+// Non-finite elements of a word: the exponent field (bits 10-14 of each half; bf16: 7-14)
+// plus one carries into the element's sign bit exactly when it is all ones; OR the
+// results of many words and test the sign bits once.
+#ifdef BF16
+uint nonFiniteBits(uint w) { return (w & 0x7f807f80u) + 0x00800080u; }
+#else
+uint nonFiniteBits(uint w) { return (w & 0x7c007c00u) + 0x04000400u; }
+#endif
+bool anyNonFinite(uint acc) { return (acc & 0x80008000u) != 0u; }
+
+// A chunk's K or V rows, 8 halves per item: item x of invocation u is key c of the
+// chunk (walk position head + c; zero past its n keys), halves [d, d + 8).
+void rowsLoad(bool isV, uint u, uint head, uint n, out uvec4 w[LPT]) {
+	[[unroll]] for (uint x = 0u; x < LPT; x++) {
+		uint e = u + NT * x;
+		uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
+		w[x] = uvec4(0u);
+		if (c < n && e < BC * DH / 8u) {
+			uint j = fromU ? ring[(head + c) & KMASK].x : head + c;
+			w[x] = isV ? loadV(vBase + j * P.vSL + d) : loadK(kBase + j * P.kSL + d);
+		}
+	}
+}
+
+// Stores the items of rowsLoad at K/V row r0 + c of the shared rows; returns their
+// nonFiniteBits.
+uint rowsStore(uint u, uint r0, uvec4 w[LPT]) {
+	uint acc = 0u;
+	[[unroll]] for (uint x = 0u; x < LPT; x++) {
+		uint e = u + NT * x;
+		if (e < BC * DH / 8u) {
+			uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
+			acc |= nonFiniteBits(w[x].x) | nonFiniteBits(w[x].y) | nonFiniteBits(w[x].z) | nonFiniteBits(w[x].w);
+			uint o = (r0 + c) * LK4 + d / 4u;
+			KV4[o] = h4(w[x].x, w[x].y);
+			KV4[o + 1u] = h4(w[x].z, w[x].w);
+		}
+	}
+	return acc;
+}
 
 // Max and sum over the TPR adjacent lanes of a row.
 float rowMax(float v) {
@@ -256,8 +315,11 @@ void main() {
 	causal = P.causal != 0u;
 
 	// Tile geometry, in key positions (signed: rows may sit before key 0 when Lq > Lk).
+	// With causality the last tiles have the most keys: they start first, so that the
+	// short ones fill the end of the dispatch.
+	uint tile = causal ? gl_NumWorkGroups.x - 1u - gl_WorkGroupID.x : gl_WorkGroupID.x;
 	int t0 = P.posOffset >= 0 ? P.posOffset / int(BR) : -((-P.posOffset + int(BR) - 1) / int(BR));
-	tpos = (t0 + int(gl_WorkGroupID.x)) * int(BR);       // position of tile row 0
+	tpos = (t0 + int(tile)) * int(BR);                     // position of tile row 0
 	firstPos = max(tpos, P.posOffset);                     // first real row's position
 	lastPos = min(tpos + int(BR) - 1, P.posOffset + int(P.Lq) - 1);
 	int myPos = tpos + int(sr);
@@ -271,7 +333,7 @@ void main() {
 	// Query fragments of the band, staged through the K/V area QP rows at a time (rows
 	// outside [0, Lq) are zero).
 	uint qBase = P.qOff + bIdx * P.qSB + hIdx * P.qSH;
-	coopmat<float16_t, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> qf[KT];
+	coopmat<T16, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> qf[KT];
 	for (uint r0 = 0u; r0 < BR; r0 += QP) {
 		for (uint e = u; e < QP * DH / 4u; e += NT) {
 			uint rr = e / (DH / 4u), d = 4u * (e - rr * (DH / 4u));
@@ -366,27 +428,12 @@ void main() {
 	{
 		uvec4 wk[LPT];
 		uint ordv[MPT];
-		[[unroll]] for (uint x = 0u; x < LPT; x++) {
-			uint e = u + NT * x;
-			uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
-			wk[x] = uvec4(0u);
-			if (c < n && e < BC * DH / 8u) {
-				uint j = fromU ? ring[(head + c) & KMASK].x : head + c;
-				wk[x] = loadK(kBase + j * P.kSL + d);
-			}
-		}
+		rowsLoad(false, u, head, n, wk);
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
 			ordv[x] = (!fromU && c < n) ? ordb[ordBase + head + c] : 0u;
 		}
-		[[unroll]] for (uint x = 0u; x < LPT; x++) {
-			uint e = u + NT * x;
-			if (e < BC * DH / 8u) {
-				uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
-				KV4[c * LK4 + d / 4u] = h4(wk[x].x, wk[x].y);
-				KV4[c * LK4 + d / 4u + 1u] = h4(wk[x].z, wk[x].w);
-			}
-		}
+		rowsStore(u, 0u, wk);
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
 			if (!fromU && c < n) ring[(head + c) & KMASK] = uvec2(head + c, ordv[x]);
@@ -394,23 +441,15 @@ void main() {
 	}
 	barrier();
 
-	float scale = P.scale;
 	uint cpar = 0u;
 	while (n > 0u) {
 		// A band computes this chunk unless it has no real row or, with causality and the
 		// keys in place (ascending), the chunk starts after its last row.
 		bool bandOn = bandReal && (fromU || !causal || int(head) <= bandLast);
 		uvec4 wv[LPT];
+		uint vBits = 0u;
 #ifdef V_BEFORE_S
-		[[unroll]] for (uint x = 0u; x < LPT; x++) {
-			uint e = u + NT * x;
-			uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
-			wv[x] = uvec4(0u);
-			if (c < n && e < BC * DH / 8u) {
-				uint j = fromU ? ring[(head + c) & KMASK].x : head + c;
-				wv[x] = loadV(vBase + j * P.vSL + d);
-			}
-		}
+		rowsLoad(true, u, head, n, wv);
 #endif
 
 		// 1. S = Q K^T for the band.
@@ -420,7 +459,7 @@ void main() {
 				coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> sacc =
 					coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator>(0.0);
 				[[unroll]] for (uint kk = 0u; kk < KT; kk++) {
-					coopmat<float16_t, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> kb;
+					coopmat<T16, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> kb;
 					coopMatLoad(kb, KV4, tj * NS * LK4 + kk * KS / 4u, LK4, gl_CooperativeMatrixLayoutColumnMajor);
 					sacc = coopMatMulAdd(qf[kk], kb, sacc);
 				}
@@ -432,7 +471,7 @@ void main() {
 				sacc[tj] = coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator>(0.0);
 			[[unroll]] for (uint kk = 0u; kk < KT; kk++) {
 				[[unroll]] for (uint tj = 0u; tj < NTS; tj++) {
-					coopmat<float16_t, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> kb;
+					coopmat<T16, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> kb;
 					coopMatLoad(kb, KV4, tj * NS * LK4 + kk * KS / 4u, LK4, gl_CooperativeMatrixLayoutColumnMajor);
 					sacc[tj] = coopMatMulAdd(qf[kk], kb, sacc[tj]);
 				}
@@ -445,16 +484,10 @@ void main() {
 		subgroupMemoryBarrierShared();
 		subgroupBarrier();
 
-#ifndef V_BEFORE_S
-		[[unroll]] for (uint x = 0u; x < LPT; x++) {
-			uint e = u + NT * x;
-			uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
-			wv[x] = uvec4(0u);
-			if (c < n && e < BC * DH / 8u) {
-				uint j = fromU ? ring[(head + c) & KMASK].x : head + c;
-				wv[x] = loadV(vBase + j * P.vSL + d);
-			}
-		}
+#ifdef V_BEFORE_S
+		vBits = rowsStore(u, BC, wv);  // V to shared memory while the softmax runs
+#else
+		rowsLoad(true, u, head, n, wv);
 #endif
 
 		// 2. Online softmax, row sr, columns sp + TPR * x; the raw scores stay in the
@@ -478,7 +511,7 @@ void main() {
 			[[unroll]] for (uint x = 0u; x < CPL; x++) {
 				float p = isNegInfF(sv[x]) ? 0.0 : exp(sv[x] - mnew);
 				psum += p;
-				Ps[pBase + r * LP + sp + TPR * x] = float16_t(p);
+				Ps[pBase + r * LP + sp + TPR * x] = T16(p);
 			}
 			psum = rowSum(psum);
 			lrow = lrow * alpha + psum;
@@ -486,18 +519,10 @@ void main() {
 		}
 
 		// V rows to shared memory; a non-finite value sends the chunk to the scalar route.
-		bool bad = false;
-		[[unroll]] for (uint x = 0u; x < LPT; x++) {
-			uint e = u + NT * x;
-			if (e < BC * DH / 8u) {
-				uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
-				bad = bad || !(finiteW(wv[x].x) && finiteW(wv[x].y) && finiteW(wv[x].z) && finiteW(wv[x].w));
-				uint vo = (BC + c) * LK4 + d / 4u;
-				KV4[vo] = h4(wv[x].x, wv[x].y);
-				KV4[vo + 1u] = h4(wv[x].z, wv[x].w);
-			}
-		}
-		if (bad) flagsS[2u * cpar] = 1u;
+#ifndef V_BEFORE_S
+		vBits = rowsStore(u, BC, wv);
+#endif
+		if (anyNonFinite(vBits)) flagsS[2u * cpar] = 1u;
 #ifdef DEBUG_SCALAR_PV
 		flagsS[2u * cpar] = 1u;
 #endif
@@ -508,15 +533,9 @@ void main() {
 		uint nNext = min(nbuf - n, BC), headNext = head + n;
 		uvec4 wk[LPT];
 		uint ordv[MPT];
-		[[unroll]] for (uint x = 0u; x < LPT; x++) {
-			uint e = u + NT * x;
-			uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
-			wk[x] = uvec4(0u);
-			if (c < nNext && e < BC * DH / 8u) {
-				uint j = fromU ? ring[(headNext + c) & KMASK].x : headNext + c;
-				wk[x] = loadK(kBase + j * P.kSL + d);
-			}
-		}
+#ifndef K_LATE
+		rowsLoad(false, u, headNext, nNext, wk);
+#endif
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
 			ordv[x] = (!fromU && c < nNext) ? ordb[ordBase + headNext + c] : 0u;
@@ -532,10 +551,10 @@ void main() {
 			if (!vBad) {
 				// O += P V.
 				[[unroll]] for (uint kk = 0u; kk < BC; kk += KS) {
-					coopmat<float16_t, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> pa;
+					coopmat<T16, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA> pa;
 					coopMatLoad(pa, Ps, pBase + kk, LP, gl_CooperativeMatrixLayoutRowMajor);
 					[[unroll]] for (uint q = 0u; q < OTC; q++) {
-						coopmat<float16_t, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> vb;
+						coopmat<T16, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB> vb;
 						coopMatLoad(vb, KV4, (BC + kk) * LK4 + q * NS / 4u, LK4, gl_CooperativeMatrixLayoutRowMajor);
 						oacc[q] = coopMatMulAdd(pa, vb, oacc[q]);
 					}
@@ -565,14 +584,10 @@ void main() {
 		}
 
 		// The next chunk's K rows and keys to shared memory; the ring topped up.
-		[[unroll]] for (uint x = 0u; x < LPT; x++) {
-			uint e = u + NT * x;
-			if (e < BC * DH / 8u) {
-				uint c = e / (DH / 8u), d = 8u * (e - c * (DH / 8u));
-				KV4[c * LK4 + d / 4u] = h4(wk[x].x, wk[x].y);
-				KV4[c * LK4 + d / 4u + 1u] = h4(wk[x].z, wk[x].w);
-			}
-		}
+#ifdef K_LATE
+		rowsLoad(false, u, headNext, nNext, wk);
+#endif
+		rowsStore(u, 0u, wk);
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
 			if (!fromU && c < nNext) ring[(headNext + c) & KMASK] = uvec2(headNext + c, ordv[x]);
@@ -603,7 +618,11 @@ void main() {
 			uint row = x / NS, col = q * NS + x % NS;
 			int ri = bandFirst + int(row) - P.posOffset;
 			if (ri >= 0 && ri < int(P.Lq))
+#ifdef BF16
+				ob[(oBase + uint(ri) * P.oSL + col) >> 1] = pack16(Ss[sBase + x], Ss[sBase + x + 1u], true);
+#else
 				ob[(oBase + uint(ri) * P.oSL + col) >> 1] = packFloat2x16(f16vec2(Ss[sBase + x], Ss[sBase + x + 1u]));
+#endif
 		}
 		subgroupMemoryBarrierShared();
 		subgroupBarrier();

@@ -664,9 +664,9 @@ func TestAttention(t *testing.T) {
 	}
 }
 
-// TestAttentionStorage: bf16 never takes the KHR cooperative-matrix path (its kernel
-// reads fp16 only) but takes coopmat2 where bf16 cooperative matrices exist, and an
-// unknown storage code is rejected before any dispatch.
+// TestAttentionStorage: bf16 takes coopmat2, else the KHR cooperative-matrix path, where
+// bf16 cooperative matrices of the kind exist, else the portable one; and an unknown
+// storage code is rejected before any dispatch.
 func TestAttentionStorage(t *testing.T) {
 	e := newAttnEnv(t)
 	caps := e.d.Caps()
@@ -674,6 +674,8 @@ func TestAttentionStorage(t *testing.T) {
 		want := kern.PathPortable
 		if _, err := kern.AttnCM2TilingFor(&caps, int(d), kern.StorageBF16); err == nil {
 			want = kern.PathCoopMat2
+		} else if _, err := kern.AttnCMTilingFor(&caps, int(d), kern.StorageBF16); err == nil {
+			want = kern.PathCoopMat
 		}
 		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageBF16, D: d}); path != want {
 			t.Errorf("bf16 D=%d: path %s, want %s", d, path, want)
