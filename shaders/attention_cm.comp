@@ -545,7 +545,8 @@ void main() {
 			// O *= alpha, row by row: each element takes its row's alpha from that row's
 			// first softmax lane.
 			coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> am;
-			for (int i = 0; i < am.length(); i++) am[i] = subgroupShuffle(alpha, uint(rowId[i]) * TPR);
+			// (Unrolled: constant element indices keep the accumulators in registers.)
+			[[unroll]] for (int i = 0; i < am.length(); i++) am[i] = subgroupShuffle(alpha, uint(rowId[i]) * TPR);
 			[[unroll]] for (uint q = 0u; q < OTC; q++) oacc[q] = oacc[q] * am;
 
 			if (!vBad) {
@@ -561,15 +562,15 @@ void main() {
 				}
 			} else {
 				// Scalar P V: each element sums the keys its row keeps (score not -inf).
-				for (int i = 0; i < am.length(); i++) {
+				[[unroll]] for (int i = 0; i < am.length(); i++) {
 					uint row = uint(rowId[i]), col = uint(colId[i]);
 					int pos = bandFirst + int(row);
 					int ri = pos - P.posOffset;
-					if (ri < 0 || ri >= int(P.Lq)) continue;
-					uvec2 tau = rowCausal ? taub[bhPlan * P.Lq + uint(ri)] : uvec2(0u);
+					bool rowReal = ri >= 0 && ri < int(P.Lq);
+					uvec2 tau = rowCausal && rowReal ? taub[bhPlan * P.Lq + uint(ri)] : uvec2(0u);
 					float sum[OTC];
 					[[unroll]] for (uint q = 0u; q < OTC; q++) sum[q] = 0.0;
-					for (uint c = 0u; c < n; c++) {
+					for (uint c = 0u; c < (rowReal ? n : 0u); c++) {
 						float s = score(Ss[sBase + row * LS + c], entryAt(head, c, n), pos, uint(ri), tau);
 						if (isNegInfF(s)) continue;
 						float p = float(Ps[pBase + row * LP + c]);
@@ -607,7 +608,7 @@ void main() {
 	if (sp == 0u && real) lseb[(bIdx * P.H + hIdx) * P.Lq + myRow] = anyKept ? mrow + log(lrow) : NEG_INF;
 	float il = anyKept ? 1.0 / lrow : 0.0;
 	coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator> im;
-	for (int i = 0; i < im.length(); i++) im[i] = subgroupShuffle(il, uint(rowId[i]) * TPR);
+	[[unroll]] for (int i = 0; i < im.length(); i++) im[i] = subgroupShuffle(il, uint(rowId[i]) * TPR);
 	// Pairs of halves leave as whole words (offsets and strides of O are even).
 	uint oBase = P.oOff + bIdx * P.oSB + hIdx * P.oSH;
 	[[unroll]] for (uint q = 0u; q < OTC; q++) {
