@@ -223,7 +223,7 @@ part_khr() {
 		shift
 		echo "== $label"
 		env "$@" DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --warmup 300ms --profile 2>&1 |
-			grep -E '^ *custom|attention_cm:|error'
+			grep -E '^ *custom|attention_cm_(f16|bf16):|error'
 		env "$@" DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode row --reps 5 --warmup 300ms 2>&1 |
 			grep -E '^ *custom *\||error'
 	}
@@ -234,7 +234,7 @@ part_khr() {
 			[[ $b == *scalar_pv* ]] && continue # a debugging build, slow by design
 			khr_bench "build $(basename "$b" .spv)" DMAVK_CM_SPV="$ROOT/$b"
 		done
-		for t in ${CM_TILES:-32x64 32x48 64x32 64x16}; do
+		for t in ${CM_TILES:-32x48 64x32 16x48}; do
 			khr_bench "default build, DMAVK_CM_TILE=$t" DMAVK_CM_TILE="$t"
 		done
 		echo "== the committed kernel, fp16 and bf16 (bf16 on the KHR path only where the device has bf16 cooperative matrices)"
