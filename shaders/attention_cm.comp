@@ -122,7 +122,7 @@ shared T16 Ps[NSG * MS * LP];    // per subgroup: probabilities of the chunk
 shared uvec2 ring[KCAP];            // keys (idx, ord) in walk order, slot = position % KCAP
 shared uvec2 tauS[BR];
 shared uint sgCnt[SGC];             // gather: kept count (| stop bit) per subgroup, 2 slots
-shared uint flagsS[4];              // non-finite V in the chunk, 2 slots
+shared uint flagsS[4];              // per chunk parity: non-finite V, a padded key (in place)
 
 const float NEG_INF = -1.0 / 0.0;
 const uint KMASK = KCAP - 1u;
@@ -436,7 +436,10 @@ void main() {
 		rowsStore(u, 0u, wk);
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
-			if (!fromU && c < n) ring[(head + c) & KMASK] = uvec2(head + c, ordv[x]);
+			if (!fromU && c < n) {
+				ring[(head + c) & KMASK] = uvec2(head + c, ordv[x]);
+				if (ordv[x] == 0u) flagsS[1] = 1u;
+			}
 		}
 	}
 	barrier();
@@ -496,12 +499,26 @@ void main() {
 		if (bandOn) {
 			float sv[CPL];
 			float mx = NEG_INF;
-			[[unroll]] for (uint x = 0u; x < CPL; x++) {
-				uint c = sp + TPR * x;
-				float s = NEG_INF;
-				if (real) s = score(Ss[sBase + r * LS + c], entryAt(head, c, n), myPos, myRow, myTau);
-				sv[x] = s;
-				mx = max(mx, s);
+			// Mode none, a whole chunk of keys none of which is padded, every one at or
+			// before the band's first row: every real row keeps every key, no test needed.
+			bool whole = P.mode == MODE_NONE && n == BC && flagsS[2u * cpar + 1u] == 0u &&
+				(!causal || int(head + BC - 1u) <= bandFirst);
+			if (whole) {
+				[[unroll]] for (uint x = 0u; x < CPL; x++) {
+					uint c = sp + TPR * x;
+					float s = P.scale * Ss[sBase + r * LS + c] + unord(ring[(head + c) & KMASK].y);
+					if (P.softcap > 0.0) s = P.softcap * safeTanh(s / P.softcap);
+					sv[x] = real ? s : NEG_INF;
+					mx = max(mx, sv[x]);
+				}
+			} else {
+				[[unroll]] for (uint x = 0u; x < CPL; x++) {
+					uint c = sp + TPR * x;
+					float s = NEG_INF;
+					if (real) s = score(Ss[sBase + r * LS + c], entryAt(head, c, n), myPos, myRow, myTau);
+					sv[x] = s;
+					mx = max(mx, s);
+				}
 			}
 			mx = rowMax(mx);
 			float mnew = max(mrow, mx);
@@ -591,9 +608,15 @@ void main() {
 		rowsStore(u, 0u, wk);
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
-			if (!fromU && c < nNext) ring[(headNext + c) & KMASK] = uvec2(headNext + c, ordv[x]);
+			if (!fromU && c < nNext) {
+				ring[(headNext + c) & KMASK] = uvec2(headNext + c, ordv[x]);
+				if (ordv[x] == 0u) flagsS[2u * (cpar ^ 1u) + 1u] = 1u;
+			}
 		}
-		if (u == 0u) flagsS[2u * (cpar ^ 1u)] = 0u;  // the next chunk's slot, last read a chunk ago
+		if (u == 0u) {
+			flagsS[2u * (cpar ^ 1u)] = 0u;  // the next chunk's V slot, last read a chunk ago
+			flagsS[2u * cpar + 1u] = 0u;    // this chunk's padding slot, for the one after next
+		}
 		head = headNext;
 		nbuf -= n;
 		if (fromU) fillRing(head, nbuf, cursor, par);

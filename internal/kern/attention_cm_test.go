@@ -77,6 +77,10 @@ func attnCMCases() []attnCase {
 	add(attnCase{name: "shared/pad-rand", Lq: 65, mode: shared, causal: true, w: 8, pad: "rand"})
 	add(attnCase{name: "none/pad-batch1/noncausal", Lq: 20, mode: none, pad: "batch1"})
 	add(attnCase{name: "row/pad-rand/noncausal", Lq: 65, mode: row, w: 8, pad: "rand"})
+	// Chunks with and without a padded key in turn (mode none skips the keep test on
+	// whole chunks without one).
+	add(attnCase{name: "none/pad-sparse/L300", B: 1, H: 2, Hkv: 1, Lq: 300, mode: none, causal: true, pad: "sparse"})
+	add(attnCase{name: "none/pad-sparse/noncausal/Lq100-Lk300", B: 1, H: 2, Hkv: 1, Lq: 100, Lk: 300, mode: none, pad: "sparse"})
 	// Softcap.
 	add(attnCase{name: "row/softcap", Lq: 65, mode: row, causal: true, w: 16, softcap: 2})
 	add(attnCase{name: "none/softcap/large", Lq: 65, mode: none, causal: true, softcap: 5, weights: "large"})

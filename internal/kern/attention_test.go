@@ -31,7 +31,7 @@ type attnCase struct {
 	softcap               float64 // 0 = off
 	weights               string  // "rand" (default), "equal", "large", "ties"
 	qk                    float64 // magnitude of q and k (default 1)
-	pad                   string  // "" none, "batch1" (every key of batch 1 padded), "rand"
+	pad                   string  // "" none, "batch1" (every key of batch 1 padded), "rand", "sparse" (keys 97k + 5)
 	maskShape, biasShape  []int   // explicit mode: broadcast shapes [B, heads, Lq, Lk]
 	nanKey                int     // >= 0: V of this key (batch 0, kv head 0) holds a NaN
 	inject                string  // non-finite values at random places of q, k, v, w (weights) or all: see injectNonFinite
@@ -284,7 +284,8 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 		for b := range c.B {
 			padding[b] = make([]bool, c.Lk)
 			for j := range c.Lk {
-				padding[b][j] = !(c.pad == "batch1" && b == 1) && !(c.pad == "rand" && rng.IntN(4) == 0)
+				padding[b][j] = !(c.pad == "batch1" && b == 1) && !(c.pad == "rand" && rng.IntN(4) == 0) &&
+					!(c.pad == "sparse" && j%97 == 5)
 			}
 		}
 	}
