@@ -28,7 +28,8 @@
 //      flight (16-byte global loads into registers);
 //   2. the TPR = SG / MS lanes of each row apply scale, + delta, bias, softcap and the
 //      keep test to the scores (held in registers), run the online softmax in fp32 and
-//      write P = exp(s - m) (in [0, 1]) as fp16; V goes to shared memory; barrier;
+//      write P = exp(s - m) (in [0, 1]) in the operand type; V goes to shared memory;
+//      barrier;
 //   3. the next chunk's K rows are requested; each subgroup rescales O by alpha (below)
 //      and adds P V (coopMatMulAdd into its accumulators); the K rows go to shared
 //      memory, the ring is topped up; barrier.
@@ -36,6 +37,11 @@
 // same for every matrix of one type: two accumulators loaded once from row and column
 // numbers tell each invocation the (row, column) of each of its elements, so the per-row
 // rescale O *= alpha is a shuffle of the row's alpha into each element, in registers.
+// A band skips a chunk that starts after its last row (modes none and explicit, causal),
+// and skips the keep test on a whole chunk that each of its rows keeps entirely (known
+// from a flag per chunk set beside the K loads: a padded key in mode none, the largest
+// key index in modes row and shared; and in mode row the chunk's last, lowest ranked key
+// against the band's highest threshold).
 //
 // A chunk whose V rows hold a non-finite value computes P V by scalar sums instead, each
 // element over the keys its row keeps (recomputed from the raw scores, which stay in the
@@ -45,7 +51,8 @@
 // Specialization: DH (a multiple of 16 and of NS and KS, at most 256), BR (NSG * MS), BC
 // (a multiple of 16, at most 64), the cooperative-matrix shape MS x NS x KS, SG
 // (subgroup size, a multiple of MS), NSG (subgroups), local size NSG * SG. The host
-// (internal/kern/attention_cm.go) checks these and (MS * NS) % (2 * SG) == 0.
+// (internal/kern/attention_cm.go) checks these, (MS * NS) % (2 * SG) == 0 and
+// 2 BC + NT <= 512 (the ring).
 //
 // Build switches (ablations and debugging, tools/cm_builds.sh; none is set in the
 // committed SPIR-V): V_BEFORE_S requests V before S instead of after it (and stores it
@@ -122,7 +129,8 @@ shared T16 Ps[NSG * MS * LP];    // per subgroup: probabilities of the chunk
 shared uvec2 ring[KCAP];            // keys (idx, ord) in walk order, slot = position % KCAP
 shared uvec2 tauS[BR];
 shared uint sgCnt[SGC];             // gather: kept count (| stop bit) per subgroup, 2 slots
-shared uint flagsS[4];              // per chunk parity: non-finite V, a padded key (in place)
+shared uint flagsS[4];              // per chunk parity: non-finite V; a padded key (mode
+                                    // none) or the largest key index (modes row, shared)
 
 const float NEG_INF = -1.0 / 0.0;
 const uint KMASK = KCAP - 1u;
@@ -250,6 +258,18 @@ float score(float raw, uvec2 ent, int pos, uint i, uvec2 tau) {
 
 // Ring slot of the chunk column c (the chunk starts at walk position head).
 uvec2 entryAt(uint head, uint c, uint n) { return c < n ? ring[(head + c) & KMASK] : uvec2(~0u, 0u); }
+
+// Records key e of a chunk (walk position e; o its ord, read in place in modes none and
+// explicit) for the chunk's flag slot: mode none notes a padded key, modes row and shared
+// the largest key index.
+void chunkKey(uint e, uint o, uint slot) {
+	if (fromU) {
+		atomicMax(flagsS[slot], ring[e & KMASK].x);
+	} else {
+		ring[e & KMASK] = uvec2(e, o);
+		if (o == 0u) flagsS[slot] = 1u;
+	}
+}
 
 // Tops the ring up with kept candidates, NT at a time, until it holds 2 BC keys from
 // head on (nbuf of them) or the candidates run out. Modes row and shared only. Each round
@@ -407,6 +427,12 @@ void main() {
 	[[unroll]] for (uint q = 0u; q < OTC; q++)
 		oacc[q] = coopmat<float, gl_ScopeSubgroup, MS, NS, gl_MatrixUseAccumulator>(0.0);
 	uvec2 myTau = (rowCausal && real) ? tauS[sr] : uvec2(0u);
+	// The band's highest threshold, over its real rows (xor shuffles).
+	uvec2 bandTau = myTau;
+	for (uint off = 1u; off < SG; off <<= 1) {
+		uvec2 o = subgroupShuffleXor(bandTau, off);
+		if (keyGE(o, bandTau)) bandTau = o;
+	}
 	kBase = P.kOff + bIdx * P.kSB + kvh * P.kSH;
 	vBase = P.vOff + bIdx * P.vSB + kvh * P.vSH;
 	// 16-byte loads of K/V rows: every row starts on a multiple of 8 halves.
@@ -436,10 +462,7 @@ void main() {
 		rowsStore(u, 0u, wk);
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
-			if (!fromU && c < n) {
-				ring[(head + c) & KMASK] = uvec2(head + c, ordv[x]);
-				if (ordv[x] == 0u) flagsS[1] = 1u;
-			}
+			if (c < n) chunkKey(head + c, ordv[x], 1u);
 		}
 	}
 	barrier();
@@ -499,10 +522,20 @@ void main() {
 		if (bandOn) {
 			float sv[CPL];
 			float mx = NEG_INF;
-			// Mode none, a whole chunk of keys none of which is padded, every one at or
-			// before the band's first row: every real row keeps every key, no test needed.
-			bool whole = P.mode == MODE_NONE && n == BC && flagsS[2u * cpar + 1u] == 0u &&
-				(!causal || int(head + BC - 1u) <= bandFirst);
+			// A whole chunk that every real row of the band keeps entirely needs no keep
+			// test: mode none, no padded key; with causality every key at or before the
+			// band's first row; mode row, causal: its last (lowest ranked) key at or above
+			// every threshold of the band.
+			uint cflag = flagsS[2u * cpar + 1u];
+			bool whole = n == BC;
+			if (P.mode == MODE_NONE) {
+				whole = whole && cflag == 0u && (!causal || int(head + BC - 1u) <= bandFirst);
+			} else if (fromU) {
+				uvec2 last = ring[(head + BC - 1u) & KMASK];
+				whole = whole && (!causal || int(cflag) <= bandFirst) && (!rowCausal || keyGE(uvec2(last.y, last.x), bandTau));
+			} else {
+				whole = false;
+			}
 			if (whole) {
 				[[unroll]] for (uint x = 0u; x < CPL; x++) {
 					uint c = sp + TPR * x;
@@ -608,14 +641,11 @@ void main() {
 		rowsStore(u, 0u, wk);
 		[[unroll]] for (uint x = 0u; x < MPT; x++) {
 			uint c = u + NT * x;
-			if (!fromU && c < nNext) {
-				ring[(headNext + c) & KMASK] = uvec2(headNext + c, ordv[x]);
-				if (ordv[x] == 0u) flagsS[2u * (cpar ^ 1u) + 1u] = 1u;
-			}
+			if (c < nNext) chunkKey(headNext + c, ordv[x], 2u * (cpar ^ 1u) + 1u);
 		}
 		if (u == 0u) {
 			flagsS[2u * (cpar ^ 1u)] = 0u;  // the next chunk's V slot, last read a chunk ago
-			flagsS[2u * cpar + 1u] = 0u;    // this chunk's padding slot, for the one after next
+			flagsS[2u * cpar + 1u] = 0u;    // this chunk's key slot, for the one after next
 		}
 		head = headNext;
 		nbuf -= n;
