@@ -21,6 +21,9 @@
 #   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
 #   backward   Forward + Backward beside SDPA's forward + backward
 #   peers      ggml's Vulkan flash attention and flash-dmattn's Triton kernel, SDPA, Flex
+#   khrtests   the KHR attention's tests only: its kern tests (fp16, bf16, non-finite),
+#              the dma tests and selftest with coopmat2 off, and its debugging build
+#              (every chunk on the scalar P V route) on the kern tests
 #   khr        the KHR cooperative-matrix attention (coopmat2 off): each build of
 #              tools/cm_builds.sh, then other tiles, 16K/H8 modes none and row, with the
 #              driver's statistics; ggml's KHR flash attention on the same shape first
@@ -211,6 +214,23 @@ part_peers() {
 		(cd .peers && PYTHONUNBUFFERED=1 timeout 400 python3 peers.py all)
 	} >"$OUT/peers.txt" 2>&1
 	tail -40 "$OUT/peers.txt"
+}
+
+part_khrtests() {
+	local f="$OUT/khrtests.txt" run='TestAttentionCoopMat$|TestAttentionCoopMatBF16|TestAttentionCoopMatNonFinite|TestAttentionStorage'
+	kt() { (cd "$ROOT/internal/kern" && DMAVK_REQUIRE_COOPMAT=1 timeout 300 /tmp/bin/kern.test -test.timeout 290s -test.run "$run" "$@" 2>&1); }
+	{
+		echo "=== internal/kern, the KHR attention's tests"
+		kt -test.v | grep -E -- '--- (FAIL|SKIP)|^(ok|PASS|FAIL)|D=(64|128):|panic'
+		echo "=== internal/kern, the same with the scalar P V build"
+		DMAVK_CM_SPV="$ROOT/.gpu/cm/attention_cm_scalar_pv.spv" kt | grep -E -- '--- FAIL|^(ok|PASS|FAIL)|panic'
+		echo "=== dma, coopmat2 off"
+		DMAVK_DISABLE_COOPMAT2=1 tests dma dma.test | grep -E -- '--- FAIL|^(ok|PASS|FAIL)|panic'
+		echo "=== selftest, coopmat2 off (failed rows and the count)"
+		DMAVK_DISABLE_COOPMAT2=1 timeout 300 $D selftest 2>&1 | grep -E '\||passed' | grep -vE '\| +ok\||^ *path' | tail -20
+	} >"$f" 2>&1
+	summary "$f" khrtests
+	tail -30 "$f"
 }
 
 # The KHR attention kernel's builds (.gpu/cm, tools/cm_builds.sh) and tiles (CM_TILES,
