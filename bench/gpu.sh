@@ -24,6 +24,12 @@
 #   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
 #   backward   Forward + Backward beside SDPA's forward + backward
 #   peers      ggml's Vulkan flash attention and flash-dmattn's Triton kernel, SDPA, Flex
+#   khrtests   the KHR attention's tests only: its kern tests (fp16, bf16, non-finite),
+#              the dma tests and selftest with coopmat2 off, and its debugging build
+#              (every chunk on the scalar P V route) on the kern tests
+#   khr        the KHR cooperative-matrix attention (coopmat2 off): each build of
+#              tools/cm_builds.sh, then other tiles, 16K/H8 modes none and row, with the
+#              driver's statistics; ggml's KHR flash attention on the same shape first
 #
 # The call's carry: [".gl", ".gpu", ".peers"]. Every part writes $OUT/PART.txt; the
 # SM clock is sampled into $OUT/clocks.txt throughout (the card idles at a low clock).
@@ -46,6 +52,7 @@ prepare() {
 	gzip -f .gpu/*.test .gpu/dmavk
 	tools/vvl.sh pack .gpu/vvl.tgz
 	bench/cm2-builds.sh .gpu/cm2 >/dev/null
+	tools/cm_builds.sh .gpu/cm >/dev/null
 	cp ../shared/peers/llamacpp-vulkan/test-backend-ops.gz .peers/
 	cp ../shared/peers/flash-dmattn/*.py .peers/
 	du -shc .gl .gpu .peers | tail -1
@@ -241,6 +248,54 @@ part_peers() {
 		(cd .peers && PYTHONUNBUFFERED=1 timeout 400 python3 peers.py all)
 	} >"$OUT/peers.txt" 2>&1
 	tail -40 "$OUT/peers.txt"
+}
+
+part_khrtests() {
+	local f="$OUT/khrtests.txt" run='TestAttentionCoopMat$|TestAttentionCoopMatBF16|TestAttentionCoopMatNonFinite|TestAttentionStorage'
+	kt() { (cd "$ROOT/internal/kern" && DMAVK_REQUIRE_COOPMAT=1 timeout 300 /tmp/bin/kern.test -test.timeout 290s -test.run "$run" "$@" 2>&1); }
+	{
+		echo "=== internal/kern, the KHR attention's tests"
+		kt -test.v | grep -E -- '--- (FAIL|SKIP)|^(ok|PASS|FAIL)|D=(64|128):|panic'
+		echo "=== internal/kern, the same with the scalar P V build"
+		DMAVK_CM_SPV="$ROOT/.gpu/cm/attention_cm_scalar_pv.spv" kt | grep -E -- '--- FAIL|^(ok|PASS|FAIL)|panic'
+		echo "=== dma, coopmat2 off"
+		DMAVK_DISABLE_COOPMAT2=1 tests dma dma.test | grep -E -- '--- FAIL|^(ok|PASS|FAIL)|panic'
+		echo "=== selftest, coopmat2 off (failed rows and the count)"
+		DMAVK_DISABLE_COOPMAT2=1 timeout 300 $D selftest 2>&1 | grep -E '\||passed' | grep -vE '\| +ok\||^ *path' | tail -20
+	} >"$f" 2>&1
+	summary "$f" khrtests
+	tail -30 "$f"
+}
+
+# The KHR attention kernel's builds (.gpu/cm, tools/cm_builds.sh) and tiles (CM_TILES,
+# BRxBC for DMAVK_CM_TILE) side by side, beside ggml's KHR flash attention (its figure
+# for causal 16K is the target of mode none).
+part_khr() {
+	local b t
+	khr_bench() { # label, then env assignments
+		local label=$1
+		shift
+		echo "== $label"
+		env "$@" DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --warmup 300ms --profile 2>&1 |
+			grep -E '^ *custom|attention_cm_(f16|bf16):|error'
+		env "$@" DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode row --reps 5 --warmup 300ms 2>&1 |
+			grep -E '^ *custom *\||error'
+	}
+	{
+		echo "== ggml Vulkan FLASH_ATTN_EXT, KHR cooperative matrix (coopmat2 off), L 16K, H 8, D 128"
+		GGML_VK_DISABLE_COOPMAT2=1 tbo -o FLASH_ATTN_EXT -p 'hsk=128,hsv=128,nh=8,nr23=\[1,1\],kv=16384,nb=16384,.*prec=f32'
+		for b in .gpu/cm/attention_cm_*.spv; do
+			[[ $b == *scalar_pv* ]] && continue # a debugging build, slow by design
+			khr_bench "build $(basename "$b" .spv)" DMAVK_CM_SPV="$ROOT/$b"
+		done
+		for t in ${CM_TILES:-32x48 64x32 16x48}; do
+			khr_bench "default build, DMAVK_CM_TILE=$t" DMAVK_CM_TILE="$t"
+		done
+		echo "== the committed kernel, fp16 and bf16 (bf16 on the KHR path only where the device has bf16 cooperative matrices)"
+		DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --dtype bfloat16 2>&1 | grep -E '^ *custom *\||error'
+		DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode shared --reps 5 2>&1 | grep -E '^ *custom *\||error'
+	} >"$OUT/khr.txt" 2>&1
+	cat "$OUT/khr.txt"
 }
 
 for part in "$@"; do

@@ -219,8 +219,8 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 	if params.Size() < ParamsSize {
 		return fmt.Errorf("kern: attention: params buffer has %d bytes, needs %d", params.Size(), ParamsSize)
 	}
-	// The cooperative-matrix kernel reads fp16 only: every other storage (bf16 included)
-	// stays on the portable kernel, whatever AttentionPath would say.
+	// The cooperative-matrix kernel reads fp16 and bf16 only: every other storage stays
+	// on the portable kernel, whatever AttentionPath would say.
 	switch k.AttentionPath(p) {
 	case PathCoopMat2:
 		return k.recordAttentionCM2(r, p, params, b, func(pass string) error {
@@ -232,7 +232,7 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 			return nil
 		})
 	case PathCoopMat:
-		if p.Storage == StorageF16 {
+		if p.Storage == StorageF16 || p.Storage == StorageBF16 {
 			return k.recordAttentionCM(r, p, params, b)
 		}
 	}

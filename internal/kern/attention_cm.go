@@ -2,6 +2,7 @@ package kern
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/dmavk/dmavk/shaders"
 	"github.com/dmavk/dmavk/vk"
@@ -10,7 +11,7 @@ import (
 // The attention paths AttentionPath names.
 const (
 	PathPortable = "portable" // shaders/attention.comp, every device and dtype
-	PathCoopMat  = "coopmat"  // shaders/attention_cm.comp, VK_KHR_cooperative_matrix, fp16
+	PathCoopMat  = "coopmat"  // shaders/attention_cm.comp, VK_KHR_cooperative_matrix, fp16 (bf16)
 )
 
 // AttnCMMaxD is the largest head dimension the cooperative-matrix attention kernel takes
@@ -29,26 +30,50 @@ const attnCMMaxRegs = 256
 type AttnCMTile struct {
 	BR, BC, NSG, SG, Threads, Shared int
 	Shape                            vk.CoopMatShape
+	BF16                             bool // bfloat16 operands (the _bf16 variant), else fp16
 }
 
 // attnCMShared is the shared memory attention_cm.comp declares, in bytes.
 func attnCMShared(d, br, bc, nsg, nt int, s vk.CoopMatShape) int {
 	ms := int(s.M)
-	halves := 2*bc*(d+8) + nsg*ms*(bc+8) // K/V rows, P
-	words := nsg*ms*(bc+4) +             // scores / scratch
-		(bc + nt) + 3*bc + 2*br + // ring, kidx+kord+kdel, tauS
-		(2*nsg+3)/4*4 + 4 + br // sgCnt, flags, rowA
+	lp := bc // P's row stride, padded where rows would alias the same banks
+	if bc%32 == 0 {
+		lp = bc + 8
+	}
+	halves := 2*bc*(d+8) + nsg*ms*lp // K/V rows, P
+	words := nsg*ms*(bc+4) +         // scores / scratch
+		2*attnCMRing(bc, nt) + 2*br + // ring of keys, tauS
+		(2*nsg+3)/4*4 + 4 // sgCnt, flags
 	return 2*halves + 4*words
 }
 
-// attnCMShape is the device's subgroup-scope f16 x f16 + f32 cooperative-matrix shape
-// that the kernel can use, if any.
-func attnCMShape(caps *vk.Caps) (vk.CoopMatShape, error) {
+// attnCMRing is the kernel's ring of keys: a power of two of at least 2 bc + nt entries.
+func attnCMRing(bc, nt int) int {
+	if 2*bc+nt <= 256 {
+		return 256
+	}
+	return 512
+}
+
+// attnCMShape is the device's subgroup-scope op x op + f32 cooperative-matrix shape
+// (op: f16, or bf16 for bf16 storage) that the kernel can use, if any.
+func attnCMShape(caps *vk.Caps, storage Storage) (vk.CoopMatShape, error) {
 	if !caps.CoopMat {
 		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s has no cooperative matrices", caps.Name)
 	}
-	if !caps.Float16 {
-		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks shaderFloat16", caps.Name)
+	op := vk.ComponentF16
+	switch storage {
+	case StorageF16:
+		if !caps.Float16 {
+			return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks shaderFloat16", caps.Name)
+		}
+	case StorageBF16:
+		if !caps.BFloat16 || !caps.BFloat16Coop || !caps.Int16 {
+			return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s lacks bfloat16 cooperative matrices or shaderInt16", caps.Name)
+		}
+		op = vk.ComponentBF16
+	default:
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): fp16 or bf16 storage only, got %v", storage)
 	}
 	const ballot, shuffle = 0x8, 0x10 // VK_SUBGROUP_FEATURE_BALLOT_BIT, _SHUFFLE_BIT
 	if caps.SubgroupOps&(ballot|shuffle) != ballot|shuffle {
@@ -66,54 +91,86 @@ func attnCMShape(caps *vk.Caps) (vk.CoopMatShape, error) {
 	// The largest usable shape (16x16x16 over 16x8x16 and 16x8x8 on NVIDIA).
 	var best vk.CoopMatShape
 	for _, s := range caps.CoopMatShapes {
-		if s.A == vk.ComponentF16 && s.B == vk.ComponentF16 && s.C == vk.ComponentF32 && s.Result == vk.ComponentF32 &&
+		if s.A == op && s.B == op && s.C == vk.ComponentF32 && s.Result == vk.ComponentF32 &&
 			s.Scope == vk.ScopeSubgroup && !s.Saturating && s.M > 0 && s.N > 0 && s.K > 0 &&
 			16%s.M == 0 && 16%s.N == 0 && 16%s.K == 0 && s.M <= sg && (s.M*s.N)%(2*sg) == 0 && s.M*s.N*s.K > best.M*best.N*best.K {
 			best = s
 		}
 	}
 	if best.M == 0 {
-		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s has no usable f16*f16+f32 subgroup shape", caps.Name)
+		return vk.CoopMatShape{}, fmt.Errorf("kern: attention (coopmat): %s has no usable %v*%v+f32 subgroup shape", caps.Name, op, op)
 	}
 	return best, nil
 }
 
-// AttnCMTiling chooses the tile of the cooperative-matrix attention kernel for head
-// dimension d: the largest candidate that satisfies the kernel's divisibility rules and
-// fits the device's shared memory and invocation limits.
+// AttnCMTiling chooses the tile of the cooperative-matrix attention kernel for fp16 and
+// head dimension d: the largest candidate that satisfies the kernel's divisibility rules
+// and fits the device's shared memory and invocation limits.
 func AttnCMTiling(caps *vk.Caps, d int) (AttnCMTile, error) {
+	return AttnCMTilingFor(caps, d, StorageF16)
+}
+
+// AttnCMTilingFor is AttnCMTiling for fp16 or bf16 storage (bf16 needs
+// VK_KHR_shader_bfloat16 with its cooperative-matrix feature, a bf16*bf16+f32 subgroup
+// shape and shaderInt16).
+func AttnCMTilingFor(caps *vk.Caps, d int, storage Storage) (AttnCMTile, error) {
 	if d < 16 || d > AttnCMMaxD || d%16 != 0 {
 		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): head dimension D=%d unsupported (need a multiple of 16 in [16, %d])", d, AttnCMMaxD)
 	}
-	s, err := attnCMShape(caps)
+	s, err := attnCMShape(caps, storage)
 	if err != nil {
 		return AttnCMTile{}, err
 	}
 	ms, ns, ks := int(s.M), int(s.N), int(s.K)
 	sg := int(caps.SubgroupSize)
 	smallest := 0
+	brs, bcs := []int{64, 32, 16}, []int{64, 48, 32, 16}
+	want := cmTileOverride()
+	if want != nil {
+		brs, bcs = []int{want[0]}, []int{want[1]}
+	}
 	// Larger row tiles first (more reuse of each gathered K/V row), then larger chunks
 	// (fewer workgroup barriers per key).
-	for _, br := range []int{64, 32, 16} {
-		for _, bc := range []int{64, 48, 32, 16} {
+	for _, br := range brs {
+		for _, bc := range bcs {
 			nsg := br / ms
 			nt := nsg * sg
-			if br%ms != 0 || bc%ns != 0 || bc%ks != 0 || d%ns != 0 || d%ks != 0 || ms*d/sg > attnCMMaxRegs ||
+			if br%ms != 0 || 64%br != 0 || bc%16 != 0 || bc > 64 || bc%ns != 0 || bc%ks != 0 || d%ns != 0 || d%ks != 0 ||
+				ms*d/sg > attnCMMaxRegs || 2*bc+nt > 512 ||
 				uint32(nt) > caps.MaxWorkgroupInvocations || uint32(nt) > caps.MaxWorkgroupSize[0] {
 				continue
 			}
-			t := AttnCMTile{BR: br, BC: bc, NSG: nsg, SG: sg, Threads: nt, Shared: attnCMShared(d, br, bc, nsg, nt, s), Shape: s}
+			t := AttnCMTile{BR: br, BC: bc, NSG: nsg, SG: sg, Threads: nt, Shared: attnCMShared(d, br, bc, nsg, nt, s), Shape: s,
+				BF16: storage == StorageBF16}
 			if uint32(t.Shared) <= caps.MaxSharedMemory {
 				return t, nil
 			}
 			smallest = t.Shared
 		}
 	}
+	if want != nil {
+		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): DMAVK_CM_TILE=%dx%d does not fit D=%d with shape %s and subgroup size %d on %s",
+			want[0], want[1], d, s, sg, caps.Name)
+	}
 	if smallest == 0 {
 		return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): no tile for D=%d with shape %s and subgroup size %d", d, s, sg)
 	}
 	return AttnCMTile{}, fmt.Errorf("kern: attention (coopmat): D=%d needs %d bytes of shared memory at the smallest tile, %s has %d",
 		d, smallest, caps.Name, caps.MaxSharedMemory)
+}
+
+// cmTileOverride parses DMAVK_CM_TILE ("64x48": query rows, keys per chunk), a tuning
+// knob for the KHR kernel's tile; nil when unset or malformed.
+func cmTileOverride() []int {
+	v := os.Getenv("DMAVK_CM_TILE")
+	if v == "" {
+		return nil
+	}
+	var br, bc int
+	if n, err := fmt.Sscanf(v, "%dx%d", &br, &bc); n != 2 || err != nil {
+		return nil
+	}
+	return []int{br, bc}
 }
 
 // SetPortableOnly keeps attention on the portable kernel (on) or lets RecordAttention
@@ -135,8 +192,8 @@ func (k *Kernels) SetNoCoopMat2(on bool) {
 // AttentionPath names the kernel RecordAttention uses for p: PathCoopMat2 for fp16 (or
 // bf16, where bf16 cooperative matrices exist) storage in modes row, shared and none on a device with the coopmat2 features the
 // kernel needs (see AttnCM2Tiling; none when opened with DisableCoopMat2, as dma does
-// under DMAVK_DISABLE_COOPMAT2=1) unless SetNoCoopMat2 is on; else PathCoopMat for fp16 storage, the
-// device has an f16 x f16 + f32 subgroup cooperative-matrix shape (none when the device
+// under DMAVK_DISABLE_COOPMAT2=1) unless SetNoCoopMat2 is on; else PathCoopMat for fp16 (or bf16) storage, the
+// device has an f16 x f16 + f32 (bf16 x bf16 + f32) subgroup cooperative-matrix shape (none when the device
 // was opened with DisableCoopMat, as dma does under DMAVK_DISABLE_COOPMAT=1), a tile
 // for p.D fits, and SetPortableOnly is off; PathPortable otherwise.
 func (k *Kernels) AttentionPath(p *Params) string {
@@ -163,18 +220,28 @@ func attentionPathFor(caps *vk.Caps, p *Params, noCM2 bool) string {
 			return PathCoopMat2
 		}
 	}
-	if p.Storage != StorageF16 {
-		return PathPortable // the KHR kernel is fp16 only
-	}
-	if _, err := AttnCMTiling(caps, int(p.D)); err != nil {
+	if _, err := AttnCMTilingFor(caps, int(p.D), p.Storage); err != nil {
 		return PathPortable
 	}
 	return PathCoopMat
 }
 
-// cmCode gives the SPIR-V of the cooperative-matrix kernel; a test may swap in a
-// debugging build of the same source.
-var cmCode = func() ([]byte, error) { return shaders.Get("attention_cm") }
+// cmCode gives the SPIR-V of the cooperative-matrix kernel's variant: the embedded build,
+// or for fp16 the file DMAVK_CM_SPV names (a build of the same source with other
+// switches: tools/cm_builds.sh makes the ablation and debugging builds; bench/gpu.sh khr
+// times them).
+func cmCode(variant string) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		if path := os.Getenv("DMAVK_CM_SPV"); path != "" && variant == "attention_cm_f16" {
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("kern: DMAVK_CM_SPV: %w", err)
+			}
+			return raw, nil
+		}
+		return shaders.Get(variant)
+	}
+}
 
 // cmPipeline returns the cooperative-matrix attention pipeline of a tile, compiling it
 // the first time (with the subgroup size pinned where the device lets it vary).
@@ -182,8 +249,12 @@ func (k *Kernels) cmPipeline(d uint32, t AttnCMTile) (*vk.Pipeline, error) {
 	spec := []uint32{d, uint32(t.BR), uint32(t.BC), t.Shape.M, t.Shape.N, t.Shape.K, uint32(t.SG), uint32(t.NSG),
 		uint32(t.Threads)}
 	// Cooperative matrices and the shuffles assume subgroups of t.SG.
-	key := pipeKey{name: "attention_cm", bindings: attnBindings, subgroup: k.pinnedSubgroup(uint32(t.SG))}
-	return k.pipeline(key, spec, cmCode)
+	variant := "attention_cm_f16"
+	if t.BF16 {
+		variant = "attention_cm_bf16"
+	}
+	key := pipeKey{name: variant, bindings: attnBindings, subgroup: k.pinnedSubgroup(uint32(t.SG))}
+	return k.pipeline(key, spec, cmCode(variant))
 }
 
 // recordAttentionCM records shaders/attention_cm.comp; same contract as RecordAttention.
@@ -191,11 +262,8 @@ func (k *Kernels) recordAttentionCM(r *vk.Recorder, p *Params, params *vk.Buffer
 	if params.Size() < ParamsSize {
 		return fmt.Errorf("kern: attention: params buffer has %d bytes, needs %d", params.Size(), ParamsSize)
 	}
-	if p.Storage != StorageF16 {
-		return fmt.Errorf("kern: attention (coopmat): fp16 storage only")
-	}
 	caps := k.d.Caps()
-	tile, err := AttnCMTiling(&caps, int(p.D))
+	tile, err := AttnCMTilingFor(&caps, int(p.D), p.Storage)
 	if err != nil {
 		return err
 	}

@@ -77,6 +77,10 @@ func attnCMCases() []attnCase {
 	add(attnCase{name: "shared/pad-rand", Lq: 65, mode: shared, causal: true, w: 8, pad: "rand"})
 	add(attnCase{name: "none/pad-batch1/noncausal", Lq: 20, mode: none, pad: "batch1"})
 	add(attnCase{name: "row/pad-rand/noncausal", Lq: 65, mode: row, w: 8, pad: "rand"})
+	// Chunks with and without a padded key in turn (mode none skips the keep test on
+	// whole chunks without one).
+	add(attnCase{name: "none/pad-sparse/L300", B: 1, H: 2, Hkv: 1, Lq: 300, mode: none, causal: true, pad: "sparse"})
+	add(attnCase{name: "none/pad-sparse/noncausal/Lq100-Lk300", B: 1, H: 2, Hkv: 1, Lq: 100, Lk: 300, mode: none, pad: "sparse"})
 	// Softcap.
 	add(attnCase{name: "row/softcap", Lq: 65, mode: row, causal: true, w: 16, softcap: 2})
 	add(attnCase{name: "none/softcap/large", Lq: 65, mode: none, causal: true, softcap: 5, weights: "large"})
@@ -121,6 +125,34 @@ func TestAttentionCoopMat(t *testing.T) {
 					t.Fatalf("D=%d takes the %s path: %v", d, path, err)
 				}
 				t.Skipf("D=%d: %v", d, err)
+			}
+			runAttnCase(t, e, c)
+		})
+	}
+}
+
+// TestAttentionCoopMatBF16: the bf16 variant of the KHR kernel on the same cases, where
+// the device has bfloat16 cooperative matrices (skipped elsewhere).
+func TestAttentionCoopMatBF16(t *testing.T) {
+	e := attnCMEnv(t)
+	caps := e.d.Caps()
+	e.k.SetNoCoopMat2(true) // this test is the KHR kernel's
+	if _, err := kern.AttnCMTilingFor(&caps, 64, kern.StorageBF16); err != nil {
+		t.Skipf("%s: no bf16 KHR attention: %v", caps.Name, err)
+	}
+	for _, c := range attnCMCases() {
+		c.f16, c.bf16 = false, true
+		t.Run(c.name, func(t *testing.T) {
+			d := c.D
+			if d == 0 {
+				d = 64
+			}
+			if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageBF16, D: uint32(d)}); path != kern.PathCoopMat {
+				_, err := kern.AttnCMTilingFor(&caps, d, kern.StorageBF16)
+				if d == 64 || d == 128 {
+					t.Fatalf("bf16 D=%d takes the %s path: %v", d, path, err)
+				}
+				t.Skipf("bf16 D=%d: %v", d, err)
 			}
 			runAttnCase(t, e, c)
 		})
@@ -210,5 +242,23 @@ func TestAttentionCoopMatTiling(t *testing.T) {
 	none.CoopMat = false
 	if _, err := kern.AttnCMTiling(&none, 64); err == nil {
 		t.Errorf("no coopmat accepted")
+	}
+	// bf16: only with a bf16*bf16+f32 shape, bfloat16 cooperative matrices and int16.
+	bf := devs[0]
+	if _, err := kern.AttnCMTilingFor(&bf, 128, kern.StorageBF16); err == nil {
+		t.Errorf("bf16 accepted without bfloat16 support")
+	}
+	bf.BFloat16, bf.BFloat16Coop, bf.Int16 = true, true, true
+	if _, err := kern.AttnCMTilingFor(&bf, 128, kern.StorageBF16); err == nil {
+		t.Errorf("bf16 accepted without a bf16 shape")
+	}
+	s := shape(16, 16, 16)
+	s.A, s.B = vk.ComponentBF16, vk.ComponentBF16
+	bf.CoopMatShapes = append(bf.CoopMatShapes, s)
+	if tile, err := kern.AttnCMTilingFor(&bf, 128, kern.StorageBF16); err != nil || !tile.BF16 || tile.Shape.A != vk.ComponentBF16 {
+		t.Errorf("bf16 with a bf16 shape: %+v, %v", tile, err)
+	}
+	if _, err := kern.AttnCMTilingFor(&bf, 128, kern.StorageF32); err == nil {
+		t.Errorf("fp32 accepted")
 	}
 }

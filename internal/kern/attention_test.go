@@ -31,7 +31,7 @@ type attnCase struct {
 	softcap               float64 // 0 = off
 	weights               string  // "rand" (default), "equal", "large", "ties"
 	qk                    float64 // magnitude of q and k (default 1)
-	pad                   string  // "" none, "batch1" (every key of batch 1 padded), "rand"
+	pad                   string  // "" none, "batch1" (every key of batch 1 padded), "rand", "sparse" (keys 97k + 5)
 	maskShape, biasShape  []int   // explicit mode: broadcast shapes [B, heads, Lq, Lk]
 	nanKey                int     // >= 0: V of this key (batch 0, kv head 0) holds a NaN
 	inject                string  // non-finite values at random places of q, k, v, w (weights) or all: see injectNonFinite
@@ -284,7 +284,8 @@ func runAttnCase(t *testing.T, e *attnEnv, c attnCase) {
 		for b := range c.B {
 			padding[b] = make([]bool, c.Lk)
 			for j := range c.Lk {
-				padding[b][j] = !(c.pad == "batch1" && b == 1) && !(c.pad == "rand" && rng.IntN(4) == 0)
+				padding[b][j] = !(c.pad == "batch1" && b == 1) && !(c.pad == "rand" && rng.IntN(4) == 0) &&
+					!(c.pad == "sparse" && j%97 == 5)
 			}
 		}
 	}
@@ -664,9 +665,9 @@ func TestAttention(t *testing.T) {
 	}
 }
 
-// TestAttentionStorage: bf16 never takes the KHR cooperative-matrix path (its kernel
-// reads fp16 only) but takes coopmat2 where bf16 cooperative matrices exist, and an
-// unknown storage code is rejected before any dispatch.
+// TestAttentionStorage: bf16 takes coopmat2, else the KHR cooperative-matrix path, where
+// bf16 cooperative matrices of the kind exist, else the portable one; and an unknown
+// storage code is rejected before any dispatch.
 func TestAttentionStorage(t *testing.T) {
 	e := newAttnEnv(t)
 	caps := e.d.Caps()
@@ -674,6 +675,8 @@ func TestAttentionStorage(t *testing.T) {
 		want := kern.PathPortable
 		if _, err := kern.AttnCM2TilingFor(&caps, int(d), kern.StorageBF16); err == nil {
 			want = kern.PathCoopMat2
+		} else if _, err := kern.AttnCMTilingFor(&caps, int(d), kern.StorageBF16); err == nil {
+			want = kern.PathCoopMat
 		}
 		if path := e.k.AttentionPath(&kern.Params{Storage: kern.StorageBF16, D: d}); path != want {
 			t.Errorf("bf16 D=%d: path %s, want %s", d, path, want)
