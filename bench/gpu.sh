@@ -28,7 +28,7 @@
 #              the dma tests and selftest with coopmat2 off, and its debugging build
 #              (every chunk on the scalar P V route) on the kern tests
 #   khr        the KHR cooperative-matrix attention (coopmat2 off): each build of
-#              tools/cm_builds.sh, then other tiles, 16K/H8 modes none and row, with the
+#              bench/cm-builds.sh, then other tiles, 16K/H8 modes none and row, with the
 #              driver's statistics; ggml's KHR flash attention on the same shape first
 #
 # The call's carry: [".gl", ".gpu", ".peers"]. Every part writes $OUT/PART.txt; the
@@ -52,7 +52,7 @@ prepare() {
 	gzip -f .gpu/*.test .gpu/dmavk
 	tools/vvl.sh pack .gpu/vvl.tgz
 	bench/cm2-builds.sh .gpu/cm2 >/dev/null
-	tools/cm_builds.sh .gpu/cm >/dev/null
+	bench/cm-builds.sh .gpu/cm >/dev/null
 	cp ../shared/peers/llamacpp-vulkan/test-backend-ops.gz .peers/
 	cp ../shared/peers/flash-dmattn/*.py .peers/
 	du -shc .gl .gpu .peers | tail -1
@@ -267,7 +267,7 @@ part_khrtests() {
 	tail -30 "$f"
 }
 
-# The KHR attention kernel's builds (.gpu/cm, tools/cm_builds.sh) and tiles (CM_TILES,
+# The KHR attention kernel's builds (.gpu/cm, bench/cm-builds.sh) and tiles (CM_TILES,
 # BRxBC for DMAVK_CM_TILE) side by side, beside ggml's KHR flash attention (its figure
 # for causal 16K is the target of mode none).
 part_khr() {

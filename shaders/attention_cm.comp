@@ -54,7 +54,7 @@
 // (internal/kern/attention_cm.go) checks these, (MS * NS) % (2 * SG) == 0 and
 // 2 BC + NT <= 512 (the ring).
 //
-// Build switches (ablations and debugging, tools/cm_builds.sh; none is set in the
+// Build switches (ablations and debugging, bench/cm-builds.sh; none is set in the
 // committed SPIR-V): V_BEFORE_S requests V before S instead of after it (and stores it
 // before the softmax); K_LATE requests the next chunk's K after P V instead of before
 // (fewer live registers, latency exposed); S_SERIAL computes the score tiles one after

@@ -228,7 +228,7 @@ func attentionPathFor(caps *vk.Caps, p *Params, noCM2 bool) string {
 
 // cmCode gives the SPIR-V of the cooperative-matrix kernel's variant: the embedded build,
 // or for fp16 the file DMAVK_CM_SPV names (a build of the same source with other
-// switches: tools/cm_builds.sh makes the ablation and debugging builds; bench/gpu.sh khr
+// switches: bench/cm-builds.sh makes the ablation and debugging builds; bench/gpu.sh khr
 // times them).
 func cmCode(variant string) func() ([]byte, error) {
 	return func() ([]byte, error) {

@@ -4,7 +4,7 @@
 # compiler and flags as tools/glslc.sh; the committed shaders/spv/attention_cm_f16.spv is the
 # "default" build.
 #
-#   tools/cm_builds.sh OUTDIR     writes OUTDIR/attention_cm_NAME.spv for every NAME below
+#   bench/cm-builds.sh OUTDIR     writes OUTDIR/attention_cm_NAME.spv for every NAME below
 #
 # NAME            switches
 #   default       (none)
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-(($# == 1)) || { echo "usage: tools/cm_builds.sh OUTDIR" >&2; exit 2; }
+(($# == 1)) || { echo "usage: bench/cm-builds.sh OUTDIR" >&2; exit 2; }
 out=$1
 mkdir -p "$out"
 builds=(
@@ -33,5 +33,5 @@ for b in "${builds[@]}"; do
 		-o "$out/attention_cm_$name.spv" shaders/attention_cm.comp
 done
 cmp -s "$out/attention_cm_default.spv" shaders/spv/attention_cm_f16.spv ||
-	echo "cm_builds.sh: warning: the default build differs from shaders/spv/attention_cm_f16.spv (run tools/glslc.sh)" >&2
+	echo "cm-builds.sh: warning: the default build differs from shaders/spv/attention_cm_f16.spv (run tools/glslc.sh)" >&2
 ls "$out"/attention_cm_*.spv
