@@ -1,0 +1,205 @@
+package kern_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/dmavk/dmavk/internal/kern"
+	"github.com/dmavk/dmavk/ref"
+	"github.com/dmavk/dmavk/vk"
+)
+
+// bwdCM2Tol is the coopmat2 backward's tolerance. Its products take P and dS rounded to
+// the storage type (as the forward's P V does), so the storage type's precision applies
+// (fp16 2e-3, bf16 1e-2, relative to the largest entry), plus what bwdTol adds for large
+// scores.
+func bwdCM2Tol(c *attnCase) float64 {
+	tol := 2e-3
+	if c.bf16 {
+		tol = 1e-2
+	}
+	return tol + bwdTol(c) - 2e-5
+}
+
+// runBwdCM2 runs the case on the coopmat2 backward in both modes, checks that the path
+// takes it, that two runs give the same bits, and every gradient against the reference.
+func runBwdCM2(t *testing.T, e *attnEnv, c attnCase, edit func(pr *bwdProblem)) {
+	pr := newBwdProblem(t, e, c)
+	e.k.SetPortableOnly(false) // newBwdProblem's forward ran on the portable kernel
+	if edit != nil {
+		edit(pr)
+	}
+	if path := e.k.BackwardPath(pr.p, pr.bufs.DOView); path != kern.PathCoopMat2 {
+		t.Fatalf("BackwardPath = %s, want %s", path, kern.PathCoopMat2)
+	}
+	cm2, err := kern.NewBwdCM2Buffers(e.d, pr.p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cm2.Close() })
+	pr.bufs.CM2 = cm2
+	var first *bwdGrads
+	for _, det := range []bool{false, true, true} {
+		g := pr.run(t, e, det)
+		if first == nil {
+			first = g
+			pr.check(t, g, bwdCM2Tol(&pr.c))
+			continue
+		}
+		for i := range g.raw {
+			if string(g.raw[i]) != string(first.raw[i]) {
+				t.Errorf("output %d (dQ, dK, dV, dDelta) differs between runs (deterministic=%v)", i, det)
+			}
+		}
+	}
+}
+
+func bwdCM2Env(t *testing.T, storage kern.Storage) *attnEnv {
+	e := newAttnEnv(t)
+	caps := e.d.Caps()
+	if _, err := kern.BwdCM2Tiling(&caps, 64, storage); err != nil {
+		if requireCoopMat2(&caps) && (storage == kern.StorageF16 || os.Getenv("DMAVK_REQUIRE_COOPMAT2_BF16") == "1") {
+			t.Fatalf("coopmat2 backward required but unavailable on %s: %v", caps.Name, err)
+		}
+		t.Skipf("%s: no coopmat2 backward: %v", caps.Name, err)
+	}
+	return e
+}
+
+func bwdCM2Cases() []attnCase {
+	var cs []attnCase
+	add := func(c attnCase) { cs = append(cs, c) }
+	row, shared, none := ref.ModeRow, ref.ModeShared, ref.ModeNone
+	for _, l := range []int{9, 65, 130} {
+		add(attnCase{name: fmt.Sprintf("row/causal/L%d", l), Lq: l, mode: row, causal: true, w: 16})
+		add(attnCase{name: fmt.Sprintf("shared/causal/L%d", l), Lq: l, mode: shared, causal: true, w: 20, hbKV: true})
+		add(attnCase{name: fmt.Sprintf("none/causal/L%d", l), Lq: l, mode: none, causal: true})
+	}
+	add(attnCase{name: "row/noncausal/L65", Lq: 65, mode: row, w: 8})
+	add(attnCase{name: "shared/noncausal/L130/bhld", Lq: 130, mode: shared, w: 24, bhld: true})
+	add(attnCase{name: "none/noncausal/L65/Hb=Hkv", Lq: 65, mode: none, hbKV: true})
+	add(attnCase{name: "row/causal/Lq9-Lk130", Lq: 9, Lk: 130, mode: row, causal: true, w: 16})
+	add(attnCase{name: "row/causal/Lq130-Lk9", Lq: 130, Lk: 9, mode: row, causal: true, w: 4})
+	add(attnCase{name: "shared/causal/Lq100-Lk33", Lq: 100, Lk: 33, mode: shared, causal: true, w: 5})
+	add(attnCase{name: "none/causal/Lq65-Lk20/bhld", Lq: 65, Lk: 20, mode: none, causal: true, bhld: true})
+	add(attnCase{name: "row/MQA/Hb=Hkv", Lq: 65, H: 4, Hkv: 1, hbKV: true, mode: row, causal: true, w: 8})
+	add(attnCase{name: "row/MQA/Hb=H", Lq: 65, H: 4, Hkv: 1, mode: row, causal: true, w: 8})
+	add(attnCase{name: "row/GQA/Hb=Hkv/bhld/off", Lq: 130, hbKV: true, mode: row, causal: true, w: 32, bhld: true, off: 8})
+	add(attnCase{name: "none/GQA/Hb=H", Lq: 40, H: 4, Hkv: 2, mode: none, causal: true})
+	add(attnCase{name: "row/w1", Lq: 65, mode: row, causal: true, w: 1})
+	add(attnCase{name: "row/w>=L", Lq: 130, mode: row, causal: true, w: 200})
+	add(attnCase{name: "row/equal-weights", Lq: 130, mode: row, causal: true, w: 16, weights: "equal"})
+	add(attnCase{name: "row/ties", Lq: 130, mode: row, causal: true, w: 10, weights: "ties"})
+	add(attnCase{name: "row/large-weights", Lq: 130, mode: row, causal: true, w: 16, weights: "large"})
+	add(attnCase{name: "row/multiblock-w40/pad", B: 1, Lq: 300, mode: row, causal: true, w: 40, pad: "rand"})
+	add(attnCase{name: "row/pad-batch1", Lq: 65, mode: row, causal: true, w: 8, pad: "batch1"})
+	add(attnCase{name: "shared/pad-rand", Lq: 65, mode: shared, causal: true, w: 8, pad: "rand"})
+	add(attnCase{name: "none/pad-batch1", Lq: 40, mode: none, causal: true, pad: "batch1"})
+	add(attnCase{name: "row/softcap", Lq: 65, mode: row, causal: true, w: 16, softcap: 2})
+	add(attnCase{name: "none/softcap/Hb=Hkv", Lq: 65, mode: none, causal: true, softcap: 5, hbKV: true})
+	for _, d := range []int{16, 48, 128} {
+		add(attnCase{name: fmt.Sprintf("row/D%d", d), Lq: 70, D: d, mode: row, causal: true, w: 12, B: 1})
+	}
+	add(attnCase{name: "row/nan-v/sliding", Lq: 130, mode: row, causal: true, w: 8, nanKey: 50, weights: "equal"})
+	add(attnCase{name: "none/nan-v", Lq: 65, mode: none, causal: true, nanKey: 30})
+	return cs
+}
+
+// TestBackwardCoopMat2 checks the coopmat2 backward (fp16) against ref.Backward on the
+// awkward shapes; bit-identical from run to run in both modes.
+func TestBackwardCoopMat2(t *testing.T) {
+	e := bwdCM2Env(t, kern.StorageF16)
+	caps := e.d.Caps()
+	tile, err := kern.BwdCM2Tiling(&caps, 64, kern.StorageF16)
+	t.Logf("%s: tile %+v %v", caps.Name, tile, err)
+	for _, c := range bwdCM2Cases() {
+		c.f16 = true
+		if !strings.Contains(c.name, "nan") {
+			c.nanKey = -1
+		}
+		t.Run(c.name, func(t *testing.T) { runBwdCM2(t, e, c, nil) })
+	}
+}
+
+// TestBackwardCoopMat2BF16: the bf16 variants, where the device has bfloat16
+// cooperative matrices (lavapipe has none).
+func TestBackwardCoopMat2BF16(t *testing.T) {
+	e := bwdCM2Env(t, kern.StorageBF16)
+	for _, c := range bwdCM2Cases() {
+		c.bf16 = true
+		if !strings.Contains(c.name, "nan") {
+			c.nanKey = -1
+		}
+		t.Run(c.name, func(t *testing.T) { runBwdCM2(t, e, c, nil) })
+	}
+}
+
+// TestBackwardCoopMat2NonFinite: NaN and infinities in q, k, v, the weights and dO reach
+// exactly the gradients the reference has them in (spec section 7), through the exact
+// route for chunks whose products see a non-finite operand.
+func TestBackwardCoopMat2NonFinite(t *testing.T) {
+	e := bwdCM2Env(t, kern.StorageF16)
+	row, shared, none := ref.ModeRow, ref.ModeShared, ref.ModeNone
+	var cs []attnCase
+	for _, what := range []string{"q", "k", "v", "w", "all"} {
+		cs = append(cs,
+			attnCase{name: "row/causal/L130/" + what, Lq: 130, mode: row, causal: true, w: 16, inject: what},
+			attnCase{name: "shared/causal/Lq100-Lk33/" + what, Lq: 100, Lk: 33, mode: shared, causal: true, w: 5, inject: what},
+			attnCase{name: "none/noncausal/L65/" + what, Lq: 65, mode: none, hbKV: true, inject: what},
+			attnCase{name: "row/multiblock/pad/" + what, B: 2, H: 2, Hkv: 1, Lq: 300, mode: row, causal: true, w: 40, pad: "rand", inject: what},
+		)
+	}
+	cs = append(cs, attnCase{name: "row/softcap/all", Lq: 65, mode: row, causal: true, w: 16, softcap: 2, inject: "all"})
+	for _, c := range cs {
+		c.f16 = true
+		t.Run(c.name, func(t *testing.T) { runBwdCM2(t, e, c, nil) })
+	}
+	// A NaN and an infinity in dO: the row's dQ, and the dK and dV of the keys it keeps.
+	for _, c := range []attnCase{
+		{name: "row/causal/L130/dO", Lq: 130, mode: row, causal: true, w: 16, f16: true, nanKey: -1},
+		{name: "none/causal/L65/dO", Lq: 65, mode: none, causal: true, f16: true, nanKey: -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			runBwdCM2(t, e, c, func(pr *bwdProblem) {
+				pr.dO.Set(0, 40, 1, 3, math.NaN())
+				pr.dO.Set(1, 20, 0, 5, math.Inf(1))
+				raw := attnEncodeTensor(pr.dO, pr.bufs.DOView, pr.p.Storage)
+				if err := pr.bufs.DO.Upload(context.Background(), 0, raw); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// TestBackwardCoopMat2Eligible: shapes the coopmat2 backward does not take stay on the
+// portable kernels (BackwardPath), and a forced call says why.
+func TestBackwardCoopMat2Eligible(t *testing.T) {
+	e := bwdCM2Env(t, kern.StorageF16)
+	for _, c := range []attnCase{
+		{name: "f32", Lq: 40, mode: ref.ModeRow, causal: true, w: 8},
+		{name: "explicit", Lq: 40, mode: ref.ModeExplicit, causal: true, f16: true, maskShape: []int{1, 1, 40, 40}},
+		{name: "Lq below a chunk", Lq: 3, Lk: 40, mode: ref.ModeRow, causal: true, w: 8, f16: true},
+		{name: "D24", Lq: 40, D: 24, mode: ref.ModeRow, causal: true, w: 8, f16: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pr := newBwdProblem(t, e, c)
+			e.k.SetPortableOnly(false)
+			if path := e.k.BackwardPath(pr.p, pr.bufs.DOView); path != kern.PathPortable {
+				t.Fatalf("BackwardPath = %s, want %s", path, kern.PathPortable)
+			}
+			pr.bufs.CM2 = &kern.BwdCM2Buffers{}
+			err := e.d.Run(context.Background(), func(r *vk.Recorder) error {
+				return e.k.RecordBackward(r, pr.p, pr.params, pr.bufs, false)
+			})
+			if err == nil || !strings.Contains(err.Error(), "coopmat2") {
+				t.Fatalf("forced coopmat2 backward: err %v, want one naming coopmat2", err)
+			}
+			t.Log(err)
+		})
+	}
+}
