@@ -59,10 +59,13 @@ func (g *Grads) Close() error {
 // the weights and, when opt.WeightParams is set, those of A, Wdt and Bdt.
 //
 // The selection is a constant (it has no gradient), as are an explicit Mask and Bias.
-// The selection plan is rebuilt from the same weights, so each row sees exactly the keys
-// it kept in the forward; the work is proportional to the kept (row, key) pairs, as in
-// Forward. Rows that kept no key contribute nothing. Non-finite values go where
+// The selection plan is rebuilt from the same weights (unless res holds it), so each
+// row sees exactly the keys it kept in the forward; the work is proportional to the
+// kept (row, key) pairs, as in Forward. Rows that kept no key contribute nothing. Non-finite values go where
 // ref.Backward says (spec section 7): a NaN row's keys get NaN gradients, no other key.
+//
+// With opt.SavePlan, Forward kept its plan (and the coopmat2 path's packed keys) in
+// res: Backward then reads them instead of building them again.
 //
 // Backward runs the coopmat2 kernels where the device and the call allow them (fp16 or
 // bf16 with VK_NV_cooperative_matrix2, modes row, shared and none; Grads.Path says),
@@ -120,6 +123,9 @@ func (d *Device) backwardRun(ctx context.Context, op string, q, k, v *Tensor, re
 	uses := append([]use{{"q", q}, {"k", k}, {"v", v}, {"dO", dO}}, opt.uses()...)
 	if res != nil {
 		uses = append(uses, use{"res.O", res.O}, use{"res.LSE", res.LSE}, use{"res.Weights", res.Weights})
+		if res.plan != nil {
+			uses = append(uses, use{"res's saved plan", res.plan})
+		}
 	}
 	leave, err := d.enter(op, uses...)
 	if err != nil {
@@ -156,6 +162,10 @@ func (d *Device) backwardRun(ctx context.Context, op string, q, k, v *Tensor, re
 		weights = res.Weights
 	}
 	p.O = view(res.O)
+	saved := res.plan
+	if saved != nil && saved.p != *p {
+		return nil, nil, fmt.Errorf("dma: %s: res holds the plan of a Forward with other arguments (Options.SavePlan): pass q, k, v and opt as Forward got them", op)
+	}
 	ordN, uN, ucN, tauN := kern.PlanSizes(p)
 	sizes := map[string]int64{
 		"q": q.buf.Size(), "k": k.buf.Size(), "v": v.buf.Size(), "selection plan": uN, "ord": ordN, "tau": tauN, "ucount": ucN,
@@ -188,8 +198,16 @@ func (d *Device) backwardRun(ctx context.Context, op string, q, k, v *Tensor, re
 			return fail(err)
 		}
 	}
-	cp, err := d.newCallPlan(op, p, weights, opt.KeyPadding, &tmp, false)
-	if err != nil {
+	var cp *callPlan
+	if saved != nil {
+		// Forward's plan: only a parameter block of the call's own.
+		params, err := d.vd.NewBuffer(kern.ParamsSize)
+		if err != nil {
+			return fail(err)
+		}
+		tmp = append(tmp, params)
+		cp = &callPlan{params: params, plan: saved.plan, weights: weights, zero: weights == nil}
+	} else if cp, err = d.newCallPlan(op, p, weights, opt.KeyPadding, &tmp, false); err != nil {
 		return fail(err)
 	}
 	// dDelta: returned when the call has weights, else a temporary the kernel writes.
@@ -210,7 +228,12 @@ func (d *Device) backwardRun(ctx context.Context, op string, q, k, v *Tensor, re
 	g.Path = d.kern.BackwardPath(p, view(dO))
 	var cm2 *kern.BwdCM2Buffers
 	if g.Path == kern.PathCoopMat2 {
-		if cm2, err = kern.NewBwdCM2Buffers(d.vd, p); err != nil {
+		if saved != nil && saved.gk != nil {
+			cm2, err = kern.NewBwdCM2BuffersPacked(d.vd, p, saved.gk, saved.gv) // Forward's pack
+		} else {
+			cm2, err = kern.NewBwdCM2Buffers(d.vd, p)
+		}
+		if err != nil {
 			return fail(err)
 		}
 		tmp = append(tmp, cm2)
@@ -263,10 +286,12 @@ func (d *Device) backwardRun(ctx context.Context, op string, q, k, v *Tensor, re
 		if err := stamp("start"); err != nil {
 			return err
 		}
-		if err := d.kern.RecordPlan(r, p, cp.params, cp.weights.buf, cp.padding, cp.plan, stamp); err != nil {
-			return err
+		if saved == nil {
+			if err := d.kern.RecordPlan(r, p, cp.params, cp.weights.buf, cp.padding, cp.plan, stamp); err != nil {
+				return err
+			}
+			r.Barrier()
 		}
-		r.Barrier()
 		if err := stamp("selection"); err != nil {
 			return err
 		}

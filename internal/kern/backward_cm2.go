@@ -220,13 +220,21 @@ func (k *Kernels) BackwardPath(p *Params, doView View) string {
 // of them (its key pass reads K and V in place and writes the gradients itself).
 type BwdCM2Buffers struct {
 	GK, GV, PdK, PdV, PdD *vk.Buffer
+	// packed: GK and GV came packed (NewBwdCM2BuffersPacked): no pack pass, and Close
+	// leaves them to their owner.
+	packed bool
 }
 
 // NewBwdCM2Buffers allocates the coopmat2 backward's buffers for p. Their size is linear
 // in Lk: per (batch, bias head) about 2 (Lk + NBlocks w) rows of D elements, 2 bytes
 // each for GK and GV and 4 for PdK and PdV.
 func NewBwdCM2Buffers(d *vk.Device, p *Params) (*BwdCM2Buffers, error) {
-	c := &BwdCM2Buffers{}
+	return newBwdCM2Buffers(d, p, nil, nil)
+}
+
+// newBwdCM2Buffers allocates the buffers, GK and GV unless given (then packed).
+func newBwdCM2Buffers(d *vk.Device, p *Params, gk, gv *vk.Buffer) (*BwdCM2Buffers, error) {
+	c := &BwdCM2Buffers{GK: gk, GV: gv, packed: gk != nil}
 	if p.Mode != ModeRow && p.Mode != ModeShared {
 		return c, nil
 	}
@@ -235,6 +243,9 @@ func NewBwdCM2Buffers(d *vk.Device, p *Params) (*BwdCM2Buffers, error) {
 		dst **vk.Buffer
 		n   int64
 	}{{&c.GK, PackSize(p)}, {&c.GV, PackSize(p)}, {&c.PdK, bwdCM2Partials(p)}, {&c.PdV, bwdCM2Partials(p)}, {&c.PdD, rows * 4}} {
+		if *x.dst != nil {
+			continue // given
+		}
 		b, err := d.NewBuffer(max(x.n, 4))
 		if err != nil {
 			c.Close()
@@ -245,12 +256,30 @@ func NewBwdCM2Buffers(d *vk.Device, p *Params) (*BwdCM2Buffers, error) {
 	return c, nil
 }
 
+// NewBwdCM2BuffersPacked is NewBwdCM2Buffers with the keys and values already packed:
+// gk and gv hold what RecordPackRange wrote for p's plan, all B*Hb pairs in one buffer
+// each (the coopmat2 forward's CM2Buffers with PairsPer >= B*Hb). The backward then
+// skips its pack pass; Close leaves gk and gv open.
+func NewBwdCM2BuffersPacked(d *vk.Device, p *Params, gk, gv *vk.Buffer) (*BwdCM2Buffers, error) {
+	if p.Mode != ModeRow && p.Mode != ModeShared {
+		return nil, fmt.Errorf("kern: coopmat2 backward buffers: mode %d has no packed keys", p.Mode)
+	}
+	if gk == nil || gv == nil || gk.Size() < PackSize(p) || gv.Size() < PackSize(p) {
+		return nil, fmt.Errorf("kern: coopmat2 backward buffers: packed keys and values need %d bytes each", PackSize(p))
+	}
+	return newBwdCM2Buffers(d, p, gk, gv)
+}
+
 // Close releases the buffers.
 func (c *BwdCM2Buffers) Close() error {
 	if c == nil {
 		return nil
 	}
-	for _, b := range []*vk.Buffer{c.GK, c.GV, c.PdK, c.PdV, c.PdD} {
+	own := []*vk.Buffer{c.PdK, c.PdV, c.PdD}
+	if !c.packed {
+		own = append(own, c.GK, c.GV)
+	}
+	for _, b := range own {
 		if b != nil {
 			b.Close()
 		}
@@ -303,14 +332,18 @@ func (k *Kernels) recordBackwardCM2(r *vk.Recorder, p *Params, params *vk.Buffer
 	push := bwdPushBytes(b)
 
 	kb, vb := b.K, b.V
-	if packed {
+	if packed && !c.packed {
 		if err := k.RecordPackRange(r, p, params, b.K, b.V, &PlanBuffers{U: b.U, UCount: b.UCount}, c.GK, c.GV, 0, int(p.B*p.Hb)); err != nil {
 			return err
 		}
+	}
+	if packed {
 		kb, vb = c.GK, c.GV
 	}
-	if err := stamp("bwd-pack"); err != nil {
-		return err
+	if !c.packed {
+		if err := stamp("bwd-pack"); err != nil {
+			return err
+		}
 	}
 	or := func(x *vk.Buffer) *vk.Buffer {
 		if x == nil {
