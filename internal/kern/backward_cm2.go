@@ -62,7 +62,10 @@ func BwdCM2Tiling(caps *vk.Caps, d int, storage Storage) (BwdCM2Tile, error) {
 	budget := int(caps.MaxSharedMemory)
 	want := bwdCM2TileOverride()
 	if fwd.Scope == vk.ScopeWorkgroup {
+		// Of the workgroup-scope entries, the largest tiles, then the most invocations
+		// (as the forward: the driver then stages the operands through shared memory).
 		wb := budget - int(caps.CoopMat2Props.WorkgroupScopeReservedSharedMemory)
+		var best *BwdCM2Tile
 		for _, s := range caps.CoopMatFlexShapes {
 			if s.Scope != vk.ScopeWorkgroup || s.A != op || s.B != op ||
 				s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 || s.Saturating {
@@ -100,9 +103,16 @@ func BwdCM2Tiling(caps *vk.Caps, d int, storage Storage) (BwdCM2Tile, error) {
 					break
 				}
 			}
-			if t.BR != 0 && t.KR != 0 {
-				return t, nil
+			if t.BR == 0 || t.KR == 0 {
+				continue
 			}
+			size := func(x *BwdCM2Tile) int { return x.BR*x.BC + x.KR*x.KC }
+			if best == nil || size(&t) > size(best) || (size(&t) == size(best) && t.Threads > best.Threads) {
+				best = &t
+			}
+		}
+		if best != nil {
+			return *best, nil
 		}
 		if want != nil {
 			return fail("DMAVK_CM2_BWD_TILE=%dx%dx%dx%dx%d fits no workgroup-scope shape of %s for D=%d", want.BR, want.BC, want.KR, want.KC, want.Threads, caps.Name, d)

@@ -203,3 +203,51 @@ func TestBackwardCoopMat2Eligible(t *testing.T) {
 		})
 	}
 }
+
+// TestBackwardCoopMat2Tiling: the tiles on the H200's list of shapes and on lavapipe's,
+// the tuning override, and what neither takes.
+func TestBackwardCoopMat2Tiling(t *testing.T) {
+	flex := func(m, n, k, inv uint32, scope uint32) vk.CoopMatFlexShape {
+		return vk.CoopMatFlexShape{MGranularity: m, NGranularity: n, KGranularity: k, A: vk.ComponentF16, B: vk.ComponentF16,
+			C: vk.ComponentF32, Result: vk.ComponentF32, Scope: scope, WorkgroupInvocations: inv}
+	}
+	all := vk.CoopMat2Features{WorkgroupScope: true, FlexibleDimensions: true, Reductions: true, Conversions: true, PerElementOperations: true}
+	nv := vk.Caps{Name: "nvidia-like", MaxSharedMemory: 48 << 10, SubgroupSize: 32, MinSubgroupSize: 32, MaxSubgroupSize: 32,
+		Float16: true, CoopMat: true, CoopMat2: true, CoopMat2Flags: all, MaxWorkgroupInvocations: 1024,
+		CoopMat2Props: vk.CoopMat2Props{WorkgroupScopeMaxWorkgroupSize: 256, FlexibleDimensionsMaxDimension: 1024, WorkgroupScopeReservedSharedMemory: 8 << 10},
+		CoopMatFlexShapes: []vk.CoopMatFlexShape{flex(16, 16, 16, 0, vk.ScopeSubgroup), flex(16, 16, 16, 32, vk.ScopeWorkgroup),
+			flex(16, 16, 16, 64, vk.ScopeWorkgroup), flex(32, 16, 16, 128, vk.ScopeWorkgroup), flex(32, 32, 16, 256, vk.ScopeWorkgroup)}}
+	for _, d := range []int{32, 64, 128} {
+		tile, err := kern.BwdCM2Tiling(&nv, d, kern.StorageF16)
+		want := kern.BwdCM2Tile{BR: 64, BC: 64, KR: 64, KC: 64, Threads: 256, Scope: vk.ScopeWorkgroup, NW: 32}
+		if err != nil || tile != want {
+			t.Errorf("nvidia-like D=%d: %+v %v, want %+v", d, tile, err, want)
+		}
+	}
+	t.Setenv("DMAVK_CM2_BWD_TILE", "32x64x64x32x128")
+	if tile, err := kern.BwdCM2Tiling(&nv, 64, kern.StorageF16); err != nil || tile.BR != 32 || tile.BC != 64 || tile.KR != 64 || tile.KC != 32 || tile.Threads != 128 {
+		t.Errorf("override: %+v %v", tile, err)
+	}
+	t.Setenv("DMAVK_CM2_BWD_TILE", "48x64x64x64x256")
+	if tile, err := kern.BwdCM2Tiling(&nv, 64, kern.StorageF16); err == nil {
+		t.Errorf("override with 48-row tiles accepted: %+v", tile)
+	}
+	t.Setenv("DMAVK_CM2_BWD_TILE", "")
+	lvp := vk.Caps{Name: "lavapipe-like", MaxSharedMemory: 32 << 10, SubgroupSize: 8, MinSubgroupSize: 8, MaxSubgroupSize: 8,
+		Float16: true, CoopMat: true, CoopMat2: true, MaxWorkgroupInvocations: 1024,
+		CoopMat2Flags:     vk.CoopMat2Features{FlexibleDimensions: true, Reductions: true, Conversions: true, PerElementOperations: true},
+		CoopMat2Props:     vk.CoopMat2Props{FlexibleDimensionsMaxDimension: 1024},
+		CoopMatFlexShapes: []vk.CoopMatFlexShape{flex(8, 8, 8, 0, vk.ScopeSubgroup)}}
+	want := kern.BwdCM2Tile{BR: 8, BC: 8, KR: 8, KC: 8, Threads: 8, Scope: vk.ScopeSubgroup, NW: 8}
+	if tile, err := kern.BwdCM2Tiling(&lvp, 64, kern.StorageF16); err != nil || tile != want {
+		t.Errorf("lavapipe-like: %+v %v, want %+v", tile, err, want)
+	}
+	for _, d := range []int{8, 40, 144, 256} {
+		if _, err := kern.BwdCM2Tiling(&nv, d, kern.StorageF16); err == nil {
+			t.Errorf("D=%d accepted", d)
+		}
+	}
+	if _, err := kern.BwdCM2Tiling(&nv, 64, kern.StorageBF16); err == nil {
+		t.Errorf("bf16 accepted without bfloat16 cooperative matrices")
+	}
+}
