@@ -131,7 +131,7 @@ func runBench(args []string, stdout io.Writer) error {
 	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
 	cache := fs.Bool("cache", false, "rows of at most 4 queries decode through a dma.KVCache: each step appends its tokens and attends in one submission (AppendAttendInto)")
-	backward := fs.Bool("backward", false, "time Forward + Backward (GPU time of both calls; --profile lists the backward's passes as bwd-...) instead of Forward")
+	backward := fs.Bool("backward", false, "time Forward (keeping its plan, Options.SavePlan) + Backward (GPU time of both calls; --profile lists the backward's passes as bwd-...) instead of Forward")
 	deterministic := fs.Bool("deterministic", false, "with --backward: the backward's deterministic mode")
 	equal := fs.Bool("equal-weights", false, "every dynamic weight 0 (A = 0, the public initialisation): DMA is then sliding-window attention, and in a KV cache every new key joins the best w")
 	b := fs.Int("b", 1, "batch")
@@ -459,6 +459,10 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 			// Forward + Backward as a training step runs them, each profiled by GPU
 			// timestamps: the backward's passes are named "bwd-..." (its own rebuild of
 			// the selection plan included).
+			// The forward keeps its plan and packed keys for the backward, as a
+			// training step would (Options.SavePlan).
+			opt := opt
+			opt.SavePlan = true
 			res, fp, err := dev.ForwardProfiled(ctx, q, k, v, opt)
 			if err != nil {
 				return nil, dma.Profile{}, err
