@@ -218,10 +218,35 @@ func (k *Kernels) BackwardPath(p *Params, doView View) string {
 		return PathPortable
 	}
 	caps := k.d.Caps()
-	if _, err := bwdCM2Eligible(&caps, p, doView); err != nil {
+	tile, err := bwdCM2Eligible(&caps, p, doView)
+	if err != nil {
+		return PathPortable
+	}
+	// A driver that cannot build the kernels for this tile leaves the call to the
+	// portable ones (Grads.Path tells), rather than failing it.
+	if _, _, err := k.bwdCM2Pipelines(p, tile); err != nil {
 		return PathPortable
 	}
 	return PathCoopMat2
+}
+
+// bwdCM2Pipelines returns the row and key passes' pipelines for p and tile (compiled
+// once, then cached).
+func (k *Kernels) bwdCM2Pipelines(p *Params, tile BwdCM2Tile) (row, key *vk.Pipeline, err error) {
+	pipe := func(pass string, m, n int) (*vk.Pipeline, error) {
+		key := pipeKey{name: tile.variant(pass), bindings: bwdCM2Bindings, push: bwdPush}
+		if tile.Scope == vk.ScopeSubgroup {
+			key.subgroup = k.pinnedSubgroup(uint32(tile.Threads))
+		}
+		return k.pipeline(key, []uint32{p.D, uint32(m), uint32(n), uint32(tile.Threads), uint32(tile.NW)}, nil)
+	}
+	if row, err = pipe("row", tile.BR, tile.BC); err != nil {
+		return nil, nil, err
+	}
+	if key, err = pipe("key", tile.KR, tile.KC); err != nil {
+		return nil, nil, err
+	}
+	return row, key, nil
 }
 
 // BwdCM2Buffers are the coopmat2 backward's own buffers for one call: the packed keys and
@@ -321,21 +346,7 @@ func (k *Kernels) recordBackwardCM2(r *vk.Recorder, p *Params, params *vk.Buffer
 			return err
 		}
 	}
-	spec := func(m, n int) []uint32 {
-		return []uint32{p.D, uint32(m), uint32(n), uint32(tile.Threads), uint32(tile.NW)}
-	}
-	pipe := func(pass string, m, n int) (*vk.Pipeline, error) {
-		key := pipeKey{name: tile.variant(pass), bindings: bwdCM2Bindings, push: bwdPush}
-		if tile.Scope == vk.ScopeSubgroup {
-			key.subgroup = k.pinnedSubgroup(uint32(tile.Threads))
-		}
-		return k.pipeline(key, spec(m, n), nil)
-	}
-	rowPipe, err := pipe("row", tile.BR, tile.BC)
-	if err != nil {
-		return err
-	}
-	keyPipe, err := pipe("key", tile.KR, tile.KC)
+	rowPipe, keyPipe, err := k.bwdCM2Pipelines(p, tile)
 	if err != nil {
 		return err
 	}

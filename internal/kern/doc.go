@@ -129,6 +129,11 @@
 // regions that hold it (U_e for e from its block on while it stays in S_e; one binary
 // search per region), bias heads of a group in order. With Hb = Hkv a key tile sums the
 // group's query heads itself. No float atomics: results are bit-identical run to run.
+// Two passes rather than one with atomic dQ (FlashAttention-2's way): package vk enables
+// no float atomics, compare-and-swap loops on every dQ element of every tile would cost
+// more than the recomputed S and dP (2 of the 7 products), and the result would vary
+// run to run; the deterministic mode is then the fast mode too. (Not measured against
+// an atomic variant.)
 // Work: the forward's (row pass, plus dP and dQ) and about the kept pairs again (key
 // pass); P and dS enter the products rounded to the storage type.
 package kern
