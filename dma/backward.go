@@ -35,7 +35,8 @@ type Grads struct {
 	// DV is the total gradient of v.
 	DA, DWdt, DBdt []float32
 	// Path names the backward kernels that ran: "coopmat2" (tensor cores through
-	// VK_NV_cooperative_matrix2: fp16 or bf16, modes row, shared and none) or "portable".
+	// VK_NV_cooperative_matrix2: fp16 or bf16, modes row, shared and none), "coopmat"
+	// (VK_KHR_cooperative_matrix: fp16, modes row and shared) or "portable".
 	Path string
 }
 
@@ -69,9 +70,10 @@ func (g *Grads) Close() error {
 //
 // Backward runs the coopmat2 kernels where the device and the call allow them (fp16 or
 // bf16 with VK_NV_cooperative_matrix2, modes row, shared and none; Grads.Path says),
-// else the portable kernels, whatever path Forward took. The coopmat2 kernels add no
-// float atomics: their gradients are bit-identical run to run in both modes, and their
-// products take P and dS rounded to the storage type, as the forward's P V does.
+// else the KHR cooperative-matrix ones (fp16, modes row and shared), else the portable
+// kernels, whatever path Forward took. The tensor-core kernels add no float atomics:
+// their gradients are bit-identical run to run in both modes, and their products take
+// P and dS rounded to the storage type, as the forward's P V does.
 func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO *Tensor, opt Options, bo BackwardOptions) (*Grads, error) {
 	g, _, err := d.backward(ctx, "Backward", q, k, v, res, dO, opt, bo, false)
 	return g, err
@@ -227,7 +229,7 @@ func (d *Device) backwardRun(ctx context.Context, op string, q, k, v *Tensor, re
 	tmp = append(tmp, dsum)
 	g.Path = d.kern.BackwardPath(p, view(dO))
 	var cm2 *kern.BwdCM2Buffers
-	if g.Path == kern.PathCoopMat2 {
+	if g.Path == kern.PathCoopMat2 || g.Path == kern.PathCoopMat {
 		if saved != nil && saved.gk != nil {
 			cm2, err = kern.NewBwdCM2BuffersPacked(d.vd, p, saved.gk, saved.gv) // Forward's pack
 		} else {

@@ -33,9 +33,9 @@ type bwdInputs struct {
 // Tolerance: the reference sees exactly what the device reads, so what is left is
 // float32 arithmetic, whatever the storage dtype: 2e-5 of the largest entry of each
 // gradient, plus the scores' rounding (which moves P relatively as in compare). The
-// coopmat2 backward (Grads.Path) multiplies P and dS rounded to the storage type, as
-// the forward's P V does: the dtype's tolerance then (fp16 2e-3, bf16 1e-2), plus the
-// scores' rounding. Out.Path gets "+bwd-" and the backward's path.
+// tensor-core backward (Grads.Path coopmat2 or coopmat) multiplies P and dS rounded to
+// the storage type, as the forward's P V does: the dtype's tolerance then (fp16 2e-3,
+// bf16 1e-2), plus the scores' rounding. Out.Path gets "+bwd-" and the backward's path.
 func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in *bwdInputs, rng *rand.Rand) Outcome {
 	fail := func(err error) Outcome { out.Err = fmt.Errorf("backward: %w", err); out.Pass = false; return out }
 	qs := dma.Shape{B: c.B, L: c.Lq, H: c.H, D: c.D}
@@ -78,7 +78,7 @@ func checkBackward(ctx context.Context, dev *dma.Device, c Case, out Outcome, in
 			return fail(err)
 		}
 		path = g.Path
-		if g.Path == "coopmat2" {
+		if g.Path == "coopmat2" || g.Path == "coopmat" {
 			tol = 2e-3 + 4*in.scoreErr
 			if c.DType == dma.BFloat16 {
 				tol = 1e-2 + 4*in.scoreErr

@@ -27,9 +27,9 @@ type BwdBuffers struct {
 	DQ, DK, DV             *vk.Buffer
 	DQView, DKView, DVView View
 	DDelta, DSum, Perm     *vk.Buffer
-	// CM2, when set, sends the call to the coopmat2 backward (BackwardPath must say
-	// PathCoopMat2 for p): its packed keys and per-region sums (NewBwdCM2Buffers). Perm
-	// is then not needed.
+	// CM2, when set, sends the call to the tensor-core backward BackwardPath names for
+	// p (coopmat2, or KHR cooperative matrices; an error when it says portable): its
+	// packed keys and per-region sums (NewBwdCM2Buffers). Perm is then not needed.
 	CM2 *BwdCM2Buffers
 }
 
@@ -202,14 +202,18 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 		}
 	}
 	if b.CM2 != nil {
-		return k.recordBackwardCM2(r, p, params, b, func(pass string) error {
+		all := func(pass string) error {
 			for _, s := range stamp {
 				if err := s(pass); err != nil {
 					return err
 				}
 			}
 			return nil
-		})
+		}
+		if k.BackwardPath(p, b.DOView) == PathCoopMat {
+			return k.recordBackwardCM(r, p, params, b, all)
+		}
+		return k.recordBackwardCM2(r, p, params, b, all) // or the reason it cannot
 	}
 	tile, err := BwdTiling(&caps, int(p.D))
 	if err != nil {

@@ -208,26 +208,32 @@ func bwdCM2Eligible(caps *vk.Caps, p *Params, doView View) (BwdCM2Tile, error) {
 }
 
 // BackwardPath says which backward RecordBackward runs for p when given a BwdCM2Buffers:
-// PathCoopMat2 where the coopmat2 backward takes p (dO through doView), else
+// PathCoopMat2 where the coopmat2 backward takes p (dO through doView), else PathCoopMat
+// where the KHR cooperative-matrix backward does (fp16, modes row and shared), else
 // PathPortable. SetPortableOnly and SetNoCoopMat2 apply to it as to AttentionPath.
 func (k *Kernels) BackwardPath(p *Params, doView View) string {
 	k.mu.Lock()
 	portable, noCM2 := k.portableOnly, k.noCoopMat2
 	k.mu.Unlock()
-	if portable || noCM2 || p == nil || !p.Storage.Packed() {
+	if portable || p == nil || !p.Storage.Packed() {
 		return PathPortable
 	}
 	caps := k.d.Caps()
-	tile, err := bwdCM2Eligible(&caps, p, doView)
-	if err != nil {
-		return PathPortable
+	// A driver that cannot build the kernels for a tile leaves the call to the next
+	// path (Grads.Path tells), rather than failing it.
+	if !noCM2 {
+		if tile, err := bwdCM2Eligible(&caps, p, doView); err == nil {
+			if _, _, err := k.bwdCM2Pipelines(p, tile); err == nil {
+				return PathCoopMat2
+			}
+		}
 	}
-	// A driver that cannot build the kernels for this tile leaves the call to the
-	// portable ones (Grads.Path tells), rather than failing it.
-	if _, _, err := k.bwdCM2Pipelines(p, tile); err != nil {
-		return PathPortable
+	if tile, err := bwdCMEligible(&caps, p, doView); err == nil {
+		if _, _, err := k.bwdCMPipelines(p, tile); err == nil {
+			return PathCoopMat
+		}
 	}
-	return PathCoopMat2
+	return PathPortable
 }
 
 // bwdCM2Pipelines returns the row and key passes' pipelines for p and tile (compiled
@@ -350,6 +356,17 @@ func (k *Kernels) recordBackwardCM2(r *vk.Recorder, p *Params, params *vk.Buffer
 	if err != nil {
 		return err
 	}
+	return k.recordBackwardPasses(r, p, params, b, stamp, rowPipe, keyPipe, tile.BR, tile.KR)
+}
+
+// recordBackwardPasses records the tensor-core backward's passes (coopmat2 or KHR: the
+// same bindings and buffers): the pack (unless b.CM2 came packed), the row pass over
+// query tiles of br rows, the key pass over tiles of kr packed keys (or keys, mode
+// none) and, in modes row and shared, the reduce pass.
+func (k *Kernels) recordBackwardPasses(r *vk.Recorder, p *Params, params *vk.Buffer, b *BwdBuffers, stamp func(string) error, rowPipe, keyPipe *vk.Pipeline, br, kr int) error {
+	caps := k.d.Caps()
+	c := b.CM2
+	packed := p.Mode == ModeRow || p.Mode == ModeShared
 	push := bwdPushBytes(b)
 
 	kb, vb := b.K, b.V
@@ -377,11 +394,11 @@ func (k *Kernels) recordBackwardCM2(r *vk.Recorder, p *Params, params *vk.Buffer
 		vk.Bind(b.DQ), vk.Bind(b.DK), vk.Bind(b.DV), vk.Bind(b.DDelta), vk.Bind(b.DSum),
 		vk.Bind(or(c.PdK)), vk.Bind(or(c.PdV)), vk.Bind(or(c.PdD))}
 
-	_, tiles := AttnTiles(p.Lq, p.PosOffset, tile.BR)
+	_, tiles := AttnTiles(p.Lq, p.PosOffset, br)
 	groups := [3]uint32{tiles, p.H, p.B}
 	for i, g := range groups {
 		if g > caps.MaxWorkgroupCount[i] {
-			return fmt.Errorf("kern: backward (coopmat2): %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
+			return fmt.Errorf("kern: backward (tensor cores): %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
 		}
 	}
 	if err := r.Dispatch(rowPipe, groups, push, binds...); err != nil {
@@ -391,13 +408,13 @@ func (k *Kernels) recordBackwardCM2(r *vk.Recorder, p *Params, params *vk.Buffer
 	if err := stamp("bwd-rows"); err != nil {
 		return err
 	}
-	kgroups := [3]uint32{Groups(int(p.Lk), tile.KR), p.Hkv, p.B}
+	kgroups := [3]uint32{Groups(int(p.Lk), kr), p.Hkv, p.B}
 	if packed {
-		kgroups = [3]uint32{uint32(PackRows(p) / tile.KR), uint32(PackRegions(p)), 1}
+		kgroups = [3]uint32{uint32(PackRows(p) / kr), uint32(PackRegions(p)), 1}
 	}
 	for i, g := range kgroups {
 		if g > caps.MaxWorkgroupCount[i] {
-			return fmt.Errorf("kern: backward (coopmat2): %d key-pass workgroups in dimension %d, %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
+			return fmt.Errorf("kern: backward (tensor cores): %d key-pass workgroups in dimension %d, %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
 		}
 	}
 	if err := r.Dispatch(keyPipe, kgroups, push, binds...); err != nil {

@@ -28,13 +28,18 @@ func bwdCM2Tol(c *attnCase) float64 {
 // runBwdCM2 runs the case on the coopmat2 backward in both modes, checks that the path
 // takes it, that two runs give the same bits, and every gradient against the reference.
 func runBwdCM2(t *testing.T, e *attnEnv, c attnCase, edit func(pr *bwdProblem)) {
+	runBwdTC(t, e, c, kern.PathCoopMat2, edit)
+}
+
+// runBwdTC is runBwdCM2 for the tensor-core backward BackwardPath must name (want).
+func runBwdTC(t *testing.T, e *attnEnv, c attnCase, want string, edit func(pr *bwdProblem)) {
 	pr := newBwdProblem(t, e, c)
 	e.k.SetPortableOnly(false) // newBwdProblem's forward ran on the portable kernel
 	if edit != nil {
 		edit(pr)
 	}
-	if path := e.k.BackwardPath(pr.p, pr.bufs.DOView); path != kern.PathCoopMat2 {
-		t.Fatalf("BackwardPath = %s, want %s", path, kern.PathCoopMat2)
+	if path := e.k.BackwardPath(pr.p, pr.bufs.DOView); path != want {
+		t.Fatalf("BackwardPath = %s, want %s", path, want)
 	}
 	cm2, err := kern.NewBwdCM2Buffers(e.d, pr.p)
 	if err != nil {
@@ -249,5 +254,41 @@ func TestBackwardCoopMat2Tiling(t *testing.T) {
 	}
 	if _, err := kern.BwdCM2Tiling(&nv, 64, kern.StorageBF16); err == nil {
 		t.Errorf("bf16 accepted without bfloat16 cooperative matrices")
+	}
+}
+
+// TestBackwardCoopMat: the KHR cooperative-matrix backward (coopmat2 kept off), fp16,
+// modes row and shared, on the awkward shapes and with non-finite values.
+func TestBackwardCoopMat(t *testing.T) {
+	e := newAttnEnv(t)
+	caps := e.d.Caps()
+	tile, err := kern.BwdCMTiling(&caps, 64)
+	if err != nil {
+		if requireCoopMat() {
+			t.Fatalf("KHR backward required but unavailable on %s: %v", caps.Name, err)
+		}
+		t.Skipf("%s: %v", caps.Name, err)
+	}
+	t.Logf("%s: tile %+v", caps.Name, tile)
+	e.k.SetNoCoopMat2(true)
+	t.Cleanup(func() { e.k.SetNoCoopMat2(false) })
+	var cs []attnCase
+	for _, c := range bwdCM2Cases() {
+		if c.mode == ref.ModeNone || (c.Lq < 16) {
+			continue // the portable backward's (and Lq below a chunk)
+		}
+		if !strings.Contains(c.name, "nan") {
+			c.nanKey = -1
+		}
+		cs = append(cs, c)
+	}
+	for _, what := range []string{"q", "k", "v", "w", "all"} {
+		cs = append(cs,
+			attnCase{name: "nonfinite/row/causal/L130/" + what, Lq: 130, mode: ref.ModeRow, causal: true, w: 16, inject: what},
+			attnCase{name: "nonfinite/shared/causal/Lq100-Lk33/" + what, Lq: 100, Lk: 33, mode: ref.ModeShared, causal: true, w: 5, inject: what})
+	}
+	for _, c := range cs {
+		c.f16 = true
+		t.Run(c.name, func(t *testing.T) { runBwdTC(t, e, c, kern.PathCoopMat, nil) })
 	}
 }
