@@ -13,7 +13,9 @@
 // KHR cooperative matrices have no per-element operations and no defined element ->
 // (row, column) map, so the scores S (and dP) go to shared memory, where the
 // invocations apply scale, weight, softcap, the keep test, exp and dS element by
-// element; P and dS come back as fp16 A operands. A workgroup is NSG subgroups of SG
+// element; P and dS come back as fp16 A operands (the key pass reads its chunk's q and
+// dO rows through shared memory too: lavapipe crashes on some row-major loads of them
+// from the storage buffer, not isolated further). A workgroup is NSG subgroups of SG
 // invocations; subgroup g owns the band of MS rows [g MS, (g + 1) MS) of the tile
 // (query rows in the row pass, packed keys in the key pass) with its accumulators (dQ;
 // dK and dV) in registers, MS x NS each, DH / NS of them. A chunk whose raw products hold
@@ -293,6 +295,7 @@ shared float keyDD[BR];
 shared uvec2 rowTau[BC];
 shared float rowLse[BC], rowDsum[BC];
 shared uint rangeLo, rangeHi;
+shared float16_t Qc[BC * DH], dOc[BC * DH];  // the chunk's q and dO rows
 
 void main() {
 	uint tid = gl_LocalInvocationID.x, sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
@@ -371,13 +374,19 @@ void main() {
 				rowLse[r] = lseb[lseRow0 + i];
 				rowDsum[r] = dsumb[lseRow0 + i];
 			}
+			for (uint e = tid; e < BC * DH; e += NT) {
+				uint r = e / DH, d = e - r * DH;
+				Qc[e] = q16[qBase + (c0 + r) * P.qSL + d];
+				dOc[e] = do16[doBase + (c0 + r) * PC.doSL + d];
+			}
+			barrier();
 			// S^T and dP^T of the band (keys x rows).
 			for (uint nb = 0u; nb < BC / NS; nb++) {
 				ACC s = ACC(0.0), dp = ACC(0.0);
 				for (uint k = 0u; k < DK; k++) {
 					MATB qt, dot;
-					coopMatLoad(qt, q16, qBase + (c0 + nb * NS) * P.qSL + k * KS, P.qSL, gl_CooperativeMatrixLayoutColumnMajor);
-					coopMatLoad(dot, do16, doBase + (c0 + nb * NS) * PC.doSL + k * KS, PC.doSL, gl_CooperativeMatrixLayoutColumnMajor);
+					coopMatLoad(qt, Qc, nb * NS * DH + k * KS, DH, gl_CooperativeMatrixLayoutColumnMajor);
+					coopMatLoad(dot, dOc, nb * NS * DH + k * KS, DH, gl_CooperativeMatrixLayoutColumnMajor);
 					s = coopMatMulAdd(ka[k], qt, s);
 					dp = coopMatMulAdd(va[k], dot, dp);
 				}
@@ -406,7 +415,7 @@ void main() {
 					coopMatLoad(pa, Ash, sg * MS * BC + k * KS, BC, gl_CooperativeMatrixLayoutRowMajor);
 					for (uint n = 0u; n < DN; n++) {
 						MATB dob;
-						coopMatLoad(dob, do16, doBase + (c0 + k * KS) * PC.doSL + n * NS, PC.doSL, gl_CooperativeMatrixLayoutRowMajor);
+						coopMatLoad(dob, dOc, k * KS * DH + n * NS, DH, gl_CooperativeMatrixLayoutRowMajor);
 						dv[n] = coopMatMulAdd(pa, dob, dv[n]);
 					}
 				}
@@ -418,7 +427,7 @@ void main() {
 					coopMatLoad(dsa, Ash, sg * MS * BC + k * KS, BC, gl_CooperativeMatrixLayoutRowMajor);
 					for (uint n = 0u; n < DN; n++) {
 						MATB qb;
-						coopMatLoad(qb, q16, qBase + (c0 + k * KS) * P.qSL + n * NS, P.qSL, gl_CooperativeMatrixLayoutRowMajor);
+						coopMatLoad(qb, Qc, k * KS * DH + n * NS, DH, gl_CooperativeMatrixLayoutRowMajor);
 						dk[n] = coopMatMulAdd(dsa, qb, dk[n]);
 					}
 				}
@@ -430,13 +439,13 @@ void main() {
 							uint x = sg * MS + y / NS, col = n * NS + y % NS;
 							float sum = 0.0;
 							for (uint r = 0u; r < BC; r++) {
-								uint e = x * BC + r, i = c0 + r;
+								uint e = x * BC + r;
 								if (pass == 0u) {
 									float p = Psh[e];
-									if (!isNoneMark(p)) sum = fma(p, float(do16[doBase + i * PC.doSL + col]), sum);
+									if (!isNoneMark(p)) sum = fma(p, float(dOc[r * DH + col]), sum);
 								} else {
 									float ds = Dsh[e];
-									if (!isZeroF(ds)) sum = fma(ds, float(q16[qBase + i * P.qSL + col]), sum);
+									if (!isZeroF(ds)) sum = fma(ds, float(Qc[r * DH + col]), sum);
 								}
 							}
 							scratch[sg * MS * NS + y] = sum;

@@ -20,7 +20,7 @@ type BwdCMTile struct {
 func bwdCMShared(d, br, bc, nsg int, s vk.CoopMatShape) int {
 	tile := 3*4*br*bc + 2*br*bc + 4*nsg*int(s.M)*int(s.N) + 4
 	row := 2*2*br*d + 12*br + 8*bc
-	key := 16*br + 16*bc + 8
+	key := 16*br + 16*bc + 8 + 2*2*bc*d // and the chunk's q and dO rows
 	return tile + max(row, key)
 }
 
