@@ -13,9 +13,10 @@
 // KHR cooperative matrices have no per-element operations and no defined element ->
 // (row, column) map, so the scores S (and dP) go to shared memory, where the
 // invocations apply scale, weight, softcap, the keep test, exp and dS element by
-// element; P and dS come back as fp16 A operands (the key pass reads its chunk's q and
-// dO rows through shared memory too: lavapipe crashes on some row-major loads of them
-// from the storage buffer, not isolated further). A workgroup is NSG subgroups of SG
+// element; P and dS come back as fp16 A operands. The chunk's rows (k and v in the row
+// pass, q and dO in the key pass) go through shared memory too, as in
+// attention_cm.comp: lavapipe crashes on some loads of them straight from the storage
+// buffers (not isolated further). A workgroup is NSG subgroups of SG
 // invocations; subgroup g owns the band of MS rows [g MS, (g + 1) MS) of the tile
 // (query rows in the row pass, packed keys in the key pass) with its accumulators (dQ;
 // dK and dV) in registers, MS x NS each, DH / NS of them. A chunk whose raw products hold
@@ -128,6 +129,7 @@ shared float rowLse[BR], rowDsum[BR];
 shared uint colIdx[BC];
 shared float colDelta[BC];
 shared float16_t Qsh[BR * DH], dOsh[BR * DH];
+shared float16_t Kc[BC * DH], Vc[BC * DH];  // the chunk's packed k and v rows
 
 void main() {
 	uint tid = gl_LocalInvocationID.x, sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
@@ -218,13 +220,18 @@ void main() {
 			colIdx[c] = idx;
 			colDelta[c] = dl;
 		}
+		for (uint e = tid; e < BC * DH; e += NT) {
+			Kc[e] = k16[kvBase + e0 * DH + e];
+			Vc[e] = v16[kvBase + e0 * DH + e];
+		}
+		barrier();
 		// S and dP of the band: fp32 to shared.
 		for (uint nb = 0u; nb < BC / NS; nb++) {
 			ACC s = ACC(0.0), dp = ACC(0.0);
 			for (uint k = 0u; k < DK; k++) {
 				MATB kt, vt;
-				coopMatLoad(kt, k16, kvBase + (e0 + nb * NS) * DH + k * KS, DH, gl_CooperativeMatrixLayoutColumnMajor);
-				coopMatLoad(vt, v16, kvBase + (e0 + nb * NS) * DH + k * KS, DH, gl_CooperativeMatrixLayoutColumnMajor);
+				coopMatLoad(kt, Kc, nb * NS * DH + k * KS, DH, gl_CooperativeMatrixLayoutColumnMajor);
+				coopMatLoad(vt, Vc, nb * NS * DH + k * KS, DH, gl_CooperativeMatrixLayoutColumnMajor);
 				s = coopMatMulAdd(qa[k], kt, s);
 				dp = coopMatMulAdd(doa[k], vt, dp);
 			}
@@ -246,7 +253,7 @@ void main() {
 				coopMatLoad(dsa, Ash, sg * MS * BC + k * KS, BC, gl_CooperativeMatrixLayoutRowMajor);
 				for (uint n = 0u; n < DN; n++) {
 					MATB kb;
-					coopMatLoad(kb, k16, kvBase + (e0 + k * KS) * DH + n * NS, DH, gl_CooperativeMatrixLayoutRowMajor);
+					coopMatLoad(kb, Kc, k * KS * DH + n * NS, DH, gl_CooperativeMatrixLayoutRowMajor);
 					dq[n] = coopMatMulAdd(dsa, kb, dq[n]);
 				}
 			}
@@ -258,7 +265,7 @@ void main() {
 					float sum = 0.0;
 					for (uint c = 0u; c < BC; c++) {
 						float ds = Dsh[r * BC + c];
-						if (!isZeroF(ds)) sum = fma(ds, float(k16[kvBase + (e0 + c) * DH + col]), sum);
+						if (!isZeroF(ds)) sum = fma(ds, float(Kc[c * DH + col]), sum);
 					}
 					scratch[sg * MS * NS + x] = sum;
 				}
@@ -296,6 +303,7 @@ shared uvec2 rowTau[BC];
 shared float rowLse[BC], rowDsum[BC];
 shared uint rangeLo, rangeHi;
 shared float16_t Qc[BC * DH], dOc[BC * DH];  // the chunk's q and dO rows
+shared float16_t Kt[BR * DH], Vt[BR * DH];    // the tile's packed k and v rows
 
 void main() {
 	uint tid = gl_LocalInvocationID.x, sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
@@ -324,10 +332,15 @@ void main() {
 		keyDelta[x] = unord(ent.x);
 		keyDD[x] = 0.0;
 	}
+	for (uint e = tid; e < BR * DH; e += NT) {
+		Kt[e] = k16[tileOut * DH + e];
+		Vt[e] = v16[tileOut * DH + e];
+	}
+	barrier();
 	MATA ka[DK], va[DK];
 	for (uint k = 0u; k < DK; k++) {
-		coopMatLoad(ka[k], k16, (tileOut + sg * MS) * DH + k * KS, DH, gl_CooperativeMatrixLayoutRowMajor);
-		coopMatLoad(va[k], v16, (tileOut + sg * MS) * DH + k * KS, DH, gl_CooperativeMatrixLayoutRowMajor);
+		coopMatLoad(ka[k], Kt, sg * MS * DH + k * KS, DH, gl_CooperativeMatrixLayoutRowMajor);
+		coopMatLoad(va[k], Vt, sg * MS * DH + k * KS, DH, gl_CooperativeMatrixLayoutRowMajor);
 	}
 	ACC dk[DN], dv[DN];
 	for (uint n = 0u; n < DN; n++) {
