@@ -135,5 +135,8 @@
 // run to run; the deterministic mode is then the fast mode too. (Not measured against
 // an atomic variant.)
 // Work: the forward's (row pass, plus dP and dQ) and about the kept pairs again (key
-// pass); P and dS enter the products rounded to the storage type.
+// pass); P and dS enter the products rounded to the storage type. The KHR backward
+// (attention_bwd_cm.comp, backward_cm.go; fp16, modes row and shared) runs the same
+// passes into the same buffers with KHR cooperative matrices, the element-wise steps
+// through shared memory.
 package kern
