@@ -292,3 +292,38 @@ func TestBackwardCoopMat(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { runBwdTC(t, e, c, kern.PathCoopMat, nil) })
 	}
 }
+
+// TestBackwardCoopMatTiling: the KHR backward's tiles on NVIDIA-like and lavapipe-like
+// shapes fit the shared memory and the shader's divisibility rules.
+func TestBackwardCoopMatTiling(t *testing.T) {
+	shape := func(m, n, k uint32) vk.CoopMatShape {
+		return vk.CoopMatShape{M: m, N: n, K: k, A: vk.ComponentF16, B: vk.ComponentF16, C: vk.ComponentF32,
+			Result: vk.ComponentF32, Scope: vk.ScopeSubgroup}
+	}
+	devs := []vk.Caps{
+		{Name: "nvidia-like", MaxSharedMemory: 48 << 10, SubgroupSize: 32, SubgroupOps: 0xff, Float16: true, CoopMat: true,
+			CoopMatShapes: []vk.CoopMatShape{shape(16, 8, 16), shape(16, 16, 16)}},
+		{Name: "lavapipe-like", MaxSharedMemory: 32 << 10, SubgroupSize: 8, SubgroupOps: 0xff, Float16: true, CoopMat: true,
+			CoopMatShapes: []vk.CoopMatShape{shape(8, 8, 8)}},
+	}
+	for i := range devs {
+		c := &devs[i]
+		c.MaxWorkgroupInvocations, c.MaxWorkgroupSize = 1024, [3]uint32{1024, 1024, 64}
+		for _, d := range []int{32, 64, 128} {
+			tile, err := kern.BwdCMTiling(c, d)
+			if err != nil {
+				t.Fatalf("%s D=%d: %v", c.Name, d, err)
+			}
+			m, n, k := int(tile.Shape.M), int(tile.Shape.N), int(tile.Shape.K)
+			if 64%tile.BR != 0 || 64%tile.BC != 0 || tile.BR != tile.NSG*m || tile.BC%n != 0 || tile.BC%k != 0 || tile.Threads != tile.NSG*tile.SG {
+				t.Fatalf("%s D=%d: bad tile %+v", c.Name, d, tile)
+			}
+			t.Logf("%s D=%d: %+v", c.Name, d, tile)
+		}
+		for _, d := range []int{0, 8, 40, 264} {
+			if _, err := kern.BwdCMTiling(c, d); err == nil {
+				t.Errorf("%s: D=%d accepted", c.Name, d)
+			}
+		}
+	}
+}
