@@ -12,9 +12,11 @@ import (
 // BackwardOptions configures Backward beyond the forward's Options.
 type BackwardOptions struct {
 	// Deterministic makes every gradient bit-identical from run to run (on one device
-	// and driver): dK, dV and dDelta are then summed by a second, key-major pass in a
-	// fixed order instead of being added with atomics by the query pass, at a higher
-	// cost. dQ and the weight-parameter gradients are deterministic in both modes.
+	// and driver): on the portable path dK, dV and dDelta are then summed by a second,
+	// key-major pass in a fixed order instead of being added with atomics by the query
+	// pass, at a higher cost. dQ and the weight-parameter gradients are deterministic in
+	// both modes, and so is everything on the tensor-core paths (Grads.Path coopmat2 and
+	// coopmat), which add no float atomics: there both modes are the same kernels.
 	Deterministic bool
 }
 
