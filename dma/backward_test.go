@@ -455,3 +455,67 @@ func TestBackwardSavedPlan(t *testing.T) {
 	require.NoError(t, d2.Close())
 	require.NoError(t, res.Close())
 }
+
+// TestBackwardSavedPlanConcurrent: Backward calls running at once over one Result with a
+// saved plan read it (and its packed keys) without writing it: the same bits each; a
+// Close of the Result meanwhile frees the plan only when they end.
+func TestBackwardSavedPlanConcurrent(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	qs := dma.Shape{B: 1, L: 120, H: 4, D: 32}
+	ks := dma.Shape{B: 1, L: 120, H: 2, D: 32}
+	q := tensor(t, d, dma.Float16, qs, nil)
+	k := tensor(t, d, dma.Float16, ks, nil)
+	v := tensor(t, d, dma.Float16, ks, nil)
+	dO := tensor(t, d, dma.Float16, qs, nil)
+	w, err := d.NewWeights(1, 2, 120)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	vals := make([]float32, 240)
+	for i := range vals {
+		vals[i] = float32(math.Cos(float64(5 * i)))
+	}
+	require.NoError(t, w.Upload(ctx, vals))
+	opt := dma.Options{Mode: dma.ModeRow, Window: 20, Causal: true, Weights: w, SavePlan: true}
+	res, err := d.Forward(ctx, q, k, v, opt)
+	require.NoError(t, err)
+	const n = 4
+	out := make([][]float32, n)
+	errs := make([]error, n)
+	done := make(chan int)
+	for i := range n {
+		go func() {
+			defer func() { done <- i }()
+			g, err := d.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{Deterministic: true})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer g.Close()
+			out[i], errs[i] = g.DK.Download(ctx)
+		}()
+	}
+	<-done
+	res.Close() // the calls still running keep the plan
+	for range n - 1 {
+		<-done
+	}
+	var first []float32
+	for i := range n {
+		if errs[i] != nil {
+			require.ErrorIs(t, errs[i], dma.ErrClosed) // started after the Close
+			continue
+		}
+		if first == nil {
+			first = out[i]
+		}
+		for j := range out[i] {
+			if math.Float32bits(out[i][j]) != math.Float32bits(first[j]) {
+				t.Fatalf("call %d: dK[%d] = %v, the first call's: %v", i, j, out[i][j], first[j])
+			}
+		}
+	}
+	require.NotNil(t, first, "every call failed")
+	_, err = d.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{})
+	require.ErrorIs(t, err, dma.ErrClosed)
+}
