@@ -33,6 +33,10 @@ func runBwdCM2(t *testing.T, e *attnEnv, c attnCase, edit func(pr *bwdProblem)) 
 
 // runBwdTC is runBwdCM2 for the tensor-core backward BackwardPath must name (want).
 func runBwdTC(t *testing.T, e *attnEnv, c attnCase, want string, edit func(pr *bwdProblem)) {
+	caps := e.d.Caps()
+	if want == kern.PathCoopMat2 && !bwdCM2Takes(t, &caps, c) {
+		want = kern.PathPortable // shorter than this device's tiles: checked there
+	}
 	pr := newBwdProblem(t, e, c)
 	e.k.SetPortableOnly(false) // newBwdProblem's forward ran on the portable kernel
 	if edit != nil {
@@ -40,6 +44,10 @@ func runBwdTC(t *testing.T, e *attnEnv, c attnCase, want string, edit func(pr *b
 	}
 	if path := e.k.BackwardPath(pr.p, pr.bufs.DOView); path != want {
 		t.Fatalf("BackwardPath = %s, want %s", path, want)
+	}
+	if want == kern.PathPortable {
+		t.Logf("below one tile of %s: the portable backward's", caps.Name)
+		return
 	}
 	cm2, err := kern.NewBwdCM2Buffers(e.d, pr.p)
 	if err != nil {
@@ -128,6 +136,30 @@ func TestBackwardCoopMat2(t *testing.T) {
 		}
 		t.Run(c.name, func(t *testing.T) { runBwdCM2(t, e, c, nil) })
 	}
+}
+
+// bwdCM2Takes says whether the coopmat2 backward takes case c on the device (its tile
+// for c's head dimension: at least one row chunk of queries, in mode none one chunk of
+// keys), so that a device with larger tiles than lavapipe's checks the shorter cases on
+// the portable path instead.
+func bwdCM2Takes(t *testing.T, caps *vk.Caps, c attnCase) bool {
+	d, lq, lk := c.D, c.Lq, c.Lk
+	if d == 0 {
+		d = 64 // attnCase's default
+	}
+	if lk == 0 {
+		lk = lq
+	}
+	st := kern.StorageF16
+	if c.bf16 {
+		st = kern.StorageBF16
+	}
+	tile, err := kern.BwdCM2Tiling(caps, d, st)
+	if err != nil {
+		t.Logf("D=%d: %v", d, err)
+		return false
+	}
+	return lq >= tile.KC && (c.mode != ref.ModeNone || lk >= max(tile.BC, tile.KR))
 }
 
 // TestBackwardCoopMat2BF16: the bf16 variants, where the device has bfloat16
@@ -274,8 +306,17 @@ func TestBackwardCoopMat(t *testing.T) {
 	t.Cleanup(func() { e.k.SetNoCoopMat2(false) })
 	var cs []attnCase
 	for _, c := range bwdCM2Cases() {
-		if c.mode == ref.ModeNone || (c.Lq < 16) {
-			continue // the portable backward's (and Lq below a chunk)
+		d := c.D
+		if d == 0 {
+			d = 64
+		}
+		tile, err := kern.BwdCMTiling(&caps, d)
+		if err != nil {
+			t.Logf("%s: %v", c.name, err)
+			continue
+		}
+		if c.mode == ref.ModeNone || c.Lq < tile.BC {
+			continue // the portable backward's (mode none, or Lq below a row chunk)
 		}
 		if !strings.Contains(c.name, "nan") {
 			c.nanKey = -1
