@@ -232,6 +232,10 @@ part_backward() {
 	{
 		$D bench $args --configs >/tmp/bwd.json
 		timeout 250 $D bench $args --backward --reps 5 --json >/tmp/bwd_dmavk.json
+		echo "== every pass (fast mode), then the deterministic mode and bf16"
+		timeout 200 $D bench $args --backward --reps 5 --profile 2>&1 | grep -vE '^bench: \['
+		timeout 200 $D bench $args --backward --reps 5 --deterministic 2>&1 | grep -vE '^bench: \['
+		timeout 200 $D bench $args --backward --reps 5 --dtype bfloat16 2>&1 | grep -vE '^bench: \['
 		sdpa --configs /tmp/bwd.json --backward --reps 10 --json /tmp/bwd_sdpa.json
 		python3 bench/peers/join.py /tmp/bwd_dmavk.json /tmp/bwd_sdpa.json
 	} >"$OUT/backward.txt" 2>&1

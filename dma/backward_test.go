@@ -343,3 +343,179 @@ func BenchmarkBackward(b *testing.B) {
 		})
 	}
 }
+
+// TestBackwardSavedPlan: Backward over a Result that kept its plan (Options.SavePlan)
+// gives the bits of Backward that builds the plan again (deterministic mode), on every
+// path the device has for the cases (coopmat2 for 16-bit where available, portable for
+// float32), in modes row, shared and none; a Result of other options is refused; and
+// Device.Close frees a plan whose Result is left open.
+func TestBackwardSavedPlan(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		dt     dma.DType
+		mode   dma.Mode
+		w      int
+		causal bool
+	}{
+		{dma.Float16, dma.ModeRow, 24, true},
+		{dma.Float16, dma.ModeShared, 24, true},
+		{dma.Float16, dma.ModeNone, 0, true},
+		{dma.BFloat16, dma.ModeRow, 30, true},
+		{dma.Float32, dma.ModeRow, 24, true},
+	} {
+		t.Run(fmt.Sprintf("%v/%v", c.dt, c.mode), func(t *testing.T) {
+			qs := dma.Shape{B: 2, L: 150, H: 4, D: 32}
+			ks := dma.Shape{B: 2, L: 150, H: 2, D: 32}
+			q := tensor(t, d, c.dt, qs, nil)
+			k := tensor(t, d, c.dt, ks, nil)
+			v := tensor(t, d, c.dt, ks, nil)
+			dO := tensor(t, d, c.dt, qs, nil)
+			w, err := d.NewWeights(2, 2, 150)
+			require.NoError(t, err)
+			t.Cleanup(func() { w.Close() })
+			vals := make([]float32, 2*2*150)
+			for i := range vals {
+				vals[i] = float32(math.Sin(float64(7 * i)))
+			}
+			require.NoError(t, w.Upload(ctx, vals))
+			opt := dma.Options{Mode: c.mode, Window: c.w, Causal: c.causal, Weights: w}
+			grads := func(res *dma.Result) ([][]float32, string) {
+				g, err := d.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{Deterministic: true})
+				require.NoError(t, err)
+				defer g.Close()
+				var got [][]float32
+				for _, x := range []*dma.Tensor{g.DQ, g.DK, g.DV} {
+					vals, err := x.Download(ctx)
+					require.NoError(t, err)
+					got = append(got, vals)
+				}
+				dd, err := g.DDelta.Download(ctx)
+				require.NoError(t, err)
+				return append(got, dd), g.Path
+			}
+			res, err := d.Forward(ctx, q, k, v, opt)
+			require.NoError(t, err)
+			defer res.Close()
+			want, path := grads(res)
+			saveOpt := opt
+			saveOpt.SavePlan = true
+			kept, err := d.Forward(ctx, q, k, v, saveOpt)
+			require.NoError(t, err)
+			defer kept.Close()
+			got, keptPath := grads(kept)
+			require.Equal(t, path, keptPath)
+			t.Logf("backward path %s", path)
+			for i := range got {
+				for j := range got[i] {
+					if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
+						t.Fatalf("output %d (dQ, dK, dV, dDelta) element %d: %v with the saved plan, %v without", i, j, got[i][j], want[i][j])
+					}
+				}
+			}
+			// The saved plan's Backward builds no plan and packs nothing.
+			for _, x := range []struct {
+				res  *dma.Result
+				want bool
+			}{{res, true}, {kept, false}} {
+				g, prof, err := d.BackwardProfiled(ctx, q, k, v, x.res, dO, opt, dma.BackwardOptions{})
+				require.NoError(t, err)
+				g.Close()
+				if len(prof.Passes) == 0 {
+					break // no timestamps on this device
+				}
+				t.Logf("saved plan %v: passes %v", !x.want, prof.Passes)
+				names := map[string]bool{}
+				for _, p := range prof.Passes {
+					names[p.Name] = true
+				}
+				require.Equalf(t, x.want, names["ord"], "passes %v (saved plan: %v)", prof.Passes, !x.want)
+				if path == "coopmat2" && c.mode != dma.ModeNone {
+					require.Equalf(t, x.want, names["bwd-pack"], "passes %v (saved plan: %v)", prof.Passes, !x.want)
+				}
+			}
+			other := opt
+			other.Window = 7
+			if c.mode == dma.ModeNone {
+				other.Causal = false
+			}
+			_, err = d.Backward(ctx, q, k, v, kept, dO, other, dma.BackwardOptions{})
+			require.ErrorContains(t, err, "SavePlan")
+		})
+	}
+	// A device closed with a saved plan's Result still open frees it.
+	d2 := open(t)
+	s := dma.Shape{B: 1, L: 70, H: 2, D: 32}
+	q := tensor(t, d2, dma.Float16, s, nil)
+	w, err := d2.NewWeights(1, 2, 70)
+	require.NoError(t, err)
+	require.NoError(t, w.Upload(ctx, make([]float32, 140)))
+	res, err := d2.Forward(ctx, q, q, q, dma.Options{Mode: dma.ModeRow, Window: 9, Causal: true, Weights: w, SavePlan: true})
+	require.NoError(t, err)
+	require.NoError(t, d2.Close())
+	require.NoError(t, res.Close())
+}
+
+// TestBackwardSavedPlanConcurrent: Backward calls running at once over one Result with a
+// saved plan read it (and its packed keys) without writing it: the same bits each; a
+// Close of the Result meanwhile frees the plan only when they end.
+func TestBackwardSavedPlanConcurrent(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	qs := dma.Shape{B: 1, L: 120, H: 4, D: 32}
+	ks := dma.Shape{B: 1, L: 120, H: 2, D: 32}
+	q := tensor(t, d, dma.Float16, qs, nil)
+	k := tensor(t, d, dma.Float16, ks, nil)
+	v := tensor(t, d, dma.Float16, ks, nil)
+	dO := tensor(t, d, dma.Float16, qs, nil)
+	w, err := d.NewWeights(1, 2, 120)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	vals := make([]float32, 240)
+	for i := range vals {
+		vals[i] = float32(math.Cos(float64(5 * i)))
+	}
+	require.NoError(t, w.Upload(ctx, vals))
+	opt := dma.Options{Mode: dma.ModeRow, Window: 20, Causal: true, Weights: w, SavePlan: true}
+	res, err := d.Forward(ctx, q, k, v, opt)
+	require.NoError(t, err)
+	const n = 4
+	out := make([][]float32, n)
+	errs := make([]error, n)
+	done := make(chan int)
+	for i := range n {
+		go func() {
+			defer func() { done <- i }()
+			g, err := d.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{Deterministic: true})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer g.Close()
+			out[i], errs[i] = g.DK.Download(ctx)
+		}()
+	}
+	<-done
+	res.Close() // the calls still running keep the plan
+	for range n - 1 {
+		<-done
+	}
+	var first []float32
+	for i := range n {
+		if errs[i] != nil {
+			require.ErrorIs(t, errs[i], dma.ErrClosed) // started after the Close
+			continue
+		}
+		if first == nil {
+			first = out[i]
+		}
+		for j := range out[i] {
+			if math.Float32bits(out[i][j]) != math.Float32bits(first[j]) {
+				t.Fatalf("call %d: dK[%d] = %v, the first call's: %v", i, j, out[i][j], first[j])
+			}
+		}
+	}
+	require.NotNil(t, first, "every call failed")
+	_, err = d.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{})
+	require.ErrorIs(t, err, dma.ErrClosed)
+}

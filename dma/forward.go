@@ -15,6 +15,9 @@ type Result struct {
 	O       *Tensor  // [B, Lq, H, D], Q's dtype and layout
 	LSE     *LSE     // [B, H, Lq]
 	Weights *Weights // the weights used, when Forward computed them from WeightParams
+	// plan is the call's selection plan, kept for Backward (Options.SavePlan); nil
+	// otherwise.
+	plan *savedPlan
 	// Path names the attention kernel that ran: "coopmat2" (tensor cores through
 	// VK_NV_cooperative_matrix2), "coopmat" (VK_KHR_cooperative_matrix), "portable", or
 	// "decode" (the KV-cache kernels, which Forward also takes for a few query rows over
@@ -487,6 +490,11 @@ func (d *Device) forwardWith(ctx context.Context, op string, q, k, v *Tensor, op
 	if decode {
 		res.Path = "decode"
 	}
+	if opt.SavePlan && !decode && into == nil {
+		if res.plan, err = d.savePlan(op, p, plan, ab.CM2, &tmp); err != nil {
+			return fail(err)
+		}
+	}
 	if into != nil {
 		into.Path = res.Path
 	}
@@ -592,7 +600,7 @@ func (cp *callPlan) recordParams(r *vk.Recorder, p *kern.Params) error {
 	if err := r.Update(cp.params, 0, p.Bytes()); err != nil {
 		return err
 	}
-	if cp.zero {
+	if cp.zero && cp.weights != nil {
 		if err := r.Fill(cp.weights.buf, 0, cp.weights.buf.Size(), 0); err != nil {
 			return err
 		}
@@ -606,6 +614,64 @@ func (r *Result) closePartial() {
 	r.O.Close()
 	r.LSE.Close()
 	r.Weights.Close()
+	r.plan.Close()
+}
+
+// savedPlan is a Forward's selection plan kept for Backward (Options.SavePlan): the
+// plan's buffers, the parameters it was made for and, when the coopmat2 forward packed
+// the kept keys into one buffer pair, GK and GV. A tracked object, freed with its Result
+// or the Device.
+type savedPlan struct {
+	d      *Device
+	life   lifetime
+	p      kern.Params
+	plan   *kern.PlanBuffers
+	gk, gv *vk.Buffer
+}
+
+func (s *savedPlan) owner() *Device {
+	if s == nil {
+		return nil
+	}
+	return s.d
+}
+func (s *savedPlan) state() *lifetime { return &s.life }
+func (s *savedPlan) free() {
+	s.plan.Close()
+	for _, b := range []*vk.Buffer{s.gk, s.gv} {
+		if b != nil {
+			b.Close()
+		}
+	}
+}
+
+// Close frees the plan; later calls do nothing.
+func (s *savedPlan) Close() error {
+	if s != nil && s.d != nil {
+		s.d.release(s)
+	}
+	return nil
+}
+
+// savePlan takes plan (and cm2's packed keys, when in one buffer pair) out of the
+// call's temporaries tmp into a tracked savedPlan for p.
+func (d *Device) savePlan(op string, p *kern.Params, plan *kern.PlanBuffers, cm2 *kern.CM2Buffers, tmp *[]interface{ Close() error }) (*savedPlan, error) {
+	s := &savedPlan{d: d, p: *p, plan: plan}
+	if cm2 != nil && len(cm2.GK) == 1 && len(cm2.GV) == 1 && cm2.PairsPer >= int(p.B*p.Hb) {
+		s.gk, s.gv = cm2.GK[0], cm2.GV[0]
+		cm2.GK, cm2.GV = nil, nil // no longer the temporaries'
+	}
+	kept := (*tmp)[:0]
+	for _, t := range *tmp {
+		if t != interface{ Close() error }(plan) {
+			kept = append(kept, t)
+		}
+	}
+	*tmp = kept
+	if err := d.adopt(op, s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func (d *Device) uploadWeightParams(ctx context.Context, wp *WeightParams) (wdt, bdt, a *vk.Buffer, err error) {

@@ -3,6 +3,7 @@ package dma_test
 import (
 	"context"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
@@ -33,7 +34,11 @@ func TestNonFinite(t *testing.T) {
 			}
 		})
 	}
-	for _, p := range []string{"portable", "decode", "kvcache", "portable+bwd"} {
+	want := []string{"portable", "decode", "kvcache", "portable+bwd-portable"}
+	if os.Getenv("DMAVK_REQUIRE_COOPMAT") == "1" && d.VK().Caps().CoopMat2 {
+		want = append(want, "coopmat2+bwd-coopmat2")
+	}
+	for _, p := range want {
 		require.Truef(t, paths[p], "no non-finite case took path %s (took %v)", p, paths)
 	}
 }

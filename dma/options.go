@@ -105,4 +105,12 @@ type Options struct {
 	KeyPadding *KeyPadding // optional: keys that do not exist
 	Mask       *Mask       // ModeExplicit only
 	Bias       *Bias       // ModeExplicit only
+
+	// SavePlan makes Forward keep its selection plan in the Result (and, on the
+	// coopmat2 path, its packed kept keys and values), so that Backward with the same
+	// arguments reuses them instead of building them again. The memory is linear in Lk:
+	// per batch and bias head about 8 (Lk + 2w) + 8 Lq bytes of plan, plus 4 (Lk + n w) D
+	// bytes of packed keys and values (n = the selection blocks, Lk / w rounded up),
+	// held until the Result is closed. Ignored by the decode kernels and KV caches.
+	SavePlan bool
 }

@@ -21,7 +21,7 @@ func init() {
 	register(&command{
 		name:  "bench",
 		short: "time DMA forward passes (GPU timestamps per stage) over sweeps of shapes",
-		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--cache] [--equal-weights] [--backward] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
+		usage: "[--sweep NAME | --lengths 4K,8K --b 1 --h 8 --hkv 8 --d 128 --window 2048 --decode] [--cache] [--equal-weights] [--backward [--deterministic]] [--mode row] [--dtype float16|bfloat16|float32] [--reps 10] [--peak] [--json] [--configs]",
 		run:   runBench,
 	})
 }
@@ -131,7 +131,8 @@ func runBench(args []string, stdout io.Writer) error {
 	lengths := fs.String("lengths", "4K,8K,16K", "sequence lengths, comma-separated; K = 1024 (Lq = Lk, or Lk with --decode)")
 	decode := fs.Bool("decode", false, "one query row (Lq = 1) over Lk keys")
 	cache := fs.Bool("cache", false, "rows of at most 4 queries decode through a dma.KVCache: each step appends its tokens and attends in one submission (AppendAttendInto)")
-	backward := fs.Bool("backward", false, "time Forward + Backward (fast mode; wall time of both calls) instead of Forward")
+	backward := fs.Bool("backward", false, "time Forward (keeping its plan, Options.SavePlan) + Backward (GPU time of both calls; --profile lists the backward's passes as bwd-...) instead of Forward")
+	deterministic := fs.Bool("deterministic", false, "with --backward: the backward's deterministic mode")
 	equal := fs.Bool("equal-weights", false, "every dynamic weight 0 (A = 0, the public initialisation): DMA is then sliding-window attention, and in a KV cache every new key joins the best w")
 	b := fs.Int("b", 1, "batch")
 	h := fs.Int("h", 8, "query heads")
@@ -213,7 +214,7 @@ func runBench(args []string, stdout io.Writer) error {
 	var rows []benchRow
 	for i, cfg := range cfgs {
 		fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d ...\n", i+1, len(cfgs), cfg.Section, cfg.B, cfg.Lq, cfg.Lk, cfg.H, cfg.Hkv, cfg.D, cfg.Window)
-		row, err := benchOne(ctx, dev, rng, cfg, m, dt, benchOptions{*reps, *warmup, *cache, *backward, *equal})
+		row, err := benchOne(ctx, dev, rng, cfg, m, dt, benchOptions{reps: *reps, warmup: *warmup, cache: *cache, backward: *backward, deterministic: *deterministic, equalWeights: *equal})
 		if err != nil {
 			return fmt.Errorf("%+v: %w", cfg, err)
 		}
@@ -254,7 +255,8 @@ func runBench(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "\nper kernel, median ms:")
 		for _, r := range rows {
 			fmt.Fprintf(stdout, "  %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d:", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window)
-			for _, name := range []string{"weights", "append", "ord", "sort", "blocks", "tau", "pack", "split", "merge", "attention"} {
+			for _, name := range []string{"weights", "append", "ord", "sort", "blocks", "tau", "pack", "split", "merge", "attention",
+				"bwd-ord", "bwd-sort", "bwd-blocks", "bwd-tau", "bwd-pack", "bwd-rows", "bwd-keys", "bwd-reduce", "bwd-backward", "weights-bwd"} {
 				if t, ok := r.PassMillis[name]; ok {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}
@@ -292,11 +294,12 @@ func printPipelineStats(w io.Writer, d *vk.Device) {
 
 // benchOptions are the flags that shape every row's measurement.
 type benchOptions struct {
-	reps         int
-	warmup       time.Duration
-	cache        bool // decode through a KV cache
-	backward     bool // Forward + Backward
-	equalWeights bool // every weight 0
+	reps          int
+	warmup        time.Duration
+	cache         bool // decode through a KV cache
+	backward      bool // Forward + Backward
+	deterministic bool // the backward's deterministic mode
+	equalWeights  bool // every weight 0
 }
 
 func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, o benchOptions) (benchRow, error) {
@@ -453,19 +456,34 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 	}
 	run := func() (*dma.Result, dma.Profile, error) {
 		if backward {
-			// Forward + Backward as a training step runs them; timed by the wall clock.
-			res, err := dev.Forward(ctx, q, k, v, opt)
+			// Forward + Backward as a training step runs them, each profiled by GPU
+			// timestamps: the backward's passes are named "bwd-..." (its own rebuild of
+			// the selection plan included).
+			// The forward keeps its plan and packed keys for the backward, as a
+			// training step would (Options.SavePlan).
+			opt := opt
+			opt.SavePlan = true
+			res, fp, err := dev.ForwardProfiled(ctx, q, k, v, opt)
 			if err != nil {
 				return nil, dma.Profile{}, err
 			}
-			g, err := dev.Backward(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{})
+			g, bp, err := dev.BackwardProfiled(ctx, q, k, v, res, dO, opt, dma.BackwardOptions{Deterministic: o.deterministic})
 			if err != nil {
 				res.Close()
 				return nil, dma.Profile{}, err
 			}
+			res.Path += "+bwd-" + g.Path
 			g.Close()
-			res.Path += "+bwd"
-			return res, dma.Profile{}, nil
+			fp.Weights += bp.Weights
+			fp.Selection += bp.Selection
+			fp.Attention += bp.Attention
+			for _, p := range bp.Passes {
+				if !strings.HasPrefix(p.Name, "bwd-") && !strings.HasPrefix(p.Name, "weights-bwd") {
+					p.Name = "bwd-" + p.Name
+				}
+				fp.Passes = append(fp.Passes, p)
+			}
+			return res, fp, nil
 		}
 		if kv == nil {
 			return dev.ForwardProfiled(ctx, q, k, v, opt)
@@ -531,8 +549,8 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		row.PassMillis[name] = median(t)
 	}
 	row.GPUMillis, row.SelMillis, row.AttnMillis, row.WallMillis = median(gpu), median(sel), median(attn), median(wall)
-	if backward {
-		row.GPUMillis = row.WallMillis // no GPU profile of the backward: the wall clock, host included
+	if backward && row.GPUMillis == 0 {
+		row.GPUMillis = row.WallMillis // no GPU timestamps on this device: the wall clock, host included
 	}
 	if row.GPUMillis > 0 {
 		row.SelShare = row.SelMillis / row.GPUMillis

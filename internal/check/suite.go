@@ -89,8 +89,21 @@ func Suite(long bool) []Case {
 		add(Case{DType: dt, Mode: dma.ModeExplicit, Causal: true, B: 1, Lq: 40, Lk: 40, H: 2, Hkv: 2, D: 256,
 			Weights: WeightsNone, Mask: true, Bias: true, Backward: true})
 	}
+	// The tensor-core backward (coopmat2 devices; fp16 and bf16, modes row, shared and
+	// none, at least one row chunk of queries): several selection blocks with padding and
+	// MQA, Lq != Lk with softcap, GQA with bias heads per kv head, the largest head dim.
+	for _, dt := range []dma.DType{dma.Float16, dma.BFloat16} {
+		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 300, Lk: 300, H: 4, Hkv: 1, D: 128, Window: 40,
+			Padding: true, Backward: true})
+		add(Case{DType: dt, Mode: dma.ModeNone, Causal: true, B: 1, Lq: 100, Lk: 130, H: 4, Hkv: 2, D: 64, Softcap: 30,
+			Weights: WeightsParams, Form: dma.FormLinear, HbIsH: true, Backward: true})
+		add(Case{DType: dt, Mode: dma.ModeShared, Causal: true, B: 2, Lq: 130, Lk: 90, H: 4, Hkv: 2, D: 64, Window: 20,
+			Layout: dma.BHLD, Backward: true})
+	}
 	if long {
 		add(Case{DType: dma.Float16, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 1000, Lk: 1000, H: 4, Hkv: 2, D: 128, Window: 128, Backward: true})
+		add(Case{DType: dma.BFloat16, Mode: dma.ModeRow, Causal: true, B: 1, Lq: 2500, Lk: 2500, H: 4, Hkv: 2, D: 128, Window: 256,
+			Weights: WeightsParams, Form: dma.FormExp, Backward: true})
 	}
 	// Non-finite values (spec section 7): NaN and infinities in q, k, v and the weights,
 	// on every path (portable, coopmat, coopmat2, decode, KV cache, backward); only the
@@ -115,6 +128,11 @@ func Suite(long bool) []Case {
 			Backward: true, NonFinite: true})
 		add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 65, Lk: 65, H: 4, Hkv: 1, D: 32, Window: 8, Softcap: 30,
 			Weights: WeightsParams, Form: dma.FormLinear, HbIsH: true, Backward: true, NonFinite: true})
+		// The tensor-core backward's exact route (16-bit, at least one row chunk).
+		if dt != dma.Float32 {
+			add(Case{DType: dt, Mode: dma.ModeRow, Causal: true, B: 2, Lq: 130, Lk: 200, H: 4, Hkv: 2, D: 64, Window: 16,
+				Backward: true, NonFinite: true})
+		}
 	}
 	// bfloat16: the conversions are the only code of its own (the math is the float32
 	// path's, exercised above), so a few representative cases rather than the matrix:

@@ -27,6 +27,10 @@ type BwdBuffers struct {
 	DQ, DK, DV             *vk.Buffer
 	DQView, DKView, DVView View
 	DDelta, DSum, Perm     *vk.Buffer
+	// CM2, when set, sends the call to the tensor-core backward BackwardPath names for
+	// p (coopmat2, or KHR cooperative matrices; an error when it says portable): its
+	// packed keys and per-region sums (NewBwdCM2Buffers). Perm is then not needed.
+	CM2 *BwdCM2Buffers
 }
 
 // bwdBindings is the binding count of attention_bwd.comp, attention_bwd_kv.comp and
@@ -104,7 +108,7 @@ func BwdDDeltaSize(p *Params) int64 { return int64(p.B) * int64(p.Hb) * int64(p.
 
 // checkBackward validates the buffers of b that RecordAttention does not know.
 func checkBackward(p *Params, b *BwdBuffers, deterministic bool) error {
-	if deterministic && (b.Perm == nil || b.Perm.Size() < BwdPermSize(p)) {
+	if deterministic && b.CM2 == nil && (b.Perm == nil || b.Perm.Size() < BwdPermSize(p)) {
 		return fmt.Errorf("kern: backward: the deterministic mode needs a Perm buffer of %d bytes", BwdPermSize(p))
 	}
 	f32 := func(v View, l, h uint32) uint64 { return viewElems(v, p.B, l, h, p.D) * 4 }
@@ -135,7 +139,7 @@ func checkBackward(p *Params, b *BwdBuffers, deterministic bool) error {
 	}
 	// The gradients are distinct buffers: the fast mode zeroes each one whole.
 	outs := []*vk.Buffer{b.DQ, b.DK, b.DV, b.DDelta, b.DSum}
-	if deterministic {
+	if deterministic && b.CM2 == nil {
 		outs = append(outs, b.Perm)
 	}
 	for i := range outs {
@@ -168,8 +172,12 @@ func checkBackward(p *Params, b *BwdBuffers, deterministic bool) error {
 //     and loads 1.15 to 1.4 times as many rows as there are kept pairs (mode row,
 //     random weights; see the shader).
 //
+// With b.CM2 set the coopmat2 backward runs instead (recordBackwardCM2): tensor-core
+// passes without float atomics, deterministic in both modes. stamp, when given, is
+// called after each of its passes, for a profiler's timestamps.
+//
 // The recording ends with a barrier: the gradients are ready for later commands.
-func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b *BwdBuffers, deterministic bool) error {
+func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b *BwdBuffers, deterministic bool, stamp ...func(pass string) error) error {
 	if params == nil || b == nil {
 		return fmt.Errorf("kern: backward: nil params or buffers")
 	}
@@ -177,10 +185,6 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 		return fmt.Errorf("kern: backward: params buffer has %d bytes, needs %d", params.Size(), ParamsSize)
 	}
 	caps := k.d.Caps()
-	tile, err := BwdTiling(&caps, int(p.D))
-	if err != nil {
-		return err
-	}
 	if err := checkAttention(p, &b.AttnBuffers); err != nil {
 		return err
 	}
@@ -196,6 +200,24 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 		if viewElems(x.v, p.B, x.l, x.h, p.D) > 1<<32 {
 			return fmt.Errorf("kern: backward: the %s view passes 2^32 elements", x.name)
 		}
+	}
+	if b.CM2 != nil {
+		all := func(pass string) error {
+			for _, s := range stamp {
+				if err := s(pass); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if k.BackwardPath(p, b.DOView) == PathCoopMat {
+			return k.recordBackwardCM(r, p, params, b, all)
+		}
+		return k.recordBackwardCM2(r, p, params, b, all) // or the reason it cannot
+	}
+	tile, err := BwdTiling(&caps, int(p.D))
+	if err != nil {
+		return err
 	}
 	scatter := uint32(1)
 	if deterministic {
@@ -214,12 +236,7 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 			return err
 		}
 	}
-	push := make([]byte, 0, bwdPush)
-	for _, v := range []View{b.DOView, b.DQView, b.DKView, b.DVView} {
-		for _, x := range []uint32{v.Off, v.SB, v.SL, v.SH} {
-			push = binary.LittleEndian.AppendUint32(push, x)
-		}
-	}
+	push := bwdPushBytes(b)
 	or := func(x *vk.Buffer) *vk.Buffer {
 		if x == nil {
 			return b.Ord // unused plan, mask and bias bindings: never read
@@ -274,4 +291,15 @@ func (k *Kernels) RecordBackward(r *vk.Recorder, p *Params, params *vk.Buffer, b
 	}
 	r.Barrier()
 	return nil
+}
+
+// bwdPushBytes is the backward passes' push-constant block: the views of dO, dQ, dK, dV.
+func bwdPushBytes(b *BwdBuffers) []byte {
+	push := make([]byte, 0, bwdPush)
+	for _, v := range []View{b.DOView, b.DQView, b.DKView, b.DVView} {
+		for _, x := range []uint32{v.Off, v.SB, v.SL, v.SH} {
+			push = binary.LittleEndian.AppendUint32(push, x)
+		}
+	}
+	return push
 }

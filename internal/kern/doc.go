@@ -113,4 +113,30 @@
 // decreases; shared: the keys of S_final; none, explicit: every candidate row) and sums
 // over them in row order. RecordWeightsBackward (weights_bwd.comp) carries dDelta back
 // to A, Wdt, bdt and V, every sum in a fixed order.
+//
+// The coopmat2 backward (BwdBuffers.CM2; attention_bwd_cm2.comp, backward_cm2.go) reads
+// the keys packed as for the forward (select_pack into its own GK, GV). Its row pass
+// owns the forward's query tiles: Dsum, then per chunk of packed keys S = Q K^T,
+// P = exp(S - lse), dP = dO V^T, dS and dQ += dS K, dQ in an accumulator. Its key pass
+// owns a tile of packed rows of one region (mode row, causal: of U_e, whose rows are
+// the query rows of block e; shared: S_final; none: keys of K in place) and streams the
+// rows that may keep it: row i at position p keeps entry x of U_e when p is in block e,
+// idx_x <= p and kappa_x >= tau_i; since tau never decreases and U_e is sorted by kappa,
+// the rows of a tile start at the block (or the smallest idx) and end where tau passes
+// the tile's first entry (one binary search). It accumulates dV += P^T dO,
+// dK += dS^T Q and the rows of dS^T per region (PdK, PdV, PdD: float32 [R][NP][D] and
+// [R][NP], linear in L as GK is). The reduce pass adds, per key, its entries over the
+// regions that hold it (U_e for e from its block on while it stays in S_e; one binary
+// search per region), bias heads of a group in order. With Hb = Hkv a key tile sums the
+// group's query heads itself. No float atomics: results are bit-identical run to run.
+// Two passes rather than one with atomic dQ (FlashAttention-2's way): package vk enables
+// no float atomics, compare-and-swap loops on every dQ element of every tile would cost
+// more than the recomputed S and dP (2 of the 7 products), and the result would vary
+// run to run; the deterministic mode is then the fast mode too. (Not measured against
+// an atomic variant.)
+// Work: the forward's (row pass, plus dP and dQ) and about the kept pairs again (key
+// pass); P and dS enter the products rounded to the storage type. The KHR backward
+// (attention_bwd_cm.comp, backward_cm.go; fp16, modes row and shared) runs the same
+// passes into the same buffers with KHR cooperative matrices, the element-wise steps
+// through shared memory.
 package kern
