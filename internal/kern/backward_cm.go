@@ -35,7 +35,7 @@ func BwdCMTiling(caps *vk.Caps, d int) (BwdCMTile, error) {
 	if d < 16 || d > AttnCMMaxD || d%16 != 0 {
 		return BwdCMTile{}, fmt.Errorf("kern: backward (coopmat): head dimension D=%d unsupported (need a multiple of 16 in [16, %d])", d, AttnCMMaxD)
 	}
-	s, err := attnCMShape(caps)
+	s, err := attnCMShape(caps, StorageF16) // the KHR backward is fp16 only
 	if err != nil {
 		return BwdCMTile{}, fmt.Errorf("kern: backward (coopmat): %w", err)
 	}
