@@ -245,6 +245,7 @@ type dogeBenchRow struct {
 	HostUS         float64 `json:"decode_host_us"` // median host work of a step
 	HostShare      float64 `json:"decode_host_share"`
 	SubmitMS       float64 `json:"decode_submit_ms"` // median submission-to-done of a step
+	GPUMS          float64 `json:"decode_gpu_ms"`    // median GPU time of a step (timestamps)
 	Steps          int     `json:"steps"`
 	Half           bool    `json:"half"`
 	WeightsDType   string  `json:"weights_dtype"`
@@ -311,7 +312,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 		}
 		prefill := time.Since(t0)
 		next := argmaxOf(logits)
-		var wall, host, submit []float64
+		var wall, host, submit, gpu []float64
 		for i := 0; i < f.steps; i++ {
 			t := time.Now()
 			logits, err = st.Step(ctx, []int{0}, []int{next})
@@ -328,6 +329,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 			wall = append(wall, d.Seconds())
 			host = append(host, lt.Host.Seconds())
 			submit = append(submit, lt.Submit.Seconds())
+			gpu = append(gpu, lt.GPU.Seconds())
 		}
 		st.Close()
 		if len(wall) == 0 {
@@ -336,7 +338,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 		w, h := median(wall), median(host)
 		rows = append(rows, dogeBenchRow{
 			Device: device, Context: L, PrefillMS: prefill.Seconds() * 1e3, PrefillTokensS: float64(L) / prefill.Seconds(),
-			DecodeStepMS: w * 1e3, DecodeTokensS: 1 / w, HostUS: h * 1e6, HostShare: h / w, SubmitMS: median(submit) * 1e3,
+			DecodeStepMS: w * 1e3, DecodeTokensS: 1 / w, HostUS: h * 1e6, HostShare: h / w, SubmitMS: median(submit) * 1e3, GPUMS: median(gpu) * 1e3,
 			Steps: len(wall), Half: f.half, WeightsDType: m.Cfg.DType, AttentionDType: m.DType.String(),
 			KeepWindowSize: m.Cfg.KeepWindowSize, Layers: m.Cfg.NumHiddenLayers, Hidden: m.Cfg.HiddenSize,
 		})
@@ -347,10 +349,10 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 		return enc.Encode(rows)
 	}
 	fmt.Fprintf(stdout, "%s, Doge %d layers x %d, weights %s, attention %s, keep_window_size %d\n", device, m.Cfg.NumHiddenLayers, m.Cfg.HiddenSize, m.Cfg.DType, m.DType, m.Cfg.KeepWindowSize)
-	fmt.Fprintln(stdout, "| context | prefill ms | prefill tok/s | decode step ms | decode tok/s | host us/step | host share |")
-	fmt.Fprintln(stdout, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(stdout, "| context | prefill ms | prefill tok/s | decode step ms | decode tok/s | GPU ms/step | host us/step | host share |")
+	fmt.Fprintln(stdout, "|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(stdout, "| %d | %.1f | %.0f | %.3f | %.1f | %.0f | %.1f%% |\n", r.Context, r.PrefillMS, r.PrefillTokensS, r.DecodeStepMS, r.DecodeTokensS, r.HostUS, 100*r.HostShare)
+		fmt.Fprintf(stdout, "| %d | %.1f | %.0f | %.3f | %.1f | %.3f | %.0f | %.1f%% |\n", r.Context, r.PrefillMS, r.PrefillTokensS, r.DecodeStepMS, r.DecodeTokensS, r.GPUMS, r.HostUS, 100*r.HostShare)
 	}
 	return nil
 }
