@@ -30,7 +30,7 @@ func init() {
 
 type generateFlags struct {
 	model, random, dtype, save, prompt, promptIDs, contexts string
-	maxTokens, topK, batch, steps                           int
+	maxTokens, topK, batch, steps, chunk                    int
 	temperature, topP, repetition                           float64
 	seed                                                    uint64
 	half, greedy, bench, asJSON                             bool
@@ -55,6 +55,7 @@ func runGenerate(args []string, stdout io.Writer) error {
 	fs.Uint64Var(&f.seed, "seed", 0, "sampling seed (0: random)")
 	fs.IntVar(&f.batch, "batch", 1, "generate this many continuations of the prompt at once (batched decode steps)")
 	fs.BoolVar(&f.half, "half", false, "compute at a half-precision checkpoint's precision where faster (DMA and the KV cache in its dtype, tensor-core products)")
+	fs.IntVar(&f.chunk, "chunk", 0, fmt.Sprintf("prefill the prompt this many tokens at a time (a multiple of 16; 0: %d)", doge.DefaultPrefillChunk))
 	fs.BoolVar(&f.bench, "bench", false, "time prefill and decode at each --contexts length instead of generating text")
 	fs.StringVar(&f.contexts, "contexts", "2K,32K", "with --bench: context lengths")
 	fs.IntVar(&f.steps, "steps", 64, "with --bench: decode steps timed at each context")
@@ -70,6 +71,9 @@ func runGenerate(args []string, stdout io.Writer) error {
 	}
 	if f.batch < 1 || f.steps < 1 {
 		return usagef("--batch and --steps must be at least 1")
+	}
+	if f.chunk < 0 || f.chunk%16 != 0 {
+		return usagef("--chunk %d: a positive multiple of 16 (or 0)", f.chunk)
 	}
 	dir := f.model
 	if f.random != "" {
@@ -108,7 +112,7 @@ func runGenerate(args []string, stdout io.Writer) error {
 	}
 	defer n.Close()
 	t0 := time.Now()
-	m, err := doge.New(ctx, n, ck, doge.Options{Half: f.half})
+	m, err := doge.New(ctx, n, ck, doge.Options{Half: f.half, PrefillChunk: f.chunk})
 	if err != nil {
 		return err
 	}
@@ -170,7 +174,15 @@ func generateText(ctx context.Context, m *doge.Model, ck *checkpoint.Model, f *g
 			streams[i] = tok.Stream()
 		}
 	}
+	// Each decode step's host and GPU time, read when its first sequence's token comes
+	// (sequence 0 decodes as long as any does: the others stop no later).
+	var host, gpu []float64
 	res, err := gen.Generate(ctx, st, prompts, opt, func(seq, id int) error {
+		if seq == 0 {
+			if lt := st.LastStep(); lt.Submit > 0 && !lt.Recorded {
+				host, gpu = append(host, lt.Host.Seconds()), append(gpu, lt.GPU.Seconds())
+			}
+		}
 		if f.batch > 1 && seq > 0 {
 			return nil // the first continuation is streamed; the others are printed after
 		}
@@ -198,6 +210,9 @@ func generateText(ctx context.Context, m *doge.Model, ck *checkpoint.Model, f *g
 	}
 	fmt.Fprintf(w, "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s\n",
 		res.PromptTokens, res.PrefillRate(), res.Generated, res.DecodeRate())
+	if len(host) > 0 {
+		fmt.Fprintf(os.Stderr, "generate: a decode step (median of %d): host %.0f us, GPU %.3f ms\n", len(host), median(host)*1e6, median(gpu)*1e3)
+	}
 	return nil
 }
 
