@@ -119,7 +119,7 @@ func runGenerate(args []string, stdout io.Writer) error {
 	defer m.Close()
 	fmt.Fprintf(os.Stderr, "generate: %s on %s, loaded in %.1fs\n", dir, dev.Name(), time.Since(t0).Seconds())
 	if f.bench {
-		return benchDoge(ctx, m, dev.Name(), &f, stdout)
+		return benchDoge(ctx, m, dev, &f, stdout)
 	}
 	return generateText(ctx, m, ck, &f, stdout)
 }
@@ -261,6 +261,8 @@ type dogeBenchRow struct {
 	HostShare      float64 `json:"decode_host_share"`
 	SubmitMS       float64 `json:"decode_submit_ms"` // median submission-to-done of a step
 	GPUMS          float64 `json:"decode_gpu_ms"`    // median GPU time of a step (timestamps)
+	PeakMiB        float64 `json:"peak_device_mib"`  // the most device memory dmavk's buffers held (weights included)
+	Chunk          int     `json:"prefill_chunk"`
 	Steps          int     `json:"steps"`
 	Half           bool    `json:"half"`
 	WeightsDType   string  `json:"weights_dtype"`
@@ -273,7 +275,8 @@ type dogeBenchRow struct {
 // benchDoge times, at each context length: the prefill of that many random tokens (one
 // sequence), then --steps decode steps after it (each one token, every layer in one
 // submission).
-func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFlags, stdout io.Writer) error {
+func benchDoge(ctx context.Context, m *doge.Model, dev *dma.Device, f *generateFlags, stdout io.Writer) error {
+	device := dev.Name()
 	var lengths []int
 	for _, s := range strings.Split(f.contexts, ",") {
 		s = strings.TrimSpace(s)
@@ -314,6 +317,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 	var rows []dogeBenchRow
 	for _, L := range lengths {
 		fmt.Fprintf(os.Stderr, "generate: bench at context %d ...\n", L)
+		dev.VK().ResetPeakMemory()
 		st, err := m.NewState(1, L+f.steps+1)
 		if err != nil {
 			return err
@@ -347,6 +351,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 			gpu = append(gpu, lt.GPU.Seconds())
 		}
 		st.Close()
+		peak := dev.VK().Memory().Peak
 		if len(wall) == 0 {
 			return fmt.Errorf("every step recorded its program: give more --steps")
 		}
@@ -354,7 +359,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 		rows = append(rows, dogeBenchRow{
 			Device: device, Context: L, PrefillMS: prefill.Seconds() * 1e3, PrefillTokensS: float64(L) / prefill.Seconds(),
 			DecodeStepMS: w * 1e3, DecodeTokensS: 1 / w, HostUS: h * 1e6, HostShare: h / w, SubmitMS: median(submit) * 1e3, GPUMS: median(gpu) * 1e3,
-			Steps: len(wall), Half: f.half, WeightsDType: m.Cfg.DType, AttentionDType: m.DType.String(),
+			PeakMiB: float64(peak) / (1 << 20), Steps: len(wall), Half: f.half, Chunk: m.PrefillChunk(), WeightsDType: m.Cfg.DType, AttentionDType: m.DType.String(),
 			KeepWindowSize: m.Cfg.KeepWindowSize, Layers: m.Cfg.NumHiddenLayers, Hidden: m.Cfg.HiddenSize,
 		})
 	}
@@ -364,10 +369,10 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 		return enc.Encode(rows)
 	}
 	fmt.Fprintf(stdout, "%s, Doge %d layers x %d, weights %s, attention %s, keep_window_size %d\n", device, m.Cfg.NumHiddenLayers, m.Cfg.HiddenSize, m.Cfg.DType, m.DType, m.Cfg.KeepWindowSize)
-	fmt.Fprintln(stdout, "| context | prefill ms | prefill tok/s | decode step ms | decode tok/s | GPU ms/step | host us/step | host share |")
-	fmt.Fprintln(stdout, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(stdout, "| context | prefill ms | prefill tok/s | decode step ms | decode tok/s | GPU ms/step | host us/step | host share | peak MiB |")
+	fmt.Fprintln(stdout, "|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(stdout, "| %d | %.1f | %.0f | %.3f | %.1f | %.3f | %.0f | %.1f%% |\n", r.Context, r.PrefillMS, r.PrefillTokensS, r.DecodeStepMS, r.DecodeTokensS, r.GPUMS, r.HostUS, 100*r.HostShare)
+		fmt.Fprintf(stdout, "| %d | %.1f | %.0f | %.3f | %.1f | %.3f | %.0f | %.1f%% | %.0f |\n", r.Context, r.PrefillMS, r.PrefillTokensS, r.DecodeStepMS, r.DecodeTokensS, r.GPUMS, r.HostUS, 100*r.HostShare, r.PeakMiB)
 	}
 	return nil
 }
