@@ -21,6 +21,10 @@
 #   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
 #   backward   Forward + Backward beside SDPA's forward + backward
 #   peers      ggml's Vulkan flash attention and flash-dmattn's Triton kernel, SDPA, Flex
+#   doge       a Doge-160M-shaped model (random fp16 weights made and saved by
+#              transformers): dmavk generate --bench beside transformers' sdpa, prefill
+#              and decode tokens/s at 2K and 32K context, a decode step's host and GPU
+#              time, peak GPU memory (DOGE_DTYPE, DOGE_CONTEXTS, DOGE_STEPS change it)
 #
 # The call's carry: [".gl", ".gpu", ".peers"]. Every part writes $OUT/PART.txt; the
 # SM clock is sampled into $OUT/clocks.txt throughout (the card idles at a low clock).
@@ -207,6 +211,43 @@ part_peers() {
 		(cd .peers && PYTHONUNBUFFERED=1 timeout 400 python3 peers.py all)
 	} >"$OUT/peers.txt" 2>&1
 	tail -40 "$OUT/peers.txt"
+}
+
+# smi_peak FILE CMD...: runs CMD while nvidia-smi samples the used GPU memory every 50 ms,
+# and writes the peak above the level before it (MiB) to FILE.
+smi_peak() {
+	local file=$1 idle sampler rc
+	shift
+	idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+	nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 >"$file.log" 2>/dev/null &
+	sampler=$!
+	"$@"
+	rc=$?
+	kill "$sampler" 2>/dev/null
+	wait "$sampler" 2>/dev/null
+	echo $(($(sort -n "$file.log" | tail -1) - idle)) >"$file"
+	return $rc
+}
+
+part_doge() {
+	local m=/tmp/doge160m dir=/tmp/doge L dm=() hf=()
+	mkdir -p "$dir"
+	{
+		timeout 120 python3 bench/peers/doge.py --make "$m" --dtype "${DOGE_DTYPE:-float16}" ||
+			{ echo "doge: transformers did not make the model"; return; }
+		# One process per side and context: each peak is that context's own.
+		for L in ${DOGE_CONTEXTS:-2048 32768}; do
+			echo "== context $L: dmavk"
+			smi_peak "$dir/dmavk_$L.mib" timeout 150 $D generate --model "$m" --half --bench --contexts "$L" \
+				--steps "${DOGE_STEPS:-64}" --json >"$dir/dmavk_$L.json" && dm+=("$dir/dmavk_$L.json")
+			echo "== context $L: transformers"
+			smi_peak "$dir/hf_$L.mib" timeout 200 python3 bench/peers/doge.py --model "$m" --contexts "$L" \
+				--steps 32 --json "$dir/hf_$L.json" && hf+=("$dir/hf_$L.json")
+		done
+		cat "$dir"/dmavk_*.json "$dir"/hf_*.json
+		python3 bench/peers/doge.py --join "$(IFS=,; echo "${dm[*]}")" "$(IFS=,; echo "${hf[*]}")" --smi "$dir"
+	} >"$OUT/doge.txt" 2>&1
+	cat "$OUT/doge.txt"
 }
 
 for part in "$@"; do
