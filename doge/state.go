@@ -247,6 +247,9 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 	}
 	free.add(w)
 	ov, err := newT(m.DType, T, c.NumAttentionHeads*c.HeadDim) // attention's output, all rows
+	if err != nil {
+		return nil, err
+	}
 	qv, _ := nn.ViewOf(q)
 	kv, _ := nn.ViewOf(k)
 	vv, _ := nn.ViewOf(v)
