@@ -233,15 +233,15 @@ part_doge() {
 	local m=/tmp/doge160m dir=/tmp/doge L dm=() hf=()
 	mkdir -p "$dir"
 	{
-		timeout 120 python3 bench/peers/doge.py --make "$m" --dtype "${DOGE_DTYPE:-float16}" ||
+		timeout 90 python3 bench/peers/doge.py --make "$m" --dtype "${DOGE_DTYPE:-float16}" ||
 			{ echo "doge: transformers did not make the model"; return; }
 		# One process per side and context: each peak is that context's own.
 		for L in ${DOGE_CONTEXTS:-2048 32768}; do
 			echo "== context $L: dmavk"
-			smi_peak "$dir/dmavk_$L.mib" timeout 150 $D generate --model "$m" --half --bench --contexts "$L" \
+			smi_peak "$dir/dmavk_$L.mib" timeout 100 $D generate --model "$m" --half --bench --contexts "$L" \
 				--steps "${DOGE_STEPS:-64}" --json >"$dir/dmavk_$L.json" && dm+=("$dir/dmavk_$L.json")
 			echo "== context $L: transformers"
-			smi_peak "$dir/hf_$L.mib" timeout 200 python3 bench/peers/doge.py --model "$m" --contexts "$L" \
+			smi_peak "$dir/hf_$L.mib" timeout 120 python3 bench/peers/doge.py --model "$m" --contexts "$L" \
 				--steps 32 --json "$dir/hf_$L.json" && hf+=("$dir/hf_$L.json")
 		done
 		cat "$dir"/dmavk_*.json "$dir"/hf_*.json
