@@ -234,9 +234,9 @@ part_doge() {
 	mkdir -p "$dir"
 	{
 		timeout 90 python3 bench/peers/doge.py --make "$m" --dtype "${DOGE_DTYPE:-float16}" ||
-			{ echo "doge: transformers did not make the model"; return; }
+			echo "doge: transformers did not make the model"
 		# One process per side and context: each peak is that context's own.
-		for L in ${DOGE_CONTEXTS:-2048 32768}; do
+		[[ -f $m/config.json ]] && for L in ${DOGE_CONTEXTS:-2048 32768}; do
 			echo "== context $L: dmavk"
 			smi_peak "$dir/dmavk_$L.mib" timeout 100 $D generate --model "$m" --half --bench --contexts "$L" \
 				--steps "${DOGE_STEPS:-64}" --json >"$dir/dmavk_$L.json" && dm+=("$dir/dmavk_$L.json")
