@@ -56,7 +56,7 @@ def make(args):
     )
     try:
         cfg = DogeConfig(**fields)
-    except TypeError:  # a strict config without a head_dim field (768 / 6 is 128 anyway)
+    except (TypeError, ValueError):  # a strict config without a head_dim field (768 / 6 is 128 anyway)
         del fields["head_dim"]
         cfg = DogeConfig(**fields)
     model = DogeForCausalLM(cfg)
