@@ -24,7 +24,8 @@
 #   doge       a Doge-160M-shaped model (random fp16 weights made and saved by
 #              transformers): dmavk generate --bench beside transformers' sdpa, prefill
 #              and decode tokens/s at 2K and 32K context, a decode step's host and GPU
-#              time, peak GPU memory (DOGE_DTYPE, DOGE_CONTEXTS, DOGE_STEPS change it)
+#              time, peak GPU memory; then the longest context's prefill in one chunk
+#              (DOGE_DTYPE, DOGE_CONTEXTS, DOGE_STEPS, DOGE_CHUNK change it)
 #
 # The call's carry: [".gl", ".gpu", ".peers"]. Every part writes $OUT/PART.txt; the
 # SM clock is sampled into $OUT/clocks.txt throughout (the card idles at a low clock).
@@ -239,11 +240,16 @@ part_doge() {
 		[[ -f $m/config.json ]] && for L in ${DOGE_CONTEXTS:-2048 32768}; do
 			echo "== context $L: dmavk"
 			smi_peak "$dir/dmavk_$L.mib" timeout 100 $D generate --model "$m" --half --bench --contexts "$L" \
-				--steps "${DOGE_STEPS:-64}" --json >"$dir/dmavk_$L.json" && dm+=("$dir/dmavk_$L.json")
+				--chunk "${DOGE_CHUNK:-0}" --steps "${DOGE_STEPS:-64}" --json >"$dir/dmavk_$L.json" && dm+=("$dir/dmavk_$L.json")
 			echo "== context $L: transformers"
 			smi_peak "$dir/hf_$L.mib" timeout 120 python3 bench/peers/doge.py --model "$m" --contexts "$L" \
 				--steps 32 --json "$dir/hf_$L.json" && hf+=("$dir/hf_$L.json")
 		done
+		# The longest context's prompt in one chunk, beside the default chunks above.
+		L=${DOGE_CONTEXTS:-2048 32768}
+		L=${L##* }
+		echo "== dmavk, context $L in one prefill chunk"
+		[[ -f $m/config.json ]] && timeout 100 $D generate --model "$m" --half --bench --contexts "$L" --chunk $(((L + 15) / 16 * 16)) --steps 16
 		cat "$dir"/dmavk_*.json "$dir"/hf_*.json
 		python3 bench/peers/doge.py --join "$(IFS=,; echo "${dm[*]}")" "$(IFS=,; echo "${hf[*]}")" --smi "$dir"
 	} >"$OUT/doge.txt" 2>&1
