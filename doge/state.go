@@ -226,11 +226,16 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 	}
 	d := n.DMA()
 	qkvShape := func(h int) dma.Shape { return dma.Shape{B: 1, L: T, H: h, D: c.HeadDim} }
-	q, err := d.NewTensor(m.DType, qkvShape(c.NumAttentionHeads), dma.BLHD)
-	if err != nil {
-		return nil, err
+	// The queries chunk by chunk, each a tensor of its own: attention takes them as they are.
+	var qs []*dma.Tensor
+	for a := 0; a < T; a += chunk {
+		q, err := d.NewTensor(m.DType, dma.Shape{B: 1, L: min(chunk, T-a), H: c.NumAttentionHeads, D: c.HeadDim}, dma.BLHD)
+		if err != nil {
+			return nil, err
+		}
+		free.add(q)
+		qs = append(qs, q)
 	}
-	free.add(q)
 	k, err := d.NewTensor(m.DType, qkvShape(c.NumKeyValueHeads), dma.BLHD)
 	if err != nil {
 		return nil, err
@@ -250,7 +255,6 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 	if err != nil {
 		return nil, err
 	}
-	qv, _ := nn.ViewOf(q)
 	kv, _ := nn.ViewOf(k)
 	vv, _ := nn.ViewOf(v)
 	rows := func(t *nn.Tensor, a, b int) *nn.Tensor {
@@ -291,11 +295,12 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 				if err := l.attn.RecordProject(r, pb, xns); err != nil {
 					return err
 				}
-				qs, ks, vs, css := rows(qv, a, b), rows(kv, a, b), rows(vv, a, b), rows(cs, a, b)
+				qa, _ := nn.ViewOf(qs[a/chunk])
+				ks, vs, css := rows(kv, a, b), rows(vv, a, b), rows(cs, a, b)
 				if err != nil {
 					return err
 				}
-				if err := l.attn.RecordQKV(n, r, pb, 0, b-a, qs, ks, vs, w, a, css); err != nil {
+				if err := l.attn.RecordQKV(n, r, pb, 0, b-a, qa, ks, vs, w, a, css); err != nil {
 					return err
 				}
 			}
@@ -307,7 +312,7 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 		if err := s.caches[li].Append(ctx, seq, k, v, w); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
-		if err := s.attendPrompt(ctx, s.caches[li], seq, start, l, q, ov); err != nil {
+		if err := s.attendPrompt(ctx, s.caches[li], seq, start, l, qs, ov); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
 		err = n.Run(ctx, func(r *vk.Recorder) error { return s.recordPrefillRest(r, l, T, chunk, ov, x, xn, ao, mo, pb, mb, eb) })
@@ -355,38 +360,17 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 	return out, nil
 }
 
-// attendPrompt computes DMA attention of the new queries q (positions start to
-// start+T-1 of sequence seq, whose keys the cache holds already) into o, rows
-// Options.PrefillChunk at a time: the chunk of queries [a, b) attends the sequence's
-// keys [0, start+b), causally (bottom-right aligned).
-func (s *State) attendPrompt(ctx context.Context, c *dma.KVCache, seq, start int, l *layer, q *dma.Tensor, o *nn.Tensor) error {
+// attendPrompt computes DMA attention of the new queries (positions start onwards of
+// sequence seq, whose keys the cache holds already; qs holds them Options.PrefillChunk
+// rows to a tensor) into o: the chunk of queries [a, b) attends the sequence's keys
+// [0, start+b), causally (bottom-right aligned).
+func (s *State) attendPrompt(ctx context.Context, c *dma.KVCache, seq, start int, l *layer, qs []*dma.Tensor, o *nn.Tensor) error {
 	d := s.m.n.DMA()
-	T := q.Shape().L
-	step := s.m.chunk
 	opt := l.attn.Options()
-	var qc *dma.Tensor // a chunk's queries, when there are several chunks
-	defer func() { qc.Close() }()
-	for a := 0; a < T; a += step {
-		b := min(a+step, T)
-		qa := q
-		if T > step {
-			if qc == nil || qc.Shape().L != b-a {
-				qc.Close()
-				qs := q.Shape()
-				var err error
-				if qc, err = d.NewTensor(q.DType(), dma.Shape{B: 1, L: b - a, H: qs.H, D: qs.D}, dma.BLHD); err != nil {
-					return err
-				}
-			}
-			err := d.VK().Run(ctx, func(r *vk.Recorder) error {
-				return r.Copy(q.Buffer(), rowBytes(q, a), qc.Buffer(), 0, rowBytes(q, b-a))
-			})
-			if err != nil {
-				return err
-			}
-			qa = qc
-		}
-		res, err := c.Forward(ctx, seq, start+b, qa, opt)
+	a := 0
+	for _, q := range qs {
+		b := a + q.Shape().L
+		res, err := c.Forward(ctx, seq, start+b, q, opt)
 		if err != nil {
 			return err
 		}
@@ -397,6 +381,7 @@ func (s *State) attendPrompt(ctx context.Context, c *dma.KVCache, seq, start int
 		if err != nil {
 			return err
 		}
+		a = b
 	}
 	return nil
 }
