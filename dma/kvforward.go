@@ -41,11 +41,24 @@ func (ck *cachedKeys) recordOrd(r *vk.Recorder, ord *vk.Buffer, stamp func(strin
 // modes row, shared or none; the weights are the cache's (opt.Weights and
 // WeightParams are ignored); Mask, Bias and KeyPadding must be unset.
 func (c *KVCache) Forward(ctx context.Context, seq, keys int, q *Tensor, opt Options) (*Result, error) {
-	const op = "KVCache.Forward"
+	return c.forward(ctx, "KVCache.Forward", seq, keys, q, nil, opt)
+}
+
+// ForwardInto is Forward writing into out's O and LSE (from Device.NewResult(q)), which
+// a prompt's chunks can reuse: no allocation of outputs per call.
+func (c *KVCache) ForwardInto(ctx context.Context, seq, keys int, q *Tensor, out *Result, opt Options) error {
+	if out == nil {
+		return fmt.Errorf("dma: KVCache.ForwardInto: out is nil")
+	}
+	_, err := c.forward(ctx, "KVCache.ForwardInto", seq, keys, q, out, opt)
+	return err
+}
+
+func (c *KVCache) forward(ctx context.Context, op string, seq, keys int, q *Tensor, out *Result, opt Options) (*Result, error) {
 	fail := func(format string, a ...any) (*Result, error) {
 		return nil, fmt.Errorf("dma: "+op+": "+format, a...)
 	}
-	leave, err := c.enter(op, use{"q", q})
+	leave, err := c.enter(op, append([]use{{"q", q}}, resultUses(out)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +105,6 @@ func (c *KVCache) Forward(ctx context.Context, seq, keys int, q *Tensor, opt Opt
 	kvRow := uint32(cfg.KVHeads * cfg.HeadDim)
 	ck := &cachedKeys{c: c, seq: seq, keys: keys,
 		view: kern.View{Off: uint32(seq) * uint32(cfg.Capacity) * kvRow, SB: uint32(cfg.Capacity) * kvRow, SL: kvRow, SH: uint32(cfg.HeadDim)}}
-	res, _, err := c.d.forwardWith(ctx, op, q, k, v, opt, false, nil, c.d.vd.RunTimed, ck)
+	res, _, err := c.d.forwardWith(ctx, op, q, k, v, opt, false, out, c.d.vd.RunTimed, ck)
 	return res, err
 }

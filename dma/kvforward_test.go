@@ -91,6 +91,18 @@ func TestKVCacheForward(t *testing.T) {
 				if tc.path != "" {
 					require.Equal(t, tc.path, got.Path)
 				}
+				// ForwardInto: the same bits in a result of the caller's.
+				into, err := d.NewResult(q)
+				require.NoError(t, err)
+				require.NoError(t, c.ForwardInto(ctx, seq, ch.keys, q, into, opt))
+				intoO, err := into.O.Download(ctx)
+				require.NoError(t, err)
+				intoLSE, err := into.LSE.Download(ctx)
+				require.NoError(t, err)
+				require.Equal(t, got.Path, into.Path)
+				into.Close()
+				require.Equal(t, bits(gotO), bits(intoO), "ForwardInto's O")
+				require.Equal(t, bits(gotLSE), bits(intoLSE), "ForwardInto's LSE")
 
 				w, err := d.NewWeights(1, tc.hb, ch.keys)
 				require.NoError(t, err)
@@ -190,6 +202,8 @@ func TestKVCacheForwardErrors(t *testing.T) {
 	}
 	res, err := c.Forward(ctx, 0, 5, q(2, dma.Float32), row)
 	require.NoError(t, err)
+	require.ErrorContains(t, c.ForwardInto(ctx, 0, 5, q(2, dma.Float32), nil, row), "out is nil")
+	require.ErrorContains(t, c.ForwardInto(ctx, 0, 5, q(3, dma.Float32), res, row), "result O is")
 	res.Close()
 	closedQ := q(1, dma.Float32)
 	closedQ.Close()
