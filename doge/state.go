@@ -251,9 +251,18 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 		return nil, err
 	}
 	free.add(w)
-	ov, err := newT(m.DType, T, c.NumAttentionHeads*c.HeadDim) // attention's output, all rows
-	if err != nil {
-		return nil, err
+	// Attention's output chunk by chunk, beside the queries.
+	var outs []*dma.Result
+	var attnOut []*nn.Tensor
+	for _, q := range qs {
+		out, err := d.NewResult(q)
+		if err != nil {
+			return nil, err
+		}
+		free.add(out)
+		outs = append(outs, out)
+		o, _ := nn.ViewOf(out.O)
+		attnOut = append(attnOut, o)
 	}
 	kv, _ := nn.ViewOf(k)
 	vv, _ := nn.ViewOf(v)
@@ -312,10 +321,12 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 		if err := s.caches[li].Append(ctx, seq, k, v, w); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
-		if err := s.attendPrompt(ctx, s.caches[li], seq, start, l, qs, ov); err != nil {
+		if err := s.attendPrompt(ctx, s.caches[li], seq, start, l, qs, outs); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
-		err = n.Run(ctx, func(r *vk.Recorder) error { return s.recordPrefillRest(r, l, T, chunk, ov, x, xn, ao, mo, pb, mb, eb) })
+		err = n.Run(ctx, func(r *vk.Recorder) error {
+			return s.recordPrefillRest(r, l, T, chunk, attnOut, x, xn, ao, mo, pb, mb, eb)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
@@ -362,52 +373,37 @@ func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all b
 
 // attendPrompt computes DMA attention of the new queries (positions start onwards of
 // sequence seq, whose keys the cache holds already; qs holds them Options.PrefillChunk
-// rows to a tensor) into o: the chunk of queries [a, b) attends the sequence's keys
-// [0, start+b), causally (bottom-right aligned).
-func (s *State) attendPrompt(ctx context.Context, c *dma.KVCache, seq, start int, l *layer, qs []*dma.Tensor, o *nn.Tensor) error {
-	d := s.m.n.DMA()
+// rows to a tensor) into outs (one per chunk): the chunk of queries [a, b) attends the
+// sequence's keys [0, start+b), causally (bottom-right aligned).
+func (s *State) attendPrompt(ctx context.Context, c *dma.KVCache, seq, start int, l *layer, qs []*dma.Tensor, outs []*dma.Result) error {
 	opt := l.attn.Options()
-	a := 0
-	for _, q := range qs {
-		b := a + q.Shape().L
-		res, err := c.Forward(ctx, seq, start+b, q, opt)
-		if err != nil {
+	b := start
+	for i, q := range qs {
+		b += q.Shape().L
+		if err := c.ForwardInto(ctx, seq, b, q, outs[i], opt); err != nil {
 			return err
 		}
-		err = d.VK().Run(ctx, func(r *vk.Recorder) error {
-			return r.Copy(res.O.Buffer(), 0, o.Buffer(), o.Offset()+rowBytes(res.O, a), rowBytes(res.O, b-a))
-		})
-		res.Close()
-		if err != nil {
-			return err
-		}
-		a = b
 	}
 	return nil
 }
 
-// rowBytes is the bytes of n rows (positions) of a B=1 BLHD tensor.
-func rowBytes(t *dma.Tensor, n int) int64 {
-	sh := t.Shape()
-	return int64(n) * int64(sh.H*sh.D) * int64(t.DType().Size())
-}
-
-// recordPrefillRest records a layer after attention over all T rows: the output
-// projection and gated residual, the MLP (or CDMoE) and its gated residual.
-func (s *State) recordPrefillRest(r *vk.Recorder, l *layer, T, chunk int, o, x, xn, ao, mo *nn.Tensor, pb *nn.ProjectBuffers, mb *nn.MLPBuffers, eb *nn.ExpertBuffers) error {
+// recordPrefillRest records a layer after attention over all T rows (attnOut, chunk by
+// chunk): the output projection and gated residual, the MLP (or CDMoE) and its gated
+// residual.
+func (s *State) recordPrefillRest(r *vk.Recorder, l *layer, T, chunk int, attnOut []*nn.Tensor, x, xn, ao, mo *nn.Tensor, pb *nn.ProjectBuffers, mb *nn.MLPBuffers, eb *nn.ExpertBuffers) error {
 	n, eps := s.m.n, float32(s.m.Cfg.RMSNormEps)
 	for a := 0; a < T; a += chunk {
 		b := min(a+chunk, T)
-		var vs [5]*nn.Tensor
-		for i, t := range []*nn.Tensor{o, x, xn, ao, mo} {
+		var vs [4]*nn.Tensor
+		for i, t := range []*nn.Tensor{x, xn, ao, mo} {
 			sl, err := t.Slice(a, b)
 			if err != nil {
 				return err
 			}
 			vs[i] = sl
 		}
-		os, xs, xns, aos, mos := vs[0], vs[1], vs[2], vs[3], vs[4]
-		if err := l.attn.O.Record(r, aos, os, pb.Scratch); err != nil {
+		xs, xns, aos, mos := vs[0], vs[1], vs[2], vs[3]
+		if err := l.attn.O.Record(r, aos, attnOut[a/chunk], pb.Scratch); err != nil {
 			return err
 		}
 		if err := n.RecordResidual(r, xs, aos, xs, l.inRes); err != nil {
