@@ -30,6 +30,11 @@
 #   khr        the KHR cooperative-matrix attention (coopmat2 off): each build of
 #              bench/cm-builds.sh, then other tiles, 16K/H8 modes none and row, with the
 #              driver's statistics; ggml's KHR flash attention on the same shape first
+#   doge       a Doge-160M-shaped model (random fp16 weights made and saved by
+#              transformers): dmavk generate --bench beside transformers' sdpa, prefill
+#              and decode tokens/s at 2K and 32K context, a decode step's host and GPU
+#              time, peak GPU memory; then the longest context's prefill in one chunk
+#              (DOGE_DTYPE, DOGE_CONTEXTS, DOGE_STEPS, DOGE_CHUNK change it)
 #
 # The call's carry: [".gl", ".gpu", ".peers"]. Every part writes $OUT/PART.txt; the
 # SM clock is sampled into $OUT/clocks.txt throughout (the card idles at a low clock).
@@ -300,6 +305,48 @@ part_khr() {
 		DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode shared --reps 5 2>&1 | grep -E '^ *custom *\||error'
 	} >"$OUT/khr.txt" 2>&1
 	cat "$OUT/khr.txt"
+}
+
+# smi_peak FILE CMD...: runs CMD while nvidia-smi samples the used GPU memory every 50 ms,
+# and writes the peak above the level before it (MiB) to FILE.
+smi_peak() {
+	local file=$1 idle sampler rc
+	shift
+	idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+	nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 >"$file.log" 2>/dev/null &
+	sampler=$!
+	"$@"
+	rc=$?
+	kill "$sampler" 2>/dev/null
+	wait "$sampler" 2>/dev/null
+	echo $(($(sort -n "$file.log" | tail -1) - idle)) >"$file"
+	return $rc
+}
+
+part_doge() {
+	local m=/tmp/doge160m dir=/tmp/doge L dm=() hf=()
+	mkdir -p "$dir"
+	{
+		timeout 90 python3 bench/peers/doge.py --make "$m" --dtype "${DOGE_DTYPE:-float16}" ||
+			echo "doge: transformers did not make the model"
+		# One process per side and context: each peak is that context's own.
+		[[ -f $m/config.json ]] && for L in ${DOGE_CONTEXTS:-2048 32768}; do
+			echo "== context $L: dmavk"
+			smi_peak "$dir/dmavk_$L.mib" timeout 100 $D generate --model "$m" --half --bench --contexts "$L" \
+				--chunk "${DOGE_CHUNK:-0}" --steps "${DOGE_STEPS:-64}" --json >"$dir/dmavk_$L.json" && dm+=("$dir/dmavk_$L.json")
+			echo "== context $L: transformers"
+			smi_peak "$dir/hf_$L.mib" timeout 120 python3 bench/peers/doge.py --model "$m" --contexts "$L" \
+				--steps 32 --json "$dir/hf_$L.json" && hf+=("$dir/hf_$L.json")
+		done
+		# The longest context's prompt in one chunk, beside the default chunks above.
+		L=${DOGE_CONTEXTS:-2048 32768}
+		L=${L##* }
+		echo "== dmavk, context $L in one prefill chunk"
+		[[ -f $m/config.json ]] && timeout 100 $D generate --model "$m" --half --bench --contexts "$L" --chunk $(((L + 15) / 16 * 16)) --steps 16
+		cat "$dir"/dmavk_*.json "$dir"/hf_*.json
+		python3 bench/peers/doge.py --join "$(IFS=,; echo "${dm[*]}")" "$(IFS=,; echo "${hf[*]}")" --smi "$dir"
+	} >"$OUT/doge.txt" 2>&1
+	cat "$OUT/doge.txt"
 }
 
 for part in "$@"; do

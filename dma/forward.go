@@ -310,7 +310,7 @@ func (d *Device) ForwardProfiled(ctx context.Context, q, k, v *Tensor, opt Optio
 }
 
 func (d *Device) forward(ctx context.Context, op string, q, k, v *Tensor, opt Options, timed bool) (*Result, Profile, error) {
-	return d.forwardWith(ctx, op, q, k, v, opt, timed, nil, d.vd.RunTimed)
+	return d.forwardWith(ctx, op, q, k, v, opt, timed, nil, d.vd.RunTimed, nil)
 }
 
 // runner runs what record records: a submission of dmavk's (vk.Device.RunTimed), or a
@@ -318,8 +318,10 @@ func (d *Device) forward(ctx context.Context, op string, q, k, v *Tensor, opt Op
 type runner func(ctx context.Context, record func(*vk.Recorder) error) ([]vk.Timestamp, error)
 
 // forwardWith is Forward (call op) through run, writing into into's O and LSE (and
-// Weights, when set and WeightParams computes them) when into is not nil.
-func (d *Device) forwardWith(ctx context.Context, op string, q, k, v *Tensor, opt Options, timed bool, into *Result, run runner) (*Result, Profile, error) {
+// Weights, when set and WeightParams computes them) when into is not nil. With cached
+// set, k, v and opt.Weights stand for a KV cache's keys (their shapes; the kernels read
+// the cache's rows, and the plan its ord).
+func (d *Device) forwardWith(ctx context.Context, op string, q, k, v *Tensor, opt Options, timed bool, into *Result, run runner, cached *cachedKeys) (*Result, Profile, error) {
 	var prof Profile
 	uses := append([]use{{"q", q}, {"k", k}, {"v", v}}, opt.uses()...)
 	leave, err := d.enter(op, append(uses, resultUses(into)...)...)
@@ -332,6 +334,9 @@ func (d *Device) forwardWith(ctx context.Context, op string, q, k, v *Tensor, op
 		return nil, prof, err
 	}
 	p := &pr.p
+	if cached != nil {
+		p.K, p.V = cached.view, cached.view
+	}
 	decode := d.forwardDecodes(p, &opt)
 	ordN, uN, ucN, tauN := kern.PlanSizes(p)
 	sizes := map[string]int64{
@@ -445,10 +450,16 @@ func (d *Device) forwardWith(ctx context.Context, op string, q, k, v *Tensor, op
 		if decode {
 			// A few rows over many keys: ord, each row's threshold straight from it, and
 			// the split-K kernel (the KV cache's path), no block lists.
-			pOrd := *p
-			pOrd.Mode = kern.ModeNone
-			if err := d.kern.RecordPlan(r, &pOrd, params, weights.buf, cp.padding, &kern.PlanBuffers{Ord: plan.Ord}, stamp); err != nil {
-				return err
+			if cached != nil {
+				if err := cached.recordOrd(r, plan.Ord, stamp); err != nil {
+					return err
+				}
+			} else {
+				pOrd := *p
+				pOrd.Mode = kern.ModeNone
+				if err := d.kern.RecordPlan(r, &pOrd, params, weights.buf, cp.padding, &kern.PlanBuffers{Ord: plan.Ord}, stamp); err != nil {
+					return err
+				}
 			}
 			r.Barrier()
 			if p.Mode == kern.ModeRow || p.Mode == kern.ModeShared {
@@ -471,7 +482,14 @@ func (d *Device) forwardWith(ctx context.Context, op string, q, k, v *Tensor, op
 			}
 			return stamp("attention")
 		}
-		if err := d.kern.RecordPlan(r, p, params, weights.buf, cp.padding, plan, stamp); err != nil {
+		if cached != nil {
+			if err := cached.recordOrd(r, plan.Ord, stamp); err != nil {
+				return err
+			}
+			if err := d.kern.RecordPlanFromOrd(r, p, params, plan, stamp); err != nil {
+				return err
+			}
+		} else if err := d.kern.RecordPlan(r, p, params, weights.buf, cp.padding, plan, stamp); err != nil {
 			return err
 		}
 		r.Barrier()

@@ -171,6 +171,30 @@ func (c *KVCache) Reset(seq int) error {
 	return nil
 }
 
+// Truncate keeps the first n keys of sequence seq and forgets the rest (none when it
+// holds n or fewer): a step or prompt taken back, e.g. after a failed pass that appended
+// the keys of some layers only.
+func (c *KVCache) Truncate(seq, n int) error {
+	leave, err := c.enter("KVCache.Truncate")
+	if err != nil {
+		return err
+	}
+	defer leave()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq < 0 || seq >= len(c.lens) {
+		return fmt.Errorf("dma: KVCache.Truncate: sequence %d of %d", seq, len(c.lens))
+	}
+	if n < 0 {
+		return fmt.Errorf("dma: KVCache.Truncate: %d keys", n)
+	}
+	if n < c.lens[seq] {
+		c.lens[seq] = n
+		c.tauLen[seq] = -1 // the carried thresholds were of the longer sequence
+	}
+	return nil
+}
+
 // Append adds n keys to sequence seq: k and v are [1, n, KVHeads, HeadDim] BLHD tensors
 // of the cache's dtype, weights [1, BiasHeads, n] (e.g. DynamicWeights of v). It fails,
 // changing nothing, when the sequence would exceed the capacity.

@@ -107,7 +107,7 @@ func (rec *Recording) Forward(ctx context.Context, q, k, v *Tensor, opt Options,
 	if out == nil {
 		return fmt.Errorf("dma: Recording.Forward: nil result")
 	}
-	_, _, err := rec.d.forwardWith(ctx, "Recording.Forward", q, k, v, opt, false, out, rec.recorded)
+	_, _, err := rec.d.forwardWith(ctx, "Recording.Forward", q, k, v, opt, false, out, rec.recorded, nil)
 	if err == nil {
 		rec.r.Barrier() // later recorded work may read the results
 	}

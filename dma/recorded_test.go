@@ -91,3 +91,40 @@ func TestRecordedStepMatchesAppendAttendInto(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkRecordedStepPrepare: the host's part of a recorded decode step per layer
+// (Prepare's checks and parameter writes, Commit), without the submission.
+func BenchmarkRecordedStepPrepare(b *testing.B) {
+	d := open(b)
+	ctx := context.Background()
+	const h, hkv, dim, keys = 6, 3, 128, 3000
+	c, err := d.NewKVCache(dma.KVCacheConfig{Sequences: 1, Capacity: keys + 1, KVHeads: hkv, HeadDim: dim, DType: dma.Float16})
+	require.NoError(b, err)
+	defer c.Close()
+	kv := tensor(b, d, dma.Float16, dma.Shape{B: 1, L: keys, H: hkv, D: dim}, nil)
+	w, err := d.NewWeights(1, hkv, keys)
+	require.NoError(b, err)
+	defer w.Close()
+	require.NoError(b, w.Upload(ctx, make([]float32, hkv*keys)))
+	require.NoError(b, c.Append(ctx, 0, kv, kv, w))
+	k := tensor(b, d, dma.Float16, dma.Shape{B: 1, L: 1, H: hkv, D: dim}, nil)
+	w1, err := d.NewWeights(1, hkv, 1)
+	require.NoError(b, err)
+	defer w1.Close()
+	q := tensor(b, d, dma.Float16, dma.Shape{B: 1, L: 1, H: h, D: dim}, nil)
+	out, err := c.NewResult(q)
+	require.NoError(b, err)
+	defer out.Close()
+	st, err := c.NewRecordedStep(0, k, k, w1, q, out, dma.Options{Mode: dma.ModeRow, Window: 2048, Causal: true})
+	require.NoError(b, err)
+	defer st.Close()
+	notRun := fmt.Errorf("not submitted")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := st.Prepare(ctx); err != nil {
+			b.Fatal(err)
+		}
+		st.Commit(notRun) // the sequence keeps its length
+	}
+}

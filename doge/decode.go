@@ -3,7 +3,8 @@ package doge
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/dmavk/dmavk/dma"
@@ -30,9 +31,13 @@ type decodeProgram struct {
 	w                []*dma.Weights
 	out              []*dma.Result
 	steps            [][]*dma.RecordedStep // [layer][sequence]
-	phases           []dma.StepPhase
+	phases           []dma.StepPhase       // of the recording
 	prog             *vk.Program
-	free             closer
+	// A step's scratch, kept from step to step: the phases it prepares, the steps
+	// prepared.
+	nextPhases []dma.StepPhase
+	prepared   []*dma.RecordedStep
+	free       closer
 }
 
 func (p *decodeProgram) close() {
@@ -147,6 +152,11 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 	m, n := s.m, s.m.n
 	eps := float32(m.Cfg.RMSNormEps)
 	B := len(p.seqs)
+	// The step's GPU time: from before its first command to after its last (nothing on
+	// devices without timestamps).
+	if err := r.Timestamp("start"); err != nil {
+		return err
+	}
 	if err := m.embed.Record(n, r, p.x, p.ids); err != nil {
 		return err
 	}
@@ -236,7 +246,10 @@ func (s *State) recordDecode(r *vk.Recorder, p *decodeProgram) error {
 	if err := m.lmHead.Record(r, p.logits, p.xn, p.headTmp); err != nil {
 		return err
 	}
-	return nn.RecordCopy(r, p.logitsH, p.logits)
+	if err := nn.RecordCopy(r, p.logitsH, p.logits); err != nil {
+		return err
+	}
+	return r.Timestamp("end")
 }
 
 // Step appends tokens[i] to sequence seqs[i] (each already started by Prefill, each
@@ -267,27 +280,25 @@ func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error)
 	if err := s.checkTokens(tokens); err != nil {
 		return fail(err)
 	}
-	seen := map[int]bool{}
 	pos := make([]int, len(seqs))
 	maxPos := 0
-	var key strings.Builder
+	key := make([]byte, 0, 4*len(seqs)) // the recorded program's: "0,2,"
 	for i, seq := range seqs {
 		switch {
 		case seq < 0 || seq >= s.Sequences:
 			return fail(fmt.Errorf("sequence %d of %d", seq, s.Sequences))
-		case seen[seq]:
+		case slices.Contains(seqs[:i], seq):
 			return fail(fmt.Errorf("sequence %d listed twice", seq))
 		case s.lens[seq] == 0:
 			return fail(fmt.Errorf("sequence %d is empty: start it with Prefill", seq))
 		case s.lens[seq] >= s.Capacity:
 			return fail(fmt.Errorf("sequence %d is full (%d tokens)", seq, s.Capacity))
 		}
-		seen[seq] = true
 		pos[i] = s.lens[seq]
 		maxPos = max(maxPos, pos[i])
-		fmt.Fprintf(&key, "%d,", seq)
+		key = append(strconv.AppendInt(key, int64(seq), 10), ',')
 	}
-	p, ok := s.steps[key.String()]
+	p, ok := s.steps[string(key)]
 	if !ok {
 		if len(s.steps) >= maxDecodePrograms {
 			for k, old := range s.steps {
@@ -299,7 +310,7 @@ func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error)
 		if p, err = s.newDecodeProgram(seqs); err != nil {
 			return fail(err)
 		}
-		s.steps[key.String()] = p
+		s.steps[string(key)] = p
 	}
 	if err := p.ids.UploadIDs(ctx, tokens); err != nil {
 		return fail(err)
@@ -307,8 +318,9 @@ func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error)
 	if err := p.cs.Upload(ctx, s.rope.Table(pos, maxPos)); err != nil {
 		return fail(err)
 	}
-	phases := make([]dma.StepPhase, 0, len(s.m.layers)*len(seqs))
-	var prepared []*dma.RecordedStep
+	phases := p.nextPhases[:0]
+	prepared := p.prepared[:0]
+	defer func() { p.nextPhases, p.prepared = phases[:0], prepared[:0] }()
 	commit := func(err error) {
 		for _, st := range prepared {
 			st.Commit(err)
@@ -341,21 +353,25 @@ func (s *State) Step(ctx context.Context, seqs, tokens []int) ([]float32, error)
 			commit(err)
 			return fail(err)
 		}
-		p.phases = phases
+		p.phases = append(p.phases[:0], phases...)
 	}
 	s.last.Recorded = !same
 	submitted = time.Now()
-	err = p.prog.Submit(ctx)
+	ts, err := p.prog.SubmitTimed(ctx)
 	waited = time.Now()
 	commit(err)
 	if err != nil {
 		return fail(err)
 	}
+	s.last.GPU = 0
+	if len(ts) == 2 {
+		s.last.GPU = time.Duration(ts[1].Nanos - ts[0].Nanos)
+	}
 	for _, seq := range seqs {
 		s.lens[seq]++
 	}
-	logits, err := p.logitsH.Download(ctx)
-	if err != nil {
+	logits := make([]float32, len(seqs)*s.m.Cfg.VocabSize)
+	if err := p.logitsH.DownloadInto(ctx, logits); err != nil {
 		return fail(err)
 	}
 	return logits, nil
@@ -369,6 +385,9 @@ type StepTiming struct {
 	// Submit is from the submission to the end of the GPU's work: the GPU's time
 	// plus the driver's submission and wake-up latency.
 	Submit time.Duration
+	// GPU is the step's time on the GPU, between timestamps before its first command and
+	// after its last (0 on devices without timestamps).
+	GPU time.Duration
 	// Recorded is set when the step recorded its program (the first step of a set of
 	// sequences, or a change of phase): Host then includes the recording.
 	Recorded bool

@@ -49,6 +49,9 @@ type Options struct {
 	PrefillChunk int
 }
 
+// PrefillChunk is the rows a prefill takes at once (Options.PrefillChunk, or its default).
+func (m *Model) PrefillChunk() int { return m.chunk }
+
 // New uploads the model's weights from src, each in its dtype (float32, float16 or
 // bfloat16); the model computes in float32.
 func New(ctx context.Context, n *nn.Device, ck *checkpoint.Model, o Options) (*Model, error) {

@@ -115,16 +115,22 @@ func (c closer) close() {
 	}
 }
 
-// Prefill runs the prompt tokens through the model as the start of sequence seq (which
-// must be empty), as one forward pass of transformers would (CDMoE routes the pass's
-// tokens together), and returns the logits of the last position ([vocab]). The linear
-// layers, the MLP and attention take the prompt Options.PrefillChunk rows at a time
-// (attention: each chunk of queries over every key up to its last).
+// Prefill runs tokens through the model after what sequence seq holds, as one forward
+// pass of transformers over them with the sequence's earlier tokens in its cache would
+// (CDMoE routes the pass's tokens together), and returns the logits of the last
+// position ([vocab]). An empty sequence starts with its prompt; a sequence that holds
+// tokens (an earlier prompt, decoded steps) continues, e.g. with a conversation's next
+// turn. The linear layers, the MLP and attention take the tokens Options.PrefillChunk
+// rows at a time: each chunk's queries attend every key up to the chunk's last, cached
+// ones included (dma.KVCache.Forward), so a prompt given in several calls gives the
+// logits of one call over all of it (dynamic RoPE aside: like transformers, each pass
+// rotates its own keys for the length it reaches). On error the sequence keeps what it
+// held before.
 func (s *State) Prefill(ctx context.Context, seq int, tokens []int) ([]float32, error) {
 	return s.prefillCall(ctx, seq, tokens, false)
 }
 
-// PrefillAll is Prefill returning the logits of every position ([len(tokens)*vocab]).
+// PrefillAll is Prefill returning the logits of every new position ([len(tokens)*vocab]).
 func (s *State) PrefillAll(ctx context.Context, seq int, tokens []int) ([]float32, error) {
 	return s.prefillCall(ctx, seq, tokens, true)
 }
@@ -143,28 +149,29 @@ func (s *State) prefillCall(ctx context.Context, seq int, tokens []int, all bool
 		return fail(fmt.Errorf("the model is closed"))
 	case seq < 0 || seq >= s.Sequences:
 		return fail(fmt.Errorf("sequence %d of %d", seq, s.Sequences))
-	case s.lens[seq] != 0:
-		return fail(fmt.Errorf("sequence %d holds %d tokens: a prompt starts a sequence (Reset it, or Step)", seq, s.lens[seq]))
 	case len(tokens) == 0:
 		return fail(fmt.Errorf("no tokens"))
-	case len(tokens) > s.Capacity:
-		return fail(fmt.Errorf("%d tokens exceed the capacity %d", len(tokens), s.Capacity))
+	case s.lens[seq]+len(tokens) > s.Capacity:
+		return fail(fmt.Errorf("sequence %d holds %d tokens: %d more exceed the capacity %d", seq, s.lens[seq], len(tokens), s.Capacity))
 	}
 	if err := s.checkTokens(tokens); err != nil {
 		return fail(err)
 	}
-	logits, err := s.prefill(ctx, seq, tokens, all)
+	start := s.lens[seq]
+	logits, err := s.prefill(ctx, seq, start, tokens, all)
 	if err != nil {
+		// The caches may hold some layers' new keys: back to the sequence as it was.
 		for _, c := range s.caches {
-			c.Reset(seq)
+			c.Truncate(seq, start)
 		}
 		return fail(err)
 	}
-	s.lens[seq] = len(tokens)
+	s.lens[seq] = start + len(tokens)
 	return logits, nil
 }
 
-func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([]float32, error) {
+// prefill runs tokens at positions start, start+1, ... of sequence seq.
+func (s *State) prefill(ctx context.Context, seq, start int, tokens []int, all bool) ([]float32, error) {
 	m, n := s.m, s.m.n
 	c := m.Cfg
 	T := len(tokens)
@@ -194,9 +201,9 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 	}
 	pos := make([]int, T)
 	for i := range pos {
-		pos[i] = i
+		pos[i] = start + i
 	}
-	if err := cs.Upload(ctx, s.rope.Table(pos, T-1)); err != nil {
+	if err := cs.Upload(ctx, s.rope.Table(pos, start+T-1)); err != nil {
 		return nil, err
 	}
 	l0 := m.layers[0]
@@ -219,11 +226,16 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 	}
 	d := n.DMA()
 	qkvShape := func(h int) dma.Shape { return dma.Shape{B: 1, L: T, H: h, D: c.HeadDim} }
-	q, err := d.NewTensor(m.DType, qkvShape(c.NumAttentionHeads), dma.BLHD)
-	if err != nil {
-		return nil, err
+	// The queries chunk by chunk, each a tensor of its own: attention takes them as they are.
+	var qs []*dma.Tensor
+	for a := 0; a < T; a += chunk {
+		q, err := d.NewTensor(m.DType, dma.Shape{B: 1, L: min(chunk, T-a), H: c.NumAttentionHeads, D: c.HeadDim}, dma.BLHD)
+		if err != nil {
+			return nil, err
+		}
+		free.add(q)
+		qs = append(qs, q)
 	}
-	free.add(q)
 	k, err := d.NewTensor(m.DType, qkvShape(c.NumKeyValueHeads), dma.BLHD)
 	if err != nil {
 		return nil, err
@@ -239,13 +251,19 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 		return nil, err
 	}
 	free.add(w)
-	o, err := d.NewTensor(m.DType, qkvShape(c.NumAttentionHeads), dma.BLHD)
-	if err != nil {
-		return nil, err
+	// Attention's output chunk by chunk, beside the queries.
+	var outs []*dma.Result
+	var attnOut []*nn.Tensor
+	for _, q := range qs {
+		out, err := d.NewResult(q)
+		if err != nil {
+			return nil, err
+		}
+		free.add(out)
+		outs = append(outs, out)
+		o, _ := nn.ViewOf(out.O)
+		attnOut = append(attnOut, o)
 	}
-	free.add(o)
-	ov, _ := nn.ViewOf(o)
-	qv, _ := nn.ViewOf(q)
 	kv, _ := nn.ViewOf(k)
 	vv, _ := nn.ViewOf(v)
 	rows := func(t *nn.Tensor, a, b int) *nn.Tensor {
@@ -286,11 +304,12 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 				if err := l.attn.RecordProject(r, pb, xns); err != nil {
 					return err
 				}
-				qs, ks, vs, css := rows(qv, a, b), rows(kv, a, b), rows(vv, a, b), rows(cs, a, b)
+				qa, _ := nn.ViewOf(qs[a/chunk])
+				ks, vs, css := rows(kv, a, b), rows(vv, a, b), rows(cs, a, b)
 				if err != nil {
 					return err
 				}
-				if err := l.attn.RecordQKV(n, r, pb, 0, b-a, qs, ks, vs, w, a, css); err != nil {
+				if err := l.attn.RecordQKV(n, r, pb, 0, b-a, qa, ks, vs, w, a, css); err != nil {
 					return err
 				}
 			}
@@ -302,10 +321,12 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 		if err := s.caches[li].Append(ctx, seq, k, v, w); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
-		if err := s.attendPrompt(ctx, l, q, k, v, w, o); err != nil {
+		if err := s.attendPrompt(ctx, s.caches[li], seq, start, l, qs, outs); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
-		err = n.Run(ctx, func(r *vk.Recorder) error { return s.recordPrefillRest(r, l, T, chunk, ov, x, xn, ao, mo, pb, mb, eb) })
+		err = n.Run(ctx, func(r *vk.Recorder) error {
+			return s.recordPrefillRest(r, l, T, chunk, attnOut, x, xn, ao, mo, pb, mb, eb)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", li, err)
 		}
@@ -350,114 +371,39 @@ func (s *State) prefill(ctx context.Context, seq int, tokens []int, all bool) ([
 	return out, nil
 }
 
-// attendPrompt computes DMA attention of the prompt's queries q over its keys k, v
-// (weights w) into o, Options.AttentionChunk queries per call: the chunk of queries
-// [a, b) attends keys [0, b), causally (bottom-right aligned).
-func (s *State) attendPrompt(ctx context.Context, l *layer, q, k, v *dma.Tensor, w *dma.Weights, o *dma.Tensor) error {
-	d := s.m.n.DMA()
-	T := q.Shape().L
-	step := s.m.chunk
+// attendPrompt computes DMA attention of the new queries (positions start onwards of
+// sequence seq, whose keys the cache holds already; qs holds them Options.PrefillChunk
+// rows to a tensor) into outs (one per chunk): the chunk of queries [a, b) attends the
+// sequence's keys [0, start+b), causally (bottom-right aligned).
+func (s *State) attendPrompt(ctx context.Context, c *dma.KVCache, seq, start int, l *layer, qs []*dma.Tensor, outs []*dma.Result) error {
 	opt := l.attn.Options()
-	if T <= step {
-		opt.Weights = w
-		res, err := d.Forward(ctx, q, k, v, opt)
-		if err != nil {
-			return err
-		}
-		defer res.Close()
-		return d.VK().Run(ctx, func(r *vk.Recorder) error {
-			return r.Copy(res.O.Buffer(), 0, o.Buffer(), 0, rowBytes(res.O, T))
-		})
-	}
-	for a := 0; a < T; a += step {
-		b := min(a+step, T)
-		if err := s.attendChunk(ctx, l, q, k, v, w, o, a, b, opt); err != nil {
+	b := start
+	for i, q := range qs {
+		b += q.Shape().L
+		if err := c.ForwardInto(ctx, seq, b, q, outs[i], opt); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// rowBytes is the bytes of n rows (positions) of a B=1 BLHD tensor.
-func rowBytes(t *dma.Tensor, n int) int64 {
-	sh := t.Shape()
-	return int64(n) * int64(sh.H*sh.D) * int64(t.DType().Size())
-}
-
-// attendChunk is attendPrompt's call for queries [a, b): the queries, the first b keys
-// and their weights copied into tensors of their own, the output copied back.
-func (s *State) attendChunk(ctx context.Context, l *layer, q, k, v *dma.Tensor, w *dma.Weights, o *dma.Tensor, a, b int, opt dma.Options) error {
-	d := s.m.n.DMA()
-	var free closer
-	defer func() { free.close() }()
-	qs, ks := q.Shape(), k.Shape()
-	qc, err := d.NewTensor(q.DType(), dma.Shape{B: 1, L: b - a, H: qs.H, D: qs.D}, dma.BLHD)
-	if err != nil {
-		return err
-	}
-	free.add(qc)
-	kc, err := d.NewTensor(k.DType(), dma.Shape{B: 1, L: b, H: ks.H, D: ks.D}, dma.BLHD)
-	if err != nil {
-		return err
-	}
-	free.add(kc)
-	vc, err := d.NewTensor(v.DType(), dma.Shape{B: 1, L: b, H: ks.H, D: ks.D}, dma.BLHD)
-	if err != nil {
-		return err
-	}
-	free.add(vc)
-	wc, err := d.NewWeights(1, w.Hb, b)
-	if err != nil {
-		return err
-	}
-	free.add(wc)
-	err = d.VK().Run(ctx, func(r *vk.Recorder) error {
-		if err := r.Copy(q.Buffer(), rowBytes(q, a), qc.Buffer(), 0, rowBytes(q, b-a)); err != nil {
-			return err
-		}
-		if err := r.Copy(k.Buffer(), 0, kc.Buffer(), 0, rowBytes(k, b)); err != nil {
-			return err
-		}
-		if err := r.Copy(v.Buffer(), 0, vc.Buffer(), 0, rowBytes(v, b)); err != nil {
-			return err
-		}
-		for h := 0; h < w.Hb; h++ { // weights [Hb][Lk]: the first b of each row
-			if err := r.Copy(w.Buffer(), int64(h*w.Lk)*4, wc.Buffer(), int64(h*b)*4, int64(b)*4); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	opt.Weights = wc
-	res, err := d.Forward(ctx, qc, kc, vc, opt)
-	if err != nil {
-		return err
-	}
-	defer res.Close()
-	return d.VK().Run(ctx, func(r *vk.Recorder) error {
-		return r.Copy(res.O.Buffer(), 0, o.Buffer(), rowBytes(o, a), rowBytes(o, b-a))
-	})
-}
-
-// recordPrefillRest records a layer after attention over all T rows: the output
-// projection and gated residual, the MLP (or CDMoE) and its gated residual.
-func (s *State) recordPrefillRest(r *vk.Recorder, l *layer, T, chunk int, o, x, xn, ao, mo *nn.Tensor, pb *nn.ProjectBuffers, mb *nn.MLPBuffers, eb *nn.ExpertBuffers) error {
+// recordPrefillRest records a layer after attention over all T rows (attnOut, chunk by
+// chunk): the output projection and gated residual, the MLP (or CDMoE) and its gated
+// residual.
+func (s *State) recordPrefillRest(r *vk.Recorder, l *layer, T, chunk int, attnOut []*nn.Tensor, x, xn, ao, mo *nn.Tensor, pb *nn.ProjectBuffers, mb *nn.MLPBuffers, eb *nn.ExpertBuffers) error {
 	n, eps := s.m.n, float32(s.m.Cfg.RMSNormEps)
 	for a := 0; a < T; a += chunk {
 		b := min(a+chunk, T)
-		var vs [5]*nn.Tensor
-		for i, t := range []*nn.Tensor{o, x, xn, ao, mo} {
+		var vs [4]*nn.Tensor
+		for i, t := range []*nn.Tensor{x, xn, ao, mo} {
 			sl, err := t.Slice(a, b)
 			if err != nil {
 				return err
 			}
 			vs[i] = sl
 		}
-		os, xs, xns, aos, mos := vs[0], vs[1], vs[2], vs[3], vs[4]
-		if err := l.attn.O.Record(r, aos, os, pb.Scratch); err != nil {
+		xs, xns, aos, mos := vs[0], vs[1], vs[2], vs[3]
+		if err := l.attn.O.Record(r, aos, attnOut[a/chunk], pb.Scratch); err != nil {
 			return err
 		}
 		if err := n.RecordResidual(r, xs, aos, xs, l.inRes); err != nil {

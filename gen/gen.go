@@ -15,7 +15,8 @@ import (
 
 // Model is what Generate drives (doge.State is one): sequences are slots 0, 1, ....
 type Model interface {
-	// Prefill starts sequence seq with the prompt and returns the last position's logits.
+	// Prefill runs the prompt after what sequence seq holds (nothing: it starts the
+	// sequence) and returns the last position's logits.
 	Prefill(ctx context.Context, seq int, tokens []int) ([]float32, error)
 	// Step appends tokens[i] to sequence seqs[i] and returns each new position's logits
 	// ([len(seqs)*Vocab()]).
@@ -63,7 +64,10 @@ func rate(n int, d time.Duration) float64 {
 }
 
 // Generate continues each prompt (sequence i in slot i of m). emit, if not nil, gets
-// every token as it is chosen; an error from it stops generation.
+// every token as it is chosen; an error from it stops generation. With a model whose
+// Prefill continues a sequence (doge.State), a second Generate is a conversation's next
+// turn: the sequences keep the first call's tokens but the last one chosen, which was
+// never fed back, so each new prompt starts with it (res.Tokens[i]'s last).
 func Generate(ctx context.Context, m Model, prompts [][]int, opt Options, emit func(seq, token int) error) (*Result, error) {
 	if err := opt.check(); err != nil {
 		return nil, err

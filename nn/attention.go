@@ -159,7 +159,7 @@ func (a *Attention) NewProjectBuffers(n *Device, t int) (*ProjectBuffers, error)
 	return b, nil
 }
 
-// ScratchElems is the float32 scratch the block's linears need for t rows.
+// ScratchElems is the float32 scratch the block's linears need for up to t rows.
 func (a *Attention) ScratchElems(t int) int {
 	return max(LinearsScratchElems(t, a.Q, a.K, a.V, a.Dt), a.O.ScratchElems(t), 1)
 }

@@ -67,9 +67,15 @@ func (l *Linear) Close() error {
 	return nil
 }
 
-// ScratchElems is the float32 scratch Record needs for m rows: the split-K partial sums
-// (m <= 4) or the 16-bit copy of x the tensor-core product reads; 0 when it needs none.
+// ScratchElems is the float32 scratch Record needs for any number of rows up to m: the
+// split-K partial sums (4 rows or fewer) or the 16-bit copy of x the tensor-core product
+// reads; 0 when it needs none. (Up to m, not m: a long input's last chunk may be a few
+// rows, whose product needs scratch that m rows' does not.)
 func (l *Linear) ScratchElems(m int) int {
+	return max(l.scratchElems(min(m, gemvRows)), l.scratchElems(m))
+}
+
+func (l *Linear) scratchElems(m int) int {
 	switch {
 	case m <= gemvRows:
 		return int(groups(l.In, gemvSlice)) * m * l.Out

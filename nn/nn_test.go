@@ -169,6 +169,28 @@ func TestLinear(t *testing.T) {
 	}
 }
 
+// TestLinearScratchUpTo: scratch of ScratchElems(m) serves every row count up to m (a
+// prompt's last chunk may have 4 rows or fewer: the split-K product, whose scratch a
+// larger product may not need).
+func TestLinearScratchUpTo(t *testing.T) {
+	n := open(t)
+	rng := seed(t)
+	ctx := context.Background()
+	const out, in, most = 70, 96, 40
+	for _, half := range []bool{false, true} {
+		l, err := n.NewLinear(ctx, nn.ArrayOf("w", dma.Float16, nn.Round(dma.Float16, randv(rng, out*in, 1)), out, in), nil)
+		require.NoError(t, err)
+		defer l.Close()
+		l.HalfInputs = half
+		scratch := tensor(t, n, dma.Float32, 1, max(1, l.ScratchElems(most)), nil)
+		for _, m := range []int{1, 3, 4, 5, 17, most} {
+			x := tensor(t, n, dma.Float32, m, in, randv(rng, m*in, 1))
+			y := tensor(t, n, dma.Float32, m, out, nil)
+			run(t, n, func(r *vk.Recorder) error { return l.Record(r, y, x, scratch) })
+		}
+	}
+}
+
 func TestRMSNormAndResidual(t *testing.T) {
 	n := open(t)
 	rng := seed(t)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/dmavk/dmavk/dma"
 	"github.com/dmavk/dmavk/internal/bf16"
@@ -98,11 +99,34 @@ func (t *Tensor) Upload(ctx context.Context, v []float32) error {
 
 // Download reads the values in row-major order (16-bit dtypes widen exactly).
 func (t *Tensor) Download(ctx context.Context) ([]float32, error) {
-	raw := make([]byte, t.bytes())
-	if err := t.buf.Download(ctx, t.off, raw); err != nil {
+	out := make([]float32, t.Elems())
+	if err := t.DownloadInto(ctx, out); err != nil {
 		return nil, err
 	}
-	return Decode(t.DType, raw, t.Elems()), nil
+	return out, nil
+}
+
+// littleEndian is whether the host stores a float32 as the device's buffers do.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// DownloadInto is Download into out (of Elems values). A float32 tensor's bytes go
+// straight into out on a little-endian host (a decode step's logits: no other copy).
+func (t *Tensor) DownloadInto(ctx context.Context, out []float32) error {
+	if len(out) != t.Elems() {
+		return fmt.Errorf("nn: DownloadInto: %d values for a [%d %d] tensor", len(out), t.Rows, t.Cols)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	if t.DType == dma.Float32 && littleEndian {
+		return t.buf.Download(ctx, t.off, unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), 4*len(out)))
+	}
+	raw := make([]byte, t.bytes())
+	if err := t.buf.Download(ctx, t.off, raw); err != nil {
+		return err
+	}
+	copy(out, Decode(t.DType, raw, len(out)))
+	return nil
 }
 
 // Encode stores values as dt's bytes (whole 32-bit words), rounding to nearest even.

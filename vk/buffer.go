@@ -31,6 +31,7 @@ type Buffer struct {
 	mem    vulkan.DeviceMemory
 	size   int64
 	mapped unsafe.Pointer // non-nil when the memory is host visible and coherent
+	alloc  int64          // bytes of device memory allocated for it (Device.Memory)
 	// An application's buffer (WrapBuffer): this Buffer is the range from byte base of
 	// it, and Close leaves the VkBuffer and its memory alone.
 	base     int64
@@ -110,6 +111,8 @@ func (d *Device) newBuffer(size int64, usage vulkan.BufferUsageFlags, prefer []u
 		vulkan.DestroyBuffer(d.dev, b.buf, nil)
 		return nil, d.noteErr(fmt.Errorf("%w (%d bytes)", err, size))
 	}
+	b.alloc = int64(req.Size)
+	d.mem.add(b.alloc)
 	if err := check("vkBindBufferMemory", int32(vulkan.BindBufferMemory(d.dev, b.buf, b.mem, 0))); err != nil {
 		b.destroy()
 		return nil, d.noteErr(err)
@@ -186,6 +189,39 @@ func (b *Buffer) destroy() {
 	}
 	vulkan.DestroyBuffer(b.d.dev, b.buf, nil)
 	vulkan.FreeMemory(b.d.dev, b.mem, nil)
+	b.d.mem.add(-b.alloc)
+}
+
+// MemoryUse is the device memory a Device's buffers hold, in bytes: now, and the most
+// at any time since the device was opened or ResetPeakMemory (what the driver reserves
+// besides, e.g. for pipelines and command buffers, is not counted).
+type MemoryUse struct{ Live, Peak int64 }
+
+// memoryUse counts a device's buffer memory.
+type memoryUse struct {
+	mu         sync.Mutex
+	live, peak int64
+}
+
+func (m *memoryUse) add(n int64) {
+	m.mu.Lock()
+	m.live += n
+	m.peak = max(m.peak, m.live)
+	m.mu.Unlock()
+}
+
+// Memory reports the device memory the device's buffers hold.
+func (d *Device) Memory() MemoryUse {
+	d.mem.mu.Lock()
+	defer d.mem.mu.Unlock()
+	return MemoryUse{Live: d.mem.live, Peak: d.mem.peak}
+}
+
+// ResetPeakMemory starts the peak of Memory again from the memory held now.
+func (d *Device) ResetPeakMemory() {
+	d.mem.mu.Lock()
+	d.mem.peak = d.mem.live
+	d.mem.mu.Unlock()
 }
 
 func (b *Buffer) checkRange(op string, off int64, n int) error {

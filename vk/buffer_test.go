@@ -140,3 +140,37 @@ func TestBufferClosed(t *testing.T) {
 		t.Errorf("Download after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestMemoryUse: Device.Memory counts buffers from allocation to destruction (a buffer
+// closed while a Run binds it counts until the Run ends), and its peak.
+func TestMemoryUse(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	base := d.Memory()
+	a, err := d.NewBuffer(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.NewBuffer(3 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Memory().Live - base.Live; got < 4<<20 {
+		t.Fatalf("two buffers of 4 MiB: %d bytes live", got)
+	}
+	b.Close()
+	if got := d.Memory().Live - base.Live; got < 1<<20 || got >= 4<<20 {
+		t.Fatalf("after closing 3 MiB of 4: %d bytes live", got)
+	}
+	if got := d.Memory().Peak - base.Live; got < 4<<20 {
+		t.Fatalf("peak %d bytes, want at least 4 MiB", got)
+	}
+	d.ResetPeakMemory()
+	if m := d.Memory(); m.Peak != m.Live {
+		t.Fatalf("after ResetPeakMemory: %+v", m)
+	}
+	a.Close()
+	a.Close()
+	if got := d.Memory().Live; got != base.Live {
+		t.Fatalf("every buffer closed: %d bytes live, %d before", got, base.Live)
+	}
+}

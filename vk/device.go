@@ -61,6 +61,8 @@ type Device struct {
 
 	pipeMu    sync.Mutex
 	pipelines map[*Pipeline]struct{} // open pipelines, for Pipelines
+
+	mem memoryUse // of its buffers
 }
 
 // Pipelines returns the device's open pipelines, in no particular order (for reports

@@ -30,7 +30,7 @@ func init() {
 
 type generateFlags struct {
 	model, random, dtype, save, prompt, promptIDs, contexts string
-	maxTokens, topK, batch, steps                           int
+	maxTokens, topK, batch, steps, chunk                    int
 	temperature, topP, repetition                           float64
 	seed                                                    uint64
 	half, greedy, bench, asJSON                             bool
@@ -55,6 +55,7 @@ func runGenerate(args []string, stdout io.Writer) error {
 	fs.Uint64Var(&f.seed, "seed", 0, "sampling seed (0: random)")
 	fs.IntVar(&f.batch, "batch", 1, "generate this many continuations of the prompt at once (batched decode steps)")
 	fs.BoolVar(&f.half, "half", false, "compute at a half-precision checkpoint's precision where faster (DMA and the KV cache in its dtype, tensor-core products)")
+	fs.IntVar(&f.chunk, "chunk", 0, fmt.Sprintf("prefill the prompt this many tokens at a time (a multiple of 16; 0: %d)", doge.DefaultPrefillChunk))
 	fs.BoolVar(&f.bench, "bench", false, "time prefill and decode at each --contexts length instead of generating text")
 	fs.StringVar(&f.contexts, "contexts", "2K,32K", "with --bench: context lengths")
 	fs.IntVar(&f.steps, "steps", 64, "with --bench: decode steps timed at each context")
@@ -70,6 +71,9 @@ func runGenerate(args []string, stdout io.Writer) error {
 	}
 	if f.batch < 1 || f.steps < 1 {
 		return usagef("--batch and --steps must be at least 1")
+	}
+	if f.chunk < 0 || f.chunk%16 != 0 {
+		return usagef("--chunk %d: a positive multiple of 16 (or 0)", f.chunk)
 	}
 	dir := f.model
 	if f.random != "" {
@@ -108,14 +112,14 @@ func runGenerate(args []string, stdout io.Writer) error {
 	}
 	defer n.Close()
 	t0 := time.Now()
-	m, err := doge.New(ctx, n, ck, doge.Options{Half: f.half})
+	m, err := doge.New(ctx, n, ck, doge.Options{Half: f.half, PrefillChunk: f.chunk})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 	fmt.Fprintf(os.Stderr, "generate: %s on %s, loaded in %.1fs\n", dir, dev.Name(), time.Since(t0).Seconds())
 	if f.bench {
-		return benchDoge(ctx, m, dev.Name(), &f, stdout)
+		return benchDoge(ctx, m, dev, &f, stdout)
 	}
 	return generateText(ctx, m, ck, &f, stdout)
 }
@@ -170,7 +174,15 @@ func generateText(ctx context.Context, m *doge.Model, ck *checkpoint.Model, f *g
 			streams[i] = tok.Stream()
 		}
 	}
+	// Each decode step's host and GPU time, read when its first sequence's token comes
+	// (sequence 0 decodes as long as any does: the others stop no later).
+	var host, gpu []float64
 	res, err := gen.Generate(ctx, st, prompts, opt, func(seq, id int) error {
+		if seq == 0 {
+			if lt := st.LastStep(); lt.Submit > 0 && !lt.Recorded {
+				host, gpu = append(host, lt.Host.Seconds()), append(gpu, lt.GPU.Seconds())
+			}
+		}
 		if f.batch > 1 && seq > 0 {
 			return nil // the first continuation is streamed; the others are printed after
 		}
@@ -198,6 +210,9 @@ func generateText(ctx context.Context, m *doge.Model, ck *checkpoint.Model, f *g
 	}
 	fmt.Fprintf(w, "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s\n",
 		res.PromptTokens, res.PrefillRate(), res.Generated, res.DecodeRate())
+	if len(host) > 0 {
+		fmt.Fprintf(os.Stderr, "generate: a decode step (median of %d): host %.0f us, GPU %.3f ms\n", len(host), median(host)*1e6, median(gpu)*1e3)
+	}
 	return nil
 }
 
@@ -245,6 +260,9 @@ type dogeBenchRow struct {
 	HostUS         float64 `json:"decode_host_us"` // median host work of a step
 	HostShare      float64 `json:"decode_host_share"`
 	SubmitMS       float64 `json:"decode_submit_ms"` // median submission-to-done of a step
+	GPUMS          float64 `json:"decode_gpu_ms"`    // median GPU time of a step (timestamps)
+	PeakMiB        float64 `json:"peak_device_mib"`  // the most device memory dmavk's buffers held (weights included)
+	Chunk          int     `json:"prefill_chunk"`
 	Steps          int     `json:"steps"`
 	Half           bool    `json:"half"`
 	WeightsDType   string  `json:"weights_dtype"`
@@ -257,7 +275,8 @@ type dogeBenchRow struct {
 // benchDoge times, at each context length: the prefill of that many random tokens (one
 // sequence), then --steps decode steps after it (each one token, every layer in one
 // submission).
-func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFlags, stdout io.Writer) error {
+func benchDoge(ctx context.Context, m *doge.Model, dev *dma.Device, f *generateFlags, stdout io.Writer) error {
+	device := dev.Name()
 	var lengths []int
 	for _, s := range strings.Split(f.contexts, ",") {
 		s = strings.TrimSpace(s)
@@ -298,6 +317,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 	var rows []dogeBenchRow
 	for _, L := range lengths {
 		fmt.Fprintf(os.Stderr, "generate: bench at context %d ...\n", L)
+		dev.VK().ResetPeakMemory()
 		st, err := m.NewState(1, L+f.steps+1)
 		if err != nil {
 			return err
@@ -311,7 +331,7 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 		}
 		prefill := time.Since(t0)
 		next := argmaxOf(logits)
-		var wall, host, submit []float64
+		var wall, host, submit, gpu []float64
 		for i := 0; i < f.steps; i++ {
 			t := time.Now()
 			logits, err = st.Step(ctx, []int{0}, []int{next})
@@ -328,16 +348,18 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 			wall = append(wall, d.Seconds())
 			host = append(host, lt.Host.Seconds())
 			submit = append(submit, lt.Submit.Seconds())
+			gpu = append(gpu, lt.GPU.Seconds())
 		}
 		st.Close()
+		peak := dev.VK().Memory().Peak
 		if len(wall) == 0 {
 			return fmt.Errorf("every step recorded its program: give more --steps")
 		}
 		w, h := median(wall), median(host)
 		rows = append(rows, dogeBenchRow{
 			Device: device, Context: L, PrefillMS: prefill.Seconds() * 1e3, PrefillTokensS: float64(L) / prefill.Seconds(),
-			DecodeStepMS: w * 1e3, DecodeTokensS: 1 / w, HostUS: h * 1e6, HostShare: h / w, SubmitMS: median(submit) * 1e3,
-			Steps: len(wall), Half: f.half, WeightsDType: m.Cfg.DType, AttentionDType: m.DType.String(),
+			DecodeStepMS: w * 1e3, DecodeTokensS: 1 / w, HostUS: h * 1e6, HostShare: h / w, SubmitMS: median(submit) * 1e3, GPUMS: median(gpu) * 1e3,
+			PeakMiB: float64(peak) / (1 << 20), Steps: len(wall), Half: f.half, Chunk: m.PrefillChunk(), WeightsDType: m.Cfg.DType, AttentionDType: m.DType.String(),
 			KeepWindowSize: m.Cfg.KeepWindowSize, Layers: m.Cfg.NumHiddenLayers, Hidden: m.Cfg.HiddenSize,
 		})
 	}
@@ -347,10 +369,10 @@ func benchDoge(ctx context.Context, m *doge.Model, device string, f *generateFla
 		return enc.Encode(rows)
 	}
 	fmt.Fprintf(stdout, "%s, Doge %d layers x %d, weights %s, attention %s, keep_window_size %d\n", device, m.Cfg.NumHiddenLayers, m.Cfg.HiddenSize, m.Cfg.DType, m.DType, m.Cfg.KeepWindowSize)
-	fmt.Fprintln(stdout, "| context | prefill ms | prefill tok/s | decode step ms | decode tok/s | host us/step | host share |")
-	fmt.Fprintln(stdout, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(stdout, "| context | prefill ms | prefill tok/s | decode step ms | decode tok/s | GPU ms/step | host us/step | host share | peak MiB |")
+	fmt.Fprintln(stdout, "|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(stdout, "| %d | %.1f | %.0f | %.3f | %.1f | %.0f | %.1f%% |\n", r.Context, r.PrefillMS, r.PrefillTokensS, r.DecodeStepMS, r.DecodeTokensS, r.HostUS, 100*r.HostShare)
+		fmt.Fprintf(stdout, "| %d | %.1f | %.0f | %.3f | %.1f | %.3f | %.0f | %.1f%% | %.0f |\n", r.Context, r.PrefillMS, r.PrefillTokensS, r.DecodeStepMS, r.DecodeTokensS, r.GPUMS, r.HostUS, 100*r.HostShare, r.PeakMiB)
 	}
 	return nil
 }

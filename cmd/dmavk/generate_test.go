@@ -49,6 +49,15 @@ func TestGenerateFixture(t *testing.T) {
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "prompt: 300 tokens, ") || !strings.Contains(last, "generation: 16 tokens, ") {
 		t.Errorf("last line %q", last)
 	}
+	// The prompt in chunks of 64 gives the same tokens.
+	out.Reset()
+	err = runGenerate([]string{"--model", dir, "--prompt-ids", strings.Join(ints("prompt_ids"), ","), "--max-tokens", "16", "--greedy", "--chunk", "64"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(strings.Split(out.String(), "\n")[0]), strings.Join(ints("greedy_ids"), " "); got != want {
+		t.Errorf("--chunk 64: tokens %s, transformers %s", got, want)
+	}
 	out.Reset()
 	if err := runGenerate([]string{"--model", dir, "--prompt", "Hello", "--max-tokens", "3", "--temperature", "0.7", "--seed", "5", "--batch", "2"}, &out); err != nil {
 		t.Fatal(err)
@@ -56,7 +65,7 @@ func TestGenerateFixture(t *testing.T) {
 	if !strings.Contains(out.String(), "--- continuation 2:") || !strings.Contains(out.String(), "generation: 6 tokens") {
 		t.Errorf("output %q", out.String())
 	}
-	for _, bad := range [][]string{{"--prompt", "x"}, {"--model", dir}, {"--model", dir, "--random", "small"}, {"--random", "huge", "--bench"}} {
+	for _, bad := range [][]string{{"--prompt", "x"}, {"--model", dir}, {"--model", dir, "--random", "small"}, {"--random", "huge", "--bench"}, {"--model", dir, "--prompt", "x", "--chunk", "10"}} {
 		if err := runGenerate(bad, &out); err == nil {
 			t.Errorf("%v: no error", bad)
 		}

@@ -124,8 +124,7 @@ func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *
 	if padding == nil || !p.KeyPadding {
 		padding = delta // never read; binding 2 needs a buffer
 	}
-	caps := k.d.Caps()
-	maxX := int64(caps.MaxWorkgroupCount[0])
+	maxX := int64(k.d.Caps().MaxWorkgroupCount[0])
 	bh := int64(p.B) * int64(p.Hb)
 
 	ordPipe, err := k.Pipeline("select_ord", 4)
@@ -142,9 +141,45 @@ func (k *Kernels) recordPlan(r *vk.Recorder, p *Params, params, delta, padding *
 	if err := mark("ord"); err != nil {
 		return err
 	}
+	return k.recordPlanAfterOrd(r, p, params, plan, sharedBudget, mark)
+}
+
+// RecordPlanFromOrd records the selection plan for p after RecordPlan's first pass:
+// plan.Ord already holds the ord of every key ([B][Hb][Lk], e.g. copied from a KV cache,
+// whose Append computed it with the same function, so the plan is RecordPlan's bit for
+// bit). Key padding cannot apply (its keys would need ord 0); stamps as RecordPlan's
+// after "ord".
+func (k *Kernels) RecordPlanFromOrd(r *vk.Recorder, p *Params, params *vk.Buffer, plan *PlanBuffers, stamp ...func(pass string) error) error {
+	if p.KeyPadding {
+		return fmt.Errorf("kern: RecordPlanFromOrd: key padding needs the ord pass")
+	}
+	if plan == nil {
+		return fmt.Errorf("kern: RecordPlanFromOrd: missing buffer")
+	}
+	// checkPlan's delta is only sized, never read here: the ord buffer stands in.
+	if err := checkPlan(p, params, plan.Ord, nil, plan); err != nil {
+		return err
+	}
+	mark := func(pass string) error {
+		for _, s := range stamp {
+			if err := s(pass); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return k.recordPlanAfterOrd(r, p, params, plan, int64(k.d.Caps().MaxSharedMemory), mark)
+}
+
+// recordPlanAfterOrd records the passes after ord: A1, A2 and (mode row, causal) B.
+func (k *Kernels) recordPlanAfterOrd(r *vk.Recorder, p *Params, params *vk.Buffer, plan *PlanBuffers, sharedBudget int64, mark func(string) error) error {
 	if p.Mode != ModeRow && p.Mode != ModeShared {
 		return nil
 	}
+	caps := k.d.Caps()
+	maxX := int64(caps.MaxWorkgroupCount[0])
+	bh := int64(p.B) * int64(p.Hb)
+	var err error
 
 	// Pass A1: every block sorted on its own, one workgroup per block (the shader loops
 	// over the rest).
