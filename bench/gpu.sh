@@ -9,7 +9,7 @@
 #
 # Parts (in the order given):
 #   selftest   dmavk selftest --long, every path
-#   tests      the kern, matmul and dma test binaries
+#   tests      the kern, matmul, dma, nn and doge test binaries
 #   validate   the kern, matmul and dma tests and selftest --long under Debian testing's
 #              validation layer with synchronization validation (tools/vvl.sh); any
 #              message fails
@@ -22,7 +22,11 @@
 #   quick      the coopmat2 kernel tests and dmavk selftest (not --long)
 #   long       128K and 1M keys, with SDPA where it fits
 #   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
-#   backward   Forward + Backward beside SDPA's forward + backward
+#   backward   Forward + Backward (4K, 16K at H 8, 32K at H 4; fast, deterministic,
+#              bf16; every pass) beside SDPA's and flash-dmattn's forward + backward
+#   targets    the prefill targets in one call: ggml's Vulkan FA (coopmat2, KHR), dmavk
+#              modes none/row/shared at 16K and row at 32K H 4 (coopmat2, KHR),
+#              flash-dmattn's Triton kernel, SDPA and Flex
 #   peers      ggml's Vulkan flash attention and flash-dmattn's Triton kernel, SDPA, Flex
 #   khrtests   the KHR attention's tests only: its kern tests (fp16, bf16, non-finite),
 #              the dma tests and selftest with coopmat2 off, and its debugging build
@@ -51,7 +55,7 @@ prepare() {
 	[[ -n $(ls .gl/*.deb 2>/dev/null) ]] || ../shared/gpu/vulkan-debs.sh
 	rm -rf .gpu && mkdir -p .gpu .peers
 	go build -o .gpu/dmavk ./cmd/dmavk
-	for p in internal/kern internal/matmul dma; do
+	for p in internal/kern internal/matmul dma nn doge; do
 		go test -c -o ".gpu/$(basename $p).test" "./$p"
 	done
 	gzip -f .gpu/*.test .gpu/dmavk
@@ -104,7 +108,7 @@ part_selftest() {
 part_tests() {
 	local p f="$OUT/tests.txt"
 	: >"$f"
-	for p in internal/kern:kern.test internal/matmul:matmul.test dma:dma.test; do
+	for p in internal/kern:kern.test internal/matmul:matmul.test dma:dma.test nn:nn.test doge:doge.test; do
 		echo "=== ${p%%:*}" >>"$f"
 		tests "${p%%:*}" "${p##*:}" >>"$f"
 	done
@@ -233,18 +237,49 @@ part_decode() {
 }
 
 part_backward() {
-	local args="--lengths 4K,16K --h 8 --d 128 --window 2048 --warmup 1s"
+	local a8="--lengths 4K,16K --h 8 --d 128 --window 2048 --warmup 1s" a4="--lengths 32K --h 4 --d 128 --window 2048 --warmup 1s"
 	{
-		$D bench $args --configs >/tmp/bwd.json
-		timeout 250 $D bench $args --backward --reps 5 --json >/tmp/bwd_dmavk.json
-		echo "== every pass (fast mode), then the deterministic mode and bf16"
-		timeout 200 $D bench $args --backward --reps 5 --profile 2>&1 | grep -vE '^bench: \['
-		timeout 200 $D bench $args --backward --reps 5 --deterministic 2>&1 | grep -vE '^bench: \['
-		timeout 200 $D bench $args --backward --reps 5 --dtype bfloat16 2>&1 | grep -vE '^bench: \['
-		sdpa --configs /tmp/bwd.json --backward --reps 10 --json /tmp/bwd_sdpa.json
-		python3 bench/peers/join.py /tmp/bwd_dmavk.json /tmp/bwd_sdpa.json
+		echo "== dmavk forward + backward, fast mode, every pass (GPU timestamps)"
+		timeout 120 $D bench $a8 --backward --reps 5 --profile 2>&1 | grep -vE '^bench: \['
+		timeout 90 $D bench $a4 --backward --reps 5 --profile 2>&1 | grep -vE '^bench: \['
+		echo "== dmavk, deterministic mode"
+		timeout 120 $D bench $a8 --backward --reps 5 --deterministic 2>&1 | grep -vE '^bench: \['
+		timeout 90 $D bench $a4 --backward --reps 5 --deterministic 2>&1 | grep -vE '^bench: \['
+		echo "== dmavk, bf16"
+		timeout 120 $D bench $a8 --backward --reps 5 --dtype bfloat16 2>&1 | grep -vE '^bench: \['
+		echo "== SDPA dense causal forward + backward, the same shapes"
+		$D bench $a8 --configs >/tmp/bwd8.json
+		$D bench $a4 --configs >/tmp/bwd4.json
+		sdpa --configs /tmp/bwd8.json --backward --reps 10
+		sdpa --configs /tmp/bwd4.json --backward --reps 10
+		echo "== flash-dmattn Triton forward + backward with its exact mask (and SDPA), H 8"
+		(cd .peers && PYTHONUNBUFFERED=1 timeout 200 python3 peers.py backward)
 	} >"$OUT/backward.txt" 2>&1
-	tail -20 "$OUT/backward.txt"
+	tail -40 "$OUT/backward.txt"
+}
+
+# The prefill targets' table in one call: ggml's Vulkan flash attention (coopmat2 and
+# KHR), dmavk's defaults (coopmat2 and KHR), flash-dmattn's Triton kernel, SDPA.
+part_targets() {
+	local fa='hsk=128,hsv=128,nh=8,nr23=\[1,1\],kv=16384,nb=16384,.*prec=f32'
+	{
+		echo "== ggml Vulkan FLASH_ATTN_EXT (coopmat2), L 16K, H 8, D 128"
+		tbo -o FLASH_ATTN_EXT -p "$fa"
+		echo "== ggml Vulkan FLASH_ATTN_EXT, KHR cooperative matrix (coopmat2 off)"
+		GGML_VK_DISABLE_COOPMAT2=1 tbo -o FLASH_ATTN_EXT -p "$fa"
+		echo "== dmavk coopmat2: mode none (causal) 16K H 8, mode row 16K H 8, mode row 32K H 4"
+		timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 10 --warmup 1s --profile 2>&1 | grep -vE '^bench: \['
+		timeout 60 $D bench --lengths 16K --h 8 --reps 10 --warmup 1s --profile 2>&1 | grep -vE '^bench: \['
+		timeout 60 $D bench --lengths 32K --h 4 --reps 10 --warmup 1s --profile 2>&1 | grep -vE '^bench: \['
+		timeout 60 $D bench --lengths 16K --h 8 --reps 10 --warmup 1s --dtype bfloat16 2>&1 | grep -E '^ *custom'
+		timeout 60 $D bench --lengths 16K --h 8 --mode shared --reps 10 --warmup 1s 2>&1 | grep -E '^ *custom'
+		echo "== dmavk KHR (coopmat2 off): mode none 16K H 8, mode row 16K H 8"
+		DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --mode none --reps 5 --warmup 1s 2>&1 | grep -E '^ *custom'
+		DMAVK_DISABLE_COOPMAT2=1 timeout 60 $D bench --lengths 16K --h 8 --reps 5 --warmup 1s 2>&1 | grep -E '^ *custom'
+		echo "== flash-dmattn Triton, SDPA, Flex: 4K-16K H 8, 32K H 4"
+		(cd .peers && PYTHONUNBUFFERED=1 timeout 240 python3 peers.py prefill && PYTHONUNBUFFERED=1 timeout 120 python3 peers.py big)
+	} >"$OUT/targets.txt" 2>&1
+	cat "$OUT/targets.txt"
 }
 
 part_peers() {
