@@ -89,12 +89,16 @@ float safeTanh(float x) {
 #define MATA coopmat<float16_t, gl_ScopeSubgroup, MS, KS, gl_MatrixUseA>
 #define MATB coopmat<float16_t, gl_ScopeSubgroup, KS, NS, gl_MatrixUseB>
 
+// Every shared array is a whole number of 16-byte units and there is no lone scalar:
+// drivers lay shared variables out by their own alignment, and a cooperative-matrix
+// load or store from shared memory needs 16-byte aligned addresses (NVIDIA's does;
+// lavapipe's does not care). Hence the flag and the row range as uvec4.
 shared float Ssh[BR * BC];      // raw S, then the score (-inf: no contribution)
 shared float Psh[BR * BC];      // raw dP, then P (-1: no contribution)
 shared float16_t Ash[BR * BC];  // the A operand: dS (row pass) or P, then dS (key pass)
 shared float Dsh[BR * BC];      // fp32 dS, for the exact route
 shared float scratch[NSG * MS * NS];
-shared uint chunkBad;
+shared uvec4 chunkFlag;  // x: a non-finite raw product in the chunk
 
 bool causal, rowCausal;
 
@@ -103,7 +107,7 @@ bool causal, rowCausal;
 // is kept; del its key's weight, lse and dsum its row's.
 void pairOps(uint e, bool kept, float del, float lse, float dsum) {
 	float raw = Ssh[e], dp = Psh[e];
-	if (!finite32(raw) || !finite32(dp)) atomicOr(chunkBad, 1u);
+	if (!finite32(raw) || !finite32(dp)) atomicOr(chunkFlag.x, 1u);
 	float s = NEG_INF, p = -1.0, ds = 0.0;
 	if (kept) {
 		s = P.scale * raw + del;
@@ -195,7 +199,7 @@ void main() {
 		rowLse[r] = real ? lseb[lseRow0 + uint(ri)] : NEG_INF;
 		rowDsum[r] = ds;
 	}
-	if (tid == 0u) chunkBad = 0u;
+	if (tid == 0u) chunkFlag.x = 0u;
 	barrier();
 	uint nWalk = 0u;
 	for (uint r = 0u; r < BR; r++) nWalk = max(nWalk, rowT[r]);
@@ -247,7 +251,7 @@ void main() {
 			Ash[e] = float16_t(Dsh[e]);
 		}
 		barrier();
-		if (chunkBad == 0u) {
+		if (chunkFlag.x == 0u) {
 			for (uint k = 0u; k < BC / KS; k++) {
 				MATA dsa;
 				coopMatLoad(dsa, Ash, sg * MS * BC + k * KS, BC, gl_CooperativeMatrixLayoutRowMajor);
@@ -278,7 +282,7 @@ void main() {
 			}
 		}
 		barrier();
-		if (tid == 0u) chunkBad = 0u;
+		if (tid == 0u) chunkFlag.x = 0u;
 	}
 	// dQ rows of the band through the scratch (rows outside [0, Lq) are not written).
 	uint dqBase = PC.dqOff + bIdx * PC.dqSB + hIdx * PC.dqSH;
@@ -301,7 +305,7 @@ shared float keyDelta[BR];
 shared float keyDD[BR];
 shared uvec2 rowTau[BC];
 shared float rowLse[BC], rowDsum[BC];
-shared uint rangeLo, rangeHi;
+shared uvec4 rowRange;  // x, y: the rows [lo, hi) the tile's keys reach
 shared float16_t Qc[BC * DH], dOc[BC * DH];  // the chunk's q and dO rows
 shared float16_t Kt[BR * DH], Vt[BR * DH];    // the tile's packed k and v rows
 
@@ -352,7 +356,7 @@ void main() {
 		uint h = hFirst + g;
 		barrier();
 		if (tid == 0u) {
-			chunkBad = 0u;
+			chunkFlag.x = 0u;
 			int pLo = blockHi;
 			for (uint x = 0u; x < BR; x++) {
 				uint idx = keyEnt[x].y;
@@ -371,11 +375,11 @@ void main() {
 			int lo = causal ? max(pLo - P.posOffset, 0) : 0;
 			int hi = causal ? min(pHi - P.posOffset, int(P.Lq)) : int(P.Lq);
 			if (keyEnt[0].y == ~0u) hi = lo;
-			rangeLo = uint(max(lo, 0));
-			rangeHi = uint(max(max(hi, lo), 0));
+			rowRange.x = uint(max(lo, 0));
+			rowRange.y = uint(max(max(hi, lo), 0));
 		}
 		barrier();
-		uint rLo = rangeLo, rHi = rangeHi;
+		uint rLo = rowRange.x, rHi = rowRange.y;
 		uint qBase = P.qOff + bIdx * P.qSB + h * P.qSH;
 		uint doBase = PC.doOff + bIdx * PC.doSB + h * PC.doSH;
 		uint lseRow0 = (bIdx * P.H + h) * P.Lq;
@@ -422,7 +426,7 @@ void main() {
 				for (uint r = 0u; r < BC; r++) sd += Dsh[x * BC + r];
 				keyDD[x] = sd;
 			}
-			if (chunkBad == 0u) {
+			if (chunkFlag.x == 0u) {
 				for (uint k = 0u; k < BC / KS; k++) {
 					MATA pa;
 					coopMatLoad(pa, Ash, sg * MS * BC + k * KS, BC, gl_CooperativeMatrixLayoutRowMajor);
@@ -473,7 +477,7 @@ void main() {
 				}
 			}
 			barrier();
-			if (tid == 0u) chunkBad = 0u;
+			if (tid == 0u) chunkFlag.x = 0u;
 		}
 	}
 	for (uint n = 0u; n < DN; n++) {

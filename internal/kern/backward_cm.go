@@ -18,9 +18,9 @@ type BwdCMTile struct {
 // bwdCMShared is the shared memory the two passes declare at most (the row pass's Q and
 // dO rows included), in bytes.
 func bwdCMShared(d, br, bc, nsg int, s vk.CoopMatShape) int {
-	tile := 3*4*br*bc + 2*br*bc + 4*nsg*int(s.M)*int(s.N) + 4
+	tile := 3*4*br*bc + 2*br*bc + 4*nsg*int(s.M)*int(s.N) + 16
 	row := 2*2*br*d + 2*2*bc*d + 12*br + 8*bc      // q and dO of the tile, k and v of the chunk
-	key := 16*br + 16*bc + 8 + 2*2*bc*d + 2*2*br*d // and the chunk's q and dO, the tile's k and v
+	key := 16*br + 16*bc + 16 + 2*2*bc*d + 2*2*br*d // and the chunk's q and dO, the tile's k and v
 	return tile + max(row, key)
 }
 
