@@ -248,7 +248,7 @@ func TestBackwardCoopMat2Tiling(t *testing.T) {
 		return vk.CoopMatFlexShape{MGranularity: m, NGranularity: n, KGranularity: k, A: vk.ComponentF16, B: vk.ComponentF16,
 			C: vk.ComponentF32, Result: vk.ComponentF32, Scope: scope, WorkgroupInvocations: inv}
 	}
-	all := vk.CoopMat2Features{WorkgroupScope: true, FlexibleDimensions: true, Reductions: true, Conversions: true, PerElementOperations: true}
+	all := vk.CoopMat2Features{WorkgroupScope: true, FlexibleDimensions: true, Reductions: true, Conversions: true, PerElementOperations: true, TensorAddressing: true}
 	nv := vk.Caps{Name: "nvidia-like", MaxSharedMemory: 48 << 10, SubgroupSize: 32, MinSubgroupSize: 32, MaxSubgroupSize: 32,
 		Float16: true, CoopMat: true, CoopMat2: true, CoopMat2Flags: all, MaxWorkgroupInvocations: 1024,
 		CoopMat2Props: vk.CoopMat2Props{WorkgroupScopeMaxWorkgroupSize: 256, FlexibleDimensionsMaxDimension: 1024, WorkgroupScopeReservedSharedMemory: 8 << 10},
