@@ -14,7 +14,8 @@ matrices, norms and residual gates 1, and A drawn away from 0 (|A| >= 0.5; trans
 initialises it to 0, which makes every dynamic weight 1 and DMA a sliding window), in
 --dtype, with save_pretrained.
 
-At each context length L (--contexts, default 2K,32K): the prefill of L random tokens (one
+At each context length L (--contexts, default 2K,32K): the prefill of L random tokens (once
+untimed, then the median of three; one
 forward, use_cache, logits of the last position only), then --steps decode steps of one
 token through the KV cache (DynamicCache), each timed by the wall clock after a CUDA
 synchronize, as `dmavk generate --bench` times its steps; stream_ms is the same steps'
@@ -113,11 +114,18 @@ def bench(args):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             ids = tokens(L)
-            sync()
-            t0 = time.perf_counter()
-            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            sync()
-            prefill = time.perf_counter() - t0
+            # The prefill once untimed (this length's kernels, the clocks up), then the
+            # median of three, as dmavk generate --bench.
+            times = []
+            for i in range(4):
+                out = None
+                sync()
+                t0 = time.perf_counter()
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                sync()
+                if i > 0:
+                    times.append(time.perf_counter() - t0)
+            prefill = statistics.median(times)
             pkv = out.past_key_values
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             wall, stream = [], []
