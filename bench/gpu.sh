@@ -37,7 +37,7 @@
 #   doge       a Doge-160M-shaped model (random fp16 weights made and saved by
 #              transformers): dmavk generate --bench beside transformers' sdpa, prefill
 #              and decode tokens/s at 2K and 32K context, a decode step's host and GPU
-#              time, peak GPU memory; then the longest context's prefill in one chunk
+#              time, peak GPU memory; then the longest context's prefill in chunks of 4096
 #              (DOGE_DTYPE, DOGE_CONTEXTS, DOGE_STEPS, DOGE_CHUNK change it)
 #
 # The call's carry: [".gl", ".gpu", ".peers"]. Every part writes $OUT/PART.txt; the
@@ -216,6 +216,8 @@ part_long() {
 	{
 		$D bench --sweep long --configs >/tmp/long.json
 		timeout 250 $D bench --sweep long --reps 3 --warmup 1s --profile
+		echo "== 128K in a steady state: 20 runs back to back after 3 s of them"
+		timeout 120 $D bench --lengths 128K --h 8 --reps 20 --warmup 3s --profile
 		sdpa --configs /tmp/long.json --reps 5
 	} >"$OUT/long.txt" 2>&1
 	grep -vE '^bench: \[' "$OUT/long.txt" | tail -30
@@ -373,11 +375,11 @@ part_doge() {
 			smi_peak "$dir/hf_$L.mib" timeout 120 python3 bench/peers/doge.py --model "$m" --contexts "$L" \
 				--steps 32 --json "$dir/hf_$L.json" && hf+=("$dir/hf_$L.json")
 		done
-		# The longest context's prompt in one chunk, beside the default chunks above.
+		# The longest context's prompt in chunks of 4096, beside the default chunk above.
 		L=${DOGE_CONTEXTS:-2048 32768}
 		L=${L##* }
-		echo "== dmavk, context $L in one prefill chunk"
-		[[ -f $m/config.json ]] && timeout 100 $D generate --model "$m" --half --bench --contexts "$L" --chunk $(((L + 15) / 16 * 16)) --steps 16
+		echo "== dmavk, context $L in prefill chunks of 4096"
+		[[ -f $m/config.json ]] && timeout 100 $D generate --model "$m" --half --bench --contexts "$L" --chunk 4096 --steps 16
 		cat "$dir"/dmavk_*.json "$dir"/hf_*.json
 		python3 bench/peers/doge.py --join "$(IFS=,; echo "${dm[*]}")" "$(IFS=,; echo "${hf[*]}")" --smi "$dir"
 	} >"$OUT/doge.txt" 2>&1
