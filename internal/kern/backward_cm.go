@@ -19,7 +19,7 @@ type BwdCMTile struct {
 // dO rows included), in bytes.
 func bwdCMShared(d, br, bc, nsg int, s vk.CoopMatShape) int {
 	tile := 3*4*br*bc + 2*br*bc + 4*nsg*int(s.M)*int(s.N) + 16
-	row := 2*2*br*d + 2*2*bc*d + 12*br + 8*bc      // q and dO of the tile, k and v of the chunk
+	row := 2*2*br*d + 2*2*bc*d + 12*br + 8*bc       // q and dO of the tile, k and v of the chunk
 	key := 16*br + 16*bc + 16 + 2*2*bc*d + 2*2*br*d // and the chunk's q and dO, the tile's k and v
 	return tile + max(row, key)
 }
