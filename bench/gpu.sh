@@ -24,6 +24,7 @@
 #   decode     KV-cache decode steps, one at a time and back to back; SDPA decode
 #   backward   Forward + Backward (4K, 16K at H 8, 32K at H 4; fast, deterministic,
 #              bf16; every pass) beside SDPA's and flash-dmattn's forward + backward
+#   bwdtiles   the coopmat2 backward's tiles (BWD_TILES), forward + backward at 16K, H 8
 #   targets    the prefill targets in one call: ggml's Vulkan FA (coopmat2, KHR), dmavk
 #              modes none/row/shared at 16K and row at 32K H 4 (coopmat2, KHR),
 #              flash-dmattn's Triton kernel, SDPA and Flex
@@ -258,6 +259,20 @@ part_backward() {
 		(cd .peers && PYTHONUNBUFFERED=1 timeout 200 python3 peers.py backward)
 	} >"$OUT/backward.txt" 2>&1
 	tail -40 "$OUT/backward.txt"
+}
+
+# The coopmat2 backward's tiles (BWD_TILES: row-pass rows x keys x key-pass keys x rows x
+# invocations, DMAVK_CM2_BWD_TILE) side by side, forward + backward at 16K, H 8.
+part_bwdtiles() {
+	local t
+	{
+		for t in ${BWD_TILES:-64x64x64x64x256 64x32x64x32x256 64x64x32x64x256 64x64x64x32x256 64x32x64x32x128 32x64x32x64x128}; do
+			echo "== DMAVK_CM2_BWD_TILE=$t"
+			DMAVK_CM2_BWD_TILE=$t timeout 30 $D bench --lengths 16K --h 8 --backward --reps 3 --warmup 300ms --profile 2>&1 |
+				grep -E '^ *custom|bwd-rows|error'
+		done
+	} >"$OUT/bwdtiles.txt" 2>&1
+	cat "$OUT/bwdtiles.txt"
 }
 
 # The prefill targets' table in one call: ggml's Vulkan flash attention (coopmat2 and
