@@ -104,18 +104,8 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 		// another entry and tile (tuning).
 		wb := budget - int(caps.CoopMat2Props.WorkgroupScopeReservedSharedMemory)
 		var best *AttnCM2Tile
-		for _, s := range caps.CoopMatFlexShapes {
-			if s.Scope != vk.ScopeWorkgroup || s.A != op || s.B != op ||
-				s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 || s.Saturating {
-				continue
-			}
-			nt := int(s.WorkgroupInvocations)
-			if nt == 0 {
-				nt = 128
-			}
-			if mx := int(caps.CoopMat2Props.WorkgroupScopeMaxWorkgroupSize); (mx != 0 && nt > mx) || uint32(nt) > caps.MaxWorkgroupInvocations {
-				continue
-			}
+		for _, e := range workgroupEntries(caps, op) {
+			s, nt := e.shape, e.threads
 			for _, br := range []int{128, 64, 32, 16} {
 				for _, bc := range []int{128, 64, 32, 16} {
 					// At most 64 x 64 and 128 invocations by default: on the H200 the wide
@@ -362,6 +352,34 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 		}
 	}
 	return nil
+}
+
+// wgEntry is a workgroup-scope flexible shape and the invocations it runs with.
+type wgEntry struct {
+	shape   vk.CoopMatFlexShape
+	threads int
+}
+
+// workgroupEntries lists the device's workgroup-scope shapes of op x op + fp32 -> fp32
+// (not saturating) whose invocation count (128 where the entry leaves it open) the
+// device's limits allow.
+func workgroupEntries(caps *vk.Caps, op vk.ComponentType) []wgEntry {
+	var es []wgEntry
+	for _, s := range caps.CoopMatFlexShapes {
+		if s.Scope != vk.ScopeWorkgroup || s.A != op || s.B != op ||
+			s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 || s.Saturating {
+			continue
+		}
+		nt := int(s.WorkgroupInvocations)
+		if nt == 0 {
+			nt = 128
+		}
+		if mx := int(caps.CoopMat2Props.WorkgroupScopeMaxWorkgroupSize); (mx != 0 && nt > mx) || uint32(nt) > caps.MaxWorkgroupInvocations {
+			continue
+		}
+		es = append(es, wgEntry{s, nt})
+	}
+	return es
 }
 
 // cm2TileOverride parses DMAVK_CM2_TILE ("64x64x128": rows, keys per chunk, invocations,

@@ -66,19 +66,9 @@ func BwdCM2Tiling(caps *vk.Caps, d int, storage Storage) (BwdCM2Tile, error) {
 		// (as the forward: the driver then stages the operands through shared memory).
 		wb := budget - int(caps.CoopMat2Props.WorkgroupScopeReservedSharedMemory)
 		var best *BwdCM2Tile
-		for _, s := range caps.CoopMatFlexShapes {
-			if s.Scope != vk.ScopeWorkgroup || s.A != op || s.B != op ||
-				s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 || s.Saturating {
-				continue
-			}
-			nt := int(s.WorkgroupInvocations)
-			if nt == 0 {
-				nt = 128
-			}
+		for _, e := range workgroupEntries(caps, op) {
+			s, nt := e.shape, e.threads
 			if want != nil && nt != want.Threads {
-				continue
-			}
-			if mx := int(caps.CoopMat2Props.WorkgroupScopeMaxWorkgroupSize); (mx != 0 && nt > mx) || uint32(nt) > caps.MaxWorkgroupInvocations {
 				continue
 			}
 			// 64 x 64 tiles first in both passes: the score, P, dP and dS tiles and the
