@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dmavk/dmavk/dma"
+	"github.com/dmavk/dmavk/internal/kern"
 	"github.com/dmavk/dmavk/vk"
 )
 
@@ -53,6 +54,9 @@ type benchRow struct {
 	KeptTFLOPs float64 `json:"kept_tflops"` // 4 * D * (kept pairs) / GPU time
 	KeptPairs  int64   `json:"kept_pairs"`
 	PeakShare  float64 `json:"peak_share,omitempty"` // kept TFLOP/s over the measured matrix peak
+	// WalkDropped is the share of the coopmat2 attention's walked (row, packed entry)
+	// pairs that no row keeps, relative to the kept pairs (--profile, mode row prefill).
+	WalkDropped float64 `json:"walk_dropped,omitempty"`
 	// PassMillis is the median GPU time of every kernel: weights, ord, sort, blocks, tau, attention.
 	PassMillis  map[string]float64 `json:"pass_ms"`
 	Repetitions int                `json:"reps"`
@@ -214,7 +218,7 @@ func runBench(args []string, stdout io.Writer) error {
 	var rows []benchRow
 	for i, cfg := range cfgs {
 		fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d ...\n", i+1, len(cfgs), cfg.Section, cfg.B, cfg.Lq, cfg.Lk, cfg.H, cfg.Hkv, cfg.D, cfg.Window)
-		row, err := benchOne(ctx, dev, rng, cfg, m, dt, benchOptions{reps: *reps, warmup: *warmup, cache: *cache, backward: *backward, deterministic: *deterministic, equalWeights: *equal})
+		row, err := benchOne(ctx, dev, rng, cfg, m, dt, benchOptions{reps: *reps, warmup: *warmup, cache: *cache, backward: *backward, deterministic: *deterministic, equalWeights: *equal, walk: *profile})
 		if err != nil {
 			return fmt.Errorf("%+v: %w", cfg, err)
 		}
@@ -261,6 +265,9 @@ func runBench(args []string, stdout io.Writer) error {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}
 			}
+			if r.WalkDropped > 0 {
+				fmt.Fprintf(stdout, "; walked and dropped %.1f%% of the kept pairs", 100*r.WalkDropped)
+			}
 			fmt.Fprintln(stdout)
 		}
 		printPipelineStats(stdout, dev.VK())
@@ -300,6 +307,7 @@ type benchOptions struct {
 	backward      bool // Forward + Backward
 	deterministic bool // the backward's deterministic mode
 	equalWeights  bool // every weight 0
+	walk          bool // count the coopmat2 tiles' walk (benchRow.WalkDropped)
 }
 
 func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchConfig, m dma.Mode, dt dma.DType, o benchOptions) (benchRow, error) {
@@ -355,7 +363,8 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 		}
 		return random(n)
 	}
-	if err := wt.Upload(ctx, weights(cfg.B*cfg.Hkv*cfg.Lk)); err != nil {
+	given := weights(cfg.B * cfg.Hkv * cfg.Lk)
+	if err := wt.Upload(ctx, given); err != nil {
 		return row, err
 	}
 	opt := dma.Options{Mode: m, Window: cfg.Window, Causal: true}
@@ -567,6 +576,20 @@ func benchOne(ctx context.Context, dev *dma.Device, rng *rand.Rand, cfg benchCon
 	row.KeptPairs *= int64(cfg.B * cfg.H)
 	if row.GPUMillis > 0 && !backward {
 		row.KeptTFLOPs = 4 * float64(cfg.D) * float64(row.KeptPairs) / (row.GPUMillis * 1e-3) / 1e12
+	}
+	if o.walk && row.Path == "coopmat2" && m == dma.ModeRow && kv == nil && cfg.Lq == cfg.Lk {
+		caps := dev.VK().Caps()
+		if tile, err := kern.AttnCM2Tiling(&caps, cfg.D); err == nil {
+			var n kern.WalkCount
+			ord := make([]uint32, cfg.Lk)
+			for bh := 0; bh < cfg.B*cfg.Hkv; bh++ {
+				for j := range ord {
+					ord[j] = kern.Ord(given[bh*cfg.Lk+j])
+				}
+				n = n.Add(kern.CountWalk(ord, cfg.Window, tile.BR, tile.BC))
+			}
+			row.WalkDropped = n.Dropped()
+		}
 	}
 	return row, nil
 }

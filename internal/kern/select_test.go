@@ -257,20 +257,6 @@ func oracleOrd(p *Params, delta []float32, valid [][]bool, b, hb int) []uint32 {
 	return ord
 }
 
-// keyHeap is a min-heap of keys.
-type keyHeap []Key
-
-func (h keyHeap) Len() int           { return len(h) }
-func (h keyHeap) Less(i, j int) bool { return h[i].Less(h[j]) }
-func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *keyHeap) Push(x any)        { *h = append(*h, x.(Key)) }
-func (h *keyHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
 // fastTau computes BuildPlanCPU's Tau in O(Lk log w) with a heap of the w best keys;
 // TestSelectStamps checks the pass names that RecordPlan reports, in order, per mode.
 func TestSelectStamps(t *testing.T) {
