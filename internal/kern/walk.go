@@ -54,15 +54,7 @@ func CountWalk(ord []uint32, w, br, bc int) WalkCount {
 				u = append(u, Key{ord[j], uint32(j)})
 			}
 		}
-		slices.SortFunc(u, func(a, b Key) int {
-			switch {
-			case b.Less(a):
-				return -1
-			case a.Less(b):
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(u, descending)
 		// The rows' thresholds (the w-th best valid key of [0, p]) and kept counts.
 		for p := b0; p < b1; p++ {
 			if ord[p] != 0 {
@@ -88,15 +80,7 @@ func CountWalk(ord []uint32, w, br, bc int) WalkCount {
 				e := len(u)
 				if th := tau[p-b0]; th != (Key{}) {
 					// Entries ranked at or above the threshold: U_b holds it.
-					e, _ = slices.BinarySearchFunc(u, th, func(x, y Key) int {
-						switch {
-						case y.Less(x):
-							return -1
-						case x.Less(y):
-							return 1
-						}
-						return 0
-					})
+					e, _ = slices.BinarySearchFunc(u, th, descending)
 					e++
 				}
 				walk = max(walk, e)
@@ -106,6 +90,18 @@ func CountWalk(ord []uint32, w, br, bc int) WalkCount {
 		s = u[:min(w, len(u))]
 	}
 	return n
+}
+
+// descending orders keys best first (U's order), for slices.SortFunc and
+// slices.BinarySearchFunc.
+func descending(a, b Key) int {
+	switch {
+	case b.Less(a):
+		return -1
+	case a.Less(b):
+		return 1
+	}
+	return 0
 }
 
 // keyHeap is a min-heap of keys (the worst on top).
