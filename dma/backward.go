@@ -83,8 +83,8 @@ func (d *Device) Backward(ctx context.Context, q, k, v *Tensor, res *Result, dO 
 
 // BackwardProfiled is Backward that also reports where the GPU time went: Selection is
 // the rebuilt plan (and the coopmat2 path's pack of the kept keys, "bwd-pack"),
-// Attention the backward passes ("bwd-rows", "bwd-keys", "bwd-reduce" on the coopmat2
-// path, "backward" on the portable one), Weights the weights' backward ("weights-bwd").
+// Attention the backward passes ("bwd-check", "bwd-rows", "bwd-keys", "bwd-reduce" on
+// the coopmat2 path, "backward" on the portable one), Weights the weights' backward ("weights-bwd").
 func (d *Device) BackwardProfiled(ctx context.Context, q, k, v *Tensor, res *Result, dO *Tensor, opt Options, bo BackwardOptions) (*Grads, Profile, error) {
 	return d.backward(ctx, "BackwardProfiled", q, k, v, res, dO, opt, bo, true)
 }

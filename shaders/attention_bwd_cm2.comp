@@ -1,11 +1,11 @@
 #version 460
-// variant: row_sg -DROWPASS=1 -DSCOPE=gl_ScopeSubgroup
+// variant: row_sg -DROWPASS=1 -DSCOPE=gl_ScopeSubgroup -DKHRLOAD=1
 // variant: row_wg -DROWPASS=1 -DSCOPE=gl_ScopeWorkgroup
-// variant: row_sg_bf16 -DROWPASS=1 -DSCOPE=gl_ScopeSubgroup -DBF16=1
+// variant: row_sg_bf16 -DROWPASS=1 -DSCOPE=gl_ScopeSubgroup -DBF16=1 -DKHRLOAD=1
 // variant: row_wg_bf16 -DROWPASS=1 -DSCOPE=gl_ScopeWorkgroup -DBF16=1
-// variant: key_sg -DSCOPE=gl_ScopeSubgroup
+// variant: key_sg -DSCOPE=gl_ScopeSubgroup -DKHRLOAD=1
 // variant: key_wg -DSCOPE=gl_ScopeWorkgroup
-// variant: key_sg_bf16 -DSCOPE=gl_ScopeSubgroup -DBF16=1
+// variant: key_sg_bf16 -DSCOPE=gl_ScopeSubgroup -DBF16=1 -DKHRLOAD=1
 // variant: key_wg_bf16 -DSCOPE=gl_ScopeWorkgroup -DBF16=1
 // DMA attention backward through VK_NV_cooperative_matrix2 (spec section 4; the plan and
 // pack contracts: internal/kern/doc.go; host side: internal/kern/backward_cm2.go). fp16
@@ -35,15 +35,24 @@
 // P = 0 and dS = 0, so a NaN or Inf in a key's V, a weight, or a NaN row's P reaches
 // exactly the rows and keys the chain rule takes it to. Inside a matrix product 0 * NaN
 // is NaN, though: a non-finite K (row pass) or Q or dO (key pass) would reach rows or
-// keys through pairs that contribute nothing. Such an operand makes the raw products
-// of its row or key non-finite (zero rows included: 0 * Inf is NaN), which the score
-// and dS operations flag; the chunk then takes an exact slower route, P and dS through
-// shared memory and sums of the pairs that contribute only (as attention_cm2.comp's
-// non-finite V route).
+// keys through pairs that contribute nothing. A check before the passes (select_vcheck
+// on K, Q and dO) flags the heads with such an operand (flags: K's [B][Hkv] from word
+// 0, Q's and dO's [B][H] from words FlagQ and FlagDO, each list a multiple of 64 words
+// apart); their tiles take an exact slower route, a pipeline of its own (NFROUTE = 1,
+// dispatched after the other over the same grid; each returns at once for the other's
+// tiles): P and dS through shared memory and sums of the pairs that contribute only (as
+// attention_cm2.comp's non-finite V route). The fast route so declares no scratch and
+// tests nothing per element beyond the keep test.
+//
+// Both passes take their streamed operands (K and V in the row pass, Q and dO in the
+// key pass) through tensor layouts at workgroup scope (plain KHR loads with KHRLOAD, the
+// subgroup-scope variants: Mesa's lavapipe has no tensor addressing), and stage the next
+// chunk's keys (rows) in shared memory while one computes, double-buffered, so a chunk
+// costs one barrier; a chunk whose every pair is kept skips the keep test.
 //
 // Specialization: DH (head dimension), BR and BC (above), NT invocations (the subgroup
 // size with subgroup scope, the device's workgroup-scope invocation count otherwise),
-// NW (columns of per-row statistics, the N granularity).
+// NW (columns of per-row statistics, the N granularity), NFROUTE (above).
 //
 #pragma use_vulkan_memory_model
 #extension GL_KHR_cooperative_matrix : require
@@ -66,6 +75,11 @@ layout(constant_id = 1) const uint BR = 16;
 layout(constant_id = 2) const uint BC = 16;
 layout(local_size_x_id = 3) in;
 layout(constant_id = 4) const uint NW = 8;
+layout(constant_id = 5) const uint NFROUTE = 0;  // 1: the tiles with a non-finite operand only
+
+#ifndef KHRLOAD
+#define KHRLOAD 0
+#endif
 
 layout(std430, binding = 1) readonly buffer BufQ { T16 q16[]; };
 layout(std430, binding = 2) readonly buffer BufK { T16 k16[]; };  // K, or packed GK
@@ -85,6 +99,7 @@ layout(std430, binding = 15) buffer BufDsum { float dsumb[]; };  // [B][H][Lq]
 layout(std430, binding = 16) buffer BufPdK { float pdk[]; };     // [R][NP][D]
 layout(std430, binding = 17) buffer BufPdV { float pdv[]; };
 layout(std430, binding = 18) buffer BufPdD { float pdd[]; };     // [R][NP]
+layout(std430, binding = 19) readonly buffer BufFlags { uint flagb[]; };  // K, Q, dO (above)
 
 layout(push_constant) uniform Push {
 	uint doOff, doSB, doSL, doSH;
@@ -123,9 +138,18 @@ float addOp(const in float a, const in float b) { return a + b; }
 float smearOp(const in float a, const in float b) { return a; }
 float mulOp(const in uint r, const in uint c, const in float a, const in float b) { return a * b; }
 
-shared uint chunkBad;  // a raw product of the chunk is NaN or infinite: the exact route
-
 bool causal, rowCausal, packed;
+uint lid;
+
+// Where Q's and dO's flags start in flagb (kern.bwdFlagWords).
+uint flagQ() { return (P.B * P.Hkv + 63u) / 64u * 64u; }
+uint flagDO() { return flagQ() + (P.B * P.H + 63u) / 64u * 64u; }
+
+// Scratch of the exact route only (BR x BC floats; one element on the fast route).
+const uint XSH = NFROUTE * BR * BC + 1u;
+// chunkMasked[j & 1] == j + 1: some pair of chunk j is not kept (never reset: chunk
+// numbers only grow).
+shared uint chunkMasked[2];
 
 #ifdef ROWPASS
 // ---------------------------------------------------------------- row pass (dQ, Dsum)
@@ -133,9 +157,10 @@ bool causal, rowCausal, packed;
 shared uint rowT[BR];        // list entries a tile row may keep (0: none)
 shared float rowLse[BR];
 shared float rowDsum[BR];
-shared uint colIdx[BC];      // the chunk's keys (~0u: not a key, or done)
-shared float colDelta[BC];
-shared float Dsh[BR * BC];   // dS of the chunk, on the exact route only
+// Two chunks' keys (chunk j in half j & 1): position (~0u: not a key, or done), weight.
+shared uint colIdx[2 * BC];
+shared float colDelta[2 * BC];
+shared float Dsh[XSH];       // dS of the chunk, on the exact route only
 
 uint qBase, oBase, doBase, listBase, ordBase, kvBase, kStride, nList;
 int tilePos;
@@ -158,13 +183,17 @@ float loadO(const in uint r, const in uint c, const in float x) {
 	return float(o16[oBase + uint(tilePos + int(r) - P.posOffset) * P.oSL + c]);
 }
 
-// Score of tile row r and chunk column c (-inf where the row does not keep the key);
-// flags a non-finite raw product.
-float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0) {
-	if (!finite32(s)) atomicOr(chunkBad, 1u);
-	uint idx = colIdx[c];
+// Score of tile row r and chunk column c (-inf where the row does not keep the key; the
+// chunk's keys in half h, e0 its first list entry).
+float scoreOp(const in uint r, const in uint c, const in float s, const in uint e0, const in uint h) {
+	uint idx = colIdx[h + c];
 	if (e0 + c >= rowT[r] || (causal && int(idx) > tilePos + int(r)) || idx == ~0u) return NEG_INF;
-	return capScore(s, colDelta[c]);
+	return capScore(s, colDelta[h + c]);
+}
+
+// The score of a chunk every row keeps whole.
+float scoreAllOp(const in uint r, const in uint c, const in float s, const in uint h) {
+	return capScore(s, colDelta[h + c]);
 }
 
 float probOp(const in uint r, const in uint c, const in float s) {
@@ -202,15 +231,43 @@ float storeDQ(const in uint r, const in uint c, const in float x, const in uint 
 
 uint chunkStart(uint e0) { return (!packed && e0 + BC > P.Lk) ? P.Lk - BC : e0; }
 
+// Stages chunk j (walk entries from e0 = j * BC) into half (j & 1) of colIdx/colDelta,
+// and marks it in chunkMasked when some row of the tile drops some of its keys.
+void stageChunk(uint j, uint minT) {
+	uint e0 = j * BC, c0 = chunkStart(e0), skip = c0 != e0 ? e0 : 0u, h = (j & 1u) * BC;
+	for (uint c = lid; c < BC; c += gl_WorkGroupSize.x) {
+		uint e = c0 + c, idx = ~0u;
+		float dl = 0.0;
+		if (e >= skip && e < nList) {
+			uint o;
+			if (packed) {
+				uvec2 ent = ub[listBase + e];
+				o = ent.x;
+				idx = ent.y;
+			} else {
+				o = ordb[ordBase + e];
+				idx = o != 0u ? e : ~0u;
+			}
+			dl = unord(o);
+		}
+		colIdx[h + c] = idx;
+		colDelta[h + c] = dl;
+		// Every row keeps key c when c0 + c < minT and idx <= tilePos (row 0's position).
+		if (idx == ~0u || c0 + c >= minT || (causal && int(idx) > tilePos)) atomicMax(chunkMasked[j & 1u], j + 1u);
+	}
+}
+
 void main() {
 	uint bIdx = gl_WorkGroupID.z, hIdx = gl_WorkGroupID.y;
-	uint lid = gl_LocalInvocationID.x;
+	lid = gl_LocalInvocationID.x;
 	uint kvh = hIdx / P.G;
 	uint hb = P.Hb == P.H ? hIdx : hIdx / P.G;
 	uint bh = bIdx * P.Hb + hb;
 	causal = P.causal != 0u;
 	rowCausal = P.mode == MODE_ROW && causal;
 	packed = P.mode == MODE_ROW || P.mode == MODE_SHARED;
+	bool bad = flagb[bIdx * P.Hkv + kvh] != 0u;
+	if (bad != (NFROUTE != 0u)) return;  // the other route's tile
 
 	int t0 = P.posOffset >= 0 ? P.posOffset / int(BR) : -((-P.posOffset + int(BR) - 1) / int(BR));
 	tilePos = (t0 + int(gl_WorkGroupID.x)) * int(BR);
@@ -267,24 +324,42 @@ void main() {
 		rowT[r] = t;
 		rowLse[r] = real ? lseb[lseRow0 + uint(ri)] : NEG_INF;
 	}
-	if (lid == 0u) chunkBad = 0u;
+	if (lid < 2u) chunkMasked[lid] = 0u;
 	barrier();
-	uint nWalk = 0u;
-	for (uint r = 0u; r < BR; r++) nWalk = max(nWalk, rowT[r]);
+	uint nWalk = 0u, minT = ~0u;
+	for (uint r = 0u; r < BR; r++) {
+		nWalk = max(nWalk, rowT[r]);
+		minT = min(minT, rowT[r]);
+	}
+	barrier();  // chunkMasked cleared before the first stage marks it
+	if (nWalk > 0u) stageChunk(0u, minT);
 
-	uint kSrc, vSrc, vStride;
+	uint kSrc, vSrc, vStride, nRows;
 	if (packed) {
 		kSrc = region * np * DH;
 		vSrc = kSrc;
 		kStride = DH;
 		vStride = DH;
+		nRows = np;
 	} else {
-		kSrc = P.kOff + bIdx * P.kSB + kvh * P.kSH;
-		vSrc = P.vOff + bIdx * P.vSB + kvh * P.vSH;
-		kStride = P.kSL;
-		vStride = P.vSL;
+		// Offsets and strides are multiples of 8 elements (the host checks): whole
+		// 16-byte rows.
+		kSrc = (P.kOff + bIdx * P.kSB + kvh * P.kSH) & ~7u;
+		vSrc = (P.vOff + bIdx * P.vSB + kvh * P.vSH) & ~7u;
+		kStride = P.kSL & ~7u;
+		vStride = P.vSL & ~7u;
+		nRows = P.Lk;
 	}
 	kvBase = kSrc;
+#if !KHRLOAD
+	tensorLayoutNV<2> tK = createTensorLayoutNV(2);
+	tK = setTensorLayoutDimensionNV(tK, nRows, DH);
+	tK = setTensorLayoutStrideNV(tK, kStride, 1);
+	tensorLayoutNV<2> tV = createTensorLayoutNV(2);
+	tV = setTensorLayoutDimensionNV(tV, nRows, DH);
+	tV = setTensorLayoutStrideNV(tV, vStride, 1);
+	tensorViewNV<2, false, 1, 0> transposed = createTensorViewNV(2, false, 1, 0);
+#endif
 
 	// Q and dO through fp32 accumulators (rows outside [0, Lq) zero); Dsum from dO and O.
 	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> acc;
@@ -298,56 +373,54 @@ void main() {
 	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> dsum;
 	coopMatReduceNV(dsum, oacc, gl_CooperativeMatrixReduceRowNV, addOp);
 	coopMatPerElementNV(dsum, dsum, storeDsum, lseRow0);
-	barrier();
+	barrier();  // rowDsum written; chunk 0 staged
 
 	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> dQ = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
 	[[dont_unroll]]
-	for (uint e0 = 0u; e0 < nWalk; e0 += BC) {
-		uint c0 = chunkStart(e0), skip = c0 != e0 ? e0 : 0u;
-		for (uint c = lid; c < BC; c += gl_WorkGroupSize.x) {
-			uint e = c0 + c, idx = ~0u;
-			float dl = 0.0;
-			if (e >= skip && e < nList) {
-				uint o;
-				if (packed) {
-					uvec2 ent = ub[listBase + e];
-					o = ent.x;
-					idx = ent.y;
-				} else {
-					o = ordb[ordBase + e];
-					idx = o != 0u ? e : ~0u;
-				}
-				dl = unord(o);
-			}
-			colIdx[c] = idx;
-			colDelta[c] = dl;
-		}
-		barrier();
+	for (uint j = 0u; j * BC < nWalk; j++) {
+		uint e0 = j * BC, c0 = chunkStart(e0), h = (j & 1u) * BC;
+		if (e0 + BC < nWalk) stageChunk(j + 1u, minT);
+		bool masked = chunkMasked[j & 1u] == j + 1u;
+
 		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> kt;
+#if KHRLOAD
 		coopMatLoad(kt, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutColumnMajor);
+#else
+		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), transposed);
+#endif
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 		S = coopMatMulAdd(qa, kt, S);
-		coopMatPerElementNV(S, S, scoreOp, c0);
+		if (masked) {
+			coopMatPerElementNV(S, S, scoreOp, c0, h);
+		} else {
+			coopMatPerElementNV(S, S, scoreAllOp, h);
+		}
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> Pm;
 		coopMatPerElementNV(Pm, S, probOp);
 		coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> vt;
+#if KHRLOAD
 		coopMatLoad(vt, v16, vSrc + c0 * vStride, vStride, gl_CooperativeMatrixLayoutColumnMajor);
+#else
+		coopMatLoadTensorNV(vt, v16, vSrc, sliceTensorLayoutNV(tV, c0, BC, 0, DH), transposed);
+#endif
 		coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> dP = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 		dP = coopMatMulAdd(doa, vt, dP);
 		coopMatPerElementNV(dP, dP, dsOp, S, Pm);  // dP now holds dS
-		barrier();  // chunkBad complete
-		if (chunkBad == 0u) {
+		if (NFROUTE == 0u) {
 			coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA> dsa = coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA>(dP);
 			coopmat<T16, SCOPE, BC, DH, gl_MatrixUseB> kb;
+#if KHRLOAD
 			coopMatLoad(kb, k16, kSrc + c0 * kStride, kStride, gl_CooperativeMatrixLayoutRowMajor);
+#else
+			coopMatLoadTensorNV(kb, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH));
+#endif
 			dQ = coopMatMulAdd(dsa, kb, dQ);
 		} else {
 			coopMatStore(dP, Dsh, 0, BC, gl_CooperativeMatrixLayoutRowMajor);
 			barrier();
 			coopMatPerElementNV(dQ, dQ, addDSK, c0);
 		}
-		barrier();  // colIdx, Dsh and chunkBad free for the next chunk
-		if (lid == 0u) chunkBad = 0u;
+		barrier();  // chunk j + 1 staged; chunk j's half (and Dsh) free
 	}
 	coopMatPerElementNV(dQ, dQ, storeDQ, PC.dqOff + bIdx * PC.dqSB + hIdx * PC.dqSH);
 }
@@ -357,32 +430,41 @@ void main() {
 
 shared uvec2 keyEnt[BR];     // the tile's entries: (ord, idx); idx ~0u: none
 shared float keyDelta[BR];
-shared uvec2 rowTau[BC];     // the chunk's rows: threshold, lse, Dsum
-shared float rowLse[BC];
-shared float rowDsum[BC];
-shared uint rangeLo, rangeHi;
-shared float Ksh[BR * BC];   // P^T or dS^T of the chunk, on the exact route only
+// Two chunks' rows (chunk j in half j & 1): threshold, lse, Dsum.
+shared uvec2 rowTau[2 * BC];
+shared float rowLse[2 * BC];
+shared float rowDsum[2 * BC];
+// The rows [rangeLo, rangeHi) that may keep a key of the tile; tileAll: every entry of
+// the tile is a key of this pass (so that a chunk can keep the whole tile); tileMin:
+// the tile's smallest entry, tileMaxIdx its largest position.
+shared uvec4 tileInfo;       // rangeLo, rangeHi, tileAll, tileMaxIdx
+shared uvec2 tileMin;
+shared float Ksh[XSH];       // P^T or dS^T of the chunk, on the exact route only
 
 uint qBase, doBase, rowC0, rowSkip, rowHi, keySkip, tileOut, ddOut;
 
-// Whether tile entry x and chunk row r form a kept pair.
-bool keptPair(uint x, uint r) {
-	uint i = rowC0 + r;
+// Whether tile entry x and row r of the chunk in half h (rows from c0, those below skip
+// done) form a kept pair.
+bool keptPair(uint x, uint r, uint h, uint c0, uint skip) {
+	uint i = c0 + r;
 	uvec2 ent = keyEnt[x];
-	if (i < rowSkip || i >= rowHi || ent.y == ~0u || x < keySkip) return false;
+	if (i < skip || i >= rowHi || ent.y == ~0u || x < keySkip) return false;
 	if (causal && int(ent.y) > int(i) + P.posOffset) return false;
-	if (rowCausal && !keyGE(ent, rowTau[r])) return false;
+	if (rowCausal && !keyGE(ent, rowTau[h + r])) return false;
 	return true;
 }
 
-float scoreOp(const in uint x, const in uint r, const in float s) {
-	if (!finite32(s)) atomicOr(chunkBad, 1u);
-	if (!keptPair(x, r)) return NEG_INF;
+float scoreOp(const in uint x, const in uint r, const in float s, const in uint h, const in uint c0, const in uint skip) {
+	if (!keptPair(x, r, h, c0, skip)) return NEG_INF;
 	return capScore(s, keyDelta[x]);
 }
 
-float probOp(const in uint x, const in uint r, const in float s) {
-	return isNegInfF(s) ? 0.0 : exp(s - rowLse[r]);
+float scoreAllOp(const in uint x, const in uint r, const in float s) {
+	return capScore(s, keyDelta[x]);
+}
+
+float probOp(const in uint x, const in uint r, const in float s, const in uint h) {
+	return isNegInfF(s) ? 0.0 : exp(s - rowLse[h + r]);
 }
 
 // P with -1 for the pairs that contribute nothing (the exact route's dV sums).
@@ -390,9 +472,8 @@ float markOp(const in uint x, const in uint r, const in float p, const in float 
 	return isNegInfF(s) ? -1.0 : p;
 }
 
-float dsOp(const in uint x, const in uint r, const in float dp, const in float s, const in float p) {
-	if (!finite32(dp)) atomicOr(chunkBad, 1u);
-	return isNegInfF(s) ? 0.0 : p * (dp - rowDsum[r]) * capDeriv(s);
+float dsOp(const in uint x, const in uint r, const in float dp, const in float s, const in float p, const in uint h) {
+	return isNegInfF(s) ? 0.0 : p * (dp - rowDsum[h + r]) * capDeriv(s);
 }
 
 // dV(x, c) + the pairs' P(x, r) dO(r, c), dK(x, c) + the nonzero dS(x, r) Q(r, c).
@@ -435,8 +516,26 @@ float storePD(const in uint x, const in uint c, const in float v) {
 	return v;
 }
 
+// Stages chunk j (the head's chunk n: rows from rLo + n * BC) into half (j & 1) of the
+// row arrays, and marks it in chunkMasked when some of its pairs with the tile are not
+// kept.
+void stageRows(uint j, uint n, uint rLo, uint bhPlan, uint lseRow0, bool all, int maxIdx, uvec2 minEnt) {
+	uint i0 = rLo + n * BC, c0 = min(i0, P.Lq - BC), h = (j & 1u) * BC;
+	for (uint r = lid; r < BC; r += gl_WorkGroupSize.x) {
+		uint i = c0 + r;
+		uvec2 tau = rowCausal ? taub[bhPlan * P.Lq + i] : uvec2(0u);
+		rowTau[h + r] = tau;
+		rowLse[h + r] = lseb[lseRow0 + i];
+		rowDsum[h + r] = dsumb[lseRow0 + i];
+		// Row i keeps the whole tile when it is one of the range's, comes after the
+		// tile's last position and its threshold is at most the tile's smallest entry.
+		if (!all || i < i0 || i >= rowHi || (causal && maxIdx > int(i) + P.posOffset) || (rowCausal && !keyGE(minEnt, tau)))
+			atomicMax(chunkMasked[j & 1u], j + 1u);
+	}
+}
+
 void main() {
-	uint lid = gl_LocalInvocationID.x;
+	lid = gl_LocalInvocationID.x;
 	causal = P.causal != 0u;
 	rowCausal = P.mode == MODE_ROW && causal;
 	packed = P.mode == MODE_ROW || P.mode == MODE_SHARED;
@@ -459,7 +558,6 @@ void main() {
 		uint entry = bh * (P.nblocks + 1u) + (rowCausal ? blk : P.nblocks);
 		listBase = entry * P.ncap;
 		nList = ucount[entry];
-		if (x0 >= nList && x0 > 0u) return;  // past the list (the first tile always writes)
 		if (rowCausal) {
 			blockLo = int(blk * P.blockC);
 			blockHi = blk + 1u == P.nblocks ? int(P.Lk) : int((blk + 1u) * P.blockC);
@@ -481,13 +579,6 @@ void main() {
 		kStride = P.kSL;
 		tileOut = x0;
 	}
-	coopmat<T16, SCOPE, BR, DH, gl_MatrixUseA> ka, va;
-	coopMatLoad(ka, k16, kSrc, kStride, gl_CooperativeMatrixLayoutRowMajor);
-	coopMatLoad(va, v16, vSrc, packed ? DH : P.vSL, gl_CooperativeMatrixLayoutRowMajor);
-
-	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> dK = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
-	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> dV = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
-	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> dD = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(0.0);
 
 	// Query heads: with Hb = H a region belongs to one head; else the kv head's group.
 	uint hFirst, hCount;
@@ -498,6 +589,37 @@ void main() {
 		hFirst = kvh * P.G;
 		hCount = P.G;
 	}
+	bool bad = false;
+	for (uint g = 0u; g < hCount; g++) {
+		uint f = bIdx * P.H + hFirst + g;
+		bad = bad || flagb[flagQ() + f] != 0u || flagb[flagDO() + f] != 0u;
+	}
+	if (bad != (NFROUTE != 0u)) return;  // the other route's tile
+	if (packed && x0 >= nList && x0 > 0u) return;  // past the list (the first tile always writes)
+
+	coopmat<T16, SCOPE, BR, DH, gl_MatrixUseA> ka, va;
+	coopMatLoad(ka, k16, kSrc, kStride, gl_CooperativeMatrixLayoutRowMajor);
+	coopMatLoad(va, v16, vSrc, packed ? DH : P.vSL, gl_CooperativeMatrixLayoutRowMajor);
+
+	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> dK = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
+	coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator> dV = coopmat<float, SCOPE, BR, DH, gl_MatrixUseAccumulator>(0.0);
+	coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> dD = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(0.0);
+
+	// Q and dO of a head: Lq rows of DH from qBase / doBase (offsets and strides
+	// multiples of 8 elements, checked by the host).
+	uint qStride = P.qSL & ~7u, doStride = PC.doSL & ~7u;
+#if !KHRLOAD
+	tensorLayoutNV<2> tQ = createTensorLayoutNV(2);
+	tQ = setTensorLayoutDimensionNV(tQ, P.Lq, DH);
+	tQ = setTensorLayoutStrideNV(tQ, qStride, 1);
+	tensorLayoutNV<2> tDO = createTensorLayoutNV(2);
+	tDO = setTensorLayoutDimensionNV(tDO, P.Lq, DH);
+	tDO = setTensorLayoutStrideNV(tDO, doStride, 1);
+	tensorViewNV<2, false, 1, 0> transposed = createTensorViewNV(2, false, 1, 0);
+#endif
+
+	if (lid < 2u) chunkMasked[lid] = 0u;
+	uint jAll = 0u;  // chunks so far, over all heads (chunkMasked's numbers)
 	[[dont_unroll]]
 	for (uint g = 0u; g < hCount; g++) {
 		uint h = hFirst + g;
@@ -521,12 +643,17 @@ void main() {
 		}
 		barrier();
 		if (lid == 0u) {
-			chunkBad = 0u;
 			// Rows [lo, hi) that may keep a key of the tile.
-			int pLo = blockHi;
+			int pLo = blockHi, maxIdx = -1;
+			bool all = keySkip == 0u;
 			for (uint x = 0u; x < BR; x++) {
 				uint idx = keyEnt[x].y;
-				if (idx != ~0u && x >= keySkip) pLo = min(pLo, causal ? max(int(idx), blockLo) : blockLo);
+				if (idx == ~0u) {
+					all = false;
+				} else if (x >= keySkip) {
+					pLo = min(pLo, causal ? max(int(idx), blockLo) : blockLo);
+					maxIdx = max(maxIdx, int(idx));
+				}
 			}
 			int pHi = blockHi;
 			if (rowCausal && keyEnt[0].y != ~0u) {
@@ -543,48 +670,70 @@ void main() {
 			int hi = min(pHi - P.posOffset, int(P.Lq));
 			if (!causal) hi = int(P.Lq);
 			if (keyEnt[0].y == ~0u && packed) hi = lo;  // an empty tile
-			rangeLo = uint(max(lo, 0));
-			rangeHi = uint(max(max(hi, lo), 0));
+			uint rl = uint(max(lo, 0));
+			tileInfo = uvec4(rl, uint(max(max(hi, lo), 0)), all ? 1u : 0u, uint(maxIdx));
+			// Entries are sorted by kappa descending (packed), so the last is the smallest.
+			tileMin = packed ? keyEnt[BR - 1u] : uvec2(0u);
 		}
 		barrier();
-		uint rLo = rangeLo;
-		rowHi = rangeHi;
-		qBase = P.qOff + bIdx * P.qSB + h * P.qSH;
-		doBase = PC.doOff + bIdx * PC.doSB + h * PC.doSH;
+		uint rLo = tileInfo.x;
+		rowHi = tileInfo.y;
+		bool tileAll = tileInfo.z != 0u;
+		int maxIdx = int(tileInfo.w);
+		uvec2 minEnt = tileMin;
+		qBase = (P.qOff + bIdx * P.qSB + h * P.qSH) & ~7u;
+		doBase = (PC.doOff + bIdx * PC.doSB + h * PC.doSH) & ~7u;
 		uint lseRow0 = (bIdx * P.H + h) * P.Lq;
+		uint nChunks = (rowHi - rLo + BC - 1u) / BC;
+		if (nChunks > 0u) stageRows(jAll, 0u, rLo, bhPlan, lseRow0, tileAll, maxIdx, minEnt);
+		barrier();  // chunk 0 staged
 
 		[[dont_unroll]]
-		for (uint i0 = rLo; i0 < rowHi; i0 += BC) {
+		for (uint n = 0u; n < nChunks; n++) {
+			uint j = jAll + n, hh = (j & 1u) * BC;
+			uint i0 = rLo + n * BC;
 			rowC0 = min(i0, P.Lq - BC);  // the last chunk starts earlier (Lq >= BC)
 			rowSkip = i0;
-			for (uint r = lid; r < BC; r += gl_WorkGroupSize.x) {
-				uint i = rowC0 + r;
-				rowTau[r] = rowCausal ? taub[bhPlan * P.Lq + i] : uvec2(0u);
-				rowLse[r] = lseb[lseRow0 + i];
-				rowDsum[r] = dsumb[lseRow0 + i];
-			}
-			barrier();
+			if (n + 1u < nChunks) stageRows(j + 1u, n + 1u, rLo, bhPlan, lseRow0, tileAll, maxIdx, minEnt);
+			bool masked = chunkMasked[j & 1u] == j + 1u;
+
 			coopmat<T16, SCOPE, DH, BC, gl_MatrixUseB> qt, dot;
-			coopMatLoad(qt, q16, qBase + rowC0 * P.qSL, P.qSL, gl_CooperativeMatrixLayoutColumnMajor);
-			coopMatLoad(dot, do16, doBase + rowC0 * PC.doSL, PC.doSL, gl_CooperativeMatrixLayoutColumnMajor);
+#if KHRLOAD
+			coopMatLoad(qt, q16, qBase + rowC0 * qStride, qStride, gl_CooperativeMatrixLayoutColumnMajor);
+			coopMatLoad(dot, do16, doBase + rowC0 * doStride, doStride, gl_CooperativeMatrixLayoutColumnMajor);
+#else
+			coopMatLoadTensorNV(qt, q16, qBase, sliceTensorLayoutNV(tQ, rowC0, BC, 0, DH), transposed);
+			coopMatLoadTensorNV(dot, do16, doBase, sliceTensorLayoutNV(tDO, rowC0, BC, 0, DH), transposed);
+#endif
 			coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> S = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 			S = coopMatMulAdd(ka, qt, S);
-			coopMatPerElementNV(S, S, scoreOp);
+			if (masked) {
+				coopMatPerElementNV(S, S, scoreOp, hh, rowC0, rowSkip);
+			} else {
+				coopMatPerElementNV(S, S, scoreAllOp);
+			}
 			coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> Pm;
-			coopMatPerElementNV(Pm, S, probOp);
+			coopMatPerElementNV(Pm, S, probOp, hh);
 			coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator> dS = coopmat<float, SCOPE, BR, BC, gl_MatrixUseAccumulator>(0.0);
 			dS = coopMatMulAdd(va, dot, dS);
-			coopMatPerElementNV(dS, dS, dsOp, S, Pm);
+			coopMatPerElementNV(dS, dS, dsOp, S, Pm, hh);
 			coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator> rs;
 			coopMatReduceNV(rs, dS, gl_CooperativeMatrixReduceRowNV, addOp);
 			dD = dD + rs;
-			barrier();  // chunkBad complete
-			if (chunkBad == 0u) {
+			if (NFROUTE == 0u) {
 				coopmat<T16, SCOPE, BC, DH, gl_MatrixUseB> qb, dob;
-				coopMatLoad(dob, do16, doBase + rowC0 * PC.doSL, PC.doSL, gl_CooperativeMatrixLayoutRowMajor);
+#if KHRLOAD
+				coopMatLoad(dob, do16, doBase + rowC0 * doStride, doStride, gl_CooperativeMatrixLayoutRowMajor);
+#else
+				coopMatLoadTensorNV(dob, do16, doBase, sliceTensorLayoutNV(tDO, rowC0, BC, 0, DH));
+#endif
 				coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA> pa = coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA>(Pm);
 				dV = coopMatMulAdd(pa, dob, dV);
-				coopMatLoad(qb, q16, qBase + rowC0 * P.qSL, P.qSL, gl_CooperativeMatrixLayoutRowMajor);
+#if KHRLOAD
+				coopMatLoad(qb, q16, qBase + rowC0 * qStride, qStride, gl_CooperativeMatrixLayoutRowMajor);
+#else
+				coopMatLoadTensorNV(qb, q16, qBase, sliceTensorLayoutNV(tQ, rowC0, BC, 0, DH));
+#endif
 				coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA> dsa = coopmat<T16, SCOPE, BR, BC, gl_MatrixUseA>(dS);
 				dK = coopMatMulAdd(dsa, qb, dK);
 			} else {
@@ -597,16 +746,16 @@ void main() {
 				barrier();
 				coopMatPerElementNV(dK, dK, addDSQ);
 			}
-			barrier();  // the chunk's rows and Ksh free; chunkBad reset below
-			if (lid == 0u) chunkBad = 0u;
+			barrier();  // chunk j + 1 staged; chunk j's half (and Ksh) free
 		}
+		jAll += nChunks;
 		if (!packed && perHeadBias) {
 			// Mode none, a bias head per query head: this head's dDelta row.
 			ddOut = bhPlan * P.Lk;
 			coopMatPerElementNV(dD, dD, storeDD);
 			dD = coopmat<float, SCOPE, BR, NW, gl_MatrixUseAccumulator>(0.0);
 		}
-		barrier();  // keyEnt and the range are rewritten by the next head
+		barrier();  // keyEnt and tileInfo are rewritten by the next head
 	}
 
 	if (packed) {

@@ -260,7 +260,7 @@ func runBench(args []string, stdout io.Writer) error {
 		for _, r := range rows {
 			fmt.Fprintf(stdout, "  %s B=%d Lq=%d Lk=%d H=%d/%d D=%d w=%d:", r.Section, r.B, r.Lq, r.Lk, r.H, r.Hkv, r.D, r.Window)
 			for _, name := range []string{"weights", "append", "ord", "sort", "blocks", "tau", "pack", "split", "merge", "attention",
-				"bwd-ord", "bwd-sort", "bwd-blocks", "bwd-tau", "bwd-pack", "bwd-rows", "bwd-keys", "bwd-reduce", "bwd-backward", "weights-bwd"} {
+				"bwd-ord", "bwd-sort", "bwd-blocks", "bwd-tau", "bwd-pack", "bwd-check", "bwd-rows", "bwd-keys", "bwd-reduce", "bwd-backward", "weights-bwd"} {
 				if t, ok := r.PassMillis[name]; ok {
 					fmt.Fprintf(stdout, " %s %.3f", name, t)
 				}

@@ -128,5 +128,5 @@ func (k *Kernels) recordBackwardCM(r *vk.Recorder, p *Params, params *vk.Buffer,
 	if err != nil {
 		return err
 	}
-	return k.recordBackwardPasses(r, p, params, b, stamp, rowPipe, keyPipe, tile.BR, tile.BR)
+	return k.recordBackwardPasses(r, p, params, b, stamp, []*vk.Pipeline{rowPipe}, []*vk.Pipeline{keyPipe}, tile.BR, tile.BR)
 }

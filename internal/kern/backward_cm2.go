@@ -30,12 +30,27 @@ func (t BwdCM2Tile) variant(pass string) string {
 	return name
 }
 
-// bwdCM2RowShared and bwdCM2KeyShared are the bytes of shared memory the two passes declare.
-func bwdCM2RowShared(br, bc int) int { return 12*br + 8*bc + 4*br*bc + 4 }
-func bwdCM2KeyShared(kr, kc int) int { return 12*kr + 16*kc + 4*kr*kc + 12 }
+// bwdCM2RowShared and bwdCM2KeyShared are the bytes of shared memory the two passes
+// declare on their exact route (the fast route declares 4 BR BC bytes fewer).
+func bwdCM2RowShared(br, bc int) int { return 12*br + 16*bc + 4*br*bc + 12 }
+func bwdCM2KeyShared(kr, kc int) int { return 12*kr + 32*kc + 4*kr*kc + 36 }
 
 // bwdCM2Bindings is the binding count of attention_bwd_cm2.comp and its reduce pass.
-const bwdCM2Bindings = 19
+const bwdCM2Bindings = 20
+
+// The non-finite flags of the coopmat2 backward (binding 19, BwdCM2Buffers.Flags):
+// uint32 words, K's [B][Hkv] from word 0, Q's [B][H] from bwdFlagQ, dO's from bwdFlagDO;
+// each list starts on a 256-byte boundary (so that select_vcheck can write it through a
+// binding of its own: no device asks more of storage-buffer offsets).
+func bwdFlagQ(p *Params) int64  { return (int64(p.B)*int64(p.Hkv) + 63) / 64 * 64 }
+func bwdFlagDO(p *Params) int64 { return bwdFlagQ(p) + (int64(p.B)*int64(p.H)+63)/64*64 }
+
+// bwdFlagsSize is the byte size of BwdCM2Buffers.Flags.
+func bwdFlagsSize(p *Params) int64 { return 4 * (bwdFlagDO(p) + (int64(p.B)*int64(p.H)+63)/64*64) }
+
+// bwdCheckStride is the distance of the three parameter blocks in BwdCM2Buffers.Check
+// (the select_vcheck parameters of K, Q and dO), a multiple of 256 bytes.
+const bwdCheckStride = (ParamsSize + 255) / 256 * 256
 
 // BwdCM2Tiling chooses the coopmat2 backward's tiles for head dimension d and storage
 // (fp16 or bf16), or says why the device cannot run it. The device needs what the
@@ -227,20 +242,26 @@ func (k *Kernels) BackwardPath(p *Params, doView View) string {
 }
 
 // bwdCM2Pipelines returns the row and key passes' pipelines for p and tile (compiled
-// once, then cached).
-func (k *Kernels) bwdCM2Pipelines(p *Params, tile BwdCM2Tile) (row, key *vk.Pipeline, err error) {
-	pipe := func(pass string, m, n int) (*vk.Pipeline, error) {
+// once, then cached): each pass's fast route, then its exact route (the tiles with a
+// non-finite operand).
+func (k *Kernels) bwdCM2Pipelines(p *Params, tile BwdCM2Tile) (row, key []*vk.Pipeline, err error) {
+	pipe := func(pass string, m, n int, exact uint32) (*vk.Pipeline, error) {
 		key := pipeKey{name: tile.variant(pass), bindings: bwdCM2Bindings, push: bwdPush}
 		if tile.Scope == vk.ScopeSubgroup {
 			key.subgroup = k.pinnedSubgroup(uint32(tile.Threads))
 		}
-		return k.pipeline(key, []uint32{p.D, uint32(m), uint32(n), uint32(tile.Threads), uint32(tile.NW)}, nil)
+		return k.pipeline(key, []uint32{p.D, uint32(m), uint32(n), uint32(tile.Threads), uint32(tile.NW), exact}, nil)
 	}
-	if row, err = pipe("row", tile.BR, tile.BC); err != nil {
-		return nil, nil, err
-	}
-	if key, err = pipe("key", tile.KR, tile.KC); err != nil {
-		return nil, nil, err
+	for _, exact := range []uint32{0, 1} {
+		rp, err := pipe("row", tile.BR, tile.BC, exact)
+		if err != nil {
+			return nil, nil, err
+		}
+		kp, err := pipe("key", tile.KR, tile.KC, exact)
+		if err != nil {
+			return nil, nil, err
+		}
+		row, key = append(row, rp), append(key, kp)
 	}
 	return row, key, nil
 }
@@ -249,8 +270,12 @@ func (k *Kernels) bwdCM2Pipelines(p *Params, tile BwdCM2Tile) (row, key *vk.Pipe
 // values (modes row and shared, select_pack's GK and GV, one buffer each) and the key
 // pass's per-region sums (PdK, PdV float32 [R][NP][D], PdD [R][NP]). Mode none has none
 // of them (its key pass reads K and V in place and writes the gradients itself).
+//
+// Flags and Check (every mode) hold the non-finite check of K, Q and dO that sends
+// tiles to the exact route: the flags, and the check's parameters.
 type BwdCM2Buffers struct {
 	GK, GV, PdK, PdV, PdD *vk.Buffer
+	Flags, Check          *vk.Buffer
 	// packed: GK and GV came packed (NewBwdCM2BuffersPacked): no pack pass, and Close
 	// leaves them to their owner.
 	packed bool
@@ -266,14 +291,17 @@ func NewBwdCM2Buffers(d *vk.Device, p *Params) (*BwdCM2Buffers, error) {
 // newBwdCM2Buffers allocates the buffers, GK and GV unless given (then packed).
 func newBwdCM2Buffers(d *vk.Device, p *Params, gk, gv *vk.Buffer) (*BwdCM2Buffers, error) {
 	c := &BwdCM2Buffers{GK: gk, GV: gv, packed: gk != nil}
-	if p.Mode != ModeRow && p.Mode != ModeShared {
-		return c, nil
-	}
-	rows := int64(PackRegions(p)) * int64(PackRows(p))
-	for _, x := range []struct {
+	type want struct {
 		dst **vk.Buffer
 		n   int64
-	}{{&c.GK, PackSize(p)}, {&c.GV, PackSize(p)}, {&c.PdK, bwdCM2Partials(p)}, {&c.PdV, bwdCM2Partials(p)}, {&c.PdD, rows * 4}} {
+	}
+	bufs := []want{{&c.Flags, bwdFlagsSize(p)}, {&c.Check, 3 * bwdCheckStride}}
+	if p.Mode == ModeRow || p.Mode == ModeShared {
+		rows := int64(PackRegions(p)) * int64(PackRows(p))
+		bufs = append(bufs, want{&c.GK, PackSize(p)}, want{&c.GV, PackSize(p)}, want{&c.PdK, bwdCM2Partials(p)},
+			want{&c.PdV, bwdCM2Partials(p)}, want{&c.PdD, rows * 4})
+	}
+	for _, x := range bufs {
 		if *x.dst != nil {
 			continue // given
 		}
@@ -306,7 +334,7 @@ func (c *BwdCM2Buffers) Close() error {
 	if c == nil {
 		return nil
 	}
-	own := []*vk.Buffer{c.PdK, c.PdV, c.PdD}
+	own := []*vk.Buffer{c.PdK, c.PdV, c.PdD, c.Flags, c.Check}
 	if !c.packed {
 		own = append(own, c.GK, c.GV)
 	}
@@ -332,6 +360,10 @@ func (k *Kernels) recordBackwardCM2(r *vk.Recorder, p *Params, params *vk.Buffer
 		return err
 	}
 	c := b.CM2
+	if err := checkSizes("backward (coopmat2)", sizedBuf{"CM2.Flags", c.Flags, bwdFlagsSize(p)},
+		sizedBuf{"CM2.Check", c.Check, 3 * bwdCheckStride}); err != nil {
+		return err
+	}
 	packed := p.Mode == ModeRow || p.Mode == ModeShared
 	if packed {
 		rows := int64(PackRegions(p)) * int64(PackRows(p))
@@ -342,18 +374,57 @@ func (k *Kernels) recordBackwardCM2(r *vk.Recorder, p *Params, params *vk.Buffer
 			return err
 		}
 	}
-	rowPipe, keyPipe, err := k.bwdCM2Pipelines(p, tile)
+	rowPipes, keyPipes, err := k.bwdCM2Pipelines(p, tile)
 	if err != nil {
 		return err
 	}
-	return k.recordBackwardPasses(r, p, params, b, stamp, rowPipe, keyPipe, tile.BR, tile.KR)
+	return k.recordBackwardPasses(r, p, params, b, stamp, rowPipes, keyPipes, tile.BR, tile.KR)
+}
+
+// recordBwdCheck records the non-finite check of K (per kv head), Q and dO (per query
+// head) into c.Flags: select_vcheck once per tensor, each with p's parameters turned
+// to that tensor in c.Check.
+func (k *Kernels) recordBwdCheck(r *vk.Recorder, p *Params, b *BwdBuffers) error {
+	c := b.CM2
+	pk, pq, pd := *p, *p, *p
+	pk.V = p.K
+	pq.V, pq.Lk, pq.Hkv = p.Q, p.Lq, p.H
+	pd.V, pd.Lk, pd.Hkv = b.DOView, p.Lq, p.H
+	checks := []struct {
+		p    *Params
+		buf  *vk.Buffer
+		flag int64
+	}{{&pk, b.K, 0}, {&pq, b.Q, bwdFlagQ(p)}, {&pd, b.DO, bwdFlagDO(p)}}
+	for i, x := range checks {
+		if err := r.Update(c.Check, int64(i)*bwdCheckStride, x.p.Bytes()); err != nil {
+			return err
+		}
+	}
+	if err := r.Fill(c.Flags, 0, bwdFlagsSize(p), 0); err != nil {
+		return err
+	}
+	r.Barrier()
+	maxGroups := int64(k.d.Caps().MaxWorkgroupCount[0])
+	for i, x := range checks {
+		params := vk.Binding{Buf: c.Check, Offset: int64(i) * bwdCheckStride, Size: ParamsSize}
+		flags := vk.Binding{Buf: c.Flags, Offset: 4 * x.flag, Size: VCheckSize(x.p)}
+		if err := k.dispatchVCheck(r, "backward (coopmat2) check", x.p, params, x.buf, flags, maxGroups); err != nil {
+			return err
+		}
+	}
+	r.Barrier()
+	return nil
 }
 
 // recordBackwardPasses records the tensor-core backward's passes (coopmat2 or KHR: the
 // same bindings and buffers): the pack (unless b.CM2 came packed), the row pass over
 // query tiles of br rows, the key pass over tiles of kr packed keys (or keys, mode
 // none) and, in modes row and shared, the reduce pass.
-func (k *Kernels) recordBackwardPasses(r *vk.Recorder, p *Params, params *vk.Buffer, b *BwdBuffers, stamp func(string) error, rowPipe, keyPipe *vk.Pipeline, br, kr int) error {
+//
+// rowPipes and keyPipes: one pipeline per pass (KHR), or the fast and the exact route
+// (coopmat2: the non-finite check then runs first, and each route's dispatch covers
+// the whole grid).
+func (k *Kernels) recordBackwardPasses(r *vk.Recorder, p *Params, params *vk.Buffer, b *BwdBuffers, stamp func(string) error, rowPipes, keyPipes []*vk.Pipeline, br, kr int) error {
 	caps := k.d.Caps()
 	c := b.CM2
 	packed := p.Mode == ModeRow || p.Mode == ModeShared
@@ -382,7 +453,15 @@ func (k *Kernels) recordBackwardPasses(r *vk.Recorder, p *Params, params *vk.Buf
 	binds := []vk.Binding{vk.Bind(params), vk.Bind(b.Q), vk.Bind(kb), vk.Bind(vb), vk.Bind(b.Ord),
 		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(b.O), vk.Bind(b.LSE), vk.Bind(b.DO),
 		vk.Bind(b.DQ), vk.Bind(b.DK), vk.Bind(b.DV), vk.Bind(b.DDelta), vk.Bind(b.DSum),
-		vk.Bind(or(c.PdK)), vk.Bind(or(c.PdV)), vk.Bind(or(c.PdD))}
+		vk.Bind(or(c.PdK)), vk.Bind(or(c.PdV)), vk.Bind(or(c.PdD)), vk.Bind(or(c.Flags))}
+	if len(rowPipes) > 1 {
+		if err := k.recordBwdCheck(r, p, b); err != nil {
+			return err
+		}
+		if err := stamp("bwd-check"); err != nil {
+			return err
+		}
+	}
 
 	_, tiles := AttnTiles(p.Lq, p.PosOffset, br)
 	groups := [3]uint32{tiles, p.H, p.B}
@@ -391,8 +470,10 @@ func (k *Kernels) recordBackwardPasses(r *vk.Recorder, p *Params, params *vk.Buf
 			return fmt.Errorf("kern: backward (tensor cores): %d workgroups in dimension %d (tiles, heads, batch), %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
 		}
 	}
-	if err := r.Dispatch(rowPipe, groups, push, binds...); err != nil {
-		return err
+	for _, pipe := range rowPipes {
+		if err := r.Dispatch(pipe, groups, push, binds...); err != nil {
+			return err
+		}
 	}
 	r.Barrier()
 	if err := stamp("bwd-rows"); err != nil {
@@ -407,8 +488,10 @@ func (k *Kernels) recordBackwardPasses(r *vk.Recorder, p *Params, params *vk.Buf
 			return fmt.Errorf("kern: backward (tensor cores): %d key-pass workgroups in dimension %d, %s allows %d", g, i, caps.Name, caps.MaxWorkgroupCount[i])
 		}
 	}
-	if err := r.Dispatch(keyPipe, kgroups, push, binds...); err != nil {
-		return err
+	for _, pipe := range keyPipes {
+		if err := r.Dispatch(pipe, kgroups, push, binds...); err != nil {
+			return err
+		}
 	}
 	r.Barrier()
 	if err := stamp("bwd-keys"); err != nil {

@@ -275,6 +275,28 @@ func (k *Kernels) recordVCheck(r *vk.Recorder, p *Params, params, vb, flags *vk.
 	if err := checkVShape(op, p); err != nil {
 		return err
 	}
+	size := VCheckSize(p)
+	if err := checkSizes(op,
+		sizedBuf{"params", params, ParamsSize},
+		sizedBuf{"V", vb, viewBytes(p, p.V)},
+		sizedBuf{"flags", flags, size},
+	); err != nil {
+		return err
+	}
+	if err := r.Fill(flags, 0, size, 0); err != nil {
+		return err
+	}
+	r.Barrier()
+	if err := k.dispatchVCheck(r, op, p, vk.Bind(params), vb, vk.Binding{Buf: flags, Size: size}, maxGroups); err != nil {
+		return err
+	}
+	r.Barrier()
+	return nil
+}
+
+// dispatchVCheck records select_vcheck's dispatch alone: params holds p, flags (zeroed
+// by the caller) gets [B][Hkv] words. Sizes are the caller's to check.
+func (k *Kernels) dispatchVCheck(r *vk.Recorder, op string, p *Params, params vk.Binding, vb *vk.Buffer, flags vk.Binding, maxGroups int64) error {
 	const maxIndex = 1<<32 - 1
 	if last := viewLast(p, p.V); last+1 > maxIndex {
 		return fmt.Errorf("kern: %s: the V view reaches element %d, beyond 32-bit indices", op, last)
@@ -291,14 +313,6 @@ func (k *Kernels) recordVCheck(r *vk.Recorder, p *Params, params, vb, flags *vk.
 	if units >= 1<<31 {
 		return fmt.Errorf("kern: %s: %d units to check (B=%d Lk=%d Hkv=%d D=%d), over 2^31", op, units, p.B, p.Lk, p.Hkv, p.D)
 	}
-	size := VCheckSize(p)
-	if err := checkSizes(op,
-		sizedBuf{"params", params, ParamsSize},
-		sizedBuf{"V", vb, viewBytes(p, p.V)},
-		sizedBuf{"flags", flags, size},
-	); err != nil {
-		return err
-	}
 	name := "select_vcheck_word"
 	if vec {
 		name = "select_vcheck_vec"
@@ -307,14 +321,6 @@ func (k *Kernels) recordVCheck(r *vk.Recorder, p *Params, params, vb, flags *vk.
 	if err != nil {
 		return err
 	}
-	if err := r.Fill(flags, 0, size, 0); err != nil {
-		return err
-	}
-	r.Barrier()
 	groups := min((units+selectVCheckWG-1)/selectVCheckWG, maxGroups) // the shader loops over the rest
-	if err := r.Dispatch(pipe, [3]uint32{uint32(groups), 1, 1}, nil, vk.Bind(params), vk.Bind(vb), vk.Bind(flags)); err != nil {
-		return err
-	}
-	r.Barrier()
-	return nil
+	return r.Dispatch(pipe, [3]uint32{uint32(groups), 1, 1}, nil, params, vk.Bind(vb), flags)
 }
