@@ -25,6 +25,8 @@
 #   backward   Forward + Backward (4K, 16K at H 8, 32K at H 4; fast, deterministic,
 #              bf16; every pass) beside SDPA's and flash-dmattn's forward + backward
 #   bwdtiles   the coopmat2 backward's tiles (BWD_TILES), forward + backward at 16K, H 8
+#   bwdcheck   the backward's kern tests (non-finite included), then forward + backward
+#              at 4K and 16K (H 8) and 32K (H 4) with every pass
 #   targets    the prefill targets in one call: ggml's Vulkan FA (coopmat2, KHR), dmavk
 #              modes none/row/shared at 16K and row at 32K H 4 (coopmat2, KHR),
 #              flash-dmattn's Triton kernel, SDPA and Flex
@@ -261,12 +263,24 @@ part_backward() {
 	tail -40 "$OUT/backward.txt"
 }
 
+part_bwdcheck() {
+	{
+		echo "=== kern backward tests"
+		(cd "$ROOT/internal/kern" && DMAVK_REQUIRE_COOPMAT=1 timeout 300 /tmp/bin/kern.test -test.timeout 290s -test.run 'Backward|NonFinite' 2>&1 |
+			grep -vE '^(=== RUN|    --- PASS|--- PASS)')
+		echo "=== forward + backward, every pass"
+		timeout 120 $D bench --lengths 4K,16K --h 8 --backward --reps 5 --warmup 1s --profile 2>&1 | grep -vE '^bench: \['
+		timeout 90 $D bench --lengths 32K --h 4 --backward --reps 5 --warmup 1s --profile 2>&1 | grep -vE '^bench: \['
+	} >"$OUT/bwdcheck.txt" 2>&1
+	cat "$OUT/bwdcheck.txt"
+}
+
 # The coopmat2 backward's tiles (BWD_TILES: row-pass rows x keys x key-pass keys x rows x
 # invocations, DMAVK_CM2_BWD_TILE) side by side, forward + backward at 16K, H 8.
 part_bwdtiles() {
 	local t
 	{
-		for t in ${BWD_TILES:-64x64x64x64x256 64x32x64x32x256 64x64x32x64x256 64x64x64x32x256 64x32x64x32x128 32x64x32x64x128}; do
+		for t in ${BWD_TILES:-64x64x64x64x256 64x64x64x64x128 64x128x64x128x256 64x64x64x128x256 64x32x64x32x256 64x64x32x64x256 64x64x64x32x256 64x32x64x32x128 32x64x32x64x128}; do
 			echo "== DMAVK_CM2_BWD_TILE=$t"
 			DMAVK_CM2_BWD_TILE=$t timeout 30 $D bench --lengths 16K --h 8 --backward --reps 3 --warmup 300ms --profile 2>&1 |
 				grep -E '^ *custom|bwd-rows|error'
