@@ -25,6 +25,8 @@
 #   backward   Forward + Backward (4K, 16K at H 8, 32K at H 4; fast, deterministic,
 #              bf16; every pass) beside SDPA's and flash-dmattn's forward + backward
 #   bwdtiles   the coopmat2 backward's tiles (BWD_TILES), forward + backward at 16K, H 8
+#   hostprof   Go CPU profiles of dmavk bench (forward + backward at 16K, forward at
+#              128K) into $OUT/*.pprof: where a call's host time goes
 #   bwdcheck   the backward's kern tests (non-finite included), then forward + backward
 #              at 4K and 16K (H 8) and 32K (H 4) with every pass
 #   targets    the prefill targets in one call: ggml's Vulkan FA (coopmat2, KHR), dmavk
@@ -261,6 +263,14 @@ part_backward() {
 		(cd .peers && PYTHONUNBUFFERED=1 timeout 200 python3 peers.py backward)
 	} >"$OUT/backward.txt" 2>&1
 	tail -40 "$OUT/backward.txt"
+}
+
+part_hostprof() {
+	{
+		timeout 120 $D bench --lengths 16K --h 8 --backward --reps 20 --warmup 1s --cpuprofile "$OUT/backward16k.pprof" 2>&1 | grep -E '^ *custom|error'
+		timeout 120 $D bench --lengths 128K --h 8 --reps 10 --warmup 1s --cpuprofile "$OUT/forward128k.pprof" 2>&1 | grep -E '^ *custom|error'
+	} >"$OUT/hostprof.txt" 2>&1
+	cat "$OUT/hostprof.txt"
 }
 
 part_bwdcheck() {

@@ -65,7 +65,8 @@
 // bench/NOTES.md): WIDE (statistics as wide as the score tile), EQ (chunks of DH keys),
 // SUMMMA (row sums as a product with a matrix of ones), KHRLOAD (K and V through plain
 // KHR loads instead of tensor layouts), NOSCORE (timing only: the plain scaled score, no
-// weights or keep test; wrong results).
+// weights or keep test; wrong results), FOLD (the weights enter the score through the
+// product's accumulator, and the keep test reads one packed word per key: below).
 #ifndef WIDE
 #define WIDE 0
 #endif
@@ -80,6 +81,9 @@
 #endif
 #ifndef NOSCORE
 #define NOSCORE 0
+#endif
+#ifndef FOLD
+#define FOLD 1
 #endif
 
 layout(constant_id = 0) const uint DH = 64;
@@ -122,8 +126,22 @@ layout(push_constant) uniform Range { uint bhFirst, bhCount; } rg;
 
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
 // Two chunks' keys (chunk j in half j & 1): position (~0u: not a key, or done) and weight.
+#if FOLD
+// FOLD: the score is scale * (Q K^T + w / scale) + add, the product's accumulator
+// starting from the chunk's w / scale (colInit, one row read for every row: stride 0)
+// and add 0, so that a chunk whose rows keep every key needs no per-element operation
+// (unless a weight's w / scale is not finite: then colInit 0 and add w, the plain
+// score). A key's colData: x, the tile rows that keep it, [x & 0xffff, x >> 16] (rows
+// keep list entries up to their rowT, which never grows with the row, and keys at or
+// before their position), y, add's bits.
+shared float colInit[2 * BC];
+shared uvec2 colData[2 * BC];
+// chunkAdded[j & 1] == j + 1: some key of chunk j has add != 0.
+shared uint chunkAdded[2];
+#else
 shared uint colIdx[2 * BC];
 shared float colDelta[2 * BC];
+#endif
 // chunkMasked[j & 1] == j + 1: some row drops some key of chunk j (never reset: chunk
 // numbers only grow).
 shared uint chunkMasked[2];
@@ -136,6 +154,7 @@ const float NEG_INF = -1.0 / 0.0;
 // Per-tile state the per-element operations read.
 uint qBase, oBase, listBase, ordBase, kvBase, vStride, nList;
 int tilePos;
+uint rowA, rowB;  // the tile rows that may keep keys: [rowA, rowB] (FOLD)
 bool packed, causal, rowCausal;
 uint lid;
 
@@ -152,6 +171,24 @@ float loadQ(const in uint r, const in uint c, const in float x) {
 	return float(q16[qBase + uint(ri) * P.qSL + c]);
 }
 
+#if FOLD
+// Score of tile row r and chunk column c from the accumulated product s (-inf where the
+// row does not keep the key; the chunk's keys in half h).
+float scoreOp(const in uint r, const in uint c, const in float s, const in uint h) {
+	uvec2 cd = colData[h + c];
+	if (r < (cd.x & 0xffffu) || r > (cd.x >> 16)) return NEG_INF;
+	float v = fma(P.scale, s, uintBitsToFloat(cd.y));
+	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
+	return v;
+}
+
+// The score of a chunk every row keeps whole, with an add or a softcap.
+float scoreAllOp(const in uint r, const in uint c, const in float s, const in uint h) {
+	float v = fma(P.scale, s, uintBitsToFloat(colData[h + c].y));
+	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
+	return v;
+}
+#else
 // Score of tile row r and chunk column c from the raw product s: scaled, plus the key's
 // weight, softcapped; -inf when the row does not keep the key (the chunk's keys in half
 // h of colIdx/colDelta, e0 its first list entry).
@@ -169,6 +206,7 @@ float scoreAllOp(const in uint r, const in uint c, const in float s, const in ui
 	if (P.softcap > 0.0) v = P.softcap * safeTanh(v / P.softcap);
 	return v;
 }
+#endif
 
 // First key (list entry) of the chunk that starts the walk at e0. Mode none reads K and
 // V in place: a last chunk past the end starts earlier instead (the host guarantees
@@ -217,7 +255,9 @@ float storeLSE(const in uint r, const in uint c, const in float m, const in floa
 	return m;
 }
 
-// Stages chunk j (walk entries from e0 = j * BC) into half (j & 1) of colIdx/colDelta,
+bool finite32(float x) { return (floatBitsToUint(x) & 0x7f800000u) != 0x7f800000u; }
+
+// Stages chunk j (walk entries from e0 = j * BC) into half (j & 1) of the key arrays,
 // and marks it in chunkMasked when some row of the tile drops some of its keys.
 void stageChunk(uint j, uint minT) {
 	uint e0 = j * BC, c0 = chunkStart(e0), skip = c0 != e0 ? e0 : 0u, h = (j & 1u) * BC;
@@ -236,8 +276,33 @@ void stageChunk(uint j, uint minT) {
 			}
 			dl = unord(o);
 		}
+#if FOLD
+		// Rows [lo, hi] keep entry e: rows from rowA at or after idx (causal), up to the
+		// last whose rowT is above e (rowT never grows from rowA to rowB).
+		uint lo = 0xffffu, hi = 0u;
+		if (idx != ~0u && rowA <= rowB && e < rowT[rowA]) {
+			int first = causal ? int(idx) - tilePos : 0;
+			lo = uint(max(first, int(rowA)));
+			uint a = rowA, b = rowB;  // the last row in [a, b] with rowT > e
+			while (a < b) {
+				uint m = (a + b + 1u) >> 1;
+				if (rowT[m] > e) a = m; else b = m - 1u;
+			}
+			hi = a;
+			if (lo > hi) lo = 0xffffu, hi = 0u;
+		}
+		float init = dl / P.scale, add = 0.0;
+		if (!finite32(init)) {
+			init = 0.0;
+			add = dl;
+			atomicMax(chunkAdded[j & 1u], j + 1u);
+		}
+		colInit[h + c] = init;
+		colData[h + c] = uvec2(lo | (hi << 16), floatBitsToUint(add));
+#else
 		colIdx[h + c] = idx;
 		colDelta[h + c] = dl;
+#endif
 		// Row r keeps key c when c0 + c < rowT[r] and idx <= tilePos + r: for every row
 		// when c0 + c < minT and idx <= tilePos (row 0, the smallest position).
 		if (idx == ~0u || c0 + c >= minT || (causal && int(idx) > tilePos)) atomicMax(chunkMasked[j & 1u], j + 1u);
@@ -311,11 +376,20 @@ void main() {
 		rowT[r] = t;
 	}
 	if (lid < 2u) chunkMasked[lid] = 0u;
+#if FOLD
+	if (lid < 2u) chunkAdded[lid] = 0u;
+#endif
 	barrier();
 	uint nWalk = 0u, minT = ~0u;
+	rowA = BR;
+	rowB = 0u;
 	for (uint r = 0u; r < BR; r++) {
 		nWalk = max(nWalk, rowT[r]);
 		minT = min(minT, rowT[r]);
+		if (rowT[r] > 0u) {
+			rowA = min(rowA, r);
+			rowB = r;
+		}
 	}
 	barrier();  // chunkMasked cleared before the first stage marks it
 	if (nWalk > 0u) stageChunk(0u, minT);
@@ -375,11 +449,24 @@ void main() {
 #else
 		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), transposed);
 #endif
+#if FOLD
+		SACC S;
+		coopMatLoad(S, colInit, h, 0, gl_CooperativeMatrixLayoutRowMajor);  // w / scale, every row
+		S = coopMatMulAdd(qa, kt, S);
+		if (masked) {
+			coopMatPerElementNV(S, S, scoreOp, h);
+		} else if (chunkAdded[j & 1u] == j + 1u || P.softcap > 0.0) {
+			coopMatPerElementNV(S, S, scoreAllOp, h);
+		} else {
+			S = S * P.scale;
+		}
+#else
 		SACC S = SACC(0.0);
 		S = coopMatMulAdd(qa, kt, S);
+#endif
 #if NOSCORE
 		S = S * P.scale;
-#else
+#elif !FOLD
 		if (masked) {
 			coopMatPerElementNV(S, S, scoreOp, c0, h);
 		} else {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,8 +152,20 @@ func runBench(args []string, stdout io.Writer) error {
 	peak := fs.Bool("peak", false, "first measure the device's matrix peak (dmavk peak) and report each row's share of it")
 	profile := fs.Bool("profile", false, "also print the GPU time of every kernel (the selection plan pass by pass)")
 	printConfigs := fs.Bool("configs", false, "print the configurations as JSON (for bench/peers/sdpa.py --configs) and exit")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed calls to this file (where the host time of a call goes)")
 	if err := parseFlags(c, fs, args, stdout); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var cfgs []benchConfig
 	if *sweep != "" {
