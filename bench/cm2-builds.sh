@@ -22,7 +22,7 @@ build() {
 	for t in $tiles; do echo "$name $t" >>"$dir/list"; done
 }
 
-build wide "64x64x128 64x128x128 128x64x256" -DWIDE=1
-build wide_nofold "64x64x128" -DWIDE=1 -DFOLD=0
+build wide "64x64x128" -DWIDE=1
+build wide_packcol "64x64x128" -DWIDE=1 -DPACKCOL=1
 build wide_noscore "64x64x128" -DWIDE=1 -DNOSCORE=1
 cat "$dir/list"

@@ -65,8 +65,10 @@
 // bench/NOTES.md): WIDE (statistics as wide as the score tile), EQ (chunks of DH keys),
 // SUMMMA (row sums as a product with a matrix of ones), KHRLOAD (K and V through plain
 // KHR loads instead of tensor layouts), NOSCORE (timing only: the plain scaled score, no
-// weights or keep test; wrong results), FOLD (the weights enter the score through the
-// product's accumulator, and the keep test reads one packed word per key: below).
+// weights or keep test; wrong results), PACKCOL (the keep test reads one packed word
+// per key, below), INITW (with PACKCOL: the weights enter the score through the
+// product's accumulator, below). PACKCOL with INITW measured 20% slower on the H200
+// (bench/NOTES.md): the broadcast load from shared memory costs more than it saves.
 #ifndef WIDE
 #define WIDE 0
 #endif
@@ -82,8 +84,11 @@
 #ifndef NOSCORE
 #define NOSCORE 0
 #endif
-#ifndef FOLD
-#define FOLD 1
+#ifndef PACKCOL
+#define PACKCOL 0
+#endif
+#ifndef INITW
+#define INITW 0
 #endif
 
 layout(constant_id = 0) const uint DH = 64;
@@ -126,14 +131,14 @@ layout(push_constant) uniform Range { uint bhFirst, bhCount; } rg;
 
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
 // Two chunks' keys (chunk j in half j & 1): position (~0u: not a key, or done) and weight.
-#if FOLD
-// FOLD: the score is scale * (Q K^T + w / scale) + add, the product's accumulator
-// starting from the chunk's w / scale (colInit, one row read for every row: stride 0)
-// and add 0, so that a chunk whose rows keep every key needs no per-element operation
-// (unless a weight's w / scale is not finite: then colInit 0 and add w, the plain
-// score). A key's colData: x, the tile rows that keep it, [x & 0xffff, x >> 16] (rows
-// keep list entries up to their rowT, which never grows with the row, and keys at or
-// before their position), y, add's bits.
+#if PACKCOL
+// PACKCOL: the score is scale * S + add. A key's colData: x, the tile rows that keep
+// it, [x & 0xffff, x >> 16] (rows keep list entries up to their rowT, which never grows
+// with the row, and keys at or before their position), y, add's bits: the weight w, or
+// with INITW 0, the product's accumulator starting from the chunk's w / scale (colInit,
+// one row read for every row: stride 0), so that a chunk whose rows keep every key
+// needs no per-element operation (unless a weight's w / scale is not finite: then
+// colInit 0 and add w, the plain score).
 shared float colInit[2 * BC];
 shared uvec2 colData[2 * BC];
 // chunkAdded[j & 1] == j + 1: some key of chunk j has add != 0.
@@ -154,7 +159,9 @@ const float NEG_INF = -1.0 / 0.0;
 // Per-tile state the per-element operations read.
 uint qBase, oBase, listBase, ordBase, kvBase, vStride, nList;
 int tilePos;
-uint rowA, rowB;  // the tile rows that may keep keys: [rowA, rowB] (FOLD)
+#if PACKCOL
+uint rowA, rowB;  // the tile rows that may keep keys: [rowA, rowB] (PACKCOL)
+#endif
 bool packed, causal, rowCausal;
 uint lid;
 
@@ -171,7 +178,7 @@ float loadQ(const in uint r, const in uint c, const in float x) {
 	return float(q16[qBase + uint(ri) * P.qSL + c]);
 }
 
-#if FOLD
+#if PACKCOL
 // Score of tile row r and chunk column c from the accumulated product s (-inf where the
 // row does not keep the key; the chunk's keys in half h).
 float scoreOp(const in uint r, const in uint c, const in float s, const in uint h) {
@@ -255,7 +262,9 @@ float storeLSE(const in uint r, const in uint c, const in float m, const in floa
 	return m;
 }
 
+#if PACKCOL
 bool finite32(float x) { return (floatBitsToUint(x) & 0x7f800000u) != 0x7f800000u; }
+#endif
 
 // Stages chunk j (walk entries from e0 = j * BC) into half (j & 1) of the key arrays,
 // and marks it in chunkMasked when some row of the tile drops some of its keys.
@@ -276,7 +285,7 @@ void stageChunk(uint j, uint minT) {
 			}
 			dl = unord(o);
 		}
-#if FOLD
+#if PACKCOL
 		// Rows [lo, hi] keep entry e: rows from rowA at or after idx (causal), up to the
 		// last whose rowT is above e (rowT never grows from rowA to rowB).
 		uint lo = 0xffffu, hi = 0u;
@@ -292,7 +301,7 @@ void stageChunk(uint j, uint minT) {
 			if (lo > hi) lo = 0xffffu, hi = 0u;
 		}
 		float init = dl / P.scale, add = 0.0;
-		if (!finite32(init)) {
+		if (INITW == 0 || !finite32(init)) {
 			init = 0.0;
 			add = dl;
 			atomicMax(chunkAdded[j & 1u], j + 1u);
@@ -376,21 +385,25 @@ void main() {
 		rowT[r] = t;
 	}
 	if (lid < 2u) chunkMasked[lid] = 0u;
-#if FOLD
+#if PACKCOL
 	if (lid < 2u) chunkAdded[lid] = 0u;
 #endif
 	barrier();
 	uint nWalk = 0u, minT = ~0u;
-	rowA = BR;
-	rowB = 0u;
 	for (uint r = 0u; r < BR; r++) {
 		nWalk = max(nWalk, rowT[r]);
 		minT = min(minT, rowT[r]);
+	}
+#if PACKCOL
+	rowA = BR;
+	rowB = 0u;
+	for (uint r = 0u; r < BR; r++) {
 		if (rowT[r] > 0u) {
 			rowA = min(rowA, r);
 			rowB = r;
 		}
 	}
+#endif
 	barrier();  // chunkMasked cleared before the first stage marks it
 	if (nWalk > 0u) stageChunk(0u, minT);
 
@@ -449,13 +462,17 @@ void main() {
 #else
 		coopMatLoadTensorNV(kt, k16, kSrc, sliceTensorLayoutNV(tK, c0, BC, 0, DH), transposed);
 #endif
-#if FOLD
+#if PACKCOL
 		SACC S;
+#if INITW
 		coopMatLoad(S, colInit, h, 0, gl_CooperativeMatrixLayoutRowMajor);  // w / scale, every row
+#else
+		S = SACC(0.0);
+#endif
 		S = coopMatMulAdd(qa, kt, S);
 		if (masked) {
 			coopMatPerElementNV(S, S, scoreOp, h);
-		} else if (chunkAdded[j & 1u] == j + 1u || P.softcap > 0.0) {
+		} else if (INITW == 0 || chunkAdded[j & 1u] == j + 1u || P.softcap > 0.0) {
 			coopMatPerElementNV(S, S, scoreAllOp, h);
 		} else {
 			S = S * P.scale;
@@ -466,7 +483,7 @@ void main() {
 #endif
 #if NOSCORE
 		S = S * P.scale;
-#elif !FOLD
+#elif !PACKCOL
 		if (masked) {
 			coopMatPerElementNV(S, S, scoreOp, c0, h);
 		} else {
