@@ -381,6 +381,7 @@ func (in *Instance) Adopt(a AppDevice) (*Device, error) {
 	caps.ComputeQueue = int(a.QueueFamily)
 	caps.TimestampBits = uint32(fam.timestamp_bits)
 	d := &Device{in: in, phys: pd, caps: caps, family: a.QueueFamily, borrowed: true, queueLock: a.QueueLock}
+	d.memc.limit = defaultMemCacheLimit(&caps)
 	d.handle = handleOf(uint64(a.Device))
 	d.dev = vulkan.Device(unsafe.Pointer(d.handle))
 	var q vulkan.Queue

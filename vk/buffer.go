@@ -36,6 +36,7 @@ type Buffer struct {
 	// it, and Close leaves the VkBuffer and its memory alone.
 	base     int64
 	borrowed bool
+	key      memKey // where the memory cache keeps it once closed
 
 	mu      sync.Mutex
 	refs    int  // Runs in flight that bind it
@@ -65,17 +66,22 @@ func (d *Device) NewBuffer(size int64) (*Buffer, error) {
 		prefer = []uint32{memDeviceLocal, 0}
 	}
 	usage := vulkan.BufferUsageFlags(vulkan.BufferUsageStorageBufferBit | vulkan.BufferUsageTransferSrcBit | vulkan.BufferUsageTransferDstBit)
-	return d.newBuffer(size, usage, prefer)
+	return d.newBuffer(size, usage, prefer, memPlain)
 }
 
 // newHostBuffer allocates host-visible, coherent memory for staging.
 func (d *Device) newHostBuffer(size int64) (*Buffer, error) {
 	usage := vulkan.BufferUsageFlags(vulkan.BufferUsageTransferSrcBit | vulkan.BufferUsageTransferDstBit)
-	return d.newBuffer(size, usage, []uint32{memHostVisible | memHostCoherent | memHostCached, memHostVisible | memHostCoherent})
+	return d.newBuffer(size, usage, []uint32{memHostVisible | memHostCoherent | memHostCached, memHostVisible | memHostCoherent}, memStaging)
 }
 
-func (d *Device) newBuffer(size int64, usage vulkan.BufferUsageFlags, prefer []uint32) (*Buffer, error) {
-	b := &Buffer{d: d, size: size}
+func (d *Device) newBuffer(size int64, usage vulkan.BufferUsageFlags, prefer []uint32, kind memKind) (*Buffer, error) {
+	b := &Buffer{d: d, size: size, key: memKey{size: size, usage: usage, kind: kind}}
+	if m, ok := d.memc.take(b.key); ok {
+		b.buf, b.mem, b.alloc, b.mapped = m.buf, m.mem, m.alloc, m.mapped
+		d.mem.add(b.alloc)
+		return b, nil
+	}
 	info := vulkan.BufferCreateInfo{
 		SType:       vulkan.StructureTypeBufferCreateInfo,
 		Size:        vulkan.DeviceSize(size),
@@ -105,6 +111,13 @@ func (d *Device) newBuffer(size int64, usage vulkan.BufferUsageFlags, prefer []u
 	}
 	var mem vulkan.DeviceMemory
 	r = vulkan.AllocateMemory(d.dev, &alloc, nil, &mem)
+	if r != vulkan.Success {
+		// Out of memory, perhaps only because of what the cache keeps: free it, try again.
+		if drop := d.memc.empty(); len(drop) > 0 {
+			d.freeCached(drop)
+			r = vulkan.AllocateMemory(d.dev, &alloc, nil, &mem)
+		}
+	}
 	b.mem = mem
 	alloc.Free()
 	if err := check("vkAllocateMemory", int32(r)); err != nil {
@@ -114,13 +127,13 @@ func (d *Device) newBuffer(size int64, usage vulkan.BufferUsageFlags, prefer []u
 	b.alloc = int64(req.Size)
 	d.mem.add(b.alloc)
 	if err := check("vkBindBufferMemory", int32(vulkan.BindBufferMemory(d.dev, b.buf, b.mem, 0))); err != nil {
-		b.destroy()
+		b.free()
 		return nil, d.noteErr(err)
 	}
 	if flags&(memHostVisible|memHostCoherent) == memHostVisible|memHostCoherent {
 		var p unsafe.Pointer
 		if err := check("vkMapMemory", int32(vulkan.MapMemory(d.dev, b.mem, 0, vulkan.DeviceSize(vulkan.WholeSize), 0, &p))); err != nil {
-			b.destroy()
+			b.free()
 			return nil, d.noteErr(err)
 		}
 		b.mapped = p
@@ -183,6 +196,27 @@ func (b *Buffer) destroy() {
 	if b.borrowed {
 		return
 	}
+	d := b.d
+	// Kept for NewBuffer (the GPU is done with it: no Run binds it any more), unless the
+	// device is closing (Close then empties the cache: nothing may join it after).
+	d.mu.Lock()
+	open := !d.closed
+	var drop []cachedMem
+	if open {
+		drop = d.memc.put(b.key, cachedMem{buf: b.buf, mem: b.mem, alloc: b.alloc, mapped: b.mapped})
+	}
+	d.mu.Unlock()
+	if !open {
+		b.free()
+		return
+	}
+	d.mem.add(-b.alloc)
+	b.mapped = nil
+	d.freeCached(drop)
+}
+
+// free destroys the buffer and its memory.
+func (b *Buffer) free() {
 	if b.mapped != nil {
 		vulkan.UnmapMemory(b.d.dev, b.mem)
 		b.mapped = nil
@@ -195,7 +229,10 @@ func (b *Buffer) destroy() {
 // MemoryUse is the device memory a Device's buffers hold, in bytes: now, and the most
 // at any time since the device was opened or ResetPeakMemory (what the driver reserves
 // besides, e.g. for pipelines and command buffers, is not counted).
-type MemoryUse struct{ Live, Peak int64 }
+//
+// Cached is the memory of closed buffers the device keeps for NewBuffer to reuse
+// (SetMemoryCache), counted in neither Live nor Peak.
+type MemoryUse struct{ Live, Peak, Cached int64 }
 
 // memoryUse counts a device's buffer memory.
 type memoryUse struct {
@@ -214,7 +251,7 @@ func (m *memoryUse) add(n int64) {
 func (d *Device) Memory() MemoryUse {
 	d.mem.mu.Lock()
 	defer d.mem.mu.Unlock()
-	return MemoryUse{Live: d.mem.live, Peak: d.mem.peak}
+	return MemoryUse{Live: d.mem.live, Peak: d.mem.peak, Cached: d.memc.cached()}
 }
 
 // ResetPeakMemory starts the peak of Memory again from the memory held now.
@@ -322,7 +359,7 @@ func (d *Device) NewMappedBuffer(size int64) (*Buffer, error) {
 		return nil, fmt.Errorf("vk: NewMappedBuffer: size %d must be positive", size)
 	}
 	usage := vulkan.BufferUsageFlags(vulkan.BufferUsageStorageBufferBit | vulkan.BufferUsageTransferSrcBit | vulkan.BufferUsageTransferDstBit)
-	b, err := d.newBuffer(size, usage, []uint32{memDeviceLocal | memHostVisible | memHostCoherent, memHostVisible | memHostCoherent})
+	b, err := d.newBuffer(size, usage, []uint32{memDeviceLocal | memHostVisible | memHostCoherent, memHostVisible | memHostCoherent}, memMapped)
 	if err != nil {
 		return nil, err
 	}

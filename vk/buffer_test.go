@@ -174,3 +174,72 @@ func TestMemoryUse(t *testing.T) {
 		t.Fatalf("every buffer closed: %d bytes live, %d before", got, base.Live)
 	}
 }
+
+// TestMemoryCache: a closed buffer's memory goes to the cache and back to the next
+// buffer of its size and kind, up to the limit; a cache of 0
+// frees at once.
+func TestMemoryCache(t *testing.T) {
+	d := vktest.Device(t, vk.Features{})
+	d.SetMemoryCache(4 << 20)
+	defer d.SetMemoryCache(0)
+	base := d.Memory()
+	mk := func(n int64) *vk.Buffer {
+		t.Helper()
+		b, err := d.NewBuffer(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a := mk(1 << 20)
+	if err := a.Upload(context.Background(), 0, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	m := d.Memory()
+	if m.Live != base.Live || m.Cached < 1<<20 {
+		t.Fatalf("after closing 1 MiB: %+v (before %+v)", m, base)
+	}
+	b := mk(1 << 20) // a's memory again
+	if m := d.Memory(); m.Cached != base.Cached || m.Live < base.Live+1<<20 {
+		t.Fatalf("a buffer of the cached size: %+v", m)
+	}
+	// Reused memory holds what it held: every byte written here reads back.
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if err := b.Upload(context.Background(), 0, want); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1<<20)
+	if err := b.Download(context.Background(), 0, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("reused buffer: download differs from upload")
+	}
+	b.Close()
+	c := mk(2 << 20)
+	c.Close()
+	e := mk(2 << 20) // c's
+	e.Close()
+	f := mk(1 << 20) // b's
+	f.Close()
+	if m := d.Memory(); m.Cached > 4<<20 || m.Cached < 3<<20 {
+		t.Fatalf("1 + 2 MiB cached under a 4 MiB limit: %+v", m)
+	}
+	big := mk(5 << 20) // over the limit: freed at once on Close
+	big.Close()
+	if m := d.Memory(); m.Cached > 4<<20 || m.Cached < 3<<20 {
+		t.Fatalf("a buffer over the limit stays cached: %+v", m)
+	}
+	d.SetMemoryCache(1 << 20)
+	if m := d.Memory(); m.Cached > 1<<20 {
+		t.Fatalf("after lowering the limit to 1 MiB: %+v", m)
+	}
+	d.SetMemoryCache(0)
+	if m := d.Memory(); m.Cached != 0 || m.Live != base.Live {
+		t.Fatalf("cache off: %+v", m)
+	}
+}

@@ -62,7 +62,8 @@ type Device struct {
 	pipeMu    sync.Mutex
 	pipelines map[*Pipeline]struct{} // open pipelines, for Pipelines
 
-	mem memoryUse // of its buffers
+	mem  memoryUse // of its buffers
+	memc memCache  // closed buffers kept for reuse
 }
 
 // Pipelines returns the device's open pipelines, in no particular order (for reports
@@ -113,6 +114,7 @@ func (in *Instance) Open(pd PhysicalDevice, f Features) (*Device, error) {
 	en.coopmat_robust = 0
 
 	d := &Device{in: in, phys: pd, caps: caps, family: uint32(pd.Caps.ComputeQueue)}
+	d.memc.limit = defaultMemCacheLimit(&caps)
 	r := C.dv_create_device(in.handle, pd.pd, &en, C.uint32_t(d.family), &d.handle)
 	if err := check("vkCreateDevice", int32(r)); err != nil {
 		return nil, err
@@ -167,6 +169,7 @@ func (d *Device) Close() error {
 	d.idle = nil
 	d.mu.Unlock()
 	var err error
+	d.freeCached(d.memc.empty())
 	if d.cache != nil {
 		err = d.cache.save()
 		d.cache.destroy()
