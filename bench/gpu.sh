@@ -13,6 +13,8 @@
 #   validate   the kern, matmul and dma tests and selftest --long under Debian testing's
 #              validation layer with synchronization validation (tools/vvl.sh); any
 #              message fails
+#   vquick     validate's checks, short: the kern tests of the tensor-core paths
+#              (coopmat2, backward, non-finite) and selftest --long, under the layer
 #   peak       dmavk peak beside ggml's Vulkan matrix product
 #   prefill    dmavk bench: DMA beside dense attention at w = 2048 (4K-32K), mode none
 #              and bf16 at 16K, the KHR and portable paths; SDPA on the same shapes
@@ -132,6 +134,19 @@ part_validate() {
 	timeout 500 "${vvl[@]}" $D selftest --long >>"$f" 2>&1
 	summary "$f" validate
 	# Every distinct message id, counted.
+	grep -oE 'VUID-[A-Za-z0-9_-]+|SYNC-[A-Za-z0-9_-]+|UNASSIGNED-[A-Za-z0-9_.-]+' "$f" | sort | uniq -c | sort -rn | head -30
+}
+
+part_vquick() {
+	local f="$OUT/vquick.txt" vvl=("$ROOT/tools/vvl.sh" run "$ROOT/.gpu/vvl.tgz" --)
+	{
+		echo "=== kern CoopMat2|Backward|NonFinite (validation, synchronization validation)"
+		(cd "$ROOT/internal/kern" && DMAVK_REQUIRE_COOPMAT=1 timeout 200 "${vvl[@]}" /tmp/bin/kern.test -test.timeout 190s \
+			-test.run 'CoopMat2|Backward|NonFinite' 2>&1 | grep -vE '^(=== RUN|    --- PASS|--- PASS)')
+		echo "=== selftest --long (validation, synchronization validation)"
+		timeout 240 "${vvl[@]}" $D selftest --long 2>&1
+	} >"$f" 2>&1
+	summary "$f" vquick
 	grep -oE 'VUID-[A-Za-z0-9_-]+|SYNC-[A-Za-z0-9_-]+|UNASSIGNED-[A-Za-z0-9_.-]+' "$f" | sort | uniq -c | sort -rn | head -30
 }
 
