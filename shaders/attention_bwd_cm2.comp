@@ -110,8 +110,6 @@ layout(push_constant) uniform Push {
 
 const float NEG_INF = -1.0 / 0.0;
 
-bool finite32(float x) { return (floatBitsToUint(x) & 0x7f800000u) != 0x7f800000u; }
-
 float safeTanh(float x) {
 	float t = exp(-2.0 * abs(x));
 	float y = (1.0 - t) / (1.0 + t);

@@ -76,7 +76,7 @@ func (d *Device) newHostBuffer(size int64) (*Buffer, error) {
 }
 
 func (d *Device) newBuffer(size int64, usage vulkan.BufferUsageFlags, prefer []uint32, kind memKind) (*Buffer, error) {
-	b := &Buffer{d: d, size: size, key: memKey{size: size, usage: usage, kind: kind}}
+	b := &Buffer{d: d, size: size, key: memKey{size: size, kind: kind}}
 	if m, ok := d.memc.take(b.key); ok {
 		b.buf, b.mem, b.alloc, b.mapped = m.buf, m.mem, m.alloc, m.mapped
 		d.mem.add(b.alloc)

@@ -26,12 +26,11 @@ type memCache struct {
 
 // memKey is what a reused buffer must match: its size and what it was made for.
 type memKey struct {
-	size  int64
-	usage vulkan.BufferUsageFlags
-	kind  memKind
+	size int64
+	kind memKind
 }
 
-// memKind is the memory a buffer asked for.
+// memKind is the memory (and usage) a buffer asked for.
 type memKind uint8
 
 const (

@@ -42,11 +42,14 @@ const bwdCM2Bindings = 20
 // uint32 words, K's [B][Hkv] from word 0, Q's [B][H] from bwdFlagQ, dO's from bwdFlagDO;
 // each list starts on a 256-byte boundary (so that select_vcheck can write it through a
 // binding of its own: no device asks more of storage-buffer offsets).
-func bwdFlagQ(p *Params) int64  { return (int64(p.B)*int64(p.Hkv) + 63) / 64 * 64 }
-func bwdFlagDO(p *Params) int64 { return bwdFlagQ(p) + (int64(p.B)*int64(p.H)+63)/64*64 }
+func bwdFlagQ(p *Params) int64  { return bwdFlagWords(int64(p.B) * int64(p.Hkv)) }
+func bwdFlagDO(p *Params) int64 { return bwdFlagQ(p) + bwdFlagWords(int64(p.B)*int64(p.H)) }
 
 // bwdFlagsSize is the byte size of BwdCM2Buffers.Flags.
-func bwdFlagsSize(p *Params) int64 { return 4 * (bwdFlagDO(p) + (int64(p.B)*int64(p.H)+63)/64*64) }
+func bwdFlagsSize(p *Params) int64 { return 4 * (bwdFlagDO(p) + bwdFlagWords(int64(p.B)*int64(p.H))) }
+
+// bwdFlagWords is the words a list of n flags takes: whole 256-byte blocks.
+func bwdFlagWords(n int64) int64 { return (n + 63) / 64 * 64 }
 
 // bwdCheckStride is the distance of the three parameter blocks in BwdCM2Buffers.Check
 // (the select_vcheck parameters of K, Q and dO), a multiple of 256 bytes.
