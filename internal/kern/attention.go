@@ -252,8 +252,9 @@ func (k *Kernels) RecordAttention(r *vk.Recorder, p *Params, params *vk.Buffer, 
 }
 
 // dispatchAttention records one attention kernel (portable, coopmat or coopmat2: all take the
-// same bindings) over the tiles of br rows, every head and batch.
-func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffer, b *AttnBuffers, pipe *vk.Pipeline, br int, push []byte) error {
+// same bindings) over the tiles of br rows, every head and batch; extra buffers follow
+// the twelve bindings (attention_cm2.comp: K and V in place).
+func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffer, b *AttnBuffers, pipe *vk.Pipeline, br int, push []byte, extra ...*vk.Buffer) error {
 	_, tiles := AttnTiles(p.Lq, p.PosOffset, br)
 	groups := [3]uint32{tiles, p.H, p.B}
 	for i, g := range groups {
@@ -268,8 +269,11 @@ func dispatchAttention(r *vk.Recorder, caps vk.Caps, p *Params, params *vk.Buffe
 		}
 		return x
 	}
-	return r.Dispatch(pipe, groups, push,
-		vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord),
+	binds := []vk.Binding{vk.Bind(params), vk.Bind(b.Q), vk.Bind(b.K), vk.Bind(b.V), vk.Bind(b.Ord),
 		vk.Bind(or(b.U)), vk.Bind(or(b.UCount)), vk.Bind(or(b.Tau)), vk.Bind(or(b.Mask)), vk.Bind(or(b.Bias)),
-		vk.Bind(b.O), vk.Bind(b.LSE))
+		vk.Bind(b.O), vk.Bind(b.LSE)}
+	for _, x := range extra {
+		binds = append(binds, vk.Bind(x))
+	}
+	return r.Dispatch(pipe, groups, push, binds...)
 }

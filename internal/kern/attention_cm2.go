@@ -25,6 +25,7 @@ type AttnCM2Tile struct {
 	BR, BC, Threads, Shared int
 	Scope                   uint32
 	NW                      int  // the shape's N granularity (columns of narrow per-row statistics)
+	KW                      int  // the shape's K granularity (the depth of the weights' product)
 	BF16                    bool // bfloat16 operands (the _bf16 variants), else fp16
 	// Wide: per-row statistics as wide as the score tile (every variant today; narrow
 	// builds are for measurements).
@@ -43,9 +44,21 @@ func (t AttnCM2Tile) variant() string {
 	return name
 }
 
-// attnCM2Shared is the shared memory attention_cm2.comp declares on its non-finite V
-// route, the larger: rowT, two chunks' keys and weights, and the fp16 P.
-func attnCM2Shared(br, bc int) int { return 4*br + 16*bc + 8 + 2*(br*bc+1) }
+// attnCM2Shared is the shared memory attention_cm2.comp declares on its non-finite
+// route, the larger: rowT and rowTau, two chunks' keys, weights and weight parts (a
+// kw x bc 16-bit matrix each, three each with subgroup scope: the PARTPROD builds), the
+// diagonal's ords, and the fp16 P.
+func attnCM2Shared(br, bc, kw int, scope uint32) int {
+	parts := 1
+	if scope == vk.ScopeSubgroup {
+		parts = 3
+	}
+	return 12*br + 16*bc + 4*parts*kw*bc + 4*bc + 8 + 2*(br*bc+1)
+}
+
+// cm2Bindings is attention_cm2.comp's binding count: attention.comp's, then K and V in
+// place (the diagonal of the packed modes).
+const cm2Bindings = attnBindings + 2
 
 // AttnCM2Tiling chooses the coopmat2 kernel's tile for fp16 and head dimension d, or says
 // why the device cannot run it.
@@ -114,7 +127,8 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 					if want == nil && (br > 64 || bc > 64 || nt > 128) {
 						continue
 					}
-					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeWorkgroup, NW: int(s.NGranularity), BF16: bf16,
+					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc, int(s.KGranularity), vk.ScopeWorkgroup), Scope: vk.ScopeWorkgroup,
+						NW: int(s.NGranularity), KW: int(s.KGranularity), BF16: bf16,
 						Wide: true}
 					if !fits(s, br, bc) || t.Shared > wb {
 						continue
@@ -153,7 +167,8 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 		}
 		for _, br := range brs {
 			for _, bc := range bcs {
-				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc), Scope: vk.ScopeSubgroup, NW: int(s.NGranularity), BF16: bf16, Wide: true}
+				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc, int(s.KGranularity), vk.ScopeSubgroup), Scope: vk.ScopeSubgroup,
+					NW: int(s.NGranularity), KW: int(s.KGranularity), BF16: bf16, Wide: true}
 				if fits(s, br, bc) && t.Shared <= budget && 64%br == 0 && 64%bc == 0 {
 					return t, nil
 				}
@@ -180,8 +195,9 @@ func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
 			return t, fmt.Errorf("kern: attention (coopmat2): one head's packed keys need %d bytes, over %s's largest allocation or binding", n, caps.Name)
 		}
 	}
-	if p.Mode == ModeNone {
-		// K and V are read in place by whole chunks of rows, 16-byte aligned.
+	if p.Mode == ModeNone || p.Causal != 0 {
+		// K and V are read in place (mode none; the diagonal with causality) by whole
+		// chunks of rows, 16-byte aligned.
 		for _, v := range []View{p.K, p.V} {
 			if v.Off%8 != 0 || v.SB%8 != 0 || v.SL%8 != 0 || v.SH%8 != 0 {
 				return t, fmt.Errorf("kern: attention (coopmat2): K/V offsets and strides not multiples of 8 elements")
@@ -195,15 +211,23 @@ func cm2Eligible(caps *vk.Caps, p *Params) (AttnCM2Tile, error) {
 }
 
 // CM2Buffers are the coopmat2 kernel's own buffers for one call: the packed keys and
-// values (modes row and shared; see select_pack) and the per-(batch, kv head) flags of
-// non-finite values in V (select_vcheck). GK and GV are split by (batch, bias head)
-// pairs over as many buffers as the device's allocation and binding limits need:
-// GK[i] and GV[i] hold the pairs [i*PairsPer, min((i+1)*PairsPer, B*Hb)).
+// values (modes row and shared; see select_pack), the flags of non-finite values
+// (select_vcheck: in V or K per (batch, kv head), from word 0; in Q per (batch, head),
+// from word cm2FlagQ) and the parameter blocks of the K and Q checks. GK and GV are
+// split by (batch, bias head) pairs over as many buffers as the device's allocation and
+// binding limits need: GK[i] and GV[i] hold the pairs [i*PairsPer, min((i+1)*PairsPer, B*Hb)).
 type CM2Buffers struct {
 	GK, GV   []*vk.Buffer
 	PairsPer int
 	VFlags   *vk.Buffer
+	Check    *vk.Buffer
 }
+
+// cm2FlagQ is the first word of Q's flags in CM2Buffers.VFlags.
+func cm2FlagQ(p *Params) int64 { return bwdFlagWords(int64(p.B) * int64(p.Hkv)) }
+
+// cm2FlagsSize is the size of CM2Buffers.VFlags in bytes.
+func cm2FlagsSize(p *Params) int64 { return 4 * (cm2FlagQ(p) + bwdFlagWords(int64(p.B)*int64(p.H))) }
 
 // cm2MaxPackBytes caps the size of one GK/GV buffer below the device's limits (tests
 // set it to force the split; 0: the limits alone).
@@ -229,7 +253,10 @@ func NewCM2Buffers(d *vk.Device, p *Params) (*CM2Buffers, error) {
 		return nil, fmt.Errorf("kern: coopmat2 buffers: %w", err)
 	}
 	var err error
-	if c.VFlags, err = d.NewBuffer(max(int64(p.B)*int64(p.Hkv)*4, 4)); err != nil {
+	if c.VFlags, err = d.NewBuffer(cm2FlagsSize(p)); err != nil {
+		return fail(err)
+	}
+	if c.Check, err = d.NewBuffer(2 * bwdCheckStride); err != nil {
 		return fail(err)
 	}
 	pairs := int(p.B * p.Hb)
@@ -257,12 +284,12 @@ func NewCM2Buffers(d *vk.Device, p *Params) (*CM2Buffers, error) {
 
 // Close releases the buffers.
 func (c *CM2Buffers) Close() error {
-	for _, b := range append(append(c.GK, c.GV...), c.VFlags) {
+	for _, b := range append(append(c.GK, c.GV...), c.VFlags, c.Check) {
 		if b != nil {
 			b.Close()
 		}
 	}
-	c.GK, c.GV, c.VFlags = nil, nil, nil
+	c.GK, c.GV, c.VFlags, c.Check = nil, nil, nil, nil
 	return nil
 }
 
@@ -274,8 +301,8 @@ func (k *Kernels) cm2Pipeline(d uint32, t AttnCM2Tile, nonFinite bool) (*vk.Pipe
 	if nonFinite {
 		route = 1
 	}
-	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW), route}
-	key := pipeKey{name: t.variant(), bindings: attnBindings, push: 8}
+	spec := []uint32{d, uint32(t.BR), uint32(t.BC), uint32(t.Threads), uint32(t.NW), route, uint32(t.KW)}
+	key := pipeKey{name: t.variant(), bindings: cm2Bindings, push: 8}
 	if t.Scope == vk.ScopeSubgroup {
 		key.subgroup = k.pinnedSubgroup(uint32(t.Threads))
 	}
@@ -308,10 +335,10 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 	c := b.CM2
 	packed := p.Mode == ModeRow || p.Mode == ModeShared
 	pairs := int(p.B * p.Hb)
-	if c == nil || c.VFlags == nil || (packed && (c.PairsPer < 1 || len(c.GK) != (pairs+c.PairsPer-1)/c.PairsPer || len(c.GV) != len(c.GK))) {
+	if c == nil || c.VFlags == nil || c.Check == nil || (packed && (c.PairsPer < 1 || len(c.GK) != (pairs+c.PairsPer-1)/c.PairsPer || len(c.GV) != len(c.GK))) {
 		return fmt.Errorf("kern: attention (coopmat2): AttnBuffers.CM2 missing or not made for these params (NewCM2Buffers)")
 	}
-	if err := k.RecordVCheck(r, p, params, b.V, c.VFlags); err != nil {
+	if err := k.recordCM2Check(r, p, params, b, c); err != nil {
 		return err
 	}
 	// One dispatch per GK/GV buffer; workgroups of the other buffers' heads return at once.
@@ -346,11 +373,48 @@ func (k *Kernels) recordAttentionCM2(r *vk.Recorder, p *Params, params *vk.Buffe
 			// and the flags of non-finite V in the mask's slot (explicit masks never come here).
 			bb := *b
 			bb.K, bb.V, bb.Mask, bb.Bias = x.k, x.v, c.VFlags, nil
-			if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count)); err != nil {
+			if err := dispatchAttention(r, caps, p, params, &bb, pipe, tile.BR, pairRange(x.first, x.count), b.K, b.V); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
+}
+
+// recordCM2Check records the non-finite checks of V, K (both into the words of
+// (batch, kv head)) and Q (from word cm2FlagQ) into c.VFlags.
+func (k *Kernels) recordCM2Check(r *vk.Recorder, p *Params, params *vk.Buffer, b *AttnBuffers, c *CM2Buffers) error {
+	pk, pq := *p, *p
+	pk.V = p.K
+	pq.V, pq.Lk, pq.Hkv = p.Q, p.Lq, p.H
+	if err := r.Update(c.Check, 0, pk.Bytes()); err != nil {
+		return err
+	}
+	if err := r.Update(c.Check, bwdCheckStride, pq.Bytes()); err != nil {
+		return err
+	}
+	if err := r.Fill(c.VFlags, 0, cm2FlagsSize(p), 0); err != nil {
+		return err
+	}
+	r.Barrier()
+	checks := []struct {
+		p      *Params
+		params vk.Binding
+		buf    *vk.Buffer
+		flag   int64
+	}{
+		{p, vk.Bind(params), b.V, 0},
+		{&pk, vk.Binding{Buf: c.Check, Offset: 0, Size: ParamsSize}, b.K, 0},
+		{&pq, vk.Binding{Buf: c.Check, Offset: bwdCheckStride, Size: ParamsSize}, b.Q, cm2FlagQ(p)},
+	}
+	maxGroups := int64(k.d.Caps().MaxWorkgroupCount[0])
+	for _, x := range checks {
+		flags := vk.Binding{Buf: c.VFlags, Offset: 4 * x.flag, Size: VCheckSize(x.p)}
+		if err := k.dispatchVCheck(r, "attention (coopmat2) check", x.p, x.params, x.buf, flags, maxGroups); err != nil {
+			return err
+		}
+	}
+	r.Barrier()
 	return nil
 }
 

@@ -47,13 +47,13 @@ func TestAttentionCoopMat2(t *testing.T) {
 		if c.mode == ref.ModeExplicit {
 			continue // the KHR kernel's
 		}
-		// Mode none reads K and V in place: 16-byte aligned, at least one chunk of keys;
-		// otherwise the KHR kernel takes it.
+		// Mode none and the diagonal of causal tiles read K and V in place: 16-byte
+		// aligned, at least one chunk of keys; otherwise the KHR kernel takes it.
 		lk := c.Lk
 		if lk == 0 {
 			lk = c.Lq
 		}
-		if c.mode != ref.ModeNone || (c.off%8 == 0 && lk >= tile.BC) {
+		if (c.mode != ref.ModeNone && !c.causal) || (c.off%8 == 0 && lk >= tile.BC) {
 			c.wantPath = kern.PathCoopMat2
 		}
 		t.Run(c.name, func(t *testing.T) {
