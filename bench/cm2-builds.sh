@@ -13,16 +13,22 @@ dir=${1:?usage: bench/cm2-builds.sh DIR}
 mkdir -p "$dir"
 : >"$dir/list"
 
-# build NAME "TILE..." FLAGS...
+# build NAME "TILE..." FLAGS...: from shaders/attention_cm2.comp, or from $SRC when set
 build() {
 	local name=$1 tiles=$2 t
 	shift 2
 	"$ROOT/tools/swvk.sh" glslc -fshader-stage=compute --target-env=vulkan1.3 -O -I "$ROOT/shaders" \
-		-DSCOPE=gl_ScopeWorkgroup "$@" -o "$dir/$name.spv" "$ROOT/shaders/attention_cm2.comp"
+		-DSCOPE=gl_ScopeWorkgroup "$@" -o "$dir/$name.spv" "${SRC:-$ROOT/shaders/attention_cm2.comp}"
 	for t in $tiles; do echo "$name $t" >>"$dir/list"; done
 }
 
-build wide "64x64x128" -DWIDE=1
-build wide_packcol "64x64x128" -DWIDE=1 -DPACKCOL=1
+# The kernel before the weights' product (the per-element score on every chunk, the
+# causal test per element), from its commit; it runs with today's bindings (a subset).
+before=$(mktemp --suffix=.comp -p "$ROOT/shaders")
+trap 'rm -f "$before"' EXIT
+git -C "$ROOT" show 1108bfc:shaders/attention_cm2.comp >"$before"
+SRC=$before build before "64x64x128" -DWIDE=1
+build wide "64x64x128 64x64x256 64x128x256 128x64x256 32x64x128" -DWIDE=1
+build wide_scoreop "64x64x128" -DWIDE=1 -DSCOREOP=1
 build wide_noscore "64x64x128" -DWIDE=1 -DNOSCORE=1
 cat "$dir/list"

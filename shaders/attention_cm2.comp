@@ -107,19 +107,9 @@
 #ifndef SCOREOP
 #define SCOREOP 0
 #endif
-// PARTPROD: one product per part of the weights (each part row 0 of its own KW x BC
-// matrix), for devices that sum a product's terms at 16-bit precision: Mesa's lavapipe
-// does (the subgroup-scope variants), and hi + lo would round back to hi.
-#ifndef PARTPROD
-#define PARTPROD KHRLOAD
-#endif
-#if PARTPROD
-#define WROW(k) ((k) * KW * BC)
-#define WHALF (NPART * KW * BC)
-#else
+// Part k of a chunk's weights: row k of its half's KW x BC matrix.
 #define WROW(k) ((k) * BC)
 #define WHALF (KW * BC)
-#endif
 
 layout(constant_id = 0) const uint DH = 64;
 layout(constant_id = 1) const uint BR = 16;
@@ -166,9 +156,8 @@ layout(push_constant) uniform Range { uint bhFirst, bhCount; } rg;
 shared uint rowT[BR];              // entries of the list a tile row may keep (0: none)
 shared uvec2 rowTau[BR];           // the least kappa a row keeps on the diagonal
 // Two chunks' keys (chunk j in half j & 1): position (~0u: no row takes it from the
-// walk), weight (-inf then), and w / scale in parts (part k at colW[h * WHALF +
-// WROW(k)]: rows of one KW x BC matrix a half, or with PARTPROD row 0 of one each; the
-// other rows stay 0).
+// walk), weight (-inf then), and w / scale in parts (rows 0 .. NPART-1 of a KW x BC
+// matrix a half; the other rows stay 0).
 shared uint colIdx[2 * BC];
 shared float colDelta[2 * BC];
 shared T16 colW[2 * WHALF];
@@ -527,15 +516,8 @@ void main() {
 		} else {
 			// S = scale (Q K^T + ones W): the weights, and -inf for a column no row takes.
 			coopmat<T16, SCOPE, KW, BC, gl_MatrixUseB> wt;
-#if PARTPROD
-			[[unroll]] for (uint k = 0u; k < NPART; k++) {
-				coopMatLoad(wt, colW, (j & 1u) * WHALF + WROW(k), BC, gl_CooperativeMatrixLayoutRowMajor);
-				S = coopMatMulAdd(ones, wt, S);
-			}
-#else
 			coopMatLoad(wt, colW, (j & 1u) * WHALF, BC, gl_CooperativeMatrixLayoutRowMajor);
 			S = coopMatMulAdd(ones, wt, S);
-#endif
 			S = S * P.scale;
 			if (P.softcap > 0.0) coopMatPerElementNV(S, S, capOp);
 		}

@@ -46,15 +46,8 @@ func (t AttnCM2Tile) variant() string {
 
 // attnCM2Shared is the shared memory attention_cm2.comp declares on its non-finite
 // route, the larger: rowT and rowTau, two chunks' keys, weights and weight parts (a
-// kw x bc 16-bit matrix each, three each with subgroup scope: the PARTPROD builds), the
-// diagonal's ords, and the fp16 P.
-func attnCM2Shared(br, bc, kw int, scope uint32) int {
-	parts := 1
-	if scope == vk.ScopeSubgroup {
-		parts = 3
-	}
-	return 12*br + 16*bc + 4*parts*kw*bc + 4*bc + 8 + 2*(br*bc+1)
-}
+// kw x bc 16-bit matrix each), the diagonal's ords, and the fp16 P.
+func attnCM2Shared(br, bc, kw int) int { return 12*br + 16*bc + 4*kw*bc + 4*bc + 8 + 2*(br*bc+1) }
 
 // cm2Bindings is attention_cm2.comp's binding count: attention.comp's, then K and V in
 // place (the diagonal of the packed modes).
@@ -127,7 +120,7 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 					if want == nil && (br > 64 || bc > 64 || nt > 128) {
 						continue
 					}
-					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc, int(s.KGranularity), vk.ScopeWorkgroup), Scope: vk.ScopeWorkgroup,
+					t := AttnCM2Tile{BR: br, BC: bc, Threads: nt, Shared: attnCM2Shared(br, bc, int(s.KGranularity)), Scope: vk.ScopeWorkgroup,
 						NW: int(s.NGranularity), KW: int(s.KGranularity), BF16: bf16,
 						Wide: true}
 					if !fits(s, br, bc) || t.Shared > wb {
@@ -167,7 +160,7 @@ func AttnCM2TilingFor(caps *vk.Caps, d int, storage Storage) (AttnCM2Tile, error
 		}
 		for _, br := range brs {
 			for _, bc := range bcs {
-				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc, int(s.KGranularity), vk.ScopeSubgroup), Scope: vk.ScopeSubgroup,
+				t := AttnCM2Tile{BR: br, BC: bc, Threads: sg, Shared: attnCM2Shared(br, bc, int(s.KGranularity)), Scope: vk.ScopeSubgroup,
 					NW: int(s.NGranularity), KW: int(s.KGranularity), BF16: bf16, Wide: true}
 				if fits(s, br, bc) && t.Shared <= budget && 64%br == 0 && 64%bc == 0 {
 					return t, nil
